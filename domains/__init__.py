@@ -1,0 +1,1 @@
+"""Built-in omnidiff domains, registered through the omnidiff.domains entry point."""

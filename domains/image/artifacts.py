@@ -1,0 +1,75 @@
+"""Image artifacts: a PNG grid people look at, plus the raw samples (``.pt`` and ``.npy``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import make_grid
+
+from omnidiff.io import atomic_path, atomic_torch_save
+
+__all__ = ["save_artifacts", "image_grid", "MIN_TILE"]
+
+MIN_TILE = 32  # tiles smaller than this are upscaled (nearest neighbour) to at least this size
+
+
+def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding: int = 2
+               ) -> np.ndarray:
+    """samples (B, C, H, W) in [-1, 1] -> uint8 grid (Hg, Wg, C) (C is 1 or 3; 1 is squeezed
+    by the caller).
+
+    Without ``cond`` the grid is as square as possible; with ``cond`` (B,) there is one row per
+    class present (ascending), its samples left to right, blank tiles padding short rows.
+    """
+    if samples.ndim != 4:
+        raise ValueError(f"image artifacts need samples (B, C, H, W), got {tuple(samples.shape)}")
+    x = samples.detach().float().cpu().clamp(-1, 1).add(1).div(2)  # (B, C, H, W) in [0, 1]
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"image artifacts need 1 or 3 channels, got {x.shape[1]}")
+    h, w = x.shape[-2:]
+    up = max(1, math.ceil(MIN_TILE / min(h, w)))
+    if up > 1:
+        x = F.interpolate(x, scale_factor=up, mode="nearest")
+    if cond is not None and len(x):
+        c = cond.detach().cpu().long().reshape(-1)
+        if len(c) != len(x):
+            raise ValueError(f"cond has {len(c)} labels for {len(x)} samples")
+        classes = torch.unique(c)  # sorted
+        per_row = max(int((c == k).sum()) for k in classes)
+        blank = torch.zeros_like(x[:1])
+        tiles = []
+        for k in classes:
+            row = x[c == k]
+            tiles.append(torch.cat([row, blank.expand(per_row - len(row), -1, -1, -1)]))
+        x, nrow = torch.cat(tiles), per_row
+    else:
+        nrow = max(1, math.ceil(math.sqrt(len(x))))
+    grid = make_grid(x, nrow=nrow, padding=padding, pad_value=0.5)  # (3, Hg, Wg)
+    if samples.shape[1] == 1:
+        grid = grid[:1]
+    return (grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tensor | None = None,
+                   prefix: str = "samples") -> list[Path]:
+    """Write ``<prefix>.png`` (grid), ``<prefix>.pt`` ({"samples", "cond"}) and ``<prefix>.npy``
+    (samples as float32 (B, C, H, W) in [-1, 1]) into ``out_dir``, atomically; returns the paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = image_grid(samples, cond)
+    png = out_dir / f"{prefix}.png"
+    with atomic_path(png) as tmp:
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
+    raw = samples.detach().float().cpu()
+    pt = atomic_torch_save({"samples": raw, "cond": None if cond is None else cond.detach().cpu()},
+                           out_dir / f"{prefix}.pt")
+    npy = out_dir / f"{prefix}.npy"
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, raw.numpy())
+    return [png, pt, npy]

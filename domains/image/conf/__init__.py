@@ -1,0 +1,1 @@
+"""Hydra configs of the image domain (search path pkg://omnidiff_domains.image.conf)."""

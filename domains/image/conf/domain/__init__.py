@@ -1,0 +1,1 @@
+"""The image domain's defaults for `model` and `data` (domain/image.yaml)."""

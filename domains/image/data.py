@@ -1,0 +1,347 @@
+"""Image data: one ``LightningDataModule`` for every source, batches ``{"x", "cond"}``.
+
+Sources (``name``):
+
+* ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes; offline,
+  the default). A fixed stratified held-out split (20 %, independent of ``seed``).
+* ``mnist``, ``fashion_mnist``, ``cifar10``: torchvision datasets under ``root``; the official
+  test split is the held-out split. ``download=False`` by default (nothing is fetched unless
+  asked).
+* ``imagefolder``: ``root/<class>/<image>`` (torchvision ``ImageFolder``), labelled by subfolder;
+  a fixed ``holdout`` fraction is held out.
+* ``folder``: a flat folder of images, unlabelled; a fixed ``holdout`` fraction is held out.
+
+Images are kept in memory as uint8 ``(N, C, H, W)`` (resized once) and scaled to [-1, 1] float32
+per item. Random horizontal flips apply to natural-image sources only (cifar10, imagefolder,
+folder), never to digits, MNIST or Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["ImageData", "SOURCES", "digits_arrays", "default_cache_dir"]
+
+SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder", "folder")
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+_NATURAL = {"cifar10", "imagefolder", "folder"}  # sources where a horizontal flip is a valid view
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                   ".pgm"}
+DIGITS_SPLIT_SEED = 0  # the held-out split of the digits never moves (the classifier relies on it)
+DIGITS_HOLDOUT = 0.2
+
+
+def default_cache_dir() -> Path:
+    """``$OMNIDIFF_CACHE`` or ``~/.cache/omnidiff``."""
+    return Path(os.environ.get("OMNIDIFF_CACHE") or Path.home() / ".cache" / "omnidiff")
+
+
+def _resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, C, *size) uint8, bilinear with antialiasing, in chunks."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    out = []
+    for chunk in x.split(4096):
+        y = F.interpolate(chunk.float(), size=size, mode="bilinear", antialias=True,
+                          align_corners=False)
+        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _set_channels(x: torch.Tensor, channels: int | None, where: str) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, channels, H, W): 1 -> 3 repeats, 3 -> 1 takes luminance."""
+    if channels is None or x.shape[1] == channels:
+        return x
+    if channels not in (1, 3):
+        raise ValueError(f"data.channels={channels} is not supported for {where}; use 1 or 3")
+    if x.shape[1] == 1:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def _as_size(image_size: Any) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    h, w = image_size
+    return (int(h), int(w))
+
+
+def digits_arrays(image_size: int | None = None) -> dict[str, torch.Tensor]:
+    """The scikit-learn digits at ``image_size`` (default 8) as float in [-1, 1].
+
+    Returns ``{"x_train": (N, 1, S, S), "y_train": (N,), "x_test": (M, 1, S, S), "y_test": (M,)}``
+    with the project's fixed stratified held-out split.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 16.0 * 2.0 - 1.0  # (N,1,8,8)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    size = _as_size(image_size) or (8, 8)
+    if size != (8, 8):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True,
+                          align_corners=False).clamp_(-1.0, 1.0)
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=DIGITS_HOLDOUT, random_state=DIGITS_SPLIT_SEED,
+                              stratify=d.target)
+    tr, te = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(te))
+    return {"x_train": x[tr].contiguous(), "y_train": y[tr], "x_test": x[te].contiguous(),
+            "y_test": y[te]}
+
+
+class _Images(Dataset):
+    """In-memory images; items ``{"x": (C, H, W) float32 in [-1, 1], "cond": long}``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, flip: bool):
+        self.x, self.y, self.flip = x, y, flip  # x: uint8 (N, C, H, W) or float in [-1, 1]
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = self.x[i]
+        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        item = {"x": x}
+        if self.y is not None:
+            item["cond"] = self.y[i]
+        return item
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+
+
+class ImageData(pl.LightningDataModule):
+    """Images for training and held-out reference (see the module docstring for sources).
+
+    Args:
+        name: one of :data:`SOURCES`.
+        root: folder of the dataset (torchvision sources: where it is or goes, default
+            ``$OMNIDIFF_CACHE/datasets``; ``imagefolder`` / ``folder``: required).
+        download: let torchvision download a missing dataset (off by default).
+        channels: 1 or 3 to convert; ``None`` keeps the source's own channels.
+        image_size: resize to this (int or ``[H, W]``); ``None`` keeps the native size (a folder
+            of images of different sizes needs it).
+        batch_size, num_workers: DataLoader settings.
+        seed: shuffling / ``train_size`` subset (never the held-out split).
+        train_size: use only this many training images (``None``: all).
+        holdout: held-out fraction for ``imagefolder`` and ``folder``.
+        flip: random horizontal flips; ``None`` means on for natural images only.
+    """
+
+    def __init__(self, name: str = "digits", root: str | None = None, download: bool = False,
+                 channels: int | None = None, image_size: int | list[int] | None = None,
+                 batch_size: int = 128, num_workers: int = 0, seed: int = 0,
+                 train_size: int | None = None, holdout: float = 0.1,
+                 flip: bool | None = None):
+        super().__init__()
+        if name not in SOURCES:
+            raise ValueError(f"unknown image data {name!r}; choose one of {', '.join(SOURCES)}")
+        if name in ("imagefolder", "folder") and not root:
+            raise ValueError(f"data.name={name} needs data.root=<folder of images>")
+        self.name = name
+        self.root = root
+        self.download = bool(download)
+        self.channels = None if channels is None else int(channels)
+        self.image_size = _as_size(image_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.train_size = None if train_size is None else int(train_size)
+        self.holdout = float(holdout)
+        self.flip = (name in _NATURAL) if flip is None else bool(flip)
+        self._arrays: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> dict[str, Any]:
+        if self._arrays is not None:
+            return self._arrays
+        if self.name == "digits":
+            a = digits_arrays(self.image_size)
+            if self.channels not in (None, 1):
+                a["x_train"] = a["x_train"].expand(-1, self.channels, -1, -1).contiguous()
+                a["x_test"] = a["x_test"].expand(-1, self.channels, -1, -1).contiguous()
+            a["classes"] = [str(i) for i in range(10)]
+        elif self.name in _TORCHVISION:
+            a = self._load_torchvision()
+        else:
+            a = self._load_files()
+        if self.train_size is not None and self.train_size < len(a["x_train"]):
+            g = torch.Generator().manual_seed(self.seed)
+            keep = torch.randperm(len(a["x_train"]), generator=g)[: self.train_size].sort().values
+            a["x_train"] = a["x_train"][keep]
+            if a["y_train"] is not None:
+                a["y_train"] = a["y_train"][keep]
+        self._arrays = a
+        return a
+
+    def _tv_root(self) -> Path:
+        return Path(self.root).expanduser() if self.root else default_cache_dir() / "datasets"
+
+    def _load_torchvision(self) -> dict[str, Any]:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, _TORCHVISION[self.name])
+        root = self._tv_root()
+        try:
+            splits = [cls(str(root), train=s, download=self.download) for s in (True, False)]
+        except RuntimeError as exc:
+            if self.download:
+                raise RuntimeError(f"could not download {self.name} to {root}: {exc}") from exc
+            raise FileNotFoundError(
+                f"{self.name} not found under {root}; pass data.download=true to fetch it, or "
+                "point data.root at the folder that holds it") from None
+        out: dict[str, Any] = {"classes": list(splits[0].classes)}
+        for key, ds in zip(("train", "test"), splits):
+            data = torch.as_tensor(np.asarray(ds.data))
+            x = data.permute(0, 3, 1, 2) if data.ndim == 4 else data.unsqueeze(1)  # (N, C, H, W)
+            x = _set_channels(x.contiguous(), self.channels, self.name)
+            if self.image_size is not None:
+                x = _resize_uint8(x, self.image_size)
+            out[f"x_{key}"] = x.contiguous()
+            out[f"y_{key}"] = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+        return out
+
+    def _load_files(self) -> dict[str, Any]:
+        from PIL import Image
+
+        root = Path(self.root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root={root} is not a folder")
+        if self.name == "imagefolder":
+            from torchvision.datasets import ImageFolder
+
+            try:
+                ds = ImageFolder(str(root))
+            except (FileNotFoundError, RuntimeError) as exc:
+                raise FileNotFoundError(f"no class subfolders with images under {root} "
+                                        f"(data.name=imagefolder expects root/<class>/<image>): "
+                                        f"{str(exc).splitlines()[0]}") from None
+            paths = [Path(p) for p, _ in ds.samples]
+            labels: torch.Tensor | None = torch.tensor([c for _, c in ds.samples], dtype=torch.long)
+            classes = list(ds.classes)
+        else:
+            paths = sorted(p for p in root.iterdir()
+                           if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            labels, classes = None, []
+        if not paths:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found in "
+                                    f"{root}; point data.root at a folder of images")
+        mode = {None: None, 1: "L", 3: "RGB"}.get(self.channels, "?")
+        if mode == "?":
+            raise ValueError(f"data.channels={self.channels} is not supported; use 1 or 3")
+        images, modes, sizes = [], {}, {}
+        for p in paths:
+            with Image.open(p) as im:
+                m = mode or _native_mode(im)  # None: keep the files' own channels (must agree)
+                modes.setdefault(m, []).append(p.name)
+                im = im.convert(m)
+                sizes.setdefault(im.size, []).append(p.name)
+                if self.image_size is not None and im.size != self.image_size[::-1]:
+                    im = im.resize(self.image_size[::-1], Image.Resampling.BICUBIC)
+                images.append(np.asarray(im))
+        if len(modes) > 1:
+            counts = ", ".join(f"{'1 channel' if m == 'L' else '3 channels'}: {len(v)} files "
+                               f"(e.g. {v[0]})" for m, v in sorted(modes.items()))
+            raise ValueError(f"images in {root} have inconsistent channels ({counts}); pass "
+                             "data.channels=1 or data.channels=3 to convert them all")
+        if self.image_size is None and len(sizes) > 1:
+            eg = ", ".join(f"{w}x{h} (e.g. {v[0]})" for (w, h), v in list(sizes.items())[:3])
+            raise ValueError(f"images in {root} have different sizes ({eg}); pass "
+                             "data.image_size=<size> to resize them all")
+        arr = np.stack(images)  # (N, H, W) or (N, H, W, 3)
+        x = torch.from_numpy(arr)
+        x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
+        x = x.contiguous()
+        n = len(x)
+        g = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
+        perm = torch.randperm(n, generator=g)
+        n_test = min(max(1, round(self.holdout * n)), n - 1) if n > 1 else 0
+        te, tr = perm[:n_test].sort().values, perm[n_test:].sort().values
+        if n_test == 0:  # a single image: it is its own reference
+            te = tr
+        return {"x_train": x[tr], "y_train": None if labels is None else labels[tr],
+                "x_test": x[te], "y_test": None if labels is None else labels[te],
+                "classes": classes}
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self._load()["x_train"].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        a = self._load()
+        return 0 if a["y_train"] is None else len(a["classes"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._load()["classes"])
+
+    def reference(self, n: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` held-out images ``(n, C, H, W)`` in [-1, 1] and labels ``(n,)`` (or None).
+
+        Without replacement while ``n`` <= the held-out size, with replacement beyond it.
+        """
+        a = self._load()
+        x, y = a["x_test"], a["y_test"]
+        m = len(x)
+        if n <= m:
+            idx = torch.randperm(m, generator=generator)[:n]
+        else:
+            idx = torch.randint(m, (n,), generator=generator)
+        return _to_float(x[idx]), None if y is None else y[idx].clone()
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        if self.name in _TORCHVISION and self.download:
+            self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def _loader(self, x, y, train: bool) -> DataLoader:
+        ds = _Images(x, y, flip=self.flip and train)
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=train, generator=g,
+                          drop_last=train and len(ds) >= self.batch_size,
+                          num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        a = self._load()
+        return self._loader(a["x_train"], a["y_train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        a = self._load()
+        return self._loader(a["x_test"], a["y_test"], train=False)
+
+    def __repr__(self) -> str:
+        return (f"ImageData(name={self.name!r}, root={self.root!r}, "
+                f"image_size={self.image_size}, batch_size={self.batch_size})")
+
+
+def _native_mode(im) -> str:
+    """"L" for gray images (1, L, LA, I, I;16, gray palettes), else "RGB" (alpha is dropped)."""
+    if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return "L"
+    if im.mode == "P":
+        rgb = np.asarray((im.getpalette() or [])[: 3 * 256]).reshape(-1, 3)
+        if len(rgb) and (rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all():
+            return "L"
+    return "RGB"

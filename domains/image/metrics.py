@@ -1,0 +1,172 @@
+"""Offline image metrics: samples ``(N, C, H, W)`` in [-1, 1] vs held-out reference images.
+
+What is computed depends on what the data is:
+
+* **Digits** (the reference images are scikit-learn digits, recognised by content at any
+  ``image_size``): features of the project's digits classifier (:mod:`.classifier`) give
+  ``fd`` (Fréchet distance of penultimate features, the project's small-scale stand-in for FID;
+  lower is better), ``precision`` and ``recall`` (Kynkäänniemi et al. 2019, k=3; higher is
+  better) and, when ``cond`` is given, ``class_acc`` (fraction of samples the classifier labels
+  as the class they were generated for; higher is better).
+* **Any images**: ``pixel_fd`` (Fréchet distance of the images average-pooled to at most 8x8
+  per channel, a crude but model-free statistic; lower is better), ``pixel_mean_gap`` and
+  ``pixel_std_gap`` (absolute differences of the pixel mean / std; lower is better).
+* ``fid`` (Inception FID through torchmetrics) only when asked for (``inception=True`` or
+  ``OMNIDIFF_INCEPTION_FID=1``), torchmetrics + torch-fidelity are importable and the Inception
+  weights are already on disk; nothing is downloaded by omnidiff.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .classifier import digits_classifier
+from .data import digits_arrays
+
+__all__ = ["frechet_distance", "precision_recall", "image_metrics", "is_digits",
+           "pixel_features", "inception_fid"]
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to features a: (N, D) and b: (M, D).
+
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` in float64; the trace of the matrix
+    square root is computed from the eigenvalues of ``S_a^{1/2} S_b S_a^{1/2}`` (symmetric PSD).
+    """
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a = torch.cov(a.T) if len(a) > 1 else torch.zeros(a.shape[1], a.shape[1], dtype=a.dtype)
+    cov_b = torch.cov(b.T) if len(b) > 1 else torch.zeros(b.shape[1], b.shape[1], dtype=b.dtype)
+    cov_a, cov_b = cov_a.reshape(a.shape[1], -1), cov_b.reshape(b.shape[1], -1)
+    ev, vec = torch.linalg.eigh(cov_a)
+    sqrt_a = (vec * ev.clamp_min(0).sqrt()) @ vec.T
+    m = sqrt_a @ cov_b @ sqrt_a
+    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt
+    return float(fd.clamp_min(0))
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision / recall (Kynkäänniemi et al., 2019) of feature sets (N, D), (M, D).
+
+    precision: fraction of fake features inside some real k-NN ball (radius = distance to the
+    k-th nearest other real point); recall: the same with the roles swapped.
+    """
+    real, fake = real.double(), fake.double()
+
+    def radii(x: torch.Tensor) -> torch.Tensor:  # (N,) distance to the k-th nearest neighbour
+        d = torch.cdist(x, x)
+        kk = min(k, len(x) - 1)
+        return d.kthvalue(kk + 1, dim=1).values  # +1 skips the zero self-distance
+
+    def coverage(ref: torch.Tensor, query: torch.Tensor) -> float:
+        if len(ref) < 2 or len(query) == 0:
+            return float("nan")
+        r = radii(ref)
+        inside = torch.cdist(query, ref) <= r[None]  # (M, N)
+        return inside.any(1).double().mean().item()
+
+    return coverage(real, fake), coverage(fake, real)
+
+
+def pixel_features(x: torch.Tensor, max_side: int = 8) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C*h*w) after average pooling to at most ``max_side`` per side."""
+    h, w = x.shape[-2:]
+    if h > max_side or w > max_side:
+        x = F.adaptive_avg_pool2d(x.float(), (min(h, max_side), min(w, max_side)))
+    return x.flatten(1).float()
+
+
+@functools.lru_cache(maxsize=8)
+def _digits_bank(size: tuple[int, int]) -> torch.Tensor:
+    d = digits_arrays(size)
+    return torch.cat([d["x_train"], d["x_test"]]).flatten(1)  # (1797, H*W)
+
+
+def is_digits(reference: torch.Tensor, atol: float = 1e-3) -> bool:
+    """True when every reference image (N, C, H, W) is one of scikit-learn's digits at this size."""
+    if reference.ndim != 4 or reference.shape[1] != 1 or len(reference) == 0:
+        return False
+    size = (int(reference.shape[-2]), int(reference.shape[-1]))
+    if min(size) < 4 or max(size) > 64:
+        return False
+    bank = _digits_bank(size)
+    ref = reference.detach().float().cpu().flatten(1)
+    for chunk in ref.split(1024):
+        d = torch.cdist(chunk, bank, p=float("inf"))  # (n, 1797)
+        if not bool((d.min(1).values <= atol).all()):
+            return False
+    return True
+
+
+def inception_fid(samples: torch.Tensor, reference: torch.Tensor) -> float | None:
+    """FID with torchmetrics' Inception-v3 (needs torchmetrics, torch-fidelity and weights already
+    on disk); None when unavailable. Images in [-1, 1], 1 or 3 channels."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except Exception:
+        return None
+    try:
+        fid = FrechetInceptionDistance(feature=2048, normalize=True)
+    except Exception:  # no torch-fidelity, or the weights are not cached locally
+        return None
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        x = ((x.float().clamp(-1, 1) + 1) / 2).cpu()
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+    for chunk in prep(reference).split(256):
+        fid.update(chunk, real=True)
+    for chunk in prep(samples).split(256):
+        fid.update(chunk, real=False)
+    return float(fid.compute())
+
+
+@torch.no_grad()
+def image_metrics(samples: torch.Tensor, reference: torch.Tensor,
+                  cond: torch.Tensor | None = None, ref_cond: torch.Tensor | None = None, *,
+                  classifier: torch.nn.Module | None = None, inception: bool | None = None
+                  ) -> dict[str, float]:
+    """All metrics that apply (see the module docstring); samples, reference: (N, C, H, W).
+
+    ``classifier``: a module with ``features(x)`` and ``forward(x) -> logits`` to use instead of
+    the built-in digits classifier (e.g. one trained on your own data); its labels must match
+    ``cond``.
+    """
+    if samples.ndim != 4 or reference.ndim != 4 or samples.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"image metrics need samples and reference of one shape (N, C, H, W), "
+                         f"got {tuple(samples.shape)} and {tuple(reference.shape)}")
+    samples = samples.detach().float().cpu().clamp(-1, 1)
+    reference = reference.detach().float().cpu()
+    out: dict[str, float] = {
+        "pixel_fd": frechet_distance(pixel_features(samples), pixel_features(reference)),
+        "pixel_mean_gap": abs(samples.mean().item() - reference.mean().item()),
+        "pixel_std_gap": abs(samples.std().item() - reference.std().item()),
+    }
+    if classifier is None and is_digits(reference):
+        classifier = digits_classifier(tuple(reference.shape[-2:]))
+    if classifier is not None:
+        fs, fr, logits = [], [], []
+        for chunk in samples.split(512):
+            f = classifier.features(chunk)
+            fs.append(f)
+            logits.append(classifier.head(f) if hasattr(classifier, "head") else classifier(chunk))
+        for chunk in reference.split(512):
+            fr.append(classifier.features(chunk))
+        f_s, f_r = torch.cat(fs), torch.cat(fr)
+        out["fd"] = frechet_distance(f_s, f_r)
+        out["precision"], out["recall"] = precision_recall(f_r, f_s, k=3)
+        if cond is not None:
+            pred = torch.cat(logits).argmax(1)
+            out["class_acc"] = (pred == cond.cpu().long()).float().mean().item()
+    if inception is None:
+        inception = os.environ.get("OMNIDIFF_INCEPTION_FID", "") not in ("", "0")
+    if inception:
+        fid = inception_fid(samples, reference)
+        if fid is not None:
+            out["fid"] = fid
+    return out

@@ -1,0 +1,253 @@
+"""A U-Net denoiser in the Ho et al. (2020) / Dhariwal & Nichol (2021, "ADM") lineage.
+
+Residual blocks receive the time (+ class) embedding as a GroupNorm scale-shift ("adaGN",
+Dhariwal & Nichol 2021, sec. 3); self-attention (fused ``F.scaled_dot_product_attention``)
+runs at the chosen resolutions and in the middle; the output convolution starts at zero so
+that the untrained network predicts 0. Skip connections concatenate, as in DDPM.
+
+Called as ``net(x_t, t, cond=None, drop=None) -> (B, C, H, W)`` (the domain contract in
+:mod:`omnidiff.domain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from omnidiff.nn import ClassEmbedding, TimeEmbedding
+
+__all__ = ["UNet", "build_unet"]
+
+
+def _groups(channels: int, max_groups: int) -> int:
+    """The largest group count <= ``max_groups`` dividing ``channels`` (GroupNorm needs one)."""
+    g = min(max_groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+def _norm(channels: int, max_groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(_groups(channels, max_groups), channels, eps=1e-5)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, then adaGN ``GN(h)·(1+scale)+shift`` from the embedding, SiLU-dropout-conv.
+
+    x: (B, Cin, H, W), emb: (B, E) already passed through SiLU -> (B, Cout, H, W).
+    """
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = _norm(cin, groups)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2 = _norm(cout, groups)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, Cout, 1, 1) each
+        h = torch.addcmul(shift, self.norm2(h), scale + 1)
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Multi-head self-attention over the H·W positions, residual; x: (B, C, H, W)."""
+
+    def __init__(self, channels: int, head_channels: int, groups: int):
+        super().__init__()
+        self.heads = max(1, channels // head_channels)
+        if channels % self.heads:
+            self.heads = 1
+        self.norm = _norm(channels, groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
+        q, k, v = rearrange(qkv, "b (three n d) h w -> three b n (h w) d", three=3,
+                            n=self.heads).unbind(0)  # (B, heads, HW, d) each
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
+        out = rearrange(out, "b n (h w) d -> b (n d) h w", h=h, w=w)
+        return x + self.proj(out)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """The residual (+ attention) blocks of one resolution, on one side of the U."""
+
+    def __init__(self, blocks: list[ResBlock], attns: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attns = nn.ModuleList(attns)
+
+
+class UNet(nn.Module):
+    """ADM-style U-Net for images ``(C, H, W)``.
+
+    Args:
+        in_channels: image channels C.
+        image_size: H (or ``(H, W)``); must be divisible by ``2 ** (len(channel_mult) - 1)``.
+        num_classes: number of classes (0: unconditional); a learned null class is kept for
+            classifier-free guidance either way.
+        base_channels: channels of the first level; level i has ``base_channels*channel_mult[i]``.
+        channel_mult: one multiplier per resolution level (each level after the first halves H, W).
+        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        attn_resolutions: spatial sizes (e.g. ``[16, 8]``) at which self-attention runs; the
+            middle block always has one attention layer.
+        dropout: dropout inside residual blocks.
+        num_head_channels: channels per attention head.
+        norm_groups: GroupNorm groups (reduced to a divisor of the channel count if needed).
+        channels_last: run convolutions in ``torch.channels_last`` memory format.
+    """
+
+    def __init__(self, in_channels: int, image_size: int | Sequence[int], num_classes: int = 0,
+                 base_channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
+                 num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (),
+                 dropout: float = 0.0, num_head_channels: int = 32, norm_groups: int = 32,
+                 channels_last: bool = False):
+        super().__init__()
+        hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        channel_mult = tuple(int(m) for m in channel_mult)
+        if not channel_mult:
+            raise ValueError("model.channel_mult must list at least one level, e.g. [1, 2]")
+        factor = 2 ** (len(channel_mult) - 1)
+        if hw[0] % factor or hw[1] % factor:
+            raise ValueError(
+                f"image size {hw[0]}x{hw[1]} is not divisible by 2**(len(channel_mult)-1) = "
+                f"{factor} (channel_mult={list(channel_mult)}); use fewer levels or set "
+                f"data.image_size to a multiple of {factor}")
+        resolutions = [hw[0] // 2 ** i for i in range(len(channel_mult))]
+        bad = [r for r in attn_resolutions if int(r) not in resolutions]
+        if bad:
+            raise ValueError(f"model.attn_resolutions {list(attn_resolutions)} includes {bad}, "
+                             f"which is not one of this U-Net's resolutions {resolutions}")
+        attn_at = {int(r) for r in attn_resolutions}
+        self.in_channels = in_channels
+        self.image_size = hw
+        self.num_classes = num_classes
+        self.channels_last = channels_last
+        emb_dim = 4 * base_channels
+        self.time_embed = TimeEmbedding(emb_dim, freq_dim=base_channels)
+        self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
+        g, hd = norm_groups, num_head_channels
+
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        ch = base_channels
+        skips = [ch]
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        for i, mult in enumerate(channel_mult):
+            out = base_channels * mult
+            blocks, attns = [], []
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(ch, out, emb_dim, dropout, g))
+                attns.append(AttnBlock(out, hd, g) if resolutions[i] in attn_at else nn.Identity())
+                ch = out
+                skips.append(ch)
+            self.down.append(Level(blocks, attns))
+            last = i == len(channel_mult) - 1
+            self.downsample.append(nn.Identity() if last else Downsample(ch))
+            if not last:
+                skips.append(ch)
+
+        self.mid1 = ResBlock(ch, ch, emb_dim, dropout, g)
+        self.mid_attn = AttnBlock(ch, hd, g)
+        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, g)
+
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(channel_mult))):
+            out = base_channels * mult
+            blocks, attns = [], []
+            for _ in range(num_res_blocks + 1):
+                blocks.append(ResBlock(ch + skips.pop(), out, emb_dim, dropout, g))
+                attns.append(AttnBlock(out, hd, g) if resolutions[i] in attn_at else nn.Identity())
+                ch = out
+            self.up.append(Level(blocks, attns))
+            self.upsample.append(Upsample(ch) if i > 0 else nn.Identity())
+
+        self.norm_out = _norm(ch, g)
+        self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W), t: (B,) in [0, 1], cond: (B,) long, drop: (B,) bool -> (B, C, H, W)."""
+        b = x.shape[0]
+        if t.ndim == 0:
+            t = t.expand(b)
+        emb = self.time_embed(t)  # (B, E)
+        if self.class_embed is not None:
+            emb = emb + self.class_embed(cond, drop, b, x.device)
+        emb = F.silu(emb).to(x.dtype)  # every block applies Linear(SiLU(emb))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        h = self.conv_in(x)
+        hs = [h]
+        for level, down in zip(self.down, self.downsample):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(h, emb))
+                hs.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for level, up in zip(self.up, self.upsample):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            h = up(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def build_unet(event_shape: Sequence[int], num_classes: int = 0, *, compile: bool = False,
+               **cfg) -> UNet:
+    """A :class:`UNet` for images of ``event_shape = (C, H, W)``; ``compile`` runs
+    ``nn.Module.compile`` in place (state-dict keys stay unprefixed)."""
+    if len(event_shape) != 3:
+        raise ValueError(f"the image U-Net needs event_shape (C, H, W), got {tuple(event_shape)}")
+    c, h, w = (int(s) for s in event_shape)
+    unknown = set(cfg) - {"base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
+                          "dropout", "num_head_channels", "norm_groups", "channels_last"}
+    if unknown:
+        raise TypeError(f"unknown image model option(s) {sorted(unknown)}; known: base_channels, "
+                        "channel_mult, num_res_blocks, attn_resolutions, dropout, "
+                        "num_head_channels, norm_groups, channels_last, compile")
+    net = UNet(c, (h, w), num_classes, **cfg)
+    if compile:
+        net.compile()
+    return net

@@ -1,0 +1,112 @@
+"""Files people look at for the points domain: scatter-plot PNGs plus the raw samples.
+
+* points ``(n, 2)``: one scatter ``<prefix>.png`` (coloured by class when ``cond`` is given);
+* clouds ``(n, N, 2)``: a grid ``<prefix>.png`` of small scatters (at most
+  :data:`MAX_GRID` clouds), each titled by its class label when ``cond`` is given;
+* always ``<prefix>.npy`` (the samples, float32) and ``<prefix>_cond.npy`` when ``cond`` is given.
+
+Matplotlib is used through ``matplotlib.figure.Figure`` with the Agg canvas (never pyplot);
+every file is written atomically through :mod:`omnidiff.io`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnidiff.io import atomic_path, atomic_save_figure
+
+__all__ = ["MAX_GRID", "save_artifacts", "scatter_figure", "cloud_grid_figure"]
+
+MAX_GRID = 64
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def scatter_figure(points: np.ndarray, cond: np.ndarray | None = None, title: str | None = None):
+    """A square scatter of ``points: (n, 2)``, coloured by ``cond: (n,)`` when given."""
+    fig = _new_figure(5, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    size = float(np.clip(2000 / max(len(points), 1), 0.5, 12))
+    if cond is None:
+        ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, linewidths=0, color="C0")
+    else:
+        sc = ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.7, linewidths=0,
+                        c=cond, cmap="tab10", vmin=-0.5, vmax=9.5)
+        if len(np.unique(cond)) <= 10:
+            fig.colorbar(sc, ax=ax, ticks=np.unique(cond), fraction=0.046, pad=0.04)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def cloud_grid_figure(clouds: np.ndarray, cond: np.ndarray | None = None):
+    """A grid of small scatters, one per cloud ``clouds: (n, N, 2)``; titles from ``cond``."""
+    n = len(clouds)
+    cols = min(8, max(1, math.ceil(math.sqrt(n))))
+    rows = math.ceil(n / cols)
+    fig = _new_figure(1.5 * cols, 1.5 * rows + (0.2 * rows if cond is not None else 0))
+    finite = clouds[np.isfinite(clouds).all(-1)]
+    lim = float(np.abs(finite).max()) * 1.05 if finite.size else 1.0
+    size = float(np.clip(300 / max(clouds.shape[1], 1), 0.5, 6))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.scatter(clouds[i, :, 0], clouds[i, :, 1], s=size, linewidths=0, color="C0")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if cond is not None:
+            ax.set_title(str(int(cond[i])), fontsize=8, pad=2)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tensor | None = None,
+                   prefix: str = "samples") -> list[Path]:
+    """Write ``<prefix>.png``, ``<prefix>.npy`` (and ``<prefix>_cond.npy``) into ``out_dir``.
+
+    ``samples``: ``(n, 2)`` points or ``(n, N, 2)`` clouds; ``cond``: ``(n,)`` labels or None.
+    Returns the written paths.
+    """
+    x = samples.detach().cpu().float().numpy()
+    if x.ndim not in (2, 3) or x.shape[-1] != 2 or len(x) == 0:
+        raise ValueError(f"points artifacts take (n, 2) points or (n, N, 2) clouds with n >= 1; "
+                         f"got samples of shape {tuple(x.shape)}")
+    c = None
+    if cond is not None:
+        c = cond.detach().cpu().long().numpy()
+        if c.shape != (len(x),):
+            raise ValueError(f"cond must have shape ({len(x)},) to match the samples; got "
+                             f"{tuple(c.shape)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if x.ndim == 2:
+        fig = scatter_figure(x, c, title=f"{len(x)} samples")
+    else:
+        k = min(len(x), MAX_GRID)
+        fig = cloud_grid_figure(x[:k], None if c is None else c[:k])
+    paths.append(atomic_save_figure(fig, out / f"{prefix}.png", dpi=100))
+    for name, arr in ((f"{prefix}.npy", x), (f"{prefix}_cond.npy", c)):
+        if arr is None:
+            continue
+        with atomic_path(out / name) as tmp:
+            with open(tmp, "wb") as fh:  # np.save on a path would append ".npy"
+                np.save(fh, arr)
+        paths.append(out / name)
+    return paths

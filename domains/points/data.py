@@ -1,0 +1,248 @@
+"""The points domain's data module: toy densities, point clouds, or a user's own file.
+
+``PointsData(kind, name | path, ...)`` yields batches ``{"x": (B, *event) float32}`` plus
+``"cond": (B,) long`` when the data is labelled, and exposes ``event_shape``, ``num_classes``
+and ``reference(n, generator)`` (held-out samples for metrics).
+
+Where the data come from and how held-out data are kept apart from training data:
+
+* synthetic sources (every density, ``shapes``) are drawn on the fly from three generator
+  streams derived from ``seed``: training (``train_size`` samples), validation (``val_size``)
+  and the default reference stream; draws from a continuous law never coincide.
+* finite sources (``digits``' 1797 images, a user's file) are split once into training and
+  held-out parts by a fixed permutation (independent of ``seed``, so every run is scored
+  against the same held-out part); ``holdout`` is the held-out fraction. Digit clouds are
+  sampled from the images (``train_size`` clouds from the training images); a user's samples
+  are used as they are (at most ``train_size`` of them).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from .clouds import (CLOUDS, SHAPES, digit_images, load_cloud_file, sample_digit_clouds,
+                     sample_shapes)
+from .densities import DENSITIES, NUM_MODES, load_points_file, sample_density
+
+__all__ = ["KINDS", "PointsData"]
+
+KINDS = ("density", "cloud")
+_TRAIN, _VAL, _REF = 0, 1, 2
+_SPLIT_SEED = 0  # fixed: held-out rows / images do not depend on the run's seed
+
+
+def _stream(seed: int, stream: int) -> torch.Generator:
+    """Disjoint generator streams for (seed, purpose)."""
+    return torch.Generator().manual_seed(3 * int(seed) + stream)
+
+
+def _balanced(count: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` indices into ``range(count)``, each used once before any is used twice."""
+    reps = math.ceil(n / count)
+    return torch.cat([torch.randperm(count, generator=g) for _ in range(reps)])[:n]
+
+
+class _Samples(Dataset):
+    """Tensor dataset yielding dicts; ``__getitems__`` fetches a whole batch at once."""
+
+    def __init__(self, x: torch.Tensor, cond: torch.Tensor | None):
+        self.x, self.cond = x, cond
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        out = {"x": self.x[i]}
+        if self.cond is not None:
+            out["cond"] = self.cond[i]
+        return out
+
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        i = torch.as_tensor(idx, dtype=torch.long)
+        out = {"x": self.x[i]}  # (B, *event)
+        if self.cond is not None:
+            out["cond"] = self.cond[i]  # (B,)
+        return out
+
+
+def _collate(batch: Any) -> Any:
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+class PointsData(pl.LightningDataModule):
+    """2D densities (event ``(2,)``) or point clouds (event ``(num_points, 2)``).
+
+    Args:
+        kind: ``"density"`` or ``"cloud"``.
+        name: a density (:data:`~omnidiff_domains.points.densities.DENSITIES`) or a cloud
+            dataset (``shapes``, ``digits``); ignored when ``path`` is given.
+        path: a user's file: ``(M, 2)`` points (``.npy`` / ``.csv``) for densities, ``(M, N, 2)``
+            clouds (``.npy``) for clouds; ``.npz`` with ``x`` and optional labels ``y`` also works.
+        batch_size, num_workers: for the data loaders.
+        num_points: points per cloud (clouds only; at most the file's ``N`` for a user file,
+            ``None`` keeps all).
+        train_size, val_size: numbers of training / validation samples.
+        seed: seeds the generator streams (training, validation, reference) and shuffling.
+        conditional: ``None`` uses the labels of cloud datasets and of a user's file, not the
+            mixture modes of the built-in densities; ``True`` requires labels (for densities:
+            the mode each point came from); ``False`` drops them.
+        holdout: held-out fraction of a finite source (digit images, a user's file).
+    """
+
+    def __init__(self, kind: str = "density", name: str | None = "moons",
+                 path: str | Path | None = None, batch_size: int = 256,
+                 num_points: int | None = 128, train_size: int = 50_000,
+                 val_size: int = 2_000, seed: int = 0, num_workers: int = 0,
+                 conditional: bool | None = None, holdout: float = 0.2):
+        super().__init__()
+        self.save_hyperparameters()
+        if kind not in KINDS:
+            raise ValueError(f"unknown data.kind {kind!r}; use one of: {', '.join(KINDS)}")
+        for key, value in (("batch_size", batch_size), ("train_size", train_size),
+                           ("val_size", val_size)):
+            if int(value) < 1:
+                raise ValueError(f"data.{key} must be a positive integer; got {value}")
+        if not 0.0 < float(holdout) < 1.0:
+            raise ValueError(f"data.holdout must be a fraction in (0, 1); got {holdout}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0; got {num_workers}")
+        self.kind, self.path = kind, (None if path is None else Path(path).expanduser())
+        self.name = None if path is not None else name
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.train_size, self.val_size = int(train_size), int(val_size)
+        self.seed, self.holdout = int(seed), float(holdout)
+        self._data: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+        # Finite sources: the full samples / images and the fixed split.
+        self._pool: torch.Tensor | None = None  # (M, *event) or digit images (M, 8, 8)
+        self._pool_labels: torch.Tensor | None = None
+        has_labels: bool
+        if kind == "density":
+            if path is not None:
+                self._pool, self._pool_labels = load_points_file(self.path)
+                has_labels, n_cls = self._pool_labels is not None, self._label_count()
+            else:
+                if name not in DENSITIES:
+                    raise ValueError(
+                        f"unknown density {name!r}; valid: {', '.join(DENSITIES)} (or set "
+                        f"data.path to your own (M, 2) .npy/.csv; for point clouds set "
+                        f"data.kind=cloud)")
+                has_labels, n_cls = NUM_MODES[name] > 0, NUM_MODES[name]
+            self.event_shape: tuple[int, ...] = (2,)
+        else:
+            if path is not None:
+                self._pool, self._pool_labels = load_cloud_file(self.path)
+                file_n = self._pool.shape[1]
+                if num_points is not None and int(num_points) > file_n:
+                    raise ValueError(f"{self.path} holds clouds of {file_n} points; set "
+                                     f"data.num_points<={file_n} (or null to keep all)")
+                num_points = file_n if num_points is None else int(num_points)
+                has_labels, n_cls = self._pool_labels is not None, self._label_count()
+            else:
+                if name not in CLOUDS:
+                    raise ValueError(
+                        f"unknown cloud dataset {name!r}; valid: {', '.join(CLOUDS)} (or set "
+                        f"data.path to your own (M, N, 2) .npy; for 2D densities set "
+                        f"data.kind=density)")
+                if num_points is None or int(num_points) < 1:
+                    raise ValueError(f"data.num_points must be a positive integer for the "
+                                     f"{name} clouds; got {num_points}")
+                num_points = int(num_points)
+                if name == "digits":
+                    self._pool, self._pool_labels = digit_images()
+                    has_labels, n_cls = True, 10
+                else:
+                    has_labels, n_cls = True, len(SHAPES)
+            self.event_shape = (num_points, 2)
+        self.num_points = num_points if kind == "cloud" else None
+
+        if conditional is None:
+            conditional = has_labels and (kind == "cloud" or path is not None)
+        if conditional and not has_labels:
+            what = self.path if path is not None else repr(name)
+            raise ValueError(f"{what} has no class labels; set data.conditional=false (a user "
+                             "file gets labels from an .npz with arrays 'x' and 'y')")
+        self.conditional = bool(conditional)
+        self.num_classes: int = n_cls if self.conditional else 0
+
+        if self._pool is not None:
+            m = len(self._pool)
+            held = min(m - 1, max(1, round(self.holdout * m)))
+            perm = torch.randperm(m, generator=torch.Generator().manual_seed(_SPLIT_SEED))
+            self._held_idx, self._train_idx = perm[:held], perm[held:]
+
+    def _label_count(self) -> int:
+        return 0 if self._pool_labels is None else int(self._pool_labels.max()) + 1
+
+    # -- drawing samples ---------------------------------------------------------------------
+    def _draw(self, n: int, g: torch.Generator, split: str
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` samples ``(n, *event)`` and labels from the training or held-out part."""
+        if self._pool is None:  # synthetic
+            if self.kind == "density":
+                x, y = sample_density(self.name, n, g)
+            else:
+                x, y = sample_shapes(n, self.num_points, g)
+        else:
+            rows = self._train_idx if split == "train" else self._held_idx
+            if self.path is not None and split == "train" and n >= len(rows):
+                idx = rows  # a user's training samples, as they are
+            elif self.path is not None and n <= len(rows):  # without replacement
+                idx = rows[torch.randperm(len(rows), generator=g)[:n]]
+            else:
+                idx = rows[_balanced(len(rows), n, g)]
+            y = None if self._pool_labels is None else self._pool_labels[idx]
+            if self.name == "digits":
+                x = sample_digit_clouds(self._pool[idx], self.num_points, g)
+            else:
+                x = self._pool[idx]
+                if self.kind == "cloud" and self.num_points < x.shape[1]:
+                    keep = torch.rand(x.shape[:2], generator=g).argsort(1)[:, :self.num_points]
+                    x = torch.gather(x, 1, keep[..., None].expand(-1, -1, 2))
+        cond = y.long() if self.conditional and y is not None else None
+        return x.float().contiguous(), cond
+
+    def reference(self, n: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Held-out samples ``(n, *event)`` and labels ``(n,)`` (None when unconditional).
+
+        Never drawn from the training set: a separate generator stream for synthetic data,
+        the held-out split for digits and user files.
+        """
+        g = generator if generator is not None else _stream(self.seed, _REF)
+        return self._draw(int(n), g, "held_out")
+
+    # -- LightningDataModule hooks -----------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self._data:
+            self._data["train"] = self._draw(self.train_size, _stream(self.seed, _TRAIN),
+                                             "train")
+            self._data["val"] = self._draw(self.val_size, _stream(self.seed, _VAL), "held_out")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        ds = _Samples(*self._data[split])
+        g = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
+                          drop_last=shuffle and len(ds) >= self.batch_size,
+                          num_workers=self.num_workers, collate_fn=_collate, generator=g,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def __repr__(self) -> str:
+        src = str(self.path) if self.path is not None else self.name
+        return (f"PointsData(kind={self.kind!r}, source={src!r}, event_shape={self.event_shape},"
+                f" num_classes={self.num_classes})")
+
+    __str__ = __repr__

@@ -1,0 +1,18 @@
+"""Tiny tensor helpers used across the core (the core only ever touches the batch dimension)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["append_dims", "check_choice"]
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Right-pad ``v: (B,)`` with singleton dims to broadcast against a ``(B, *event)`` tensor."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def check_choice(kind: str, value: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
+    return value

@@ -1,0 +1,165 @@
+"""Checkpoints: Lightning's for resuming, omnidiff's ``model.pt`` for inference.
+
+``model.pt`` is a plain dict (loadable with ``torch.load(weights_only=True)``)::
+
+    format: "omnidiff", format_version: 1, omnidiff_version: str,
+    domain: str, event_shape: [int], num_classes: int,
+    model: dict, schedule: dict, prediction: str, sigma_data: float,
+    data: dict (the training data's config, for reference samples and metrics),
+    ema: bool, global_step: int,
+    state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
+
+:func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
+train`` and returns the same dict.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .io import atomic_path, atomic_torch_save
+
+__all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "read_checkpoint",
+           "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
+
+FORMAT = "omnidiff"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """The file is missing or is not an omnidiff checkpoint (one line for the user)."""
+
+
+def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
+    """The inference dict for a :class:`~omnidiff.training.DiffusionModule` (current weights)."""
+    from . import __version__
+
+    hp = module.hparams
+    state = {k: v.detach().to("cpu", copy=True).contiguous()
+             for k, v in module.model.state_dict().items()}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "omnidiff_version": __version__,
+        "domain": str(hp.domain), "event_shape": [int(s) for s in hp.event_shape],
+        "num_classes": int(hp.num_classes), "model": dict(hp.model_cfg),
+        "schedule": dict(hp.schedule_cfg), "prediction": str(hp.prediction),
+        "sigma_data": float(hp.sigma_data), "data": dict(hp.data_cfg),
+        "ema": bool(ema), "global_step": int(global_step), "state_dict": state,
+    }
+
+
+def save_inference(module: Any, dest: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write ``model.pt`` atomically."""
+    return atomic_torch_save(export_payload(module, **kwargs), dest)
+
+
+def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    hp = ckpt.get("hyper_parameters") or {}
+    needed = ("domain", "model_cfg", "schedule_cfg", "event_shape", "num_classes", "prediction")
+    if not all(k in hp for k in needed):
+        raise CheckpointError(f"{path} is a Lightning checkpoint but not one of omnidiff's "
+                              "DiffusionModule (its hyper-parameters lack "
+                              f"{', '.join(k for k in needed if k not in hp)})")
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
+             if k.startswith("model.")}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "omnidiff_version": ckpt.get("omnidiff_version"), "domain": hp["domain"],
+        "event_shape": list(hp["event_shape"]), "num_classes": int(hp["num_classes"]),
+        "model": dict(hp["model_cfg"]), "schedule": dict(hp["schedule_cfg"]),
+        "prediction": hp["prediction"], "sigma_data": float(hp.get("sigma_data", 1.0)),
+        "data": dict(hp.get("data_cfg") or {}),
+        "ema": "current_model_state" in ckpt, "global_step": int(ckpt.get("global_step", 0)),
+        "state_dict": state,
+    }
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load ``model.pt`` or a Lightning ``.ckpt`` (``weights_only=True``) as the inference dict."""
+    path = Path(path)
+    if path.is_dir():
+        for cand in (path / "model.pt", path / "checkpoints" / "last.ckpt"):
+            if cand.is_file():
+                path = cand
+                break
+        else:
+            raise CheckpointError(f"{path} is a folder without model.pt or checkpoints/last.ckpt;"
+                                  " pass the run folder of `omnidiff train` or a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the model.pt (or a "
+                              ".ckpt) written by `omnidiff train`")
+    hint = "pass the model.pt or a .ckpt written by `omnidiff train`"
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not an omnidiff checkpoint (not a PyTorch file); {hint}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+        why = ("it holds objects that cannot be loaded safely with weights_only=True"
+               if unsafe else f"torch.load failed: {type(exc).__name__}")
+        raise CheckpointError(f"{path} is not an omnidiff checkpoint ({why}); {hint}") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("format_version", 1)) > FORMAT_VERSION:
+            raise CheckpointError(f"{path} was written by a newer omnidiff "
+                                  f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
+        return obj
+    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
+        return _from_lightning(obj, path)
+    raise CheckpointError(f"{path} is not an omnidiff checkpoint; pass the model.pt or a .ckpt "
+                          "written by `omnidiff train`")
+
+
+class InferenceExport(Callback):
+    """Write ``model.pt`` when fitting ends (after EMA weights were copied into the module)."""
+
+    def __init__(self, dest: str | os.PathLike):
+        self.dest = Path(dest)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        from lightning.pytorch.callbacks import WeightAveraging
+
+        ema = any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
+        save_inference(pl_module, self.dest, ema=ema, global_step=trainer.global_step)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed into place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any = None) -> None:
+        if storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class _Checkpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the final state of a finished fit.
+
+    (Lightning's own ``on_train_end`` writes ``last.ckpt`` only when nothing was saved yet,
+    so with ``every_n_train_steps`` it would lag up to N steps behind.)
+    """
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.save_last and getattr(self, "_last_global_step_saved", -1) != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        else:
+            super().on_train_end(trainer, pl_module)
+
+
+def model_checkpoint(dirpath: str | os.PathLike, every_n_train_steps: int | None = None
+                     ) -> ModelCheckpoint:
+    """``last.ckpt`` (every N steps when asked, and at the end) plus ``step=N.ckpt`` files."""
+    n = int(every_n_train_steps or 0)
+    return _Checkpoint(dirpath=str(dirpath), save_last=True, save_top_k=-1 if n else 0,
+                       every_n_train_steps=n or None, filename="step={step}",
+                       auto_insert_metric_name=False)

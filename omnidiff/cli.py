@@ -1,0 +1,234 @@
+"""The ``omnidiff`` command.
+
+    omnidiff train recipe=NAME [key=value ...]     train; writes a run directory
+    omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
+    omnidiff domains                               installed domain plugins and their recipes
+    omnidiff recipes                               recipes with a one-line description
+
+Mistakes (unknown recipe, domain, sampler or schedule, a bad override, a file that is not an
+omnidiff checkpoint) end with one line on stderr naming the fix, and exit code 2. Set
+``OMNIDIFF_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+USAGE = """usage: omnidiff <command> [key=value ...]
+
+commands:
+  train recipe=NAME [key=value ...]   train a model (Hydra overrides; see `omnidiff recipes`)
+        e.g. omnidiff train recipe=points2d trainer.max_steps=500 out=runs/try
+             omnidiff train recipe=points2d data.path=my_points.npy
+        --print-config  show the composed config and exit
+  sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
+         out=DIR batch_size=null device=null metrics=false]
+                                      draw samples and write the domain's artifacts
+  domains                             list installed domains (name, package, version, status)
+  recipes                             list recipes with a one-line description
+"""
+
+SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
+               "batch_size", "device", "metrics", "n_ref", "prefix"}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .registry import UnknownDomainError
+    return (ValueError, UnknownDomainError, FileNotFoundError, NotADirectoryError,
+            PermissionError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).strip().split()) or type(exc).__name__
+    return text if len(text) < 600 else text[:597] + "..."
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _kv(args: Sequence[str], allowed: set[str], command: str) -> dict[str, Any]:
+    out = {}
+    for a in args:
+        if "=" not in a:
+            raise UsageError(f"bad argument {a!r} for `omnidiff {command}`; write key=value "
+                             f"(keys: {', '.join(sorted(allowed))})")
+        k, v = a.split("=", 1)
+        if k not in allowed:
+            raise UsageError(f"unknown option {k!r} for `omnidiff {command}`; choose from: "
+                             f"{', '.join(sorted(allowed))}")
+        out[k] = _parse_value(v)
+    return out
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+def cmd_train(args: list[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from .config import compose
+
+    print_config = "--print-config" in args
+    args = [a for a in args if a != "--print-config"]
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        raise UsageError(f"unknown flag {flags[0]!r}; overrides are key=value "
+                         "(e.g. trainer.max_steps=100)")
+    cfg = compose(overrides=args)
+    if print_config:
+        print(OmegaConf.to_yaml(cfg), end="")
+        return 0
+    if not cfg.get("recipe") and not any(a.startswith("domain=") for a in args):
+        print("omnidiff: no recipe given; training the default domain "
+              f"{cfg.domain!r} (see `omnidiff recipes`)", file=sys.stderr)
+    from .training import train
+
+    run_dir = train(cfg)
+    _report_run(run_dir)
+    return 0
+
+
+def _report_run(run_dir: Path) -> None:
+    import json
+    summary = {}
+    if (run_dir / "metrics.json").exists():
+        summary = json.loads((run_dir / "metrics.json").read_text())
+    final = {k: v for k, v in (summary.get("final") or {}).items()
+             if isinstance(v, (int, float))}
+    print(f"run: {run_dir}")
+    if "loss_first" in summary:
+        print(f"loss: {summary['loss_first']:.4f} -> {summary['loss_last']:.4f} "
+              f"in {summary.get('global_step')} steps ({summary.get('train_seconds')} s)")
+    if final:
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k != "step"))
+    if (run_dir / "model.pt").exists():
+        print(f"model: {run_dir / 'model.pt'}   (omnidiff sample checkpoint={run_dir / 'model.pt'})")
+
+
+def cmd_sample(args: list[str]) -> int:
+    from .io import atomic_write_json
+    from .pipeline import load
+
+    opts = _kv(args, SAMPLE_KEYS, "sample")
+    if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
+        raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
+    ckpt = Path(str(opts["checkpoint"]))
+    pipe = load(ckpt, device=opts.get("device"))
+    n = int(opts.get("n") or 64)
+    sampler = str(opts.get("sampler") or "dpmpp_2m")
+    steps = int(opts.get("steps") or 20)
+    seed = opts.get("seed", 0)
+    x = pipe.generate(n, sampler=sampler, steps=steps, guidance=opts.get("guidance"),
+                      cond=opts.get("cond"), seed=None if seed is None else int(seed),
+                      batch_size=opts.get("batch_size"))
+    if opts.get("out"):
+        out = Path(str(opts["out"]))
+    else:
+        base = ckpt.parent if ckpt.is_file() else ckpt
+        out = base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
+    print(f"wrote {len(files)} file(s) to {out}:")
+    for f in files:
+        print(f"  {f}")
+    if opts.get("metrics"):
+        m = pipe.metrics(x, n_ref=int(opts.get("n_ref") or 2048))
+        atomic_write_json({"checkpoint": str(ckpt), "n": n, "sampler": sampler, "steps": steps,
+                           "guidance": opts.get("guidance"), "seed": seed, "metrics": m},
+                          out / "metrics.json")
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
+    return 0
+
+
+def cmd_domains(args: list[str]) -> int:
+    from .config import list_recipes
+    from .registry import describe
+
+    if args:
+        raise UsageError("`omnidiff domains` takes no arguments")
+    rows = describe()
+    if not rows:
+        print("no domains installed (plugins register under the entry-point group "
+              "'omnidiff.domains')")
+        return 0
+    try:
+        recipes = list_recipes()
+    except Exception:
+        recipes = {}
+    for r in rows:
+        names = sorted(k for k, v in recipes.items() if (v.domain or v.origin) == r["name"])
+        status = r["status"] if r["status"] == "ok" else _one_line(r["status"])
+        print(f"{r['name']:<10} {r['package'] or '?'} {r['version'] or '?'}  [{status}]")
+        print(f"{'':<10} recipes: {', '.join(names) or '-'}")
+    return 0
+
+
+def cmd_recipes(args: list[str]) -> int:
+    from .config import list_recipes
+
+    if args:
+        raise UsageError("`omnidiff recipes` takes no arguments")
+    recipes = list_recipes()
+    if not recipes:
+        print("no recipes found")
+        return 0
+    width = max(len(n) for n in recipes)
+    for name, info in sorted(recipes.items()):
+        origin = "" if info.origin == "omnidiff" else f" (from {info.origin})"
+        dom = f"[{info.domain}] " if info.domain else ""
+        print(f"{name:<{width}}  {dom}{info.description}{origin}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "domains": cmd_domains,
+            "recipes": cmd_recipes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"omnidiff {__version__}")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"omnidiff: error: unknown command {cmd!r}; choose one of: "
+              f"{', '.join(COMMANDS)} (omnidiff --help)", file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in rest):
+        print(USAGE, end="")
+        return 0
+    try:
+        return COMMANDS[cmd](rest)
+    except KeyboardInterrupt:
+        print("omnidiff: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("OMNIDIFF_DEBUG"):
+            raise
+        user = isinstance(exc, _user_errors()) or (
+            isinstance(exc, (RuntimeError, TypeError)) and str(exc).startswith("domain plugin"))
+        if not user:
+            raise
+        print(f"omnidiff: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Compose omnidiff's Hydra configs (the Compose API; no ``@hydra.main``, no ``${hydra:...}``).
+
+The root config is ``pkg://omnidiff.conf/config.yaml``; its defaults list selects the groups
+``domain``, ``schedule``, ``loss``, ``sampler``, ``trainer``, ``logger`` and, last, an optional
+``recipe`` (so ``recipe=NAME`` needs no ``+``). Every registered domain contributes its
+``config_searchpath`` (``domain/<name>.yaml`` and optional ``recipe/*.yaml``), so third-party
+plugins' configs and recipes are found like the built-in ones.
+
+:func:`compose` returns a resolved :class:`~omegaconf.DictConfig` with two bookkeeping keys
+added: ``domain`` (the selected domain's name) and ``recipe`` (the recipe's name or None).
+``DictConfig`` stops at the edges: :func:`to_plain` turns a node into plain python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["ConfigError", "RecipeInfo", "compose", "list_recipes", "domain_searchpaths",
+           "group_options", "to_plain", "validate"]
+
+CONFIG_MODULE = "omnidiff.conf"
+RECIPE_MODULE = "omnidiff.conf.recipe"
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake (the CLI prints it as one line)."""
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    name: str
+    description: str
+    origin: str  # "omnidiff" or the domain that ships it
+    path: str
+    domain: str | None = None  # from the recipe's `override /domain: NAME`
+
+
+# ---- search paths -----------------------------------------------------------------------
+
+def _pkg_dir(module: str):
+    """importlib.resources root of a package, or None."""
+    try:
+        return resources.files(module)
+    except (ModuleNotFoundError, TypeError, ValueError):
+        return None
+
+
+def _recipe_shim() -> str | None:
+    """A ``file://`` search-path entry exposing ``recipes/`` as the ``recipe`` group.
+
+    In a wheel, ``omnidiff.conf.recipe`` is installed as ``omnidiff/conf/recipe`` and Hydra
+    finds it under ``pkg://omnidiff.conf``. In an editable (source-tree) install the package is
+    mapped onto the top-level ``recipes/`` folder, which is not below ``conf/``; then we point
+    Hydra at a cached folder holding one symlink ``recipe -> recipes/`` (a copy where symlinks
+    are not allowed).
+    """
+    conf = _pkg_dir(CONFIG_MODULE)
+    if conf is not None and conf.joinpath("recipe").is_dir():
+        return None
+    recipes = _pkg_dir(RECIPE_MODULE)
+    if recipes is None or not isinstance(recipes, Path) or not recipes.is_dir():
+        return None
+    key = hashlib.sha1(str(recipes.resolve()).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"omnidiff-{os.getuid() if hasattr(os, 'getuid') else 0}" / key
+    link = root / "recipe"
+    if not (link.is_symlink() and link.resolve() == recipes.resolve()):
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".recipe.{os.getpid()}"
+        try:
+            os.symlink(recipes.resolve(), tmp, target_is_directory=True)
+            os.replace(tmp, link)
+        except OSError:  # no symlinks (e.g. Windows without privileges): copy the files
+            import shutil
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            if link.is_symlink():
+                link.unlink()
+            shutil.copytree(recipes, link, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    return f"file://{root}"
+
+
+def domain_searchpaths() -> dict[str, str]:
+    """``{domain name: search path}`` for every registered domain that loads and has configs.
+
+    Broken plugins are skipped here (``omnidiff domains`` reports them).
+    """
+    from .registry import available, get_domain
+
+    out = {}
+    for name in available():
+        try:
+            sp = get_domain(name).config_searchpath
+        except Exception:
+            continue
+        if sp:
+            out[name] = sp
+    return out
+
+
+def _searchpaths() -> list[str]:
+    paths = []
+    shim = _recipe_shim()
+    if shim:
+        paths.append(shim)
+    for sp in domain_searchpaths().values():
+        if sp not in paths:
+            paths.append(sp)
+    return paths
+
+
+def _sp_root(sp: str):
+    """A search-path entry -> a Traversable root (pkg:// or file://), or None."""
+    if sp.startswith("pkg://"):
+        return _pkg_dir(sp[len("pkg://"):].replace("/", "."))
+    if sp.startswith("file://"):
+        return Path(sp[len("file://"):])
+    return Path(sp)
+
+
+# ---- listing ------------------------------------------------------------------------------
+
+def _recipe_domain(text: str) -> str | None:
+    m = re.search(r"override\s+/domain\s*:\s*([\w.-]+)", text)
+    return m.group(1) if m else None
+
+
+def _description(text: str) -> str:
+    """The first comment line of a recipe that is not a ``@package`` directive."""
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        if not s.startswith("#"):
+            break
+        body = s.lstrip("#").strip()
+        if body and not body.startswith("@package"):
+            return body
+    return ""
+
+
+def list_recipes() -> dict[str, RecipeInfo]:
+    """Every recipe Hydra can select: omnidiff's own first, then each domain's."""
+    found: dict[str, RecipeInfo] = {}
+    roots: list[tuple[str, Any]] = []
+    own = _pkg_dir(RECIPE_MODULE)
+    if own is not None:
+        roots.append(("omnidiff", own))
+    for dname, sp in domain_searchpaths().items():
+        root = _sp_root(sp)
+        if root is not None:
+            roots.append((dname, root.joinpath("recipe")))
+    for origin, root in roots:
+        try:
+            entries = sorted(root.iterdir(), key=lambda p: p.name) if root.is_dir() else []
+        except (OSError, FileNotFoundError):
+            entries = []
+        for f in entries:
+            if f.name.endswith(".yaml") and f.is_file():
+                name = f.name[:-len(".yaml")]
+                if name not in found:
+                    text = f.read_text(encoding="utf-8")
+                    found[name] = RecipeInfo(name, _description(text), origin, str(f),
+                                             _recipe_domain(text))
+    return found
+
+
+def group_options(group: str) -> list[str]:
+    """Config names in one of omnidiff's own groups (``schedule``, ``trainer``, ...)."""
+    root = _pkg_dir(CONFIG_MODULE)
+    if root is None or not root.joinpath(group).is_dir():
+        return []
+    return sorted(f.name[:-5] for f in root.joinpath(group).iterdir()
+                  if f.name.endswith(".yaml"))
+
+
+# ---- composing ----------------------------------------------------------------------------
+
+def _split(override: str) -> tuple[str, str | None]:
+    if "=" not in override:
+        return override, None
+    k, v = override.split("=", 1)
+    return k.strip().lstrip("+~"), v.strip()
+
+
+def _precheck(overrides: list[str]) -> None:
+    """Turn the commonest mistakes into one clear line before Hydra sees them."""
+    from .registry import available
+
+    for o in overrides:
+        key, value = _split(o)
+        if value is None:
+            raise ConfigError(f"bad override {o!r}: write key=value (e.g. trainer.max_steps=100); "
+                              "use +key=value to add a key the config does not have")
+        if key == "recipe":
+            recipes = list_recipes()
+            if value not in recipes and value not in ("null", ""):
+                raise ConfigError(f"unknown recipe {value!r}; available recipes: "
+                                  f"{', '.join(sorted(recipes)) or 'none'} (see `omnidiff recipes`)")
+        elif key == "domain":
+            names = available()
+            if value not in names:
+                raise ConfigError(f"unknown domain {value!r}; installed domains: "
+                                  f"{', '.join(names) or 'none'} (see `omnidiff domains`)")
+            if value not in domain_searchpaths():
+                from .registry import get_domain
+                get_domain(value)  # raises the plugin's own error if it is broken
+                raise ConfigError(f"domain {value!r} ships no Hydra configs "
+                                  "(its config_searchpath is None)")
+        elif key in ("schedule", "trainer", "loss", "sampler", "logger"):
+            opts = group_options(key)
+            if opts and value not in opts:
+                hint = ""
+                if key == "sampler":
+                    hint = f" (or set sampler.name=NAME for any of the registered samplers)"
+                raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(opts)}"
+                                  f"{hint}")
+
+
+def _hydra_message(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    first = msg[0] if msg else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        first = f"{first} ({str(cause).strip().splitlines()[0]})"
+    return first
+
+
+def compose(recipe: str | None = None, overrides: Iterable[str] = ()) -> DictConfig:
+    """Compose the root config with ``recipe`` and ``key=value`` overrides (resolved)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [str(o) for o in overrides]
+    if recipe is not None:
+        overrides = [f"recipe={recipe}"] + [o for o in overrides if _split(o)[0] != "recipe"]
+    _precheck(overrides)
+    sp = _searchpaths()
+    if sp:
+        overrides.append("hydra.searchpath=[" + ",".join(sp) + "]")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        msg = _hydra_message(exc)
+        if "not in struct" in msg:
+            msg += "; to add a key the config does not have, write +KEY=VALUE"
+        raise ConfigError(f"bad config or override: {msg}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"config does not resolve: {_hydra_message(exc)}") from None
+    cfg.domain = choices.get("domain")
+    cfg.recipe = choices.get("recipe")
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def to_plain(node: Any) -> Any:
+    """DictConfig / ListConfig -> plain dicts and lists (resolved); anything else unchanged."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check names the core knows (schedule, sampler, prediction, ...) with one clear line."""
+    from .losses import TIME_SAMPLING, WEIGHTINGS
+    from .predictions import PREDICTIONS
+    from .samplers import SAMPLERS
+    from .schedules import get_schedule
+
+    if not cfg.get("domain"):
+        raise ConfigError("no domain selected; pass recipe=NAME or domain=NAME")
+    try:
+        get_schedule(**to_plain(cfg.schedule))
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (override with schedule=NAME)") from None
+    checks = [("sampler", cfg.sampler.name, SAMPLERS, "sampler.name=NAME"),
+              ("prediction", cfg.loss.prediction, PREDICTIONS, "loss.prediction=NAME"),
+              ("time sampling", cfg.loss.time_sampling, TIME_SAMPLING, "loss.time_sampling=NAME"),
+              ("weighting", cfg.loss.weighting, WEIGHTINGS, "loss.weighting=NAME")]
+    for kind, value, choices, how in checks:
+        if value not in choices:
+            raise ConfigError(f"unknown {kind} {value!r}; choose one of: "
+                              f"{', '.join(choices)} ({how})")
+    if "model" not in cfg or "data" not in cfg:
+        raise ConfigError(f"domain {cfg.domain!r} config lacks 'model:' or 'data:' "
+                          "(domain/<name>.yaml must define both)")

@@ -1,0 +1,72 @@
+"""The domain plugin interface.
+
+A *domain* is everything modality-specific: a network, a data module, an artifact writer and
+quality metrics. The core never imports a domain; domains are found through the entry-point
+group ``omnidiff.domains`` (see :mod:`omnidiff.registry`) and use only omnidiff's public API.
+
+Contract (checked by ``omnidiff.testing.check_domain`` over every registered domain):
+
+* ``name``: the registry name (the entry-point name).
+* ``config_searchpath``: a Hydra search-path entry (``"pkg://package.conf"``) holding
+  ``domain/<name>.yaml`` (the domain's defaults for ``model`` and ``data``) and, optionally,
+  ``recipe/*.yaml`` recipes that ship with the domain. ``None`` when the domain has no configs.
+* ``build_data(**data_cfg)`` returns a :class:`DomainData` (a ``LightningDataModule``) whose
+  batches are dicts ``{"x": (B, *event), "cond": (B,) long}`` (``"cond"`` only when
+  ``num_classes > 0``) and which exposes ``event_shape``, ``num_classes`` and
+  ``reference(n, generator)`` (held-out samples for metrics).
+* ``build_network(event_shape, num_classes, **model_cfg)`` returns an ``nn.Module`` called as
+  ``net(x_t, t, cond=None, drop=None) -> (B, *event)``: ``x_t: (B, *event)`` already scaled to
+  unit variance by the core, ``t: (B,)`` continuous time in [0, 1], ``cond: (B,) long`` or
+  ``None``, ``drop: (B,) bool`` or ``None`` — where ``drop`` is True the network must use its
+  own null condition (classifier-free guidance).
+* ``save_artifacts(samples, out_dir, cond=None, prefix="samples") -> list[Path]`` writes files
+  people look at (PNG / WAV / GIF) plus raw tensors, atomically.
+* ``metrics(samples, reference, cond=None, ref_cond=None) -> dict[str, float]``: lower is better
+  unless the name says otherwise (``*_acc``, ``coverage``...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+__all__ = ["Domain", "DomainData", "REQUIRED_ATTRS"]
+
+REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
+                  "metrics")
+
+
+@runtime_checkable
+class DomainData(Protocol):
+    """What a domain's data module exposes besides the LightningDataModule hooks."""
+
+    event_shape: tuple[int, ...]
+    num_classes: int  # 0: unconditional
+
+    def reference(self, n: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Held-out samples ``(n, *event)`` and their labels ``(n,)`` (or None)."""
+        ...
+
+
+@runtime_checkable
+class Domain(Protocol):
+    """A modality plugged into omnidiff's core (see the module docstring for the contract)."""
+
+    name: str
+    config_searchpath: str | None
+
+    def build_data(self, **data_cfg: Any) -> DomainData: ...
+
+    def build_network(self, event_shape: tuple[int, ...], num_classes: int,
+                      **model_cfg: Any) -> nn.Module: ...
+
+    def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
+                       cond: torch.Tensor | None = None, prefix: str = "samples") -> list[Path]: ...
+
+    def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
+                cond: torch.Tensor | None = None,
+                ref_cond: torch.Tensor | None = None) -> dict[str, float]: ...

@@ -1,0 +1,64 @@
+"""Atomic file writing: nothing half-written is ever left behind.
+
+Every writer goes through :func:`atomic_path`: it yields a temporary path in the destination's
+folder, and only a complete file is renamed onto the destination (``os.replace`` is atomic on
+POSIX and Windows). On any error the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
+           "atomic_save_figure"]
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``dest``; move it onto ``dest`` when the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix,
+                               dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # make the bytes durable before the rename
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_torch_save(obj: Any, dest: str | os.PathLike) -> Path:
+    with atomic_path(dest) as tmp:
+        torch.save(obj, tmp)
+    return Path(dest)
+
+
+def atomic_write_text(text: str, dest: str | os.PathLike) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+    return Path(dest)
+
+
+def atomic_write_json(obj: Any, dest: str | os.PathLike) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", dest)
+
+
+def atomic_save_figure(fig: Any, dest: str | os.PathLike, **kwargs: Any) -> Path:
+    """Save a ``matplotlib.figure.Figure`` atomically (format from ``dest``'s suffix)."""
+    dest = Path(dest)
+    fmt = kwargs.pop("format", dest.suffix.lstrip(".") or "png")
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format=fmt, **kwargs)
+    return dest

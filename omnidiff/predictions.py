@@ -1,0 +1,94 @@
+"""What a network predicts, and conversion between the four parameterisations.
+
+With ``x_t = alpha x0 + sigma eps`` a network may predict
+
+* ``eps``  — the noise eps (Ho et al. 2020);
+* ``x0``   — the clean sample;
+* ``v``    — ``alpha eps - sigma x0`` (Salimans & Ho 2022);
+* ``flow`` — the velocity ``dx_t/dt = alpha'(t) x0 + sigma'(t) eps`` (Lipman et al. 2023,
+  Liu et al. 2023; for the ``flow`` schedule it is ``eps - x0``).
+
+Each is an invertible linear map of (x0, eps) given (x_t, t); this is the only module that
+branches on the prediction type. Samplers only ever see ``(x0_hat, eps_hat)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._util import append_dims, check_choice
+from .schedules import Schedule
+
+__all__ = ["PREDICTIONS", "target", "to_x0_eps", "x0_scale"]
+
+PREDICTIONS = ("eps", "x0", "v", "flow")
+
+
+def _coeffs(schedule: Schedule, t: torch.Tensor, ndim: int, need_derivs: bool):
+    a, s = schedule.alpha_sigma(t)
+    out = [append_dims(a, ndim), append_dims(s, ndim)]
+    if need_derivs:
+        da, ds = schedule.derivatives(t)
+        out += [append_dims(da, ndim), append_dims(ds, ndim)]
+    return out
+
+
+def target(kind: str, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+           schedule: Schedule) -> torch.Tensor:
+    """The training target for prediction ``kind``. x0, eps: (B, *event); t: (B,)."""
+    check_choice("prediction", kind, PREDICTIONS)
+    if kind == "eps":
+        return eps
+    if kind == "x0":
+        return x0
+    c = _coeffs(schedule, t, x0.ndim, kind == "flow")
+    x0d, epsd = x0.double(), eps.double()
+    if kind == "v":
+        a, s = c
+        out = a * epsd - s * x0d
+    else:
+        _, _, da, ds = c
+        out = da * x0d + ds * epsd
+    return out.to(x0.dtype)
+
+
+def to_x0_eps(kind: str, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+              schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Invert a prediction: (x0_hat, eps_hat), float64, each (B, *event)."""
+    check_choice("prediction", kind, PREDICTIONS)
+    if output.shape != x_t.shape:
+        raise ValueError(f"model output has shape {tuple(output.shape)} but x_t has "
+                         f"{tuple(x_t.shape)}; a denoiser must return the shape it is given")
+    out, x = output.double(), x_t.double()
+    c = _coeffs(schedule, t, x.ndim, kind == "flow")
+    a, s = c[0], c[1]
+    if kind == "eps":
+        eps = out
+        x0 = (x - s * eps) / a
+    elif kind == "x0":
+        x0 = out
+        eps = (x - a * x0) / s
+    elif kind == "v":
+        norm = a * a + s * s
+        x0 = (a * x - s * out) / norm
+        eps = (s * x + a * out) / norm
+    else:
+        da, ds = c[2], c[3]
+        det = a * ds - s * da
+        x0 = (ds * x - s * out) / det
+        eps = (a * out - da * x) / det
+    return x0, eps
+
+
+def x0_scale(kind: str, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+    """|d x0_hat / d output|: an error e in the prediction is an error x0_scale * e in x0. (B,)"""
+    check_choice("prediction", kind, PREDICTIONS)
+    a, s = schedule.alpha_sigma(t)
+    if kind == "eps":
+        return s / a
+    if kind == "x0":
+        return torch.ones_like(a)
+    if kind == "v":
+        return s / (a * a + s * s)
+    da, ds = schedule.derivatives(t)
+    return (s / (a * ds - s * da)).abs()

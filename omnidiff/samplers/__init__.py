@@ -1,0 +1,69 @@
+"""Samplers: pure functions over a denoiser, chosen by name through :func:`sample`.
+
+Every sampler has the signature ``fn(denoise, x, ts, *, generator=None, **options) -> x`` where
+``denoise`` is a :class:`~omnidiff.samplers.denoiser.Denoiser`, ``x`` the float64 state at
+``ts[0]`` and ``ts`` a decreasing list of times ending at ``t_min``; :func:`sample` adds the
+final denoising step to t = 0. A sampler never branches on the prediction type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .._util import check_choice
+from ..predictions import PREDICTIONS
+from ..schedules import Schedule, get_schedule
+from .denoiser import Denoiser, coefficients
+from .exponential import ddim, ddpm, dpmpp_2m
+from .grids import GRIDS, timesteps
+from .ode import euler, heun
+
+__all__ = ["SAMPLERS", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample", "timesteps",
+           "Denoiser"]
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": ddpm,
+    "ddim": ddim,
+    "dpmpp_2m": dpmpp_2m,
+    "euler": euler,
+    "heun": heun,
+}
+
+DEFAULT_GRID = {"edm": "karras", "flow": "uniform"}  # VP schedules: uniform in log-SNR
+DEFAULT_STEPS = 20
+
+
+def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Add a sampler (same signature as the built-in ones) under ``name``."""
+    SAMPLERS[name] = fn
+
+
+def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, *,
+           schedule: Schedule | str, prediction: str, sampler: str = "dpmpp_2m",
+           steps: int = DEFAULT_STEPS, grid: str | None = None,
+           generator: torch.Generator | None = None, stats: dict | None = None,
+           **options: Any) -> torch.Tensor:
+    """Draw samples by integrating from ``t_max`` to clean data.
+
+    model: ``model(x_t, t) -> prediction`` with ``x_t: (B, *event)`` and ``t: (B,)`` floats.
+    noise: (B, *event) standard normal; the start is ``schedule.prior_std * noise``.
+    grid: ``uniform`` | ``logsnr`` | ``karras`` | ``trailing`` (default: karras for ``edm``,
+    uniform for ``flow``, logsnr otherwise). ``stats``, if a dict, receives ``nfe`` and ``network_evals``.
+    Returns (B, *event) in the noise's dtype.
+    """
+    schedule = get_schedule(schedule)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("prediction", prediction, PREDICTIONS)
+    grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
+    ts = timesteps(schedule, steps, grid).tolist()  # python floats: no device sync in loops
+    denoise = Denoiser(model, schedule, prediction, noise.dtype)
+    x = schedule.prior_std * noise.double()
+    x = SAMPLERS[sampler](denoise, x, ts[:-1], generator=generator, **options)
+    x0, _ = denoise(x, ts[-2])  # final step: from t_min to clean data
+    a0, _, _ = coefficients(schedule, ts[-1])
+    if stats is not None:
+        stats.update(nfe=denoise.nfe, network_evals=denoise.network_evals, grid=grid,
+                     steps=steps, sampler=sampler)
+    return (a0 * x0).to(noise.dtype)

@@ -1,0 +1,49 @@
+"""The denoiser view of a model that samplers use, with exact NFE accounting."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..predictions import to_x0_eps
+from ..schedules import Schedule
+
+__all__ = ["Denoiser", "coefficients"]
+
+
+def coefficients(schedule: Schedule, t: float) -> tuple[float, float, float]:
+    """(alpha, sigma, lambda) at a scalar time, as python floats (CPU float64, no device sync)."""
+    tt = torch.tensor(t, dtype=torch.float64)
+    a, s = schedule.alpha_sigma(tt)
+    return float(a), float(s), float(schedule.log_snr(tt))
+
+
+class Denoiser:
+    """Turns ``model(x_t, t) -> prediction`` into ``D(x, t) -> (x0_hat, eps_hat)``.
+
+    The sampler's state ``x`` is float64; it is cast to ``dtype`` (the noise's dtype) at the
+    network boundary and the output is cast back. ``nfe`` counts calls of ``model``;
+    ``network_evals`` counts samples passed through the network per sample (2 per call under
+    classifier-free guidance, whose wrapper sets ``cfg_batches = 2``).
+    """
+
+    def __init__(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 schedule: Schedule, prediction: str, dtype: torch.dtype):
+        self.model, self.schedule, self.prediction, self.dtype = model, schedule, prediction, dtype
+        self.nfe = 0
+        self.network_evals = 0
+
+    def __call__(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        t_vec = torch.full((b,), t, dtype=torch.float64, device=x.device)  # (B,)
+        out = self.model(x.to(self.dtype), t_vec.to(self.dtype))
+        self.nfe += 1
+        self.network_evals += getattr(self.model, "cfg_batches", 1)
+        return to_x0_eps(self.prediction, out, x, t_vec, self.schedule)
+
+    def velocity(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dx/dt of the probability-flow ODE, x0_hat): dx/dt = alpha'(t) x0 + sigma'(t) eps."""
+        x0, eps = self(x, t)
+        da, ds = self.schedule.derivatives(torch.tensor(t, dtype=torch.float64))
+        return float(da) * x0 + float(ds) * eps, x0

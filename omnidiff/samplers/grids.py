@@ -1,0 +1,60 @@
+"""Timestep grids: where a sampler evaluates the model.
+
+Each grid returns ``steps + 1`` float64 times, decreasing: ``steps`` evaluation times from the
+schedule's ``t_max`` (never later: the forward process was trained only up to it) down to
+``t_min``, then a final ``0`` (clean data). The last step, from ``t_min`` to 0, is a denoising
+step, so ``steps`` first-order steps cost exactly ``steps`` model evaluations.
+
+* ``uniform``  — uniform in t (DDPM / DDIM "linspace").
+* ``logsnr``   — uniform in log-SNR lambda (Lu et al. 2022, DPM-Solver).
+* ``karras``   — uniform in (sigma/alpha)^(1/rho), rho = 7 (Karras et al. 2022, EDM).
+* ``trailing`` — t_max * (1 - i/steps) (Lin et al. 2023: start exactly at the last trained
+  time and space the rest evenly, without landing on t_min).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._util import check_choice
+from ..schedules import Schedule
+
+__all__ = ["GRIDS", "timesteps"]
+
+GRIDS = ("uniform", "logsnr", "karras", "trailing")
+
+# log-SNR grids start no noisier than sigma/alpha = 200 (lambda = -5.3); a zero-terminal-SNR
+# schedule (flow at t = 1) would otherwise spend its steps on a near-infinite noise range.
+# The first evaluation stays at t_max.
+LAMBDA_FLOOR = -5.3
+
+
+def _f64(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def timesteps(schedule: Schedule, steps: int, grid: str = "uniform", *,
+              rho: float = 7.0) -> torch.Tensor:
+    """(steps + 1,) float64 times from t_max down to t_min, then 0."""
+    check_choice("grid", grid, GRIDS)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    lo, hi = schedule.t_min, schedule.t_max
+    if steps == 1:
+        ts = _f64([hi])
+    elif grid == "uniform":
+        ts = torch.linspace(hi, lo, steps, dtype=torch.float64)
+    elif grid == "trailing":
+        ts = (hi * (1 - torch.arange(steps, dtype=torch.float64) / steps)).clamp_min(lo)
+    else:
+        lam_hi = schedule.log_snr(_f64(hi)).clamp_min(LAMBDA_FLOOR)
+        lam_lo = schedule.log_snr(_f64(lo))
+        if grid == "logsnr":
+            lam = torch.linspace(float(lam_hi), float(lam_lo), steps, dtype=torch.float64)
+        else:  # karras: uniform in s^(1/rho) with s = sigma/alpha = exp(-lambda)
+            s_hi, s_lo = torch.exp(-lam_hi) ** (1 / rho), torch.exp(-lam_lo) ** (1 / rho)
+            ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+            lam = -rho * torch.log(s_hi + ramp * (s_lo - s_hi))
+        ts = schedule.t_of_lambda(lam).clamp(lo, hi)
+        ts[0], ts[-1] = hi, lo  # exact ends despite round-off in the inverse
+    return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
