@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
-__all__ = ["EMA", "SampleCallback", "progress_bar", "averaged_module"]
+__all__ = ["EMA", "SampleCallback", "progress_bar", "averaged_module", "FiniteLossGuard",
+           "NonFiniteLossError", "RankDigest", "weights_digest"]
 
 
 class EMA(EMAWeightAveraging):
@@ -102,6 +103,67 @@ class SampleCallback(Callback):
             logger.log_metrics({f"final/{k}": v for k, v in self.final_metrics.items()
                                 if k != "step"}, step=trainer.global_step)
             logger.save()
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN / inf loss (the message names the step and the last checkpoint)."""
+
+
+class FiniteLossGuard(Callback):
+    """Stop training at the first non-finite loss, before its gradients reach the weights.
+
+    Runs in ``on_before_backward`` (so the optimizer never steps on NaN gradients and no
+    checkpoint of that step is written) and raises :class:`NonFiniteLossError` naming the
+    global step and the last checkpoint written, so the run can be resumed from there with a
+    smaller learning rate. One host sync per step (Lightning's loss logging syncs anyway).
+    """
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        step = trainer.global_step
+        last = None
+        for cb in trainer.checkpoint_callbacks:
+            path = getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+            if path and Path(path).is_file():
+                last = path
+        where = (f"last good checkpoint: {last} (resume=PATH continues from it)" if last
+                 else "no checkpoint was written yet")
+        value = "nan" if bool(torch.isnan(loss.detach()).any()) else "inf"
+        raise NonFiniteLossError(
+            f"training stopped: the loss became {value} at step {step}; {where}. Lower "
+            "optim.lr, raise optim.warmup or set trainer.gradient_clip_val, then retry")
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's parameters and buffers (names, dtypes, shapes and bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class RankDigest(Callback):
+    """In multi-process runs, every rank writes ``<dir>/rank<k>.json`` with its global step and
+    the digest of its final weights (:func:`weights_digest`), so one can check that data
+    parallel replicas agree."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.world_size <= 1:
+            return
+        from .io import atomic_write_json
+
+        atomic_write_json({"rank": int(trainer.global_rank), "world_size": int(trainer.world_size),
+                           "global_step": int(trainer.global_step),
+                           "weights_sha256": weights_digest(pl_module)},
+                          self.out_dir / f"rank{trainer.global_rank}.json")
 
 
 def progress_bar() -> Callback:

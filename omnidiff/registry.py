@@ -11,7 +11,8 @@ from importlib.metadata import EntryPoint, entry_points
 
 from .domain import REQUIRED_ATTRS, Domain
 
-__all__ = ["GROUP", "DomainInfo", "UnknownDomainError", "available", "get_domain", "describe"]
+__all__ = ["GROUP", "DomainInfo", "UnknownDomainError", "DomainContractError", "available",
+           "get_domain", "describe"]
 
 GROUP = "omnidiff.domains"
 
@@ -19,6 +20,10 @@ GROUP = "omnidiff.domains"
 class UnknownDomainError(KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class DomainContractError(TypeError):
+    """A plugin loaded but breaks the :class:`~omnidiff.domain.Domain` contract."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +59,13 @@ def _load(ep: EntryPoint) -> Domain:
     domain = obj() if isinstance(obj, type) else obj
     missing = [a for a in REQUIRED_ATTRS if not hasattr(domain, a)]
     if missing:
-        raise TypeError(f"domain plugin {ep.name!r} ({ep.value}) lacks {', '.join(missing)}; "
-                        "see omnidiff.domain.Domain for the contract")
+        raise DomainContractError(
+            f"domain plugin {ep.name!r} ({ep.value}) lacks {', '.join(missing)}; "
+            "see omnidiff.domain.Domain for the contract")
     if getattr(domain, "name", None) != ep.name:
-        raise TypeError(f"domain plugin {ep.name!r} ({ep.value}) calls itself "
-                        f"{getattr(domain, 'name', None)!r}; the entry-point name and "
-                        "Domain.name must agree")
+        raise DomainContractError(
+            f"domain plugin {ep.name!r} ({ep.value}) calls itself "
+            f"{getattr(domain, 'name', None)!r}; the entry-point name and Domain.name must agree")
     return domain
 
 
@@ -75,9 +81,9 @@ def get_domain(name: str) -> Domain:
             "(a plugin registers under the entry-point group 'omnidiff.domains')")
     try:
         domain = _load(eps[name])
-    except TypeError:
+    except DomainContractError:
         raise
-    except Exception as exc:  # a broken plugin is reported by name
+    except Exception as exc:  # a broken plugin is reported by name (a stray TypeError too)
         raise RuntimeError(f"domain plugin {name!r} ({eps[name].value}) failed to load: "
                            f"{type(exc).__name__}: {exc}") from exc
     _cache[name] = domain

@@ -12,25 +12,36 @@ config and writes a self-contained run directory::
     <run>/metrics.json         final metrics, loss summary, timings
     <run>/loss.png             the loss curve
     <run>/model.pt             the inference checkpoint for ``omnidiff.load``
+    <run>/ranks/rank<k>.json   multi-process runs: each rank's final step and weights digest
+
+Fault tolerance: ``resume=auto`` (the run folder ``out=`` or the newest run of the recipe) or
+``resume=PATH`` (a ``.ckpt`` or a run folder) continues from ``last.ckpt`` with the same
+global step, optimizer, scheduler, EMA and loop state (Lightning restores them); the CSV log
+keeps the rows up to the resumed step. Checkpoints, ``model.pt`` and artifacts are written
+atomically; a NaN / inf loss stops training (:class:`~omnidiff.callbacks.FiniteLossGuard`).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from .losses import diffusion_loss
 from .model import DiffusionModel
 from .registry import get_domain
 from .schedules import get_schedule
 
-__all__ = ["DiffusionModule", "train", "run_dir_for"]
+__all__ = ["DiffusionModule", "train", "run_dir_for", "resume_target", "build_callbacks"]
 
 
 class DiffusionModule(LightningModule):
@@ -108,6 +119,13 @@ class DiffusionModule(LightningModule):
                 checkpoint[key] = _plain(checkpoint[key])
         checkpoint.pop("hparams_type", None)
         checkpoint["omnidiff_version"] = _version()
+        # the global RNG drives noise and time sampling: keep it so a resumed run continues
+        checkpoint["omnidiff_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("omnidiff_rng") or {}
+        if isinstance(rng.get("torch"), torch.Tensor):
+            torch.set_rng_state(rng["torch"])
 
 
 def _version() -> str:
@@ -155,6 +173,151 @@ def run_dir_for(cfg: Any) -> Path:
     return path
 
 
+def _latest_run(base: Path) -> Path | None:
+    """The run folder under ``base`` whose ``last.ckpt`` is newest (None if there is none)."""
+    if not base.is_dir():
+        return None
+    runs = [p for p in base.iterdir() if (p / "checkpoints" / "last.ckpt").is_file()]
+    return max(runs, key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime,
+               default=None)
+
+
+def resume_target(cfg: Any) -> tuple[Path, Path | None]:
+    """``(run dir, checkpoint to resume from or None)`` for ``cfg.resume``.
+
+    * ``null``: a new run (:func:`run_dir_for`);
+    * ``auto``: ``out=`` (or the newest run of this recipe under ``runs/``) continues from its
+      ``checkpoints/last.ckpt`` when there is one, else starts fresh there;
+    * ``PATH``: a ``.ckpt`` file or a run folder; the run continues in that folder (or in
+      ``out=`` when given).
+    """
+    from .config import ConfigError
+
+    resume = cfg.get("resume")
+    if resume in (None, "", False):
+        return run_dir_for(cfg), None
+    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" or not os.environ.get(_RUN_DIR_ENV)
+    if str(resume) == "auto":
+        run = None
+        if not cfg.get("out") and rank0:
+            name = str(cfg.get("recipe") or cfg.get("domain") or "run")
+            run = _latest_run(Path("runs") / name)
+        run = run or run_dir_for(cfg)
+        ckpt = run / "checkpoints" / "last.ckpt"
+        return run, (ckpt if ckpt.is_file() else None)
+    path = Path(str(resume)).expanduser()
+    if path.is_dir():
+        path = (path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir()
+                else path / "last.ckpt")
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: no checkpoint found there; pass a .ckpt written by "
+                          "`omnidiff train`, its run folder, or resume=auto")
+    if cfg.get("out"):
+        run = Path(str(cfg.out))
+    elif path.parent.name == "checkpoints":
+        run = path.parent.parent
+    else:
+        run = run_dir_for(cfg)
+    return run, path
+
+
+def _check_resumable(ckpt: Path, cfg: Any) -> int:
+    """The checkpoint's global step; one clear line if it cannot continue this config."""
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+
+    try:
+        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot resume from {ckpt}: torch.load failed "
+                              f"({type(exc).__name__}); pass another .ckpt") from None
+    hp = obj.get("hyper_parameters") or {} if isinstance(obj, dict) else {}
+    if "loops" not in obj or "domain" not in hp:
+        raise CheckpointError(f"cannot resume from {ckpt}: it is not a Lightning checkpoint of "
+                              "`omnidiff train` (model.pt holds weights only; use a .ckpt)")
+    if hp["domain"] != str(cfg.domain):
+        raise ConfigError(f"cannot resume from {ckpt}: it trained domain {hp['domain']!r}, this "
+                          f"config trains {str(cfg.domain)!r}; pass the same recipe")
+    return int(obj.get("global_step", 0))
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Half-written temporaries of a killed run (``.<name>.<random>.tmp<suffix>``)."""
+    for p in run_dir.rglob(".*.tmp*"):
+        if p.is_file():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+class _ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, but a resumed run keeps the rows logged before its checkpoint.
+
+    (Lightning's own deletes an existing ``metrics.csv``.) Rows after the checkpoint's step,
+    which the resumed run logs again, are dropped; a line cut short by a kill is skipped.
+    """
+
+    def __init__(self, *args: Any, keep_before: int | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._carry: list[dict[str, Any]] = []
+        path = Path(self.log_dir) / "metrics.csv"
+        if keep_before is not None and path.is_file():
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    try:
+                        step = int(float(row.get("step") or ""))
+                    except ValueError:
+                        continue
+                    if None in row or any(v is None for v in row.values()):
+                        continue  # a truncated line
+                    logged_after = step > keep_before or (step == keep_before
+                                                          and row.get("train/loss"))
+                    if not logged_after:
+                        self._carry.append({k: v for k, v in row.items() if v != ""})
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        first = self._experiment is None
+        exp = CSVLogger.experiment.fget(self)
+        if first and self._carry and hasattr(exp, "metrics_keys"):
+            exp.metrics[:0] = self._carry
+            self._carry = []
+        return exp
+
+
+def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
+    """The Lightning callbacks of a run (EMA unless disabled or under FSDP, model.pt export,
+    sampling + metrics, checkpoints, the non-finite loss guard, rank digests, progress bar)."""
+    from .callbacks import EMA, FiniteLossGuard, RankDigest, SampleCallback, progress_bar
+    from .checkpoint import InferenceExport, model_checkpoint
+
+    strategy = str(cfg.trainer.get("strategy", "auto")).lower()
+    callbacks: list[Any] = [FiniteLossGuard()]
+    ema_decay = cfg.optim.get("ema_decay")
+    if ema_decay is not None and "fsdp" in strategy:
+        warnings.warn("omnidiff: EMA is disabled for this run: Lightning's EMAWeightAveraging "
+                      "does not support FSDP (trainer.strategy=fsdp). Use trainer.strategy=ddp "
+                      "to keep EMA, or set optim.ema_decay=null to silence this warning",
+                      UserWarning, stacklevel=2)
+        ema_decay = None
+    if ema_decay is not None:
+        callbacks.append(EMA(decay=float(ema_decay)))
+    callbacks.append(InferenceExport(run_dir / "model.pt"))
+    callbacks.append(SampleCallback(
+        run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0), n=int(cfg.eval.n_samples),
+        n_ref=int(cfg.eval.n_ref), batch_size=cfg.eval.get("batch_size"),
+        seed=int(cfg.eval.seed), sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
+        guidance=cfg.sampler.get("guidance")))
+    callbacks.append(RankDigest(run_dir / "ranks"))
+    callbacks.append(model_checkpoint(run_dir / "checkpoints",
+                                      every_n_train_steps=cfg.checkpoint.get("every_n_train_steps")))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar())
+    return callbacks
+
+
 def _setup_data(dm: Any) -> None:
     """Let event_shape / num_classes be known before the Trainer runs (idempotent hooks)."""
     if hasattr(dm, "prepare_data"):
@@ -168,16 +331,24 @@ def train(cfg: Any) -> Path:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from .callbacks import EMA, SampleCallback, progress_bar
-    from .checkpoint import AtomicCheckpointIO, InferenceExport, model_checkpoint
+    from .callbacks import SampleCallback
+    from .checkpoint import AtomicCheckpointIO
     from .config import to_plain, validate
     from .io import atomic_write_json, atomic_write_text
     from .plots import plot_loss_from_csv
 
     validate(cfg)
-    run_dir = run_dir_for(cfg).absolute()
+    run_dir, ckpt = resume_target(cfg)
+    run_dir = run_dir.absolute()
+    resume_step = _check_resumable(ckpt, cfg) if ckpt is not None else None
+    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ[_RUN_DIR_ENV] = str(run_dir)  # inherited by DDP's per-device processes
+    if ckpt is not None and rank0:
+        _remove_stale_temporaries(run_dir)
+        print(f"omnidiff: resuming {run_dir} from {ckpt} (step {resume_step})", flush=True)
+    elif cfg.get("resume") == "auto" and rank0:
+        print(f"omnidiff: resume=auto found no checkpoint; starting {run_dir}", flush=True)
     atomic_write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -199,42 +370,32 @@ def train(cfg: Any) -> Path:
         warmup=int(cfg.optim.warmup), sigma_data=float(cfg.loss.sigma_data), data_cfg=data_cfg)
 
     trainer_cfg = dict(to_plain(cfg.trainer))
-    callbacks: list[Any] = []
-    if cfg.optim.get("ema_decay") is not None:
-        callbacks.append(EMA(decay=float(cfg.optim.ema_decay)))
-    sampling = dict(sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
-                    guidance=cfg.sampler.get("guidance"))
-    callbacks.append(InferenceExport(run_dir / "model.pt"))
-    callbacks.append(SampleCallback(
-        run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0), n=int(cfg.eval.n_samples),
-        n_ref=int(cfg.eval.n_ref), batch_size=cfg.eval.get("batch_size"),
-        seed=int(cfg.eval.seed), **sampling))
-    callbacks.append(model_checkpoint(run_dir / "checkpoints",
-                                      every_n_train_steps=cfg.checkpoint.get("every_n_train_steps")))
-    if trainer_cfg.get("enable_progress_bar", True):
-        callbacks.append(progress_bar())
+    callbacks = build_callbacks(cfg, run_dir)
 
     logger: Any = False
     if cfg.logger.name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-        logger = CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        # flush every logged step, so a killed run keeps its loss curve up to the kill
+        logger = _ResumableCSVLogger(save_dir=str(run_dir), name="logs", version="",
+                                     flush_logs_every_n_steps=1, keep_before=resume_step)
     plugins = []
     if str(trainer_cfg.get("strategy", "auto")) in ("auto", "ddp", "ddp_spawn", "ddp_fork",
                                                      "single_device"):
         plugins.append(AtomicCheckpointIO())
     trainer = pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
                          callbacks=callbacks, plugins=plugins or None)
+    sampling = dict(sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
+                    guidance=cfg.sampler.get("guidance"))
 
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt is not None else None)
     train_seconds = time.perf_counter() - t0
 
     if trainer.is_global_zero:
         summary: dict[str, Any] = {"train_seconds": round(train_seconds, 2),
                                    "global_step": int(trainer.global_step)}
-        csv = run_dir / "logs" / "metrics.csv"
-        if csv.exists():
-            summary.update(plot_loss_from_csv(csv, run_dir / "loss.png"))
+        csv_log = run_dir / "logs" / "metrics.csv"
+        if csv_log.exists():
+            summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))
         sample_cb = next(c for c in callbacks if isinstance(c, SampleCallback))
         summary["final"] = sample_cb.final_metrics
         summary["history"] = sample_cb.history

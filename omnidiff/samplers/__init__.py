@@ -16,20 +16,33 @@ from .._util import check_choice
 from ..predictions import PREDICTIONS
 from ..schedules import Schedule, get_schedule
 from .denoiser import Denoiser, coefficients
-from .exponential import ddim, ddpm, dpmpp_2m
+from .exponential import (ddim, ddpm, deis, dpmpp_2m, dpmpp_2m_sde, dpmpp_2s_ancestral,
+                          dpmpp_3m, pc, unipc)
 from .grids import GRIDS, timesteps
-from .ode import euler, heun
+from .ode import euler, euler_ancestral, heun, lms, rk45
 
-__all__ = ["SAMPLERS", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample", "timesteps",
+__all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
+           "timesteps",
            "Denoiser"]
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": ddpm,
     "ddim": ddim,
     "dpmpp_2m": dpmpp_2m,
+    "dpmpp_3m": dpmpp_3m,
+    "dpmpp_2m_sde": dpmpp_2m_sde,
+    "dpmpp_2s_ancestral": dpmpp_2s_ancestral,
+    "unipc": unipc,
+    "deis": deis,
     "euler": euler,
+    "euler_ancestral": euler_ancestral,
     "heun": heun,
+    "lms": lms,
+    "pc": pc,
+    "rk45": rk45,
 }
+# samplers that draw fresh noise (their result is a sample, not an ODE solution)
+STOCHASTIC = ("ddpm", "dpmpp_2m_sde", "dpmpp_2s_ancestral", "euler_ancestral", "pc")
 
 DEFAULT_GRID = {"edm": "karras", "flow": "uniform"}  # VP schedules: uniform in log-SNR
 DEFAULT_STEPS = 20
@@ -50,7 +63,11 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     model: ``model(x_t, t) -> prediction`` with ``x_t: (B, *event)`` and ``t: (B,)`` floats.
     noise: (B, *event) standard normal; the start is ``schedule.prior_std * noise``.
     grid: ``uniform`` | ``logsnr`` | ``karras`` | ``trailing`` (default: karras for ``edm``,
-    uniform for ``flow``, logsnr otherwise). ``stats``, if a dict, receives ``nfe`` and ``network_evals``.
+    uniform for ``flow``, logsnr otherwise). ``stats``, if a dict, receives ``nfe`` (model
+    calls, including the final denoising step), ``network_evals`` (samples through the
+    network per sample: 2 per call under classifier-free guidance) and any sampler extras
+    (rk45: ``accepted`` / ``rejected`` steps). ``options`` go to the sampler (e.g. ``eta``,
+    ``order``, ``s_churn``, ``rtol``).
     Returns (B, *event) in the noise's dtype.
     """
     schedule = get_schedule(schedule)
@@ -65,5 +82,5 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     a0, _, _ = coefficients(schedule, ts[-1])
     if stats is not None:
         stats.update(nfe=denoise.nfe, network_evals=denoise.network_evals, grid=grid,
-                     steps=steps, sampler=sampler)
+                     steps=steps, sampler=sampler, **denoise.info)
     return (a0 * x0).to(noise.dtype)

@@ -33,6 +33,7 @@ class Denoiser:
         self.model, self.schedule, self.prediction, self.dtype = model, schedule, prediction, dtype
         self.nfe = 0
         self.network_evals = 0
+        self.info: dict = {}  # extra statistics a sampler reports (e.g. rk45's step counts)
 
     def __call__(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]

@@ -4,18 +4,54 @@ With lambda = log(alpha / sigma) and h = lambda_next - lambda, the probability-f
 exact solution ``x_next = (sigma_next / sigma) x + alpha_next * integral(e^{-(lambda_next - l)}
 x0_hat(l) dl)``. Approximating x0_hat by a constant gives DDIM (Song et al. 2021), which is
 first-order DPM-Solver++ (Lu et al. 2022); a linear extrapolation through the previous step's
-x0_hat gives DPM-Solver++(2M).
+x0_hat gives DPM-Solver++(2M), a quadratic one DPM-Solver++(3M). Integrating the Lagrange
+extrapolant exactly against the exponential weight is DEIS's tAB (Zhang & Chen 2023) in
+lambda with data prediction; for order 3 that is the same update as DPM-Solver++(3M) (its
+D1, D2 are the Newton divided differences of the same quadratic), for order 2 it differs from
+2M only in using phi_2 where 2M uses phi_1 / 2. UniPC (Zhao et al. 2023) adds a corrector that
+reuses the next model evaluation.
+
+A multistep sampler keeps its history as a newest-first list of (lambda, x0_hat).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .denoiser import Denoiser, coefficients
+from .helpers import (ancestral_split, exp_moments, exp_step, lagrange_integrals, langevin,
+                      multistep_order, randn, time_of)
 
-__all__ = ["ddim", "ddpm", "dpmpp_2m"]
+__all__ = ["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "dpmpp_2s_ancestral",
+           "deis", "unipc", "pc"]
+
+
+def _pairs(ts: list[float]):
+    return zip(ts[:-1], ts[1:])
+
+
+def _push(history: list, lam: float, x0: torch.Tensor, order: int) -> list:
+    """Newest-first multistep history of (lambda, x0_hat), at most ``order`` long."""
+    return [(lam, x0)] + history[:order - 1]
+
+
+def _lof(lower_order_final: bool | None, ts: list[float]) -> bool:
+    """``None``: lower the order of the final steps on short grids (< 15 steps, as diffusers)."""
+    return len(ts) - 1 < 15 if lower_order_final is None else bool(lower_order_final)
+
+
+def ddim_step(denoise: Denoiser, x: torch.Tensor, t: float, t_next: float, eta: float,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """One DDIM step (Song et al. 2021, eq. 12): x_next = alpha_n x0 + sigma_down eps + sigma_up z."""
+    _, _, lam = coefficients(denoise.schedule, t)
+    a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
+    x0, eps = denoise(x, t)
+    s_down, s_up = ancestral_split(s_n, lam, lam_n, eta)
+    x = a_n * x0 + s_down * eps
+    return x + s_up * randn(x, generator) if s_up > 0 else x
 
 
 def ddim(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: float = 0.0,
@@ -28,15 +64,8 @@ def ddim(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: float = 0.
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    for t, t_next in zip(ts[:-1], ts[1:]):
-        a, s, lam = coefficients(denoise.schedule, t)
-        a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
-        x0, eps = denoise(x, t)
-        c = eta * s_n * math.sqrt(-math.expm1(-2.0 * (lam_n - lam)))
-        x = a_n * x0 + math.sqrt(max(s_n * s_n - c * c, 0.0)) * eps
-        if c > 0:
-            x = x + c * torch.randn(x.shape, generator=generator, device=x.device,
-                                    dtype=x.dtype)
+    for t, t_next in _pairs(ts):
+        x = ddim_step(denoise, x, t, t_next, eta, generator)
     return x
 
 
@@ -46,19 +75,192 @@ def ddpm(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
     return ddim(denoise, x, ts, eta=1.0, generator=generator)
 
 
+def dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: float = 1.0,
+                 s_noise: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022, eq. 18; k-diffusion's midpoint form).
+
+    x_n = (sigma_n/sigma) e^{-eta h} x + alpha_n (1 - e^{-(1+eta)h}) D
+          + sigma_n sqrt(1 - e^{-2 eta h}) s_noise z,
+    D = x0_i + (1/(2r)) (x0_i - x0_{i-1}), r = h_{i-1} / h. eta = 0 is DPM-Solver++(2M).
+    """
+    x0_prev, h_prev = None, None
+    for t, t_next in _pairs(ts):
+        _, s, lam = coefficients(denoise.schedule, t)
+        a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
+        h = lam_n - lam
+        x0, _ = denoise(x, t)
+        d = x0 if x0_prev is None else x0 + (h / (2.0 * h_prev)) * (x0 - x0_prev)
+        x = exp_step(math.exp(-eta * h) * x, s, a_n, s_n, (1.0 + eta) * h, d)
+        if eta > 0:
+            x = x + (s_n * s_noise * math.sqrt(-math.expm1(-2.0 * eta * h))) * randn(x, generator)
+        x0_prev, h_prev = x0, h
+    return x
+
+
 def dpmpp_2m(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, second order.
 
     D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, r = h_{i-1} / h_i; the first step is DDIM.
+    (The deterministic case of :func:`dpmpp_2m_sde`.)
     """
-    x0_prev, h_prev = None, None
-    for t, t_next in zip(ts[:-1], ts[1:]):
-        a, s, lam = coefficients(denoise.schedule, t)
+    return dpmpp_2m_sde(denoise, x, ts, eta=0.0, generator=generator)
+
+
+def dpmpp_3m(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
+             lower_order_final: bool | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """DPM-Solver++(3M) (Lu et al. 2022, Appendix B / diffusers' third-order update).
+
+    x_n = (sigma_n/sigma) x - alpha_n (e^{-h} - 1) D0 + alpha_n ((e^{-h} - 1)/h + 1) D1
+          - alpha_n ((e^{-h} - 1 + h)/h^2 - 1/2) D2,
+    D1, D2 the divided differences through the last three x0_hat; warm-up: DDIM, then 2M;
+    ``lower_order_final`` (default: on grids of < 15 steps) ends with 2M, then DDIM.
+    """
+    hist: list = []
+    lof = _lof(lower_order_final, ts)
+    for i, (t, t_next) in enumerate(_pairs(ts)):
+        _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
         h = lam_n - lam
         x0, _ = denoise(x, t)
-        d = x0 if x0_prev is None else x0 + (h / (2.0 * h_prev)) * (x0 - x0_prev)
-        x = (s_n / s) * x - a_n * math.expm1(-h) * d
-        x0_prev, h_prev = x0, h
+        hist = _push(hist, lam, x0, 3)
+        p = multistep_order(3, i, len(ts) - 1, lof)
+        if p == 1:
+            x = exp_step(x, s, a_n, s_n, h, x0)
+        elif p == 2:
+            r = (lam - hist[1][0]) / h
+            x = exp_step(x, s, a_n, s_n, h, x0 + (0.5 / r) * (x0 - hist[1][1]))
+        else:
+            (_, m0), (l1, m1), (l2, m2) = hist
+            r0, r1 = (lam - l1) / h, (l1 - l2) / h
+            d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+            d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            em = math.expm1(-h)
+            x = (exp_step(x, s, a_n, s_n, h, m0) + (a_n * (em / h + 1.0)) * d1
+                 - (a_n * ((em + h) / h ** 2 - 0.5)) * d2)
+    return x
+
+
+def deis(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 3,
+         lower_order_final: bool | None = None,
+         generator: torch.Generator | None = None) -> torch.Tensor:
+    """DEIS tAB-``order`` (Zhang & Chen 2023, eq. 14) in lambda with data prediction.
+
+    x_n = (sigma_n/sigma) x + alpha_n sum_j w_j x0_{i-j},
+    w_j = int_{lambda}^{lambda_n} e^{-(lambda_n - l)} L_j(l) dl in closed form (phi functions),
+    L_j the Lagrange basis through the last ``order`` log-SNRs (lower order while warming up).
+    Order 1 is DDIM; order 3 is DPM-Solver++(3M)'s update (see the module docstring).
+    """
+    if order < 1:
+        raise ValueError(f"deis order must be >= 1, got {order}")
+    hist: list = []
+    lof = _lof(lower_order_final, ts)
+    for i, (t, t_next) in enumerate(_pairs(ts)):
+        _, s, lam = coefficients(denoise.schedule, t)
+        a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
+        x0, _ = denoise(x, t)
+        hist = _push(hist, lam, x0, order)
+        use = hist[:multistep_order(order, i, len(ts) - 1, lof)]
+        w = lagrange_integrals([l for l, _ in use], lam_n, exp_moments(lam_n - lam, len(use)))
+        x = (s_n / s) * x + a_n * sum(wj * mj for wj, (_, mj) in zip(w, use))
+    return x
+
+
+def _unipc_coeffs(rks: list[float], h: float, variant: str) -> tuple[np.ndarray, np.ndarray,
+                                                                      float, float]:
+    """UniPC's linear system (Zhao et al. 2023, Algorithm 2 / diffusers ``uni_p_bh_update``):
+    R[i, k] = r_k^i, b_i = (i+1)! phi_{i+2}(-h) h / B(h), i < p; returns (R, b, phi_1, B(h))."""
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1.0
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    fact, rows, b = 1, [], []
+    for i in range(1, len(rks) + 1):
+        rows.append([r ** (i - 1) for r in rks])
+        b.append(h_phi_k * fact / b_h)
+        fact *= i + 1
+        h_phi_k = h_phi_k / hh - 1.0 / fact
+    return np.array(rows), np.array(b), h_phi_1, b_h
+
+
+def unipc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 2,
+          variant: str = "bh2", corrector: bool = True, lower_order_final: bool | None = None,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """UniPC (Zhao et al. 2023): predictor UniP-p and corrector UniC, data prediction.
+
+    Predictor (UniP-p, p = ``order``, fewer while warming up):
+      x_n = (sigma_n/sigma) x - alpha_n (e^{-h}-1) x0_i - alpha_n B(h) sum_k a_k D_k,
+      D_k = (x0_{i-k} - x0_i) / r_k, r_k = (lambda_{i-k} - lambda_i) / h.
+    Corrector (UniC, order p+1): once the model is evaluated at x_n, the same update is redone
+    with D_n = x0_n - x0_i included (coefficients c from the full system); the model output at
+    the uncorrected x_n is reused as history, so UniC costs no NFE. ``variant``: bh1 (B(h) = h)
+    or bh2 (B(h) = e^h - 1). The last step (to t_min) is not corrected. ``lower_order_final``
+    as in :func:`dpmpp_3m`.
+    """
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
+    hist: list = []
+    last = None  # what UniC needs from the previous predictor step
+    lof = _lof(lower_order_final, ts)
+    for i, (t, t_next) in enumerate(_pairs(ts)):
+        _, s, lam = coefficients(denoise.schedule, t)
+        a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
+        x0, _ = denoise(x, t)
+        if last is not None and corrector:  # UniC on the previous step, with D_n = x0 - m0
+            xp, base, ds, rhs_scale, (R, b) = last
+            c = [0.5] if len(ds) == 0 else np.linalg.solve(R, b)
+            corr = sum(ck * dk for ck, dk in zip(c[:-1], ds)) + c[-1] * (x0 - xp)
+            x = base - rhs_scale * corr
+        hist = _push(hist, lam, x0, order)
+        h = lam_n - lam
+        older = hist[1:multistep_order(order, i, len(ts) - 1, lof)]
+        rks = [(l - lam) / h for l, _ in older]
+        ds = [(m - x0) / r for r, (_, m) in zip(rks, older)]
+        R, b, h_phi_1, b_h = _unipc_coeffs(rks + [1.0], h, variant)
+        base = (s_n / s) * x - (a_n * h_phi_1) * x0
+        if len(ds) == 0:
+            x = base
+        else:
+            a = [0.5] if len(ds) == 1 else np.linalg.solve(R[:-1, :-1], b[:-1])
+            x = base - (a_n * b_h) * sum(ak * dk for ak, dk in zip(a, ds))
+        last = (x0, base, ds, a_n * b_h, (R, b))
+    return x
+
+
+def dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
+                       eta: float = 1.0, s_noise: float = 1.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """DPM-Solver++(2S) ancestral (Lu et al. 2022, Algorithm 1 with r = 1/2; k-diffusion's
+    ``sample_dpmpp_2s_ancestral``): a two-stage exponential step to log-SNR
+    log(alpha_n / sigma_down), then fresh noise sigma_up (:func:`ancestral_split`). 2 NFE per
+    step; eta = 0 is the deterministic single-step DPM-Solver++(2S).
+    """
+    sched = denoise.schedule
+    for t, t_next in _pairs(ts):
+        _, s, lam = coefficients(sched, t)
+        a_n, s_n, lam_n = coefficients(sched, t_next)
+        s_down, s_up = ancestral_split(s_n, lam, lam_n, eta)
+        h = math.log(a_n / s_down) - lam
+        x0, _ = denoise(x, t)
+        t_mid = min(max(time_of(sched, lam + 0.5 * h), 0.0), t)
+        a_m, s_m, lam_m = coefficients(sched, t_mid)
+        x0_mid, _ = denoise(exp_step(x, s, a_m, s_m, lam_m - lam, x0), t_mid)
+        x = exp_step(x, s, a_n, s_down, h, x0_mid)
+        if s_up > 0:
+            x = x + (s_up * s_noise) * randn(x, generator)
+    return x
+
+
+def pc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, snr: float = 0.16,
+       corrector_steps: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Predictor-corrector sampling (Song et al. 2021, Algorithm 1 / their ``pc_sampler``):
+    at each t, ``corrector_steps`` Langevin steps with signal-to-noise ratio ``snr``
+    (:func:`~omnidiff.samplers.helpers.langevin`), then the ancestral (reverse-diffusion)
+    predictor step to the next t. 1 + corrector_steps NFE per step.
+    """
+    for t, t_next in _pairs(ts):
+        x = langevin(denoise, x, t, snr=snr, n_steps=corrector_steps, generator=generator)
+        x = ddim_step(denoise, x, t, t_next, 1.0, generator)
     return x
