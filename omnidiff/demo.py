@@ -155,8 +155,9 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 2000, steps: int = 20,
     floor = moment_errors(data, mixture)  # the same numbers for n true samples
 
     # -- the figure -------------------------------------------------------------------------
-    fig = Figure(figsize=(2.1 * COLUMNS, 4.7), dpi=110, layout="constrained")
-    axes = fig.subplots(2, max(COLUMNS, len(states)))
+    cols = len(states)  # COLUMNS, or fewer for a run of fewer steps
+    fig = Figure(figsize=(2.1 * max(cols, 4), 4.9), dpi=110, layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False)
     def unit(x: torch.Tensor, t: float) -> torch.Tensor:
         """x_t / sqrt(alpha^2 + sigma^2): VE / flow states on the data's scale (VP: x_t)."""
         a, s = sched.alpha_sigma(torch.tensor(t, dtype=torch.float64))
@@ -171,15 +172,13 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 2000, steps: int = 20,
     for ax, (k, t, x) in zip(axes[1], states):
         label = f"step {k}/{steps}, t = {t:.3g}" if k < steps else f"step {k}/{steps}: samples"
         _scatter(ax, unit(x, t), label, "tab:orange")
-    _contours(axes[1][len(states) - 1], mixture)
-    for ax in list(axes[1])[len(states):]:
-        ax.set_visible(False)
+    _contours(axes[1][cols - 1], mixture)
     note = "" if isinstance(sched, VPSchedule) else "\n(x_t / √(α² + σ²))"
     axes[0][0].set_ylabel("forward: noising" + note, fontsize=10)
     axes[1][0].set_ylabel(f"reverse: {sampler}" + note, fontsize=10)
     fig.suptitle(
         f"omnidiff demo — {schedule} schedule, exact mixture denoiser, {sampler} with {steps} "
-        f"steps ({stats['nfe']} NFE): mean error {errors['mean_error']:.3f}, covariance error "
+        f"steps ({stats['nfe']} NFE)\nmean error {errors['mean_error']:.3f}, covariance error "
         f"{errors['cov_rel_error']:.1%}", fontsize=10)
     png = atomic_save_figure(fig, out_dir / "demo.png")
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from omnidiff.nn import ClassEmbedding, TimeEmbedding
@@ -66,7 +65,12 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Multi-head self-attention over the H·W positions, residual; x: (B, C, H, W)."""
+    """Multi-head self-attention over the H·W positions, residual; x: (B, C, H, W).
+
+    Projections are ``nn.Linear`` on channel-last tokens so that q, k, v reach
+    ``F.scaled_dot_product_attention`` with a unit-stride last dimension (which the fused
+    kernels need; a strided layout falls back to the slow math path).
+    """
 
     def __init__(self, channels: int, head_channels: int, groups: int):
         super().__init__()
@@ -74,17 +78,17 @@ class AttnBlock(nn.Module):
         if channels % self.heads:
             self.heads = 1
         self.norm = _norm(channels, groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = _zero(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
-        q, k, v = rearrange(qkv, "b (three n d) h w -> three b n (h w) d", three=3,
-                            n=self.heads).unbind(0)  # (B, heads, HW, d) each
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C)
+        q, k, v = (self.qkv(tokens).view(b, h * w, 3, self.heads, c // self.heads)
+                   .permute(2, 0, 3, 1, 4).unbind(0))  # (B, heads, HW, d) each
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
-        out = rearrange(out, "b n (h w) d -> b (n d) h w", h=h, w=w)
-        return x + self.proj(out)
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))  # (B, HW, C)
+        return x + out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class Downsample(nn.Module):

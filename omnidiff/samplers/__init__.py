@@ -73,6 +73,10 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     schedule = get_schedule(schedule)
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("prediction", prediction, PREDICTIONS)
+    if prediction == "eps" and coefficients(schedule, schedule.t_max)[0] <= 0:
+        raise ValueError(f"prediction 'eps' cannot be sampled on the {schedule.name!r} schedule: "
+                         "alpha(t_max) = 0 (zero terminal SNR) makes x0 = (x - sigma eps) / "
+                         "alpha undefined; train with v, x0 or flow prediction")
     grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
     ts = timesteps(schedule, steps, grid).tolist()  # python floats: no device sync in loops
     denoise = Denoiser(model, schedule, prediction, noise.dtype)
