@@ -34,6 +34,11 @@ def _norm(channels: int, max_groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(_groups(channels, max_groups), channels, eps=1e-5)
 
 
+def _gn_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """SiLU(GroupNorm(x)); in place when no gradient is recorded (sampling), saving a buffer."""
+    return F.silu(norm(x), inplace=not torch.is_grad_enabled())
+
+
 def _zero(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -57,7 +62,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(_gn_silu(self.norm1, x))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, Cout, 1, 1) each
         h = torch.addcmul(shift, self.norm2(h), scale + 1)
         h = self.conv2(self.drop(F.silu(h)))
@@ -235,7 +240,7 @@ class UNet(nn.Module):
             for block, attn in zip(level.blocks, level.attns):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
             h = up(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_gn_silu(self.norm_out, h))
 
 
 def build_unet(event_shape: Sequence[int], num_classes: int = 0, *, compile: bool = False,

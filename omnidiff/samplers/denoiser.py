@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -9,14 +10,23 @@ import torch
 from ..predictions import to_x0_eps
 from ..schedules import Schedule
 
-__all__ = ["Denoiser", "coefficients"]
+__all__ = ["Denoiser", "coefficients", "derivatives"]
 
 
+@functools.lru_cache(maxsize=8192)
 def coefficients(schedule: Schedule, t: float) -> tuple[float, float, float]:
-    """(alpha, sigma, lambda) at a scalar time, as python floats (CPU float64, no device sync)."""
+    """(alpha, sigma, lambda) at a scalar time, as python floats (CPU float64, no device sync).
+    Memoised per (schedule, t): a sampler asks for each grid time twice, a benchmark often."""
     tt = torch.tensor(t, dtype=torch.float64)
     a, s = schedule.alpha_sigma(tt)
     return float(a), float(s), float(schedule.log_snr(tt))
+
+
+@functools.lru_cache(maxsize=8192)
+def derivatives(schedule: Schedule, t: float) -> tuple[float, float]:
+    """(alpha'(t), sigma'(t)) as python floats, memoised like :func:`coefficients`."""
+    da, ds = schedule.derivatives(torch.tensor(t, dtype=torch.float64))
+    return float(da), float(ds)
 
 
 class Denoiser:
@@ -46,5 +56,5 @@ class Denoiser:
     def velocity(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(dx/dt of the probability-flow ODE, x0_hat): dx/dt = alpha'(t) x0 + sigma'(t) eps."""
         x0, eps = self(x, t)
-        da, ds = self.schedule.derivatives(torch.tensor(t, dtype=torch.float64))
-        return float(da) * x0 + float(ds) * eps, x0
+        da, ds = derivatives(self.schedule, float(t))
+        return da * x0 + ds * eps, x0

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from numpy.polynomial import polynomial as P
 
-from .._util import append_dims
 from .denoiser import Denoiser, coefficients
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
@@ -105,15 +104,16 @@ def churn(denoise: Denoiser, x: torch.Tensor, t: float, gamma: float, s_noise: f
 def langevin(denoise: Denoiser, x: torch.Tensor, t: float, *, snr: float, n_steps: int,
              generator: torch.Generator | None) -> torch.Tensor:
     """Langevin corrector at fixed t (Song et al. 2021, Algorithms 4-5): score = -eps_hat / sigma,
-    step = 2 (snr ||z|| / ||score||)^2 per sample, x += step score + sqrt(2 step) z."""
+    step = 2 (snr ||z|| / ||score||)^2 with the norms averaged over the batch (as in their
+    code: a per-sample ratio explodes where the score vanishes), x += step score + sqrt(2 step) z.
+    """
     _, s, _ = coefficients(denoise.schedule, t)
     for _ in range(n_steps):
         _, eps = denoise(x, t)
         score = -eps / s
         z = randn(x, generator)
-        g = score.flatten(1).norm(dim=1)  # (B,)
-        step = 2.0 * (snr * z.flatten(1).norm(dim=1) / g.clamp_min(1e-12)) ** 2
-        step = append_dims(step, x.ndim)
+        g = score.flatten(1).norm(dim=1).mean()  # () tensor: no host sync
+        step = 2.0 * (snr * z.flatten(1).norm(dim=1).mean() / g.clamp_min(1e-12)) ** 2
         x = x + step * score + torch.sqrt(2.0 * step) * z
     return x
 
