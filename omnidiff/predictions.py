@@ -19,7 +19,7 @@ import torch
 from ._util import append_dims, check_choice
 from .schedules import Schedule
 
-__all__ = ["PREDICTIONS", "target", "to_x0_eps", "x0_scale"]
+__all__ = ["PREDICTIONS", "target", "to_x0_eps", "invert", "x0_scale"]
 
 PREDICTIONS = ("eps", "x0", "v", "flow")
 
@@ -56,28 +56,31 @@ def to_x0_eps(kind: str, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tenso
               schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
     """Invert a prediction: (x0_hat, eps_hat), float64, each (B, *event)."""
     check_choice("prediction", kind, PREDICTIONS)
+    c = _coeffs(schedule, t, x_t.ndim, kind == "flow")
+    return invert(kind, output, x_t, *c)
+
+
+def invert(kind: str, output: torch.Tensor, x_t: torch.Tensor, a, s, da=None, ds=None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`to_x0_eps` with the coefficients given: ``a, s`` (and for ``flow`` the
+    derivatives ``da, ds``) as python floats or tensors broadcastable to ``x_t``. Samplers pass
+    cached floats here, which keeps the per-step overhead to a few elementwise kernels."""
     if output.shape != x_t.shape:
         raise ValueError(f"model output has shape {tuple(output.shape)} but x_t has "
                          f"{tuple(x_t.shape)}; a denoiser must return the shape it is given")
     out, x = output.double(), x_t.double()
-    c = _coeffs(schedule, t, x.ndim, kind == "flow")
-    a, s = c[0], c[1]
     if kind == "eps":
-        eps = out
-        x0 = (x - s * eps) / a
-    elif kind == "x0":
-        x0 = out
-        eps = (x - a * x0) / s
-    elif kind == "v":
+        return (x - s * out) / a, out
+    if kind == "x0":
+        return out, (x - a * out) / s
+    if kind == "v":
         norm = a * a + s * s
-        x0 = (a * x - s * out) / norm
-        eps = (s * x + a * out) / norm
-    else:
-        da, ds = c[2], c[3]
+        return (a * x - s * out) / norm, (s * x + a * out) / norm
+    if kind == "flow":
         det = a * ds - s * da
-        x0 = (ds * x - s * out) / det
-        eps = (a * out - da * x) / det
-    return x0, eps
+        return (ds * x - s * out) / det, (a * out - da * x) / det
+    check_choice("prediction", kind, PREDICTIONS)
+    raise AssertionError  # unreachable
 
 
 def x0_scale(kind: str, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:

@@ -123,8 +123,8 @@ def test_folder_data(tmp_path):
     assert dm.event_shape == (3, 8, 8) and dm.num_classes == 0 and dm.flip
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"x"} and batch["x"].shape == (4, 3, 8, 8)
-    x, y = dm.reference(2)
-    assert y is None and x.shape == (2, 3, 8, 8)
+    x, y = dm.reference(5)  # 10 images, 10 % held out: capped at the one held-out image
+    assert y is None and x.shape == (1, 3, 8, 8)
     assert ImageData(name="folder", root=str(tmp_path / "flat"), channels=1,
                      image_size=16).event_shape == (1, 16, 16)
     _write(tmp_path / "classes" / "cat", 3, "RGB")

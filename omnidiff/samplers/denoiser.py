@@ -7,7 +7,8 @@ from typing import Callable
 
 import torch
 
-from ..predictions import to_x0_eps
+from .._util import check_choice
+from ..predictions import PREDICTIONS, invert
 from ..schedules import Schedule
 
 __all__ = ["Denoiser", "coefficients", "derivatives"]
@@ -40,18 +41,21 @@ class Denoiser:
 
     def __init__(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  schedule: Schedule, prediction: str, dtype: torch.dtype):
-        self.model, self.schedule, self.prediction, self.dtype = model, schedule, prediction, dtype
+        self.model, self.schedule, self.dtype = model, schedule, dtype
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
         self.nfe = 0
         self.network_evals = 0
         self.info: dict = {}  # extra statistics a sampler reports (e.g. rk45's step counts)
 
     def __call__(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
-        t_vec = torch.full((b,), t, dtype=torch.float64, device=x.device)  # (B,)
-        out = self.model(x.to(self.dtype), t_vec.to(self.dtype))
+        t_vec = torch.full((b,), t, dtype=self.dtype, device=x.device)  # (B,)
+        out = self.model(x.to(self.dtype), t_vec)
         self.nfe += 1
         self.network_evals += getattr(self.model, "cfg_batches", 1)
-        return to_x0_eps(self.prediction, out, x, t_vec, self.schedule)
+        a, s, _ = coefficients(self.schedule, float(t))
+        da, ds = derivatives(self.schedule, float(t))  # memoised; only ``flow`` uses them
+        return invert(self.prediction, out, x, a, s, da, ds)
 
     def velocity(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(dx/dt of the probability-flow ODE, x0_hat): dx/dt = alpha'(t) x0 + sigma'(t) eps."""
