@@ -25,14 +25,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import torch
 

@@ -221,7 +221,7 @@ def _precheck(overrides: list[str]) -> None:
             if opts and value not in opts:
                 hint = ""
                 if key == "sampler":
-                    hint = f" (or set sampler.name=NAME for any of the registered samplers)"
+                    hint = " (or set sampler.name=NAME for any of the registered samplers)"
                 raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(opts)}"
                                   f"{hint}")
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from ._util import append_dims, check_choice
+from ._util import check_choice
 from .forward import q_sample
 from .predictions import PREDICTIONS, target, x0_scale
 from .schedules import Schedule

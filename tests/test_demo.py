@@ -13,14 +13,6 @@ from omnidiff.demo import cmd_demo, moment_errors, run_demo, spiral_mixture
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_run_demo_writes_a_png_and_small_errors(tmp_path, capsys):
     paths = run_demo(tmp_path / "out")
     png, js = paths
