@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Domain", "DomainData", "REQUIRED_ATTRS"]
+__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
                   "metrics")
@@ -70,3 +70,57 @@ class Domain(Protocol):
     def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
                 cond: torch.Tensor | None = None,
                 ref_cond: torch.Tensor | None = None) -> dict[str, float]: ...
+
+
+def _resolve(spec: str, package: str) -> Any:
+    """``".module:attr"`` (relative to ``package``) or ``"pkg.module:attr"`` -> the object."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module, package=package), attr)
+
+
+class LazyDomain:
+    """A :class:`Domain` whose parts live in submodules imported on first use, so that listing
+    domains (``omnidiff domains``) never imports Lightning, timm or matplotlib.
+
+    A subclass sets ``name``, ``config_searchpath`` and four ``"module:attr"`` specs, relative
+    to the subclass's package when they start with a dot::
+
+        class PointsDomain(LazyDomain):
+            name = "points"
+            config_searchpath = "pkg://omnidiff_domains.points.conf"
+            data_factory = ".data:PointsData"                # (**data_cfg)
+            network_factory = ".networks:build_network"      # (event_shape, num_classes, **cfg)
+            artifact_writer = ".artifacts:save_artifacts"    # (samples, out_dir, cond=, prefix=)
+            metrics_fn = ".metrics:compute_metrics"          # (samples, ref, cond=, ref_cond=)
+    """
+
+    name: str = ""
+    config_searchpath: str | None = None
+    data_factory: str = ""
+    network_factory: str = ""
+    artifact_writer: str = ""
+    metrics_fn: str = ""
+
+    def _part(self, spec: str) -> Any:
+        return _resolve(spec, type(self).__module__)
+
+    def build_data(self, **data_cfg: Any) -> DomainData:
+        return self._part(self.data_factory)(**data_cfg)
+
+    def build_network(self, event_shape: tuple[int, ...], num_classes: int,
+                      **model_cfg: Any) -> nn.Module:
+        return self._part(self.network_factory)(tuple(event_shape), num_classes, **model_cfg)
+
+    def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
+                       cond: torch.Tensor | None = None, prefix: str = "samples") -> list[Path]:
+        return self._part(self.artifact_writer)(samples, out_dir, cond=cond, prefix=prefix)
+
+    def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
+                cond: torch.Tensor | None = None,
+                ref_cond: torch.Tensor | None = None) -> dict[str, float]:
+        return self._part(self.metrics_fn)(samples, reference, cond=cond, ref_cond=ref_cond)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -13,54 +13,27 @@ stays fast.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from omnidiff.domain import LazyDomain
 
 __all__ = ["ImageDomain", "ImageData", "UNet"]
 
 
-class ImageDomain:
-    """Images, event ``(C, H, W)`` with values in [-1, 1]."""
+class ImageDomain(LazyDomain):
+    """Images, event ``(C, H, W)`` with values in [-1, 1].
+
+    Network: :class:`~omnidiff_domains.image.unet.UNet` (keys: base_channels, channel_mult,
+    num_res_blocks, attn_resolutions, dropout, num_head_channels, norm_groups, channels_last,
+    compile). Artifacts: ``<prefix>.png`` (grid; one row per class when ``cond`` is given),
+    ``.pt``, ``.npy``. Metrics: always ``pixel_fd``, ``pixel_mean_gap``, ``pixel_std_gap``; for
+    digits also ``fd``, ``precision``, ``recall`` and (with ``cond``) ``class_acc``.
+    """
 
     name = "image"
     config_searchpath = "pkg://omnidiff_domains.image.conf"
-
-    def build_data(self, **data_cfg: Any):
-        """An :class:`~omnidiff_domains.image.data.ImageData` (see its arguments)."""
-        from .data import ImageData
-
-        return ImageData(**data_cfg)
-
-    def build_network(self, event_shape: tuple[int, ...], num_classes: int,
-                      **model_cfg: Any) -> nn.Module:
-        """A :class:`~omnidiff_domains.image.unet.UNet` (keys: base_channels, channel_mult,
-        num_res_blocks, attn_resolutions, dropout, num_head_channels, norm_groups,
-        channels_last, compile)."""
-        from .unet import build_unet
-
-        return build_unet(event_shape, num_classes, **model_cfg)
-
-    def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
-                       cond: torch.Tensor | None = None, prefix: str = "samples") -> list[Path]:
-        """``<prefix>.png`` (grid; one row per class when ``cond`` is given), ``.pt``, ``.npy``."""
-        from .artifacts import save_artifacts
-
-        return save_artifacts(samples, out_dir, cond=cond, prefix=prefix)
-
-    def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
-                cond: torch.Tensor | None = None,
-                ref_cond: torch.Tensor | None = None) -> dict[str, float]:
-        """Always ``pixel_fd``, ``pixel_mean_gap``, ``pixel_std_gap``; for digits also ``fd``,
-        ``precision``, ``recall`` and (with ``cond``) ``class_acc``. See :mod:`.metrics`."""
-        from .metrics import image_metrics
-
-        return image_metrics(samples, reference, cond=cond, ref_cond=ref_cond)
-
-    def __repr__(self) -> str:
-        return "ImageDomain()"
+    data_factory = ".data:ImageData"
+    network_factory = ".unet:build_unet"
+    artifact_writer = ".artifacts:save_artifacts"
+    metrics_fn = ".metrics:image_metrics"
 
 
 def __getattr__(name: str):

@@ -47,7 +47,8 @@ def sliced_w2(x: torch.Tensor, y: torch.Tensor, num_projections: int = 256, seed
     return float((px - py).pow(2).mean().sqrt())
 
 
-def compute_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+def compute_metrics(samples: torch.Tensor, reference: torch.Tensor, cond: torch.Tensor | None = None,
+                    ref_cond: torch.Tensor | None = None) -> dict[str, float]:
     """``samples: (n, C, L)``, ``reference: (m, C, L)`` -> plain floats."""
     if samples.dim() != 3 or reference.shape[1:] != samples.shape[1:]:
         raise ValueError(f"timeseries metrics take (n, C, L) samples and reference of the same "

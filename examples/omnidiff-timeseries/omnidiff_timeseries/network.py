@@ -71,3 +71,11 @@ class ResConv1d(nn.Module):
         for block in self.blocks:
             h = block(h, e)
         return self.out(torch.nn.functional.silu(self.out_norm(h)))  # (B, C, L)
+
+
+def build_network(event_shape: tuple[int, ...], num_classes: int, **model_cfg) -> "ResConv1d":
+    """A :class:`ResConv1d` for events ``(channels, length)``."""
+    if len(event_shape) != 2:
+        raise ValueError(f"timeseries networks take events (channels, length); got "
+                         f"{tuple(event_shape)}")
+    return ResConv1d(int(event_shape[0]), num_classes, **model_cfg)
