@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
+
+from omnidiff.data import TensorDictDataset, collate_batch
 
 from .clouds import (CLOUDS, SHAPES, digit_images, load_cloud_file, sample_digit_clouds,
                      sample_shapes)
@@ -46,33 +47,6 @@ def _balanced(count: int, n: int, g: torch.Generator) -> torch.Tensor:
     """``n`` indices into ``range(count)``, each used once before any is used twice."""
     reps = math.ceil(n / count)
     return torch.cat([torch.randperm(count, generator=g) for _ in range(reps)])[:n]
-
-
-class _Samples(Dataset):
-    """Tensor dataset yielding dicts; ``__getitems__`` fetches a whole batch at once."""
-
-    def __init__(self, x: torch.Tensor, cond: torch.Tensor | None):
-        self.x, self.cond = x, cond
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        out = {"x": self.x[i]}
-        if self.cond is not None:
-            out["cond"] = self.cond[i]
-        return out
-
-    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        i = torch.as_tensor(idx, dtype=torch.long)
-        out = {"x": self.x[i]}  # (B, *event)
-        if self.cond is not None:
-            out["cond"] = self.cond[i]  # (B,)
-        return out
-
-
-def _collate(batch: Any) -> Any:
-    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 class PointsData(pl.LightningDataModule):
@@ -227,11 +201,11 @@ class PointsData(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        ds = _Samples(*self._data[split])
+        ds = TensorDictDataset(*self._data[split])
         g = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
                           drop_last=shuffle and len(ds) >= self.batch_size,
-                          num_workers=self.num_workers, collate_fn=_collate, generator=g,
+                          num_workers=self.num_workers, collate_fn=collate_batch, generator=g,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -9,11 +9,13 @@ data. Every channel is the same waveform type and frequency with its own phase o
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+
+from omnidiff.data import TensorDictDataset, collate_batch
 
 __all__ = ["WAVEFORMS", "WaveformData", "sample_waveforms"]
 
@@ -59,31 +61,6 @@ def sample_waveforms(n: int, *, channels: int, length: int, kinds: Sequence[str]
     return (scale * x).float(), labels
 
 
-class _Series(Dataset):
-    """Tensor dataset of dicts; ``__getitems__`` fetches a whole batch at once."""
-
-    def __init__(self, x: torch.Tensor, cond: torch.Tensor | None):
-        self.x, self.cond = x, cond
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def _get(self, i: Any) -> dict[str, torch.Tensor]:
-        out = {"x": self.x[i]}
-        if self.cond is not None:
-            out["cond"] = self.cond[i]
-        return out
-
-    __getitem__ = _get
-
-    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        return self._get(torch.as_tensor(idx, dtype=torch.long))
-
-
-def _collate(batch: Any) -> Any:
-    return batch
-
-
 class WaveformData(pl.LightningDataModule):
     """Noisy waveforms, event ``(channels, length)``.
 
@@ -118,12 +95,12 @@ class WaveformData(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.event_shape = (self.channels, self.length)
         self.num_classes = len(kinds) if self.conditional else 0
-        self._sets: dict[str, _Series] = {}
+        self._sets: dict[str, TensorDictDataset] = {}
 
-    def _draw(self, n: int, stream: int) -> _Series:
+    def _draw(self, n: int, stream: int) -> TensorDictDataset:
         g = torch.Generator().manual_seed(3 * self.seed + stream)
         x, y = sample_waveforms(n, generator=g, **self.gen_kw)
-        return _Series(x, y if self.conditional else None)
+        return TensorDictDataset(x, y if self.conditional else None)
 
     def setup(self, stage: str | None = None) -> None:
         if not self._sets:
@@ -134,12 +111,12 @@ class WaveformData(pl.LightningDataModule):
         self.setup()
         return DataLoader(self._sets["train"], batch_size=self.batch_size, shuffle=True,
                           drop_last=len(self._sets["train"]) >= self.batch_size,
-                          num_workers=self.num_workers, collate_fn=_collate)
+                          num_workers=self.num_workers, collate_fn=collate_batch)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(self._sets["val"], batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=_collate)
+                          num_workers=self.num_workers, collate_fn=collate_batch)
 
     def reference(self, n: int, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
