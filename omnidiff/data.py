@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-__all__ = ["TensorDictDataset", "collate_batch"]
+__all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoader", "train_loader",
+           "eval_loader"]
 
 
 class TensorDictDataset(Dataset):
@@ -41,3 +42,117 @@ class TensorDictDataset(Dataset):
 def collate_batch(batch: Any) -> Any:
     """``DataLoader`` collate: a batch already fetched as a dict passes through."""
     return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+class EpochSampler(DistributedSampler):
+    """Indices whose order depends only on ``(seed, epoch)``, sharded across ranks, and able to
+    start partway through an epoch: the sampler behind :func:`train_loader`'s exact resume.
+
+    Each epoch is a fresh permutation drawn from a generator seeded by ``(seed, epoch)`` (not by
+    how many epochs ran before), so a resumed run that knows its epoch draws the same order as
+    the run that was killed. Rank ``r`` of ``R`` takes every R-th index (padded to a multiple of
+    R, as :class:`~torch.utils.data.DistributedSampler`; Lightning leaves a DistributedSampler
+    in place instead of wrapping it). :meth:`skip` drops the first ``n`` indices of the next
+    iteration only. ``len()`` stays the full epoch so Lightning's epoch bookkeeping holds.
+    """
+
+    def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True,
+                 num_replicas: int | None = None, rank: int | None = None):
+        if num_replicas is None or rank is None:
+            dist = torch.distributed
+            on = dist.is_available() and dist.is_initialized()
+            num_replicas = num_replicas if num_replicas is not None else (
+                dist.get_world_size() if on else 1)
+            rank = rank if rank is not None else (dist.get_rank() if on else 0)
+        super().__init__(range(int(n)), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=int(seed))
+        self._resume: tuple[int, int] | None = None  # (epoch, indices to skip in it)
+        self.start = 0  # indices the current iteration skipped
+
+    def skip(self, n: int, epoch: int | None = None) -> None:
+        """Start the next iteration at its ``n``-th index (0 <= n <= len), if that iteration is
+        of ``epoch`` (default: the current one). Lightning moves on to the next epoch by itself
+        when a run stopped after an epoch's last batch; the skip then lapses."""
+        if not 0 <= n <= self.num_samples:
+            raise ValueError(f"cannot skip {n} of an epoch of {self.num_samples} indices")
+        self._resume = (self.epoch if epoch is None else int(epoch), int(n))
+
+    @property
+    def pending(self) -> tuple[int, int] | None:
+        """The (epoch, skip) the next iteration will honour, if any."""
+        return self._resume
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.total_size > n:  # pad so every rank gets the same count
+            order = torch.cat([order, order[: self.total_size - n]])
+        mine = order[self.rank: self.total_size: self.num_replicas]
+        resume, self._resume = self._resume, None
+        self.start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        return iter(mine[self.start:].tolist())
+
+
+class ResumableLoader(DataLoader):
+    """A training ``DataLoader`` over an :class:`EpochSampler` that Lightning treats as
+    stateful: its ``state_dict`` (epoch and batches consumed in it) goes into every checkpoint
+    and ``load_state_dict`` makes the next iteration continue where the killed run stopped."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochSampler) or self.batch_size is None:
+            raise TypeError("ResumableLoader needs sampler=EpochSampler(...) and a batch_size; "
+                            "build it with omnidiff.data.train_loader")
+        self._iter: Any = None
+
+    def __iter__(self):
+        # worker seeds come from this generator, never from the global RNG (which drives the
+        # training noise and must see the same draws in a resumed run as in an unbroken one)
+        self.generator.manual_seed(self.sampler.seed * 1_000_003 + self.sampler.epoch + 1)
+        self._iter = super().__iter__()
+        return self._iter
+
+    def state_dict(self) -> dict[str, int]:
+        """{"epoch", "batches"}: the epoch in progress and how many of its batches were used."""
+        yielded = self._iter._num_yielded if self._iter is not None else 0
+        if yielded == 0 and self.sampler.pending is not None:  # loaded, not yet iterated
+            epoch, skip = self.sampler.pending
+            return {"epoch": epoch, "batches": skip // self.batch_size}
+        done = (self.sampler.start // self.batch_size if yielded else 0) + yielded
+        return {"epoch": int(self.sampler.epoch), "batches": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):  # saved after an epoch's last batch: the next one is due
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip(batches * self.batch_size, epoch)
+        self._iter = None
+
+
+def train_loader(dataset: Dataset, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool | None = None, **kwargs: Any) -> ResumableLoader:
+    """The training loader every domain should use: shuffled per ``(seed, epoch)``, sharded
+    across DDP ranks, and resumed at the exact batch after a kill (``resume=auto``).
+
+    ``drop_last`` defaults to True when the dataset holds at least one full batch per rank.
+    ``kwargs`` go to ``DataLoader`` (``num_workers``, ``collate_fn``, ...).
+    """
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
+    if drop_last is None:
+        drop_last = sampler.num_samples >= batch_size
+    if kwargs.get("num_workers", 0) > 0:
+        kwargs.setdefault("persistent_workers", True)
+    return ResumableLoader(dataset, batch_size=int(batch_size), sampler=sampler,
+                           drop_last=drop_last, generator=torch.Generator(), **kwargs)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+    """An ordered validation loader with its own generator: iterating it never draws from the
+    global RNG, so validation does not shift the training noise of the steps after it."""
+    return DataLoader(dataset, batch_size=int(batch_size), shuffle=False,
+                      generator=torch.Generator().manual_seed(0), **kwargs)

@@ -155,7 +155,13 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
     _require(isinstance(num_classes, int) and num_classes >= 0, domain,
              f"num_classes must be an int >= 0; got {num_classes!r}")
     _require(hasattr(dm, "train_dataloader"), domain, "the data module needs train_dataloader()")
-    batch = next(iter(dm.train_dataloader()))
+    loader = dm.train_dataloader()
+    _require(callable(getattr(loader, "state_dict", None))
+             and callable(getattr(loader, "load_state_dict", None)), domain,
+             "train_dataloader() must be resumable (state_dict / load_state_dict) so resume=auto "
+             "continues at the same batch; build it with omnidiff.data.train_loader(dataset, "
+             "batch_size, seed=...)")
+    batch = next(iter(loader))
     _require(isinstance(batch, dict) and "x" in batch, domain,
              f"batches must be dicts with 'x' (and 'cond'); got {type(batch).__name__}")
     x = batch["x"]

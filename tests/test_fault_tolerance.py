@@ -125,6 +125,22 @@ def test_sigkill_then_resume_continues_step_optimizer_and_log(tmp_path, capsys, 
     x = omnidiff.load(last).generate(8, steps=4, seed=0)
     assert x.shape == (8, 2) and torch.isfinite(x).all()
 
+    # exact continuation: the same run without the kill ends bit for bit where the resumed one
+    # does (same batches in the same order, optimizer moments, EMA, RNG; TINY's 32 batches per
+    # epoch make the resumed stretch cross an epoch boundary)
+    straight = tmp_path / "straight"
+    same = [a for a in args if not a.startswith("out=")]
+    assert main(["train"] + same + [f"out={straight}", f"trainer.max_steps={target}"]) == 0
+    ref = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu",
+                     weights_only=True)
+    assert ref["global_step"] == target
+    loader = ck["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader == ref["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader[0]["batches"] == target % 32 and loader[0]["epoch"] == target // 32
+    for part in ("state_dict", "current_model_state"):
+        for key, value in ref[part].items():
+            assert torch.equal(value, ck[part][key]), (part, key)
+
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, capsys):
     run = tmp_path / "nan"

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from omnidiff.data import eval_loader, train_loader
+
 __all__ = ["ImageData", "SOURCES", "digits_arrays", "default_cache_dir"]
 
 SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder", "folder")
@@ -313,21 +315,15 @@ class ImageData(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._load()
 
-    def _loader(self, x, y, train: bool) -> DataLoader:
-        ds = _Images(x, y, flip=self.flip and train)
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=train, generator=g,
-                          drop_last=train and len(ds) >= self.batch_size,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
         a = self._load()
-        return self._loader(a["x_train"], a["y_train"], train=True)
+        return train_loader(_Images(a["x_train"], a["y_train"], flip=self.flip),
+                            self.batch_size, seed=self.seed, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         a = self._load()
-        return self._loader(a["x_test"], a["y_test"], train=False)
+        return eval_loader(_Images(a["x_test"], a["y_test"], flip=False), self.batch_size,
+                           num_workers=self.num_workers)
 
     def __repr__(self) -> str:
         return (f"ImageData(name={self.name!r}, root={self.root!r}, "

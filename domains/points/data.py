@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from omnidiff.data import TensorDictDataset, collate_batch
+from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 from .clouds import (CLOUDS, SHAPES, digit_images, load_cloud_file, sample_digit_clouds,
                      sample_shapes)
@@ -199,20 +199,17 @@ class PointsData(pl.LightningDataModule):
                                              "train")
             self._data["val"] = self._draw(self.val_size, _stream(self.seed, _VAL), "held_out")
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _dataset(self, split: str) -> TensorDictDataset:
         self.setup()
-        ds = TensorDictDataset(*self._data[split])
-        g = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle,
-                          drop_last=shuffle and len(ds) >= self.batch_size,
-                          num_workers=self.num_workers, collate_fn=collate_batch, generator=g,
-                          persistent_workers=self.num_workers > 0)
+        return TensorDictDataset(*self._data[split])
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return train_loader(self._dataset("train"), self.batch_size, seed=self.seed,
+                            num_workers=self.num_workers, collate_fn=collate_batch)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return eval_loader(self._dataset("val"), self.batch_size,
+                           num_workers=self.num_workers, collate_fn=collate_batch)
 
     def __repr__(self) -> str:
         src = str(self.path) if self.path is not None else self.name

@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from omnidiff.data import TensorDictDataset, collate_batch
+from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 __all__ = ["WAVEFORMS", "WaveformData", "sample_waveforms"]
 
@@ -109,14 +109,13 @@ class WaveformData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self._sets["train"], batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(self._sets["train"]) >= self.batch_size,
-                          num_workers=self.num_workers, collate_fn=collate_batch)
+        return train_loader(self._sets["train"], self.batch_size, seed=self.seed,
+                            num_workers=self.num_workers, collate_fn=collate_batch)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self._sets["val"], batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=collate_batch)
+        return eval_loader(self._sets["val"], self.batch_size, num_workers=self.num_workers,
+                           collate_fn=collate_batch)
 
     def reference(self, n: int, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
