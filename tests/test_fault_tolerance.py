@@ -142,6 +142,18 @@ def test_sigkill_then_resume_continues_step_optimizer_and_log(tmp_path, capsys, 
             assert torch.equal(value, ck[part][key]), (part, key)
 
 
+def test_resume_after_an_epochs_last_batch_is_exact(tmp_path, capsys):
+    """Stopped right after batch 32 of 32: the resumed run starts the next epoch's order, as
+    the unbroken run does (Lightning moves the epoch on by itself in this case)."""
+    args = TINY + ["checkpoint.every_n_train_steps=32", "eval.every_n_steps=100"]
+    assert main(["train"] + args + [f"out={tmp_path / 'a'}", "trainer.max_steps=32"]) == 0
+    assert main(["train"] + args + [f"out={tmp_path / 'a'}", "trainer.max_steps=40",
+                                    "resume=auto"]) == 0
+    assert main(["train"] + args + [f"out={tmp_path / 'b'}", "trainer.max_steps=40"]) == 0
+    a, b = (torch.load(tmp_path / r / "model.pt", weights_only=True)["state_dict"] for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, capsys):
     run = tmp_path / "nan"
     code = main(["train"] + TINY + [f"out={run}", "optim.lr=1e30", "optim.warmup=0",
