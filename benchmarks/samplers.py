@@ -16,7 +16,8 @@
     (NFE + 1) // 2 steps, i.e. NFE - 1 evaluations when NFE is even).
 (2) Overhead. Time per step outside the model (the model returns zeros), ours (``sample``,
     including grid construction and the final step) vs diffusers (``set_timesteps`` + the
-    ``scale_model_input`` / ``step`` loop); medians of repeats; ratio printed.
+    ``scale_model_input`` / ``step`` loop); medians of repeats; ratio printed. Our state has
+    the noise's precision (float32 here, as diffusers'); the last column keeps it in float64.
 (3) Quality. A trained points2d model (``--checkpoint`` or trained now into a temp dir with
     ``omnidiff train recipe=points2d``): sliced Wasserstein-2 vs NFE per sampler, through
     ``omnidiff.load(...).generate`` and ``.metrics``.
@@ -168,6 +169,19 @@ def accuracy(n: int) -> None:
                   f"ratio ours/diffusers {o / dv:.2f}")
 
 
+def _ours_per_step(model, noise, sched, name, steps, repeats, state_dtype) -> float:
+    """Median microseconds per model call of ``sample`` (grid, loop and final step)."""
+    tt = []
+    for _ in range(repeats):
+        st = {}
+        t0 = time.perf_counter()
+        sample(model, noise, schedule=sched, prediction="eps", sampler=name,
+               steps=steps if name != "heun" else (steps + 1) // 2, stats=st,
+               state_dtype=state_dtype)
+        tt.append((time.perf_counter() - t0) / st["nfe"])
+    return statistics.median(tt) * 1e6
+
+
 def overhead(repeats: int) -> None:
     print("\n(2) OVERHEAD per step outside the model (model returns zeros), median of "
           f"{repeats} repeats, microseconds")
@@ -187,16 +201,11 @@ def overhead(repeats: int) -> None:
     for shape in [(64, 2), (8, 3, 64, 64)]:
         noise = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         print(f"  x: {shape} float32, {steps} steps")
-        print(f"  {'sampler':<12}{'ours':>10}{'diffusers':>12}{'ratio':>8}")
+        print(f"  {'sampler':<12}{'ours':>10}{'diffusers':>12}{'ratio':>8}"
+              f"{'ours, f64 state':>18}")
         for ours, theirs in pairs:
-            tt = []
-            for _ in range(repeats):
-                st = {}
-                t0 = time.perf_counter()
-                sample(zeros, noise, schedule=sched, prediction="eps", sampler=ours,
-                       steps=steps if ours != "heun" else (steps + 1) // 2, stats=st)
-                tt.append((time.perf_counter() - t0) / st["nfe"])
-            o = statistics.median(tt) * 1e6
+            o, o64 = (_ours_per_step(zeros, noise, sched, ours, steps, repeats, dt)
+                      for dt in (None, torch.float64))
             d = float("nan")
             if theirs in makers:
                 tt = []
@@ -210,7 +219,7 @@ def overhead(repeats: int) -> None:
                         x = sch.step(eps, k, x).prev_sample
                     tt.append((time.perf_counter() - t0) / len(sch.timesteps))
                 d = statistics.median(tt) * 1e6
-            print(f"  {ours:<12}{o:>10.0f}{d:>12.0f}{o / d:>8.2f}")
+            print(f"  {ours:<12}{o:>10.0f}{d:>12.0f}{o / d:>8.2f}{o64:>18.0f}")
 
 
 def quality(checkpoint: str | None, n: int) -> None:

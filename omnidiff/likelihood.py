@@ -60,7 +60,7 @@ def _drift(denoise: Denoiser, x: torch.Tensor, t: float, z: torch.Tensor | None
     """(v(x, t), div v(x, t)): (B, *event), (B,). z: Rademacher probe, or None for exact."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        v, _ = denoise.velocity(x, t)
+        v = denoise.velocity(x, t)
         if z is not None:
             g, = torch.autograd.grad((v * z).sum(), x)
             div = (g * z).flatten(1).sum(1)

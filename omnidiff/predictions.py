@@ -19,7 +19,8 @@ import torch
 from ._util import append_dims, check_choice
 from .schedules import Schedule
 
-__all__ = ["PREDICTIONS", "target", "to_x0_eps", "invert", "x0_scale"]
+__all__ = ["PREDICTIONS", "target", "to_x0_eps", "invert", "linear_map", "check_output",
+           "x0_scale"]
 
 PREDICTIONS = ("eps", "x0", "v", "flow")
 
@@ -60,27 +61,42 @@ def to_x0_eps(kind: str, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tenso
     return invert(kind, output, x_t, *c)
 
 
-def invert(kind: str, output: torch.Tensor, x_t: torch.Tensor, a, s, da=None, ds=None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`to_x0_eps` with the coefficients given: ``a, s`` (and for ``flow`` the
-    derivatives ``da, ds``) as python floats or tensors broadcastable to ``x_t``. Samplers pass
-    cached floats here, which keeps the per-step overhead to a few elementwise kernels."""
+def linear_map(kind: str, a, s, da=None, ds=None) -> tuple:
+    """(c1, c2, c3, c4) with ``x0_hat = c1 x_t + c2 output`` and ``eps_hat = c3 x_t + c4 output``.
+
+    Every prediction is an invertible linear map of (x0, eps) given (x_t, t), so its inverse is
+    too. ``a, s`` (and for ``flow`` the derivatives ``da, ds``) are python floats or tensors
+    broadcastable to ``x_t``; with floats a sampler turns any combination ``p x0 + q eps`` into
+    two elementwise kernels (:meth:`~omnidiff.samplers.Denoiser.combine`).
+    """
+    if kind == "eps":
+        return 1.0 / a, -s / a, 0.0, 1.0
+    if kind == "x0":
+        return 0.0, 1.0, 1.0 / s, -a / s
+    if kind == "v":
+        norm = a * a + s * s
+        return a / norm, -s / norm, s / norm, a / norm
+    if kind == "flow":
+        det = a * ds - s * da
+        return ds / det, -s / det, -da / det, a / det
+    check_choice("prediction", kind, PREDICTIONS)
+    raise AssertionError  # unreachable
+
+
+def check_output(output: torch.Tensor, x_t: torch.Tensor) -> None:
+    """A model must return the shape it is given."""
     if output.shape != x_t.shape:
         raise ValueError(f"model output has shape {tuple(output.shape)} but x_t has "
                          f"{tuple(x_t.shape)}; a denoiser must return the shape it is given")
+
+
+def invert(kind: str, output: torch.Tensor, x_t: torch.Tensor, a, s, da=None, ds=None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`to_x0_eps` with the coefficients given (floats or broadcastable tensors); float64."""
+    check_output(output, x_t)
     out, x = output.double(), x_t.double()
-    if kind == "eps":
-        return (x - s * out) / a, out
-    if kind == "x0":
-        return out, (x - a * out) / s
-    if kind == "v":
-        norm = a * a + s * s
-        return (a * x - s * out) / norm, (s * x + a * out) / norm
-    if kind == "flow":
-        det = a * ds - s * da
-        return (ds * x - s * out) / det, (a * out - da * x) / det
-    check_choice("prediction", kind, PREDICTIONS)
-    raise AssertionError  # unreachable
+    c1, c2, c3, c4 = linear_map(kind, a, s, da, ds)
+    return c1 * x + c2 * out, c3 * x + c4 * out
 
 
 def x0_scale(kind: str, t: torch.Tensor, schedule: Schedule) -> torch.Tensor:

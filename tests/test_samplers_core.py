@@ -283,3 +283,57 @@ def test_eps_on_flow_schedule_is_a_clear_error():
     with pytest.raises(ValueError, match="eps") as info:
         draw("dpmpp_2m", "flow", "eps", steps=5, n=8)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+@pytest.mark.parametrize("schedule", ["cosine", "flow"])
+def test_denoiser_fast_paths_equal_the_prediction_inverse(prediction, schedule):
+    """x0(), combine() and __call__ use float coefficients and fused kernels; they must equal
+    predictions.to_x0_eps with per-sample tensors, for every parameterisation."""
+    from omnidiff.predictions import to_x0_eps
+    from omnidiff.samplers.denoiser import Denoiser
+
+    sched = get_schedule(schedule)
+    out = torch.randn(5, 3, 2, generator=gen(1), dtype=F64)
+    x = torch.randn(5, 3, 2, generator=gen(2), dtype=F64)
+    d = Denoiser(lambda x_t, t: out, sched, prediction, F64)
+    t = 0.37
+    x0_ref, eps_ref = to_x0_eps(prediction, out, x, torch.full((5,), t, dtype=F64), sched)
+    x0, eps = d(x, t)
+    torch.testing.assert_close(x0, x0_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(eps, eps_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d.x0(x, t), x0_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d.combine(x, t, 0.7, -1.3), 0.7 * x0_ref - 1.3 * eps_ref,
+                               rtol=1e-12, atol=1e-12)
+    a, s = sched.alpha_sigma(torch.tensor(t, dtype=F64))
+    da, ds = sched.derivatives(torch.tensor(t, dtype=F64))
+    torch.testing.assert_close(d.velocity(x, t), da * x0_ref + ds * eps_ref, rtol=1e-12,
+                               atol=1e-12)
+    assert d.nfe == 4
+
+
+def test_lincomb_merges_terms_and_returns_a_new_tensor():
+    from omnidiff.samplers.denoiser import lincomb
+
+    a, b = torch.randn(4, generator=gen(0)), torch.randn(4, generator=gen(1))
+    torch.testing.assert_close(lincomb((2.0, a), (0.5, b), (-1.0, a)), a + 0.5 * b)
+    one = lincomb((1.0, a))
+    assert torch.equal(one, a) and one is not a
+    assert torch.equal(lincomb((1.0, a), (-1.0, a)), torch.zeros(4))
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "unipc", "heun", "lms"])
+def test_float32_state_tracks_float64_state(sampler):
+    """float32 noise keeps a float32 state by default (what diffusers does; half the bytes per
+    step); the result stays within float32 rounding of the float64-state solution."""
+    mix = mixture()
+    sched = get_schedule("linear")
+    model = mix.model(sched, "eps")
+    noise = torch.randn(256, 2, generator=gen(0))
+    kw = dict(schedule=sched, prediction="eps", sampler=sampler, steps=20)
+    seen = []
+    x32 = sample(lambda x, t: (seen.append(x.dtype), model(x, t))[1], noise, **kw)
+    x64 = sample(model, noise, state_dtype=F64, **kw)
+    assert x32.dtype == x64.dtype == torch.float32 and set(seen) == {torch.float32}
+    err = (x32 - x64).abs().max().item()
+    assert 0 < err < 1e-4, err

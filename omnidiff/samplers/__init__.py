@@ -1,9 +1,9 @@
 """Samplers: pure functions over a denoiser, chosen by name through :func:`sample`.
 
 Every sampler has the signature ``fn(denoise, x, ts, *, generator=None, **options) -> x`` where
-``denoise`` is a :class:`~omnidiff.samplers.denoiser.Denoiser`, ``x`` the float64 state at
-``ts[0]`` and ``ts`` a decreasing list of times ending at ``t_min``; :func:`sample` adds the
-final denoising step to t = 0. A sampler never branches on the prediction type.
+``denoise`` is a :class:`~omnidiff.samplers.denoiser.Denoiser`, ``x`` the state (float64 or
+float32, see :func:`sample`) at ``ts[0]`` and ``ts`` a decreasing list of times ending at
+``t_min``; :func:`sample` adds the final denoising step to t = 0. A sampler never branches on the prediction type.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
            schedule: Schedule | str, prediction: str, sampler: str = "dpmpp_2m",
            steps: int = DEFAULT_STEPS, grid: str | None = None,
            generator: torch.Generator | None = None, stats: dict | None = None,
-           **options: Any) -> torch.Tensor:
+           state_dtype: torch.dtype | None = None, **options: Any) -> torch.Tensor:
     """Draw samples by integrating from ``t_max`` to clean data.
 
     model: ``model(x_t, t) -> prediction`` with ``x_t: (B, *event)`` and ``t: (B,)`` floats.
@@ -68,6 +68,9 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     network per sample: 2 per call under classifier-free guidance) and any sampler extras
     (rk45: ``accepted`` / ``rejected`` steps). ``options`` go to the sampler (e.g. ``eta``,
     ``order``, ``s_churn``, ``rtol``).
+    state_dtype: the dtype of the sampler's state x_t (default: float64 for float64 noise,
+    float32 otherwise, e.g. for float32 or bf16 noise). Coefficients are always float64
+    python floats and the network sees the noise's dtype.
     Returns (B, *event) in the noise's dtype.
     """
     schedule = get_schedule(schedule)
@@ -80,11 +83,13 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
     ts = timesteps(schedule, steps, grid).tolist()  # python floats: no device sync in loops
     denoise = Denoiser(model, schedule, prediction, noise.dtype)
-    x = schedule.prior_std * noise.double()
+    if state_dtype is None:
+        state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
+    x = noise.to(state_dtype) * schedule.prior_std
     x = SAMPLERS[sampler](denoise, x, ts[:-1], generator=generator, **options)
-    x0, _ = denoise(x, ts[-2])  # final step: from t_min to clean data
     a0, _, _ = coefficients(schedule, ts[-1])
+    x0 = denoise.combine(x, ts[-2], a0, 0.0)  # final step: from t_min to clean data
     if stats is not None:
         stats.update(nfe=denoise.nfe, network_evals=denoise.network_evals, grid=grid,
                      steps=steps, sampler=sampler, **denoise.info)
-    return (a0 * x0).to(noise.dtype)
+    return x0.to(noise.dtype)

@@ -8,10 +8,10 @@ from typing import Callable
 import torch
 
 from .._util import check_choice
-from ..predictions import PREDICTIONS, invert
+from ..predictions import PREDICTIONS, check_output, linear_map
 from ..schedules import Schedule
 
-__all__ = ["Denoiser", "coefficients", "derivatives"]
+__all__ = ["Denoiser", "coefficients", "derivatives", "lincomb"]
 
 
 @functools.lru_cache(maxsize=8192)
@@ -30,13 +30,45 @@ def derivatives(schedule: Schedule, t: float) -> tuple[float, float]:
     return float(da), float(ds)
 
 
+@functools.lru_cache(maxsize=8192)
+def _inverse(schedule: Schedule, prediction: str, t: float) -> tuple[float, float, float, float]:
+    a, s, _ = coefficients(schedule, t)
+    da, ds = derivatives(schedule, t) if prediction == "flow" else (None, None)
+    return linear_map(prediction, a, s, da, ds)
+
+
+def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
+    """``sum_i c_i x_i`` for python-float ``c_i``, one elementwise kernel per nonzero term (a
+    scaled copy, then fused multiply-adds into it); repeated tensors are merged and zero
+    coefficients cost nothing. Always a new tensor, so callers may update it in place."""
+    merged: dict[int, list] = {}  # the same tensor twice is one term
+    for c, x in terms:
+        if id(x) in merged:
+            merged[id(x)][0] += float(c)
+        else:
+            merged[id(x)] = [float(c), x]
+    live = [(c, x) for c, x in merged.values() if c != 0.0]
+    if not live:
+        return torch.zeros_like(terms[0][1])
+    (c0, x0), rest = live[0], live[1:]
+    if rest and c0 == 1.0:
+        (c1, x1), rest = rest[0], rest[1:]
+        out = torch.add(x0, x1, alpha=c1)
+    else:
+        out = x0 * c0
+    for c, x in rest:
+        out.add_(x, alpha=c)
+    return out
+
+
 class Denoiser:
     """Turns ``model(x_t, t) -> prediction`` into ``D(x, t) -> (x0_hat, eps_hat)``.
 
-    The sampler's state ``x`` is float64; it is cast to ``dtype`` (the noise's dtype) at the
-    network boundary and the output is cast back. ``nfe`` counts calls of ``model``;
-    ``network_evals`` counts samples passed through the network per sample (2 per call under
-    classifier-free guidance, whose wrapper sets ``cfg_batches = 2``).
+    The sampler's state ``x`` may be float64 or float32 (:func:`~omnidiff.samplers.sample`
+    picks); it is cast to ``dtype`` (the network's) at the network boundary and the output is
+    cast back. All coefficients are python floats computed in float64. ``nfe`` counts calls of
+    ``model``; ``network_evals`` counts samples passed through the network per sample (2 per
+    call under classifier-free guidance, whose wrapper sets ``cfg_batches = 2``).
     """
 
     def __init__(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -47,18 +79,32 @@ class Denoiser:
         self.network_evals = 0
         self.info: dict = {}  # extra statistics a sampler reports (e.g. rk45's step counts)
 
-    def __call__(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
-        t_vec = torch.full((b,), t, dtype=self.dtype, device=x.device)  # (B,)
+    def _predict(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, tuple]:
+        """(network output in x's dtype, (c1, c2, c3, c4) of :func:`linear_map`)."""
+        t_vec = torch.full((x.shape[0],), t, dtype=self.dtype, device=x.device)  # (B,)
         out = self.model(x.to(self.dtype), t_vec)
+        check_output(out, x)
         self.nfe += 1
         self.network_evals += getattr(self.model, "cfg_batches", 1)
-        a, s, _ = coefficients(self.schedule, float(t))
-        da, ds = derivatives(self.schedule, float(t))  # memoised; only ``flow`` uses them
-        return invert(self.prediction, out, x, a, s, da, ds)
+        return out.to(x.dtype), _inverse(self.schedule, self.prediction, float(t))
 
-    def velocity(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dx/dt of the probability-flow ODE, x0_hat): dx/dt = alpha'(t) x0 + sigma'(t) eps."""
-        x0, eps = self(x, t)
+    def __call__(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0_hat, eps_hat), each (B, *event) in x's dtype."""
+        out, (c1, c2, c3, c4) = self._predict(x, t)
+        return lincomb((c1, x), (c2, out)), lincomb((c3, x), (c4, out))
+
+    def x0(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """x0_hat alone (what the exponential integrators need): two kernels at most."""
+        out, (c1, c2, _, _) = self._predict(x, t)
+        return lincomb((c1, x), (c2, out))
+
+    def combine(self, x: torch.Tensor, t: float, p: float, q: float) -> torch.Tensor:
+        """``p x0_hat + q eps_hat`` in two kernels, whatever the prediction type (e.g. a DDIM
+        step ``alpha_n x0 + sigma_n eps``, or the ODE velocity)."""
+        out, (c1, c2, c3, c4) = self._predict(x, t)
+        return lincomb((p * c1 + q * c3, x), (p * c2 + q * c4, out))
+
+    def velocity(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """dx/dt of the probability-flow ODE: alpha'(t) x0_hat + sigma'(t) eps_hat."""
         da, ds = derivatives(self.schedule, float(t))
-        return da * x0 + ds * eps, x0
+        return self.combine(x, t, da, ds)

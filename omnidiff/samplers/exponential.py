@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from .denoiser import Denoiser, coefficients
+from .denoiser import Denoiser, coefficients, lincomb
 from .helpers import (ancestral_split, exp_moments, exp_step, lagrange_integrals, langevin,
                       multistep_order, randn, time_of)
 
@@ -48,10 +48,11 @@ def ddim_step(denoise: Denoiser, x: torch.Tensor, t: float, t_next: float, eta: 
     """One DDIM step (Song et al. 2021, eq. 12): x_next = alpha_n x0 + sigma_down eps + sigma_up z."""
     _, _, lam = coefficients(denoise.schedule, t)
     a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
-    x0, eps = denoise(x, t)
     s_down, s_up = ancestral_split(s_n, lam, lam_n, eta)
-    x = a_n * x0 + s_down * eps
-    return x + s_up * randn(x, generator) if s_up > 0 else x
+    x = denoise.combine(x, t, a_n, s_down)
+    if s_up > 0:
+        x.add_(randn(x, generator), alpha=s_up)
+    return x
 
 
 def ddim(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: float = 0.0,
@@ -88,11 +89,13 @@ def dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: fl
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
         h = lam_n - lam
-        x0, _ = denoise(x, t)
-        d = x0 if x0_prev is None else x0 + (h / (2.0 * h_prev)) * (x0 - x0_prev)
-        x = exp_step(math.exp(-eta * h) * x, s, a_n, s_n, (1.0 + eta) * h, d)
+        x0 = denoise.x0(x, t)
+        c = -a_n * math.expm1(-(1.0 + eta) * h)  # exp_step's weight on D, with the SDE's h
+        r = 0.0 if x0_prev is None else h / (2.0 * h_prev)
+        x = lincomb((math.exp(-eta * h) * s_n / s, x), ((1.0 + r) * c, x0),
+                    (-r * c, x0_prev if x0_prev is not None else x0))
         if eta > 0:
-            x = x + (s_n * s_noise * math.sqrt(-math.expm1(-2.0 * eta * h))) * randn(x, generator)
+            x.add_(randn(x, generator), alpha=s_n * s_noise * math.sqrt(-math.expm1(-2.0 * eta * h)))
         x0_prev, h_prev = x0, h
     return x
 
@@ -123,23 +126,22 @@ def dpmpp_3m(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
         h = lam_n - lam
-        x0, _ = denoise(x, t)
+        x0 = denoise.x0(x, t)
         hist = _push(hist, lam, x0, 3)
         p = multistep_order(3, i, len(ts) - 1, lof)
-        if p == 1:
-            x = exp_step(x, s, a_n, s_n, h, x0)
-        elif p == 2:
+        em = math.expm1(-h)
+        w = np.zeros(3)  # weights on the newest-first history x0_i, x0_{i-1}, x0_{i-2}
+        w[0] = -a_n * em
+        if p == 2:
             r = (lam - hist[1][0]) / h
-            x = exp_step(x, s, a_n, s_n, h, x0 + (0.5 / r) * (x0 - hist[1][1]))
-        else:
-            (_, m0), (l1, m1), (l2, m2) = hist
-            r0, r1 = (lam - l1) / h, (l1 - l2) / h
-            d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+            w[:2] += -a_n * em * (0.5 / r) * np.array([1.0, -1.0])
+        elif p == 3:  # D1, D2 as weight vectors over the history
+            r0, r1 = (lam - hist[1][0]) / h, (hist[1][0] - hist[2][0]) / h
+            d1_0, d1_1 = np.array([1.0, -1.0, 0.0]) / r0, np.array([0.0, 1.0, -1.0]) / r1
             d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
             d2 = (d1_0 - d1_1) / (r0 + r1)
-            em = math.expm1(-h)
-            x = (exp_step(x, s, a_n, s_n, h, m0) + (a_n * (em / h + 1.0)) * d1
-                 - (a_n * ((em + h) / h ** 2 - 0.5)) * d2)
+            w += a_n * (em / h + 1.0) * d1 - a_n * ((em + h) / h ** 2 - 0.5) * d2
+        x = lincomb((s_n / s, x), *((float(wj), m) for wj, (_, m) in zip(w[:p], hist)))
     return x
 
 
@@ -160,11 +162,11 @@ def deis(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 3,
     for i, (t, t_next) in enumerate(_pairs(ts)):
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
-        x0, _ = denoise(x, t)
+        x0 = denoise.x0(x, t)
         hist = _push(hist, lam, x0, order)
         use = hist[:multistep_order(order, i, len(ts) - 1, lof)]
         w = lagrange_integrals([l for l, _ in use], lam_n, exp_moments(lam_n - lam, len(use)))
-        x = (s_n / s) * x + a_n * sum(wj * mj for wj, (_, mj) in zip(w, use))
+        x = lincomb((s_n / s, x), *((a_n * wj, mj) for wj, (_, mj) in zip(w, use)))
     return x
 
 
@@ -183,6 +185,12 @@ def _unipc_coeffs(rks: list[float], h: float, variant: str) -> tuple[np.ndarray,
         fact *= i + 1
         h_phi_k = h_phi_k / hh - 1.0 / fact
     return np.array(rows), np.array(b), h_phi_1, b_h
+
+
+def _differences(ds: list, x0: torch.Tensor, weights) -> list:
+    """Terms of sum_k w_k (m_k - x0) / r_k for :func:`lincomb`, ``ds`` = [(r_k, m_k)]."""
+    terms = [(float(w) / r, m) for w, (r, m) in zip(weights, ds)]
+    return terms + [(-sum(c for c, _ in terms), x0)] if terms else []
 
 
 def unipc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 2,
@@ -207,24 +215,22 @@ def unipc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 2
     for i, (t, t_next) in enumerate(_pairs(ts)):
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
-        x0, _ = denoise(x, t)
+        x0 = denoise.x0(x, t)
         if last is not None and corrector:  # UniC on the previous step, with D_n = x0 - m0
             xp, base, ds, rhs_scale, (R, b) = last
             c = [0.5] if len(ds) == 0 else np.linalg.solve(R, b)
-            corr = sum(ck * dk for ck, dk in zip(c[:-1], ds)) + c[-1] * (x0 - xp)
-            x = base - rhs_scale * corr
+            # x = base - rhs_scale (sum_k c_k D_k + c_n (x0 - xp)), D_k = (m_k - xp) / r_k
+            x = lincomb(*base, *_differences(ds, xp, [-rhs_scale * ck for ck in c[:-1]]),
+                        (-rhs_scale * c[-1], x0), (rhs_scale * c[-1], xp))
         hist = _push(hist, lam, x0, order)
         h = lam_n - lam
         older = hist[1:multistep_order(order, i, len(ts) - 1, lof)]
         rks = [(l - lam) / h for l, _ in older]
-        ds = [(m - x0) / r for r, (_, m) in zip(rks, older)]
+        ds = [(r, m) for r, (_, m) in zip(rks, older)]  # D_k = (m_k - x0) / r_k, kept lazy
         R, b, h_phi_1, b_h = _unipc_coeffs(rks + [1.0], h, variant)
-        base = (s_n / s) * x - (a_n * h_phi_1) * x0
-        if len(ds) == 0:
-            x = base
-        else:
-            a = [0.5] if len(ds) == 1 else np.linalg.solve(R[:-1, :-1], b[:-1])
-            x = base - (a_n * b_h) * sum(ak * dk for ak, dk in zip(a, ds))
+        base = [(s_n / s, x), (-a_n * h_phi_1, x0)]  # (s_n/s) x - alpha_n phi_1 x0, lazy
+        a = [] if not ds else [0.5] if len(ds) == 1 else np.linalg.solve(R[:-1, :-1], b[:-1])
+        x = lincomb(*base, *_differences(ds, x0, [-a_n * b_h * ak for ak in a]))
         last = (x0, base, ds, a_n * b_h, (R, b))
     return x
 
@@ -243,13 +249,13 @@ def dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
         a_n, s_n, lam_n = coefficients(sched, t_next)
         s_down, s_up = ancestral_split(s_n, lam, lam_n, eta)
         h = math.log(a_n / s_down) - lam
-        x0, _ = denoise(x, t)
+        x0 = denoise.x0(x, t)
         t_mid = min(max(time_of(sched, lam + 0.5 * h), 0.0), t)
         a_m, s_m, lam_m = coefficients(sched, t_mid)
-        x0_mid, _ = denoise(exp_step(x, s, a_m, s_m, lam_m - lam, x0), t_mid)
+        x0_mid = denoise.x0(exp_step(x, s, a_m, s_m, lam_m - lam, x0), t_mid)
         x = exp_step(x, s, a_n, s_down, h, x0_mid)
         if s_up > 0:
-            x = x + (s_up * s_noise) * randn(x, generator)
+            x.add_(randn(x, generator), alpha=s_up * s_noise)
     return x
 
 

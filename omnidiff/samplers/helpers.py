@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from numpy.polynomial import polynomial as P
 
-from .denoiser import Denoiser, coefficients
+from .denoiser import Denoiser, coefficients, lincomb
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
            "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments", "poly_moments",
@@ -52,7 +52,7 @@ def exp_step(x: torch.Tensor, s: float, a_n: float, s_n: float, h: float,
              d: torch.Tensor) -> torch.Tensor:
     """x_next = (sigma_n / sigma) x - alpha_n (e^{-h} - 1) d, h = lambda_n - lambda
     (Lu et al. 2022, DPM-Solver++ eq. 9, first order in the data estimate ``d``)."""
-    return (s_n / s) * x - (a_n * math.expm1(-h)) * d
+    return lincomb((s_n / s, x), (-a_n * math.expm1(-h), d))
 
 
 def ancestral_split(s_n: float, lam: float, lam_n: float, eta: float = 1.0
@@ -98,7 +98,7 @@ def churn(denoise: Denoiser, x: torch.Tensor, t: float, gamma: float, s_noise: f
         return x, t
     a_h, _, lam_h = coefficients(sched, t_hat)
     extra = a_h * s_noise * math.sqrt(max(sigma_tilde(lam_h) ** 2 - sigma_tilde(lam) ** 2, 0.0))
-    return (a_h / a) * x + extra * randn(x, generator), t_hat
+    return lincomb((a_h / a, x), (extra, randn(x, generator))), t_hat
 
 
 def langevin(denoise: Denoiser, x: torch.Tensor, t: float, *, snr: float, n_steps: int,
@@ -109,8 +109,7 @@ def langevin(denoise: Denoiser, x: torch.Tensor, t: float, *, snr: float, n_step
     """
     _, s, _ = coefficients(denoise.schedule, t)
     for _ in range(n_steps):
-        _, eps = denoise(x, t)
-        score = -eps / s
+        score = denoise.combine(x, t, 0.0, -1.0 / s)  # -eps_hat / sigma
         z = randn(x, generator)
         g = score.flatten(1).norm(dim=1).mean()  # () tensor: no host sync
         step = 2.0 * (snr * z.flatten(1).norm(dim=1).mean() / g.clamp_min(1e-12)) ** 2
@@ -190,13 +189,25 @@ class Chart:
         a, s, _ = coefficients(self.schedule, t)
         return 1.0 if self.time == "t" else (a if self.time == "sigma" else s)
 
-    def f(self, y: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dy/du at time t, x0_hat); one model evaluation."""
+    def f(self, y: torch.Tensor, t: float) -> torch.Tensor:
+        """dy/du at time t: one model evaluation, two elementwise kernels after it."""
         if self.time == "t":
             return self.denoise.velocity(y, t)
         a, s, lam = coefficients(self.schedule, t)
-        x0, eps = self.denoise(self.scale(t) * y, t)
-        return (eps if self.time == "sigma" else math.exp(lam) * x0), x0
+        x = self.to_x(y, t)
+        if self.time == "sigma":
+            return self.denoise.combine(x, t, 0.0, 1.0)
+        return self.denoise.combine(x, t, math.exp(lam), 0.0)
+
+    def to_y(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """y = x / scale(t) (no kernel when the scale is 1)."""
+        c = self.scale(t)
+        return x if c == 1.0 else x * (1.0 / c)
+
+    def to_x(self, y: torch.Tensor, t: float) -> torch.Tensor:
+        """x = scale(t) y (no kernel when the scale is 1)."""
+        c = self.scale(t)
+        return y if c == 1.0 else y * c
 
 
 def dopri5(f: Callable[[torch.Tensor, float], torch.Tensor], y: torch.Tensor, u0: float,

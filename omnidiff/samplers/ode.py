@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .denoiser import Denoiser, coefficients
+from .denoiser import Denoiser, coefficients, lincomb
 from .helpers import (Chart, ancestral_split, churn, churn_gamma, dopri5, lagrange_integrals,
                       multistep_order, poly_moments, randn, time_of)
 
@@ -44,14 +44,14 @@ def _ode(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, heun_correct: b
     for t, t_next in _pairs(ts):
         gamma = churn_gamma(t, denoise.schedule, len(ts), s_churn, s_tmin, s_tmax)
         x, t = churn(denoise, x, t, gamma, s_noise, generator)
-        u, u_n = ch.u(t), ch.u(t_next)
-        y = x / ch.scale(t)
-        d, _ = ch.f(y, t)
-        y_n = y + (u_n - u) * d
+        du = ch.u(t_next) - ch.u(t)
+        y = ch.to_y(x, t)
+        d = ch.f(y, t)
+        y_n = torch.add(y, d, alpha=du)
         if heun_correct:
-            d_n, _ = ch.f(y_n, t_next)
-            y_n = y + (u_n - u) * 0.5 * (d + d_n)
-        x = ch.scale(t_next) * y_n
+            d_n = ch.f(y_n, t_next)
+            y_n = lincomb((1.0, y), (0.5 * du, d), (0.5 * du, d_n))
+        x = ch.to_x(y_n, t_next)
     return x
 
 
@@ -89,12 +89,12 @@ def euler_ancestral(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta:
         s_down, s_up = ancestral_split(s_n, lam, lam_n, eta)
         # the state at log-SNR lam_down, on the schedule (t_down), rescaled to alpha_n
         t_down = time_of(sched, math.log(a_n / s_down)) if s_up > 0 else t_next
-        y = x / ch.scale(t)
-        d, _ = ch.f(y, t)
-        y = y + (ch.u(t_down) - ch.u(t)) * d
-        x = (a_n / coefficients(sched, t_down)[0]) * ch.scale(t_down) * y
+        y = ch.to_y(x, t)
+        d = ch.f(y, t)
+        c = (a_n / coefficients(sched, t_down)[0]) * ch.scale(t_down)
+        x = lincomb((c, y), (c * (ch.u(t_down) - ch.u(t)), d))
         if s_up > 0:
-            x = x + (s_up * s_noise) * randn(x, generator)
+            x.add_(randn(x, generator), alpha=s_up * s_noise)
     return x
 
 
@@ -111,12 +111,13 @@ def lms(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 4,
     lof = len(ts) - 1 < 15 if lower_order_final is None else lower_order_final
     for i, (t, t_next) in enumerate(_pairs(ts)):
         u, u_n = ch.u(t), ch.u(t_next)
-        y = x / ch.scale(t)
-        d, _ = ch.f(y, t)
+        y = ch.to_y(x, t)
+        d = ch.f(y, t)
         hist = [(u, d)] + hist[:order - 1]
         use = hist[:multistep_order(order, i, len(ts) - 1, lof)]
         w = lagrange_integrals([uj for uj, _ in use], u_n, poly_moments(u_n - u, len(use)))
-        x = ch.scale(t_next) * (y + sum(wj * dj for wj, (_, dj) in zip(w, use)))
+        c = ch.scale(t_next)
+        x = lincomb((c, y), *((c * wj, dj) for wj, (_, dj) in zip(w, use)))
     return x
 
 
@@ -131,7 +132,7 @@ def rk45(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, rtol: float = 1
     u0, u1 = ch.u(ts[0]), ch.u(ts[-1])
 
     def f(y: torch.Tensor, u: float) -> torch.Tensor:
-        return ch.f(y, ch.t(u))[0]
+        return ch.f(y, ch.t(u))
 
     h0 = abs(ch.u(ts[1]) - u0) if len(ts) > 2 else None
     y, info = dopri5(f, x / ch.scale(ts[0]), u0, u1, rtol=rtol, atol=atol, h0=h0,
