@@ -338,6 +338,10 @@ def train(cfg: Any) -> Path:
     from .plots import plot_loss_from_csv
 
     validate(cfg)
+    # bad data options fail here, before a run folder exists
+    domain = get_domain(str(cfg.domain))
+    data_cfg = to_plain(cfg.data)
+    dm = domain.build_data(**data_cfg)
     run_dir, ckpt = resume_target(cfg)
     run_dir = run_dir.absolute()
     resume_step = _check_resumable(ckpt, cfg) if ckpt is not None else None
@@ -354,9 +358,6 @@ def train(cfg: Any) -> Path:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    domain = get_domain(str(cfg.domain))
-    data_cfg = to_plain(cfg.data)
-    dm = domain.build_data(**data_cfg)
     _setup_data(dm)
     event_shape = tuple(int(s) for s in dm.event_shape)
     num_classes = int(dm.num_classes)

@@ -111,11 +111,13 @@ def test_recipes_and_domains_listing(capsys):
     (["sample", "checkpoint=x", "bogus=1"], "unknown option 'bogus'"),
     (["frobnicate"], "unknown command"),
 ])
-def test_errors_are_one_line(args, needle, capsys):
+def test_errors_are_one_line(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code, out, err = _run(args, capsys)
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # a run that cannot start leaves no folder behind
 
 
 def test_not_a_checkpoint_and_cond_for_unconditional(tmp_path, capsys):
