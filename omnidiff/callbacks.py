@@ -46,12 +46,14 @@ class SampleCallback(Callback):
 
     def __init__(self, run_dir: str | Path, *, every_n_steps: int = 0, n: int = 512,
                  n_ref: int = 2048, sampler: str = "dpmpp_2m", steps: int = 20,
-                 guidance: float | None = None, seed: int = 0, batch_size: int | None = None):
+                 guidance: float | None = None, seed: int = 0, batch_size: int | None = None,
+                 clip_x0: Any = None):
         self.run_dir = Path(run_dir)
         self.every_n_steps = int(every_n_steps)
         self.n, self.n_ref = int(n), int(n_ref)
         self.sampler, self.steps, self.guidance = sampler, int(steps), guidance
         self.seed, self.batch_size = int(seed), batch_size
+        self.options = {} if clip_x0 is None else {"clip_x0": clip_x0}
         self.history: list[dict[str, Any]] = []
         self.final_metrics: dict[str, Any] = {}
         self._reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -72,7 +74,8 @@ class SampleCallback(Callback):
         x, labels = generate_samples(module.model, self.n, event_shape=hp.event_shape,
                                      num_classes=hp.num_classes, sampler=self.sampler,
                                      steps=self.steps, guidance=self.guidance, seed=self.seed,
-                                     batch_size=self.batch_size, progress=False)
+                                     batch_size=self.batch_size, progress=False,
+                                     **self.options)
         seconds = time.perf_counter() - t0
         module.domain.save_artifacts(x, self.run_dir / "samples", cond=labels, prefix=prefix)
         ref, ref_cond = self._ref(trainer)

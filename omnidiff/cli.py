@@ -29,7 +29,7 @@ commands:
              omnidiff train recipe=points2d data.path=my_points.npy
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
-         out=DIR batch_size=null device=null metrics=false]
+         out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
                                       draw samples and write the domain's artifacts
   likelihood checkpoint=PATH data=FILE.npy|reference [n=512 divergence=auto solver=rk45
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
@@ -43,7 +43,7 @@ commands:
 """
 
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
-               "batch_size", "device", "metrics", "n_ref", "prefix"}
+               "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta"}
 
 
 LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "rtol", "atol",
@@ -150,7 +150,8 @@ def cmd_sample(args: list[str]) -> int:
     seed = opts.get("seed", 0)
     x = pipe.generate(n, sampler=sampler, steps=steps, guidance=opts.get("guidance"),
                       cond=opts.get("cond"), seed=None if seed is None else int(seed),
-                      batch_size=opts.get("batch_size"))
+                      batch_size=opts.get("batch_size"),
+                      **{k: opts[k] for k in ("grid", "clip_x0", "eta") if opts.get(k) is not None})
     if opts.get("out"):
         out = Path(str(opts["out"]))
     else:

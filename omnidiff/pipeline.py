@@ -55,8 +55,12 @@ def generate_samples(model: DiffusionModel, n: int, *, event_shape: Sequence[int
                      num_classes: int = 0, sampler: str = "dpmpp_2m", steps: int = 20,
                      guidance: float | None = None, cond: Any = None, seed: int | None = None,
                      batch_size: int | None = None, device: torch.device | str | None = None,
-                     progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     progress: bool | None = None, **options: Any
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Draw ``n`` samples ``(n, *event)`` (on CPU) and their labels ``(n,)`` (or None).
+
+    ``options`` go to :func:`omnidiff.samplers.sample` (``grid``, ``clip_x0``, ``eta``,
+    ``order``, ``s_churn``, ...).
 
     All noise comes from one ``torch.Generator`` seeded with ``seed`` (a random seed when
     None), so results do not depend on ``batch_size`` for deterministic samplers. A
@@ -105,7 +109,7 @@ def generate_samples(model: DiffusionModel, n: int, *, event_shape: Sequence[int
             c = labels[i:i + bs].to(device) if labels is not None else None
             fn = classifier_free(model, c, guidance)
             x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
-                        sampler=sampler, steps=int(steps), generator=dev_gen)
+                        sampler=sampler, steps=int(steps), generator=dev_gen, **options)
             out.append(x0.float().cpu())
     finally:
         model.train(was_training)
@@ -145,8 +149,11 @@ class Pipeline:
 
     def generate(self, n: int, *, sampler: str = "dpmpp_2m", steps: int = 20,
                  guidance: float | None = None, cond: Any = None, seed: int | None = None,
-                 batch_size: int | None = None, progress: bool | None = None) -> torch.Tensor:
+                 batch_size: int | None = None, progress: bool | None = None,
+                 **options: Any) -> torch.Tensor:
         """``n`` samples ``(n, *event)`` on CPU. ``cond``: int, list or LongTensor of labels.
+        ``options`` go to the sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in
+        [-1, 1]), ``eta=``, ``order=``, ... (see :func:`omnidiff.samplers.sample`).
 
         For a class-conditional model without ``cond`` the labels are drawn uniformly (with
         ``seed``) and kept in :attr:`last_cond`; :meth:`save` and :meth:`metrics` use them.
@@ -155,7 +162,7 @@ class Pipeline:
                                      num_classes=self.num_classes, sampler=sampler,
                                      steps=steps, guidance=guidance, cond=cond, seed=seed,
                                      batch_size=batch_size, device=self.device,
-                                     progress=progress)
+                                     progress=progress, **options)
         self.last_cond, self._last_samples = labels, x
         return x
 

@@ -292,6 +292,7 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     sampling + metrics, checkpoints, the non-finite loss guard, rank digests, progress bar)."""
     from .callbacks import EMA, FiniteLossGuard, RankDigest, SampleCallback, progress_bar
     from .checkpoint import InferenceExport, model_checkpoint
+    from .config import to_plain
 
     strategy = str(cfg.trainer.get("strategy", "auto")).lower()
     callbacks: list[Any] = [FiniteLossGuard()]
@@ -309,7 +310,7 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
         run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0), n=int(cfg.eval.n_samples),
         n_ref=int(cfg.eval.n_ref), batch_size=cfg.eval.get("batch_size"),
         seed=int(cfg.eval.seed), sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
-        guidance=cfg.sampler.get("guidance")))
+        guidance=cfg.sampler.get("guidance"), clip_x0=to_plain(cfg.sampler.get("clip_x0"))))
     callbacks.append(RankDigest(run_dir / "ranks"))
     callbacks.append(model_checkpoint(run_dir / "checkpoints",
                                       every_n_train_steps=cfg.checkpoint.get("every_n_train_steps")))

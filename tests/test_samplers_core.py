@@ -337,3 +337,37 @@ def test_float32_state_tracks_float64_state(sampler):
     assert x32.dtype == x64.dtype == torch.float32 and set(seen) == {torch.float32}
     err = (x32 - x64).abs().max().item()
     assert 0 < err < 1e-4, err
+
+
+@pytest.mark.parametrize("clip", [1.0, (-0.5, 1.0), "dynamic", "dynamic:0.9"])
+def test_clip_x0_keeps_every_estimate_in_range(clip):
+    """Modes at radius 2 sampled with x0 clipped into [-1, 1]: every x0 estimate, and so the
+    sample, stays in range, and eps_hat stays consistent with x_t = alpha x0 + sigma eps."""
+    from omnidiff.samplers.denoiser import Denoiser, coefficients
+    from omnidiff.toy import eight_gaussians
+
+    sched = get_schedule("cosine")
+    model = eight_gaussians().model(sched, "v")
+    lo, hi = clip if isinstance(clip, tuple) else (-1.0, 1.0)
+    noise = torch.randn(512, 2, generator=gen(0), dtype=F64)
+    free = sample(model, noise, schedule=sched, prediction="v", sampler="dpmpp_2m", steps=10)
+    assert free.abs().max() > 1.5  # without clipping the samples leave the range
+    for name in ("dpmpp_2m", "heun", "ddpm"):
+        x = sample(model, noise, schedule=sched, prediction="v", sampler=name, steps=10,
+                   clip_x0=clip, generator=gen(1))
+        assert x.min() >= lo - 1e-9 and x.max() <= hi + 1e-9, name
+        assert x.std() > 0.2  # clipped, not collapsed
+    d = Denoiser(model, sched, "v", F64, clip_x0=clip)
+    x_t = 3.0 * torch.randn(64, 2, generator=gen(2), dtype=F64)
+    x0, eps = d(x_t, 0.5)
+    a, s, _ = coefficients(sched, 0.5)
+    assert x0.min() >= lo - 1e-9 and x0.max() <= hi + 1e-9
+    torch.testing.assert_close(a * x0 + s * eps, x_t)
+    torch.testing.assert_close(d.combine(x_t, 0.5, 0.3, 2.0), 0.3 * x0 + 2.0 * eps)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, (1.0, 0.0), "dynamic:2", "dynamic:x", "nope"])
+def test_bad_clip_x0_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="clip_x0="):
+        sample(lambda x, t: x, torch.randn(4, 2), schedule="cosine", prediction="eps",
+               steps=2, clip_x0=bad)

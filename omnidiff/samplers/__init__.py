@@ -57,7 +57,8 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
            schedule: Schedule | str, prediction: str, sampler: str = "dpmpp_2m",
            steps: int = DEFAULT_STEPS, grid: str | None = None,
            generator: torch.Generator | None = None, stats: dict | None = None,
-           state_dtype: torch.dtype | None = None, **options: Any) -> torch.Tensor:
+           state_dtype: torch.dtype | None = None, clip_x0: Any = None,
+           **options: Any) -> torch.Tensor:
     """Draw samples by integrating from ``t_max`` to clean data.
 
     model: ``model(x_t, t) -> prediction`` with ``x_t: (B, *event)`` and ``t: (B,)`` floats.
@@ -71,6 +72,9 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     state_dtype: the dtype of the sampler's state x_t (default: float64 for float64 noise,
     float32 otherwise, e.g. for float32 or bf16 noise). Coefficients are always float64
     python floats and the network sees the noise's dtype.
+    clip_x0: clip every x0 estimate to the data's range (eps_hat then follows from x_t):
+    ``c`` for [-c, c], ``(lo, hi)``, or ``"dynamic"`` / ``"dynamic:p"`` (dynamic thresholding,
+    Saharia et al. 2022); e.g. 1.0 for images in [-1, 1]. Off by default.
     Returns (B, *event) in the noise's dtype.
     """
     schedule = get_schedule(schedule)
@@ -82,7 +86,7 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
                          "alpha undefined; train with v, x0 or flow prediction")
     grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
     ts = timesteps(schedule, steps, grid).tolist()  # python floats: no device sync in loops
-    denoise = Denoiser(model, schedule, prediction, noise.dtype)
+    denoise = Denoiser(model, schedule, prediction, noise.dtype, clip_x0=clip_x0)
     if state_dtype is None:
         state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
     x = noise.to(state_dtype) * schedule.prior_std

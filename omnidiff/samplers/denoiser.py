@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from .._util import check_choice
+from .._util import append_dims, check_choice
 from ..predictions import PREDICTIONS, check_output, linear_map
 from ..schedules import Schedule
 
-__all__ = ["Denoiser", "coefficients", "derivatives", "lincomb"]
+__all__ = ["Denoiser", "coefficients", "derivatives", "lincomb", "parse_clip"]
 
 
 @functools.lru_cache(maxsize=8192)
@@ -61,6 +61,37 @@ def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def parse_clip(spec: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``clip_x0``: None (off), ``c`` (clamp x0_hat to [-c, c]), ``(lo, hi)``, or ``"dynamic"`` /
+    ``"dynamic:p"`` (Saharia et al. 2022's dynamic thresholding for data in [-1, 1]: per
+    sample, s = max(1, p-quantile of |x0_hat|), x0_hat -> clamp(x0_hat, -s, s) / s; p = 0.995)."""
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, str) and spec.split(":")[0] == "dynamic":
+        try:
+            p = float(spec.split(":", 1)[1]) if ":" in spec else 0.995
+        except ValueError:
+            p = -1.0
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"clip_x0={spec!r}: the quantile must be in (0, 1], e.g. "
+                             "'dynamic:0.995'")
+
+        def dynamic(x0: torch.Tensor) -> torch.Tensor:
+            q = torch.quantile(x0.detach().flatten(1).abs().float(), p, dim=1)
+            lim = append_dims(q.clamp_min(1.0).to(x0.dtype), x0.ndim)
+            return torch.maximum(torch.minimum(x0, lim), -lim) / lim
+        return dynamic
+    try:
+        lo, hi = ((-float(spec), float(spec)) if isinstance(spec, (int, float))
+                  else (float(spec[0]), float(spec[1])))
+    except (TypeError, ValueError, IndexError):
+        lo, hi = 1.0, 0.0
+    if not lo < hi:
+        raise ValueError(f"clip_x0={spec!r} is not a clip range: give c > 0 (for [-c, c]), "
+                         "[lo, hi] with lo < hi, or 'dynamic' / 'dynamic:0.995'")
+    return lambda x0: x0.clamp(lo, hi)
+
+
 class Denoiser:
     """Turns ``model(x_t, t) -> prediction`` into ``D(x, t) -> (x0_hat, eps_hat)``.
 
@@ -72,9 +103,11 @@ class Denoiser:
     """
 
     def __init__(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 schedule: Schedule, prediction: str, dtype: torch.dtype):
+                 schedule: Schedule, prediction: str, dtype: torch.dtype,
+                 clip_x0: Any = None):
         self.model, self.schedule, self.dtype = model, schedule, dtype
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        self.clip = parse_clip(clip_x0)
         self.nfe = 0
         self.network_evals = 0
         self.info: dict = {}  # extra statistics a sampler reports (e.g. rk45's step counts)
@@ -88,19 +121,33 @@ class Denoiser:
         self.network_evals += getattr(self.model, "cfg_batches", 1)
         return out.to(x.dtype), _inverse(self.schedule, self.prediction, float(t))
 
+    def _clipped(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, float, float]:
+        """(clipped x0_hat, alpha, sigma): eps_hat then follows from x = alpha x0 + sigma eps."""
+        out, (c1, c2, _, _) = self._predict(x, t)
+        a, s, _ = coefficients(self.schedule, float(t))
+        return self.clip(lincomb((c1, x), (c2, out))), a, s
+
     def __call__(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat, eps_hat), each (B, *event) in x's dtype."""
+        if self.clip is not None:
+            x0, a, s = self._clipped(x, t)
+            return x0, lincomb((1.0 / s, x), (-a / s, x0))
         out, (c1, c2, c3, c4) = self._predict(x, t)
         return lincomb((c1, x), (c2, out)), lincomb((c3, x), (c4, out))
 
     def x0(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """x0_hat alone (what the exponential integrators need): two kernels at most."""
+        if self.clip is not None:
+            return self._clipped(x, t)[0]
         out, (c1, c2, _, _) = self._predict(x, t)
         return lincomb((c1, x), (c2, out))
 
     def combine(self, x: torch.Tensor, t: float, p: float, q: float) -> torch.Tensor:
         """``p x0_hat + q eps_hat`` in two kernels, whatever the prediction type (e.g. a DDIM
         step ``alpha_n x0 + sigma_n eps``, or the ODE velocity)."""
+        if self.clip is not None:
+            x0, a, s = self._clipped(x, t)
+            return lincomb((p - q * a / s, x0), (q / s, x))
         out, (c1, c2, c3, c4) = self._predict(x, t)
         return lincomb((p * c1 + q * c3, x), (p * c2 + q * c4, out))
 
