@@ -75,7 +75,8 @@ class SampleCallback(Callback):
                                      num_classes=hp.num_classes, sampler=self.sampler,
                                      steps=self.steps, guidance=self.guidance, seed=self.seed,
                                      batch_size=self.batch_size, progress=False,
-                                     **self.options)
+                                     **{**getattr(module.domain, "sample_defaults", {}),
+                                        **self.options})
         seconds = time.perf_counter() - t0
         module.domain.save_artifacts(x, self.run_dir / "samples", cond=labels, prefix=prefix)
         ref, ref_cond = self._ref(trainer)

@@ -151,7 +151,8 @@ def cmd_sample(args: list[str]) -> int:
     x = pipe.generate(n, sampler=sampler, steps=steps, guidance=opts.get("guidance"),
                       cond=opts.get("cond"), seed=None if seed is None else int(seed),
                       batch_size=opts.get("batch_size"),
-                      **{k: opts[k] for k in ("grid", "clip_x0", "eta") if opts.get(k) is not None})
+                      **{k: opts[k] for k in ("grid", "clip_x0") if k in opts},
+                      **({"eta": opts["eta"]} if opts.get("eta") is not None else {}))
     if opts.get("out"):
         out = Path(str(opts["out"]))
     else:

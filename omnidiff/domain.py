@@ -98,6 +98,9 @@ class LazyDomain:
 
     name: str = ""
     config_searchpath: str | None = None
+    # optional: sampler options this domain's samples should get unless the caller says
+    # otherwise (read with getattr, so a plugin without it is fine), e.g. {"clip_x0": 1.0}
+    sample_defaults: dict[str, Any] = {}
     data_factory: str = ""
     network_factory: str = ""
     artifact_writer: str = ""

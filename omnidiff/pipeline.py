@@ -153,11 +153,13 @@ class Pipeline:
                  **options: Any) -> torch.Tensor:
         """``n`` samples ``(n, *event)`` on CPU. ``cond``: int, list or LongTensor of labels.
         ``options`` go to the sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in
-        [-1, 1]), ``eta=``, ``order=``, ... (see :func:`omnidiff.samplers.sample`).
+        [-1, 1]), ``eta=``, ``order=``, ... (see :func:`omnidiff.samplers.sample`), over the
+        domain's ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
 
         For a class-conditional model without ``cond`` the labels are drawn uniformly (with
         ``seed``) and kept in :attr:`last_cond`; :meth:`save` and :meth:`metrics` use them.
         """
+        options = {**getattr(self.domain, "sample_defaults", {}), **options}
         x, labels = generate_samples(self.model, n, event_shape=self.event_shape,
                                      num_classes=self.num_classes, sampler=sampler,
                                      steps=steps, guidance=guidance, cond=cond, seed=seed,

@@ -143,3 +143,22 @@ def test_lightning_ckpt_loads_weights_only(tmp_path):
     # the .ckpt holds the EMA weights, which the module holds after fit
     for k, v in m.model.state_dict().items():
         assert torch.allclose(pipe.model.state_dict()[k], v)
+
+
+def test_sampler_options_and_domain_sample_defaults(uncond_ckpt, monkeypatch):
+    """generate() passes sampler options through, over the domain's sample_defaults."""
+    pipe = omnidiff.load(uncond_ckpt, device="cpu")
+    free = pipe.generate(256, steps=4, seed=0)
+    assert free.abs().max() > 0.3  # an untrained net: x0 estimates roam
+    clipped = pipe.generate(256, steps=4, seed=0, clip_x0=0.3)
+    assert clipped.abs().max() <= 0.3 + 1e-6
+    karras = pipe.generate(256, steps=4, seed=0, grid="karras")
+    assert not torch.allclose(karras, free)  # the grid option reached the sampler
+    monkeypatch.setattr(type(pipe.domain), "sample_defaults", {"clip_x0": 0.2}, raising=False)
+    assert pipe.generate(256, steps=4, seed=0).abs().max() <= 0.2 + 1e-6
+    assert torch.equal(pipe.generate(256, steps=4, seed=0, clip_x0=None), free)
+
+
+def test_image_domain_clips_x0_to_pixel_range():
+    from omnidiff.registry import get_domain
+    assert get_domain("image").sample_defaults == {"clip_x0": 1.0}

@@ -34,6 +34,9 @@ class ImageDomain(LazyDomain):
     network_factory = ".unet:build_unet"
     artifact_writer = ".artifacts:save_artifacts"
     metrics_fn = ".metrics:image_metrics"
+    # pixels live in [-1, 1]: keeping x0 estimates there lowered the digits FD 0.93 -> 0.89
+    # (dpmpp_2m 20 NFE, guidance 2, 500 samples); clip_x0=None turns it off
+    sample_defaults = {"clip_x0": 1.0}
 
 
 def __getattr__(name: str):
