@@ -154,10 +154,18 @@ def weights_digest(module: torch.nn.Module) -> str:
 class RankDigest(Callback):
     """In multi-process runs, every rank writes ``<dir>/rank<k>.json`` with its global step and
     the digest of its final weights (:func:`weights_digest`), so one can check that data
-    parallel replicas agree."""
+    parallel replicas agree, and the digest of its first batch (each rank reads its own shard)."""
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
+        self._first_batch = ""
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any,
+                             batch_idx: int) -> None:
+        if not self._first_batch and trainer.world_size > 1 and isinstance(batch, dict):
+            import hashlib
+            x = batch["x"].detach().to("cpu", torch.float32).contiguous()
+            self._first_batch = hashlib.sha256(x.numpy().tobytes()).hexdigest()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.world_size <= 1:
@@ -166,6 +174,7 @@ class RankDigest(Callback):
 
         atomic_write_json({"rank": int(trainer.global_rank), "world_size": int(trainer.world_size),
                            "global_step": int(trainer.global_step),
+                           "first_batch_sha256": self._first_batch,
                            "weights_sha256": weights_digest(pl_module)},
                           self.out_dir / f"rank{trainer.global_rank}.json")
 

@@ -224,6 +224,8 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     assert [d["world_size"] for d in ranks] == [2, 2]
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 12
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    # ... from different data: each rank reads its own shard of the epoch
+    assert ranks[0]["first_batch_sha256"] != ranks[1]["first_batch_sha256"]
     # the checkpoints load (weights_only) and generate
     import omnidiff
     for path in (run / "checkpoints" / "last.ckpt", run / "model.pt"):
