@@ -21,11 +21,28 @@ class EMA(EMAWeightAveraging):
     checkpoints (raw weights beside them) and copies them into the module when training ends.
     """
 
+    _swapped = False  # the averaged weights are in the module (validation in progress)
+
     @property
     def average_module(self) -> Any | None:
         """The averaged copy of the LightningModule (None before fitting starts)."""
         avg = self._average_model
         return avg.module if avg is not None else None
+
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        self._swapped = self._average_model is not None
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_validation_epoch_end(trainer, pl_module)
+        self._swapped = False
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # stopped mid-validation (e.g. SIGTERM): put the raw weights back before a checkpoint
+        # is written, or the resumed run would train on from the averaged ones
+        if self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = False
 
 
 def averaged_module(trainer: Any, pl_module: Any) -> Any:
@@ -111,6 +128,10 @@ class SampleCallback(Callback):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN / inf loss (the message names the step and the last checkpoint)."""
+
+
+class TrainingPreempted(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint (the message says where)."""
 
 
 class FiniteLossGuard(Callback):

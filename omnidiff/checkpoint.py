@@ -143,11 +143,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class _Checkpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is always the final state of a finished fit.
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always the final state of a finished fit, or
+    of the step that was running when SIGTERM arrived.
 
     (Lightning's own ``on_train_end`` writes ``last.ckpt`` only when nothing was saved yet,
-    so with ``every_n_train_steps`` it would lag up to N steps behind.)
+    so with ``every_n_train_steps`` it would lag up to N steps behind. On SIGTERM Lightning
+    finishes the step in flight and raises ``SIGTERMException``: a consistent point to save.)
     """
+
+    preempted: str | None = None  # last.ckpt written on SIGTERM
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self.preempted = self.last_model_path
+        else:
+            super().on_exception(trainer, pl_module, exception)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.save_last and getattr(self, "_last_global_step_saved", -1) != trainer.global_step:
@@ -162,4 +175,4 @@ def model_checkpoint(dirpath: str | os.PathLike, every_n_train_steps: int | None
     n = int(every_n_train_steps or 0)
     return _Checkpoint(dirpath=str(dirpath), save_last=True, save_top_k=-1 if n else 0,
                        every_n_train_steps=n or None, filename="step={step}",
-                       auto_insert_metric_name=False)
+                       auto_insert_metric_name=False, enable_version_counter=False)

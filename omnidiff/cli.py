@@ -281,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("omnidiff: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if type(exc).__name__ == "TrainingPreempted":
+            print(f"omnidiff: {_one_line(exc)}", file=sys.stderr)
+            return 143  # 128 + SIGTERM, as a shell reports a process stopped by it
         if os.environ.get("OMNIDIFF_DEBUG"):
             raise
         user = isinstance(exc, _user_errors()) or (

@@ -332,7 +332,9 @@ def train(cfg: Any) -> Path:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from .callbacks import SampleCallback
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .callbacks import SampleCallback, TrainingPreempted
     from .checkpoint import AtomicCheckpointIO
     from .config import to_plain, validate
     from .io import atomic_write_json, atomic_write_text
@@ -389,7 +391,15 @@ def train(cfg: Any) -> Path:
                     guidance=cfg.sampler.get("guidance"))
 
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt is not None else None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt is not None else None)
+    except SIGTERMException:
+        saved = next((c.preempted for c in trainer.checkpoint_callbacks
+                      if getattr(c, "preempted", None)), None)
+        where = (f"saved {saved}; `omnidiff train ... resume=auto out={run_dir}` continues it"
+                 if saved else "no checkpoint could be written")
+        raise TrainingPreempted(f"stopped by SIGTERM after step {trainer.global_step}; "
+                                f"{where}") from None
     train_seconds = time.perf_counter() - t0
 
     if trainer.is_global_zero:

@@ -142,6 +142,83 @@ def test_sigkill_then_resume_continues_step_optimizer_and_log(tmp_path, capsys, 
             assert torch.equal(value, ck[part][key]), (part, key)
 
 
+def test_sigterm_saves_the_running_step_and_resume_is_exact(tmp_path, capsys, monkeypatch):
+    """SIGTERM (preemption): the step in flight finishes, last.ckpt is written for exactly that
+    step (no periodic checkpoint here), the exit code is 143 with a one-line message, and the
+    resumed run ends bit for bit where an unbroken one does."""
+    run = tmp_path / "run"
+    args = TINY + ["checkpoint.every_n_train_steps=100000", "eval.every_n_steps=0"]
+    proc = subprocess.Popen(_cli() + ["train"] + args + [f"out={run}", "trainer.max_steps=100000",
+                                                         "trainer.log_every_n_steps=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), cwd=tmp_path)
+    log = run / "logs" / "metrics.csv"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) > 20:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("omnidiff: stopped by SIGTERM after step ") and "resume=auto" in line
+    k = int(line.split("after step ")[1].split(";")[0])
+    assert k >= 20 and _step(run / "checkpoints" / "last.ckpt") == k, (k, err[-2000:])
+    assert "Traceback" not in err
+
+    target = k + 12
+    monkeypatch.chdir(tmp_path)
+    assert main(["train"] + args + [f"out={run}", f"trainer.max_steps={target}",
+                                    "resume=auto"]) == 0
+    assert main(["train"] + args + [f"out={tmp_path / 'straight'}",
+                                    f"trainer.max_steps={target}"]) == 0
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)
+            for r in (run, tmp_path / "straight"))
+    assert a["global_step"] == b["global_step"] == target
+    for part in ("state_dict", "current_model_state"):
+        assert all(torch.equal(v, a[part][key]) for key, v in b[part].items()), part
+
+
+@pytest.mark.parametrize("hook, step", [("on_train_batch_end", 20),
+                                        ("on_validation_batch_start", 32)])
+def test_sigterm_mid_step_or_mid_validation_resumes_exactly(hook, step, tmp_path, capsys,
+                                                             monkeypatch):
+    """A real SIGTERM delivered at a chosen point: after a training batch, or while the
+    epoch-end validation runs with the EMA weights swapped in. Either way the resumed run
+    ends bit for bit where the unbroken one does."""
+    import lightning.pytorch as pl
+
+    from omnidiff import training
+
+    class Kill(pl.Callback):
+        def __init__(self):
+            self.sent = False
+
+        def fire(self, trainer, *args):
+            if not self.sent and trainer.global_step == step:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    setattr(Kill, hook, Kill.fire)
+    build = training.build_callbacks
+    monkeypatch.setattr(training, "build_callbacks",
+                        lambda cfg, run_dir: build(cfg, run_dir) + (
+                            [Kill()] if run_dir.name == "killed" else []))
+    args = TINY + ["checkpoint.every_n_train_steps=100000", "eval.every_n_steps=0"]
+    run = tmp_path / "killed"
+    assert main(["train"] + args + [f"out={run}", "trainer.max_steps=100"]) == 143
+    assert f"stopped by SIGTERM after step {step};" in capsys.readouterr().err
+    monkeypatch.setattr(training, "build_callbacks", build)
+    assert main(["train"] + args + [f"out={run}", "trainer.max_steps=44", "resume=auto"]) == 0
+    assert main(["train"] + args + [f"out={tmp_path / 'straight'}", "trainer.max_steps=44"]) == 0
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)
+            for r in (run, tmp_path / "straight"))
+    assert a["global_step"] == b["global_step"] == 44
+    for part in ("state_dict", "current_model_state"):
+        assert all(torch.equal(v, a[part][key]) for key, v in b[part].items()), part
+
+
 def test_resume_after_an_epochs_last_batch_is_exact(tmp_path, capsys):
     """Stopped right after batch 32 of 32: the resumed run starts the next epoch's order, as
     the unbroken run does (Lightning moves the epoch on by itself in this case)."""
