@@ -3,7 +3,8 @@
 Every sampler has the signature ``fn(denoise, x, ts, *, generator=None, **options) -> x`` where
 ``denoise`` is a :class:`~omnidiff.samplers.denoiser.Denoiser`, ``x`` the state (float64 or
 float32, see :func:`sample`) at ``ts[0]`` and ``ts`` a decreasing list of times ending at
-``t_min``; :func:`sample` adds the final denoising step to t = 0. A sampler never branches on the prediction type.
+``t_min``; :func:`sample` adds the final denoising step to t = 0. A sampler never branches on
+the prediction type.
 """
 
 from __future__ import annotations

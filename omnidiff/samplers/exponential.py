@@ -91,11 +91,12 @@ def dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: fl
         h = lam_n - lam
         x0 = denoise.x0(x, t)
         c = -a_n * math.expm1(-(1.0 + eta) * h)  # exp_step's weight on D, with the SDE's h
-        r = 0.0 if x0_prev is None else h / (2.0 * h_prev)
-        x = lincomb((math.exp(-eta * h) * s_n / s, x), ((1.0 + r) * c, x0),
-                    (-r * c, x0_prev if x0_prev is not None else x0))
+        r = 0.0 if x0_prev is None else h / (2.0 * h_prev)  # r = 0: the first step is DDIM
+        prev = x0 if x0_prev is None else x0_prev
+        x = lincomb((math.exp(-eta * h) * s_n / s, x), ((1.0 + r) * c, x0), (-r * c, prev))
         if eta > 0:
-            x.add_(randn(x, generator), alpha=s_n * s_noise * math.sqrt(-math.expm1(-2.0 * eta * h)))
+            up = s_n * s_noise * math.sqrt(-math.expm1(-2.0 * eta * h))
+            x.add_(randn(x, generator), alpha=up)
         x0_prev, h_prev = x0, h
     return x
 

@@ -135,7 +135,7 @@ def rk45(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, rtol: float = 1
         return ch.f(y, ch.t(u))
 
     h0 = abs(ch.u(ts[1]) - u0) if len(ts) > 2 else None
-    y, info = dopri5(f, x / ch.scale(ts[0]), u0, u1, rtol=rtol, atol=atol, h0=h0,
+    y, info = dopri5(f, ch.to_y(x, ts[0]), u0, u1, rtol=rtol, atol=atol, h0=h0,
                      err_scale=lambda u: ch.scale(ch.t(u)))
     denoise.info.update(info)
-    return ch.scale(ts[-1]) * y
+    return ch.to_x(y, ts[-1])
