@@ -84,7 +84,7 @@ class SampleCallback(Callback):
 
     @torch.no_grad()
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
-        from .pipeline import generate_samples
+        from .pipeline import generate_samples, sampler_options
 
         hp = module.hparams
         t0 = time.perf_counter()
@@ -92,8 +92,7 @@ class SampleCallback(Callback):
                                      num_classes=hp.num_classes, sampler=self.sampler,
                                      steps=self.steps, guidance=self.guidance, seed=self.seed,
                                      batch_size=self.batch_size, progress=False,
-                                     **{**getattr(module.domain, "sample_defaults", {}),
-                                        **self.options})
+                                     **sampler_options(module.domain, self.options))
         seconds = time.perf_counter() - t0
         module.domain.save_artifacts(x, self.run_dir / "samples", cond=labels, prefix=prefix)
         ref, ref_cond = self._ref(trainer)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import warnings
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path

@@ -82,10 +82,14 @@ class EpochSampler(DistributedSampler):
         """The (epoch, skip) the next iteration will honour, if any."""
         return self._resume
 
+    def epoch_seed(self, stream: int = 0) -> int:
+        """A seed that depends only on (seed, epoch, stream)."""
+        return self.seed * 1_000_003 + self.epoch + stream
+
     def __iter__(self) -> Iterator[int]:
         n = len(self.dataset)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch.Generator().manual_seed(self.epoch_seed())
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
@@ -112,7 +116,7 @@ class ResumableLoader(DataLoader):
     def __iter__(self):
         # worker seeds come from this generator, never from the global RNG (which drives the
         # training noise and must see the same draws in a resumed run as in an unbroken one)
-        self.generator.manual_seed(self.sampler.seed * 1_000_003 + self.sampler.epoch + 1)
+        self.generator.manual_seed(self.sampler.epoch_seed(stream=1))
         self._iter = super().__iter__()
         return self._iter
 

@@ -116,6 +116,11 @@ def generate_samples(model: DiffusionModel, n: int, *, event_shape: Sequence[int
     return torch.cat(out), labels
 
 
+def sampler_options(domain: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The caller's sampler options over the domain's optional ``sample_defaults``."""
+    return {**getattr(domain, "sample_defaults", {}), **options}
+
+
 class Pipeline:
     """A trained model ready for sampling, with its domain's artifact writer and metrics."""
 
@@ -159,7 +164,7 @@ class Pipeline:
         For a class-conditional model without ``cond`` the labels are drawn uniformly (with
         ``seed``) and kept in :attr:`last_cond`; :meth:`save` and :meth:`metrics` use them.
         """
-        options = {**getattr(self.domain, "sample_defaults", {}), **options}
+        options = sampler_options(self.domain, options)
         x, labels = generate_samples(self.model, n, event_shape=self.event_shape,
                                      num_classes=self.num_classes, sampler=sampler,
                                      steps=steps, guidance=guidance, cond=cond, seed=seed,

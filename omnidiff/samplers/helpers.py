@@ -193,7 +193,7 @@ class Chart:
         """dy/du at time t: one model evaluation, two elementwise kernels after it."""
         if self.time == "t":
             return self.denoise.velocity(y, t)
-        a, s, lam = coefficients(self.schedule, t)
+        _, _, lam = coefficients(self.schedule, t)
         x = self.to_x(y, t)
         if self.time == "sigma":
             return self.denoise.combine(x, t, 0.0, 1.0)
