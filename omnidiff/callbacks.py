@@ -58,6 +58,9 @@ class SampleCallback(Callback):
     samples from the EMA model, write the domain's artifacts under ``<run>/samples`` and its
     metrics (against ``n_ref`` reference samples of the data module) to the logger.
 
+    Conditional models sample with uniformly drawn labels, or (tensor and named conditions)
+    with the conditions of ``n`` held-out reference samples.
+
     The final metrics are kept in :attr:`final_metrics`, the periodic ones in :attr:`history`.
     """
 
@@ -73,31 +76,43 @@ class SampleCallback(Callback):
         self.options = {} if clip_x0 is None else {"clip_x0": clip_x0}
         self.history: list[dict[str, Any]] = []
         self.final_metrics: dict[str, Any] = {}
-        self._reference: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._reference: tuple[torch.Tensor, Any] | None = None
+        self._conds: Any = None
         self._last_step = -1
 
-    def _ref(self, trainer: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _ref(self, trainer: Any) -> tuple[torch.Tensor, Any]:
         if self._reference is None:
             dm = trainer.datamodule
             self._reference = dm.reference(self.n_ref, torch.Generator().manual_seed(self.seed))
         return self._reference
 
+    def _conditions(self, trainer: Any, spec: Any) -> Any:
+        """Conditions to sample with: None for labels (drawn uniformly, seeded) and
+        unconditional models; otherwise those of ``n`` held-out reference samples."""
+        if not spec.conditional or spec.drawable:
+            return None
+        if self._conds is None:
+            g = torch.Generator().manual_seed(self.seed + 1)
+            self._conds = trainer.datamodule.reference(self.n, g)[1]
+        return self._conds
+
     @torch.no_grad()
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
         from .pipeline import generate_samples, sampler_options
 
-        hp = module.hparams
+        hp, spec = module.hparams, module.cond_spec
         t0 = time.perf_counter()
-        x, labels = generate_samples(module.model, self.n, event_shape=hp.event_shape,
-                                     num_classes=hp.num_classes, sampler=self.sampler,
-                                     steps=self.steps, guidance=self.guidance, seed=self.seed,
-                                     batch_size=self.batch_size, progress=False,
-                                     **sampler_options(module.domain, self.options))
+        x, conds = generate_samples(
+            module.model, self.n, event_shape=hp.event_shape, cond_spec=spec,
+            cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
+            guidance=self.guidance, seed=self.seed, batch_size=self.batch_size, progress=False,
+            shape_for=getattr(trainer.datamodule, "event_shape_for", None),
+            **sampler_options(module.domain, self.options))
         seconds = time.perf_counter() - t0
-        module.domain.save_artifacts(x, self.run_dir / "samples", cond=labels, prefix=prefix)
+        module.domain.save_artifacts(x, self.run_dir / "samples", cond=conds, prefix=prefix)
         ref, ref_cond = self._ref(trainer)
         metrics = {k: float(v) for k, v in
-                   module.domain.metrics(x, ref, cond=labels, ref_cond=ref_cond).items()}
+                   module.domain.metrics(x, ref, cond=conds, ref_cond=ref_cond).items()}
         metrics["sample_seconds"] = round(seconds, 3)
         return metrics
 

@@ -2,15 +2,18 @@
 
 ``model.pt`` is a plain dict (loadable with ``torch.load(weights_only=True)``)::
 
-    format: "omnidiff", format_version: 1, omnidiff_version: str,
-    domain: str, event_shape: [int], num_classes: int,
+    format: "omnidiff", format_version: 2, omnidiff_version: str,
+    domain: str, event_shape: [int],
+    cond: dict (the condition specification, omnidiff.conditions.CondSpec.to_dict()),
+    num_classes: int (the class count of a label condition, else 0; format 1 had only this),
     model: dict, schedule: dict, prediction: str, sigma_data: float,
     data: dict (the training data's config, for reference samples and metrics),
     ema: bool, global_step: int,
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
 :func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
-train`` and returns the same dict.
+train`` and returns the same dict. Files of format 1 (written before conditions of every
+kind) carry only ``num_classes``; :func:`payload_cond_spec` reads them as labels.
 """
 
 from __future__ import annotations
@@ -28,14 +31,23 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .io import atomic_path, atomic_torch_save
 
 __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "read_checkpoint",
-           "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
+           "payload_cond_spec", "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
 
 FORMAT = "omnidiff"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
     """The file is missing or is not an omnidiff checkpoint (one line for the user)."""
+
+
+def payload_cond_spec(payload: dict[str, Any]) -> Any:
+    """The condition specification of an inference dict or of a DiffusionModule's
+    hyper-parameters (``cond`` / ``cond_spec``; format 1 and older runs: ``num_classes``)."""
+    from .conditions import as_spec
+
+    cond = payload.get("cond", payload.get("cond_spec"))
+    return as_spec(cond if cond is not None else int(payload.get("num_classes") or 0))
 
 
 def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
@@ -45,10 +57,11 @@ def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> d
     hp = module.hparams
     state = {k: v.detach().to("cpu", copy=True).contiguous()
              for k, v in module.model.state_dict().items()}
+    spec = payload_cond_spec(hp)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "omnidiff_version": __version__,
         "domain": str(hp.domain), "event_shape": [int(s) for s in hp.event_shape],
-        "num_classes": int(hp.num_classes), "model": dict(hp.model_cfg),
+        "cond": spec.to_dict(), "num_classes": spec.num_classes, "model": dict(hp.model_cfg),
         "schedule": dict(hp.schedule_cfg), "prediction": str(hp.prediction),
         "sigma_data": float(hp.sigma_data), "data": dict(hp.data_cfg),
         "ema": bool(ema), "global_step": int(global_step), "state_dict": state,
@@ -62,17 +75,19 @@ def save_inference(module: Any, dest: str | os.PathLike, **kwargs: Any) -> Path:
 
 def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     hp = ckpt.get("hyper_parameters") or {}
-    needed = ("domain", "model_cfg", "schedule_cfg", "event_shape", "num_classes", "prediction")
-    if not all(k in hp for k in needed):
+    needed = ("domain", "model_cfg", "schedule_cfg", "event_shape", "prediction")
+    if not all(k in hp for k in needed) or ("cond_spec" not in hp and "num_classes" not in hp):
         raise CheckpointError(f"{path} is a Lightning checkpoint but not one of omnidiff's "
                               "DiffusionModule (its hyper-parameters lack "
-                              f"{', '.join(k for k in needed if k not in hp)})")
+                              f"{', '.join(k for k in needed if k not in hp) or 'cond_spec'})")
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
              if k.startswith("model.")}
+    spec = payload_cond_spec(hp)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "omnidiff_version": ckpt.get("omnidiff_version"), "domain": hp["domain"],
-        "event_shape": list(hp["event_shape"]), "num_classes": int(hp["num_classes"]),
+        "event_shape": list(hp["event_shape"]), "cond": spec.to_dict(),
+        "num_classes": spec.num_classes,
         "model": dict(hp["model_cfg"]), "schedule": dict(hp["schedule_cfg"]),
         "prediction": hp["prediction"], "sigma_data": float(hp.get("sigma_data", 1.0)),
         "data": dict(hp.get("data_cfg") or {}),

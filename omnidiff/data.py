@@ -12,25 +12,30 @@ __all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoade
 
 
 class TensorDictDataset(Dataset):
-    """In-memory samples ``x: (N, *event)`` with optional labels ``cond: (N,)``.
+    """In-memory samples ``x: (N, *event)`` with optional conditions of any kind: labels
+    ``(N,)``, a tensor ``(N, *shape)`` or a dict of them (:mod:`omnidiff.conditions`).
 
-    Items are dicts ``{"x": (*event), "cond": ()}``; ``__getitems__`` fetches a whole batch with
-    one indexing op (``{"x": (B, *event), "cond": (B,)}``), which :func:`collate_batch` passes
-    through unchanged.
+    Items are dicts ``{"x": (*event), "cond": ...}``; ``__getitems__`` fetches a whole batch
+    with one indexing op per tensor (``{"x": (B, *event), "cond": (B, ...)}``), which
+    :func:`collate_batch` passes through unchanged.
     """
 
-    def __init__(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        if cond is not None and len(cond) != len(x):
-            raise ValueError(f"{len(x)} samples but {len(cond)} labels")
+    def __init__(self, x: torch.Tensor, cond: Any = None):
+        from .conditions import cond_batch_size
+
+        if cond is not None and cond_batch_size(cond) != len(x):
+            raise ValueError(f"{len(x)} samples but {cond_batch_size(cond)} conditions")
         self.x, self.cond = x, cond
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def _get(self, i: Any) -> dict[str, torch.Tensor]:
-        out = {"x": self.x[i]}
+    def _get(self, i: Any) -> dict[str, Any]:
+        from .conditions import index_cond
+
+        out: dict[str, Any] = {"x": self.x[i]}
         if self.cond is not None:
-            out["cond"] = self.cond[i]
+            out["cond"] = index_cond(self.cond, i)
         return out
 
     __getitem__ = _get

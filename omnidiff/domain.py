@@ -11,14 +11,20 @@ Contract (checked by ``omnidiff.testing.check_domain`` over every registered dom
   ``domain/<name>.yaml`` (the domain's defaults for ``model`` and ``data``) and, optionally,
   ``recipe/*.yaml`` recipes that ship with the domain. ``None`` when the domain has no configs.
 * ``build_data(**data_cfg)`` returns a :class:`DomainData` (a ``LightningDataModule``) whose
-  batches are dicts ``{"x": (B, *event), "cond": (B,) long}`` (``"cond"`` only when
-  ``num_classes > 0``) and which exposes ``event_shape``, ``num_classes`` and
-  ``reference(n, generator)`` (held-out samples for metrics).
-* ``build_network(event_shape, num_classes, **model_cfg)`` returns an ``nn.Module`` called as
+  batches are dicts ``{"x": (B, *event), "cond": ...}`` (``"cond"`` only for a conditional
+  model) and which exposes ``event_shape``, ``cond_spec`` (a
+  :class:`~omnidiff.conditions.CondSpec`: none, labels, a tensor per sample, or a named set;
+  data modules that only have ``num_classes`` are read as labels) and
+  ``reference(n, generator)`` (held-out samples and their conditions, for metrics). Optional:
+  ``condition(x)`` (data -> its condition, where the condition is computed from data),
+  ``event_shape_for(cond)`` (the event shape a batched condition fixes, e.g. a vocoder's
+  ``hop * frames``) and ``read_condition(path)`` (a domain file format -> a condition).
+* ``build_network(event_shape, cond_spec, **model_cfg)`` returns an ``nn.Module`` called as
   ``net(x_t, t, cond=None, drop=None) -> (B, *event)``: ``x_t: (B, *event)`` already scaled to
-  unit variance by the core, ``t: (B,)`` continuous time in [0, 1], ``cond: (B,) long`` or
-  ``None``, ``drop: (B,) bool`` or ``None`` — where ``drop`` is True the network must use its
-  own null condition (classifier-free guidance).
+  unit variance by the core, ``t: (B,)`` continuous time in [0, 1], ``cond`` a batched
+  condition of the specification (``(B,)`` long labels, a ``(B, *shape)`` tensor, or a dict of
+  them) or ``None``, ``drop: (B,) bool`` or ``None`` — where ``drop`` is True, and when
+  ``cond`` is None, the network must use its own null condition (classifier-free guidance).
 * ``save_artifacts(samples, out_dir, cond=None, prefix="samples") -> list[Path]`` writes files
   people look at (PNG / WAV / GIF) plus raw tensors, atomically.
 * ``metrics(samples, reference, cond=None, ref_cond=None) -> dict[str, float]``: lower is better
@@ -44,11 +50,11 @@ class DomainData(Protocol):
     """What a domain's data module exposes besides the LightningDataModule hooks."""
 
     event_shape: tuple[int, ...]
-    num_classes: int  # 0: unconditional
 
     def reference(self, n: int, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Held-out samples ``(n, *event)`` and their labels ``(n,)`` (or None)."""
+                  ) -> tuple[torch.Tensor, Any]:
+        """Held-out samples ``(n, *event)`` and their conditions (batched; None when
+        unconditional)."""
         ...
 
 
@@ -61,7 +67,7 @@ class Domain(Protocol):
 
     def build_data(self, **data_cfg: Any) -> DomainData: ...
 
-    def build_network(self, event_shape: tuple[int, ...], num_classes: int,
+    def build_network(self, event_shape: tuple[int, ...], cond_spec: Any,
                       **model_cfg: Any) -> nn.Module: ...
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
@@ -91,7 +97,7 @@ class LazyDomain:
             name = "points"
             config_searchpath = "pkg://omnidiff_domains.points.conf"
             data_factory = ".data:PointsData"                # (**data_cfg)
-            network_factory = ".networks:build_network"      # (event_shape, num_classes, **cfg)
+            network_factory = ".networks:build_network"      # (event_shape, cond_spec, **cfg)
             artifact_writer = ".artifacts:save_artifacts"    # (samples, out_dir, cond=, prefix=)
             metrics_fn = ".metrics:compute_metrics"          # (samples, ref, cond=, ref_cond=)
     """
@@ -112,9 +118,11 @@ class LazyDomain:
     def build_data(self, **data_cfg: Any) -> DomainData:
         return self._part(self.data_factory)(**data_cfg)
 
-    def build_network(self, event_shape: tuple[int, ...], num_classes: int,
+    def build_network(self, event_shape: tuple[int, ...], cond_spec: Any,
                       **model_cfg: Any) -> nn.Module:
-        return self._part(self.network_factory)(tuple(event_shape), num_classes, **model_cfg)
+        from .conditions import as_spec
+        return self._part(self.network_factory)(tuple(event_shape), as_spec(cond_spec),
+                                                **model_cfg)
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
                        cond: torch.Tensor | None = None, prefix: str = "samples") -> list[Path]:

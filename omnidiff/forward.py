@@ -19,12 +19,17 @@ __all__ = ["q_sample", "markov_step"]
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule,
              noise: torch.Tensor) -> torch.Tensor:
-    """x0, noise: (B, *event); t: (B,) -> x_t: (B, *event)."""
+    """x0, noise: (B, *event); t: (B,) -> x_t: (B, *event), in x0's dtype.
+
+    Only the per-sample coefficients are computed in float64; the batch is never upcast (a
+    float64 copy of a video batch would double its memory).
+    """
     if t.shape != x0.shape[:1]:
         raise ValueError(f"t must have shape (B,) = {tuple(x0.shape[:1])}, got {tuple(t.shape)}")
-    alpha, sigma = schedule.alpha_sigma(t)
-    return (append_dims(alpha, x0.ndim) * x0.double()
-            + append_dims(sigma, x0.ndim) * noise.double()).to(x0.dtype)
+    alpha, sigma = schedule.alpha_sigma(t)  # (B,) float64
+    a = append_dims(alpha.to(x0.dtype), x0.ndim)
+    s = append_dims(sigma.to(x0.dtype), x0.ndim)
+    return torch.addcmul(a * x0, s, noise.to(x0.dtype))
 
 
 def markov_step(x_prev: torch.Tensor, beta: torch.Tensor | float,

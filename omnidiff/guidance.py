@@ -1,7 +1,8 @@
 """Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a conditional model.
 
 ``guided = classifier_free(model, cond, scale)`` is a plain ``guided(x_t, t) -> prediction``
-callable for the samplers. It evaluates the conditional and unconditional halves in one batched
+callable for the samplers; ``cond`` is a condition of any kind (labels, a tensor, a dict of
+them: :mod:`omnidiff.conditions`), never looked into. It evaluates the conditional and unconditional halves in one batched
 call (``drop`` marks the unconditional half; the domain's network substitutes its own null
 condition) and returns ``u + scale * (c - u)``. Because every prediction type is an affine
 function of (x0, eps) at fixed (x_t, t), guiding the prediction equals guiding eps.
@@ -14,18 +15,19 @@ rescale=0.7, interval=(0.28, 5.42), schedule=model.schedule, prediction=model.pr
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from ._util import append_dims
+from .conditions import cat_conds
 from .predictions import target, to_x0_eps
 from .schedules import Schedule, get_schedule
 
 __all__ = ["classifier_free", "conditional", "cfg_rule", "rescale_rule", "interval_rule"]
 
 
-def conditional(model: Callable[..., torch.Tensor], cond: torch.Tensor | None
+def conditional(model: Callable[..., torch.Tensor], cond: Any
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Bind a condition without guidance: ``fn(x_t, t) = model(x_t, t, cond=cond)``."""
     def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -33,7 +35,7 @@ def conditional(model: Callable[..., torch.Tensor], cond: torch.Tensor | None
     return fn
 
 
-def classifier_free(model: Callable[..., torch.Tensor], cond: torch.Tensor | None,
+def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
                     scale: float | None, *, rescale: float = 0.0,
                     interval: tuple[float, float] | None = None,
                     schedule: Schedule | str | None = None, prediction: str | None = None
@@ -53,8 +55,8 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: torch.Tensor | Non
     if scale is None:
         return conditional(model, cond)
     if cond is None:
-        raise ValueError("guidance needs a condition: pass cond=... (class labels), or "
-                         "guidance=None for an unconditional model")
+        raise ValueError("guidance needs a condition: pass cond=... (labels, a tensor or a "
+                         "dict of them), or guidance=None for an unconditional model")
     rule = cfg_rule(float(scale))
     if rescale or interval is not None:
         if schedule is None or prediction is None:
@@ -70,7 +72,7 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: torch.Tensor | Non
         b = x_t.shape[0]
         drop = torch.cat([torch.zeros(b, dtype=torch.bool, device=x_t.device),
                           torch.ones(b, dtype=torch.bool, device=x_t.device)])
-        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=torch.cat([cond, cond]),
+        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=cat_conds([cond, cond]),
                     drop=drop)
         c, u = out.chunk(2)
         return rule(c, u, x_t, t)

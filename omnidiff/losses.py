@@ -13,7 +13,7 @@ Weightings are defined on the x0-space error and carried into the prediction's s
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -74,15 +74,17 @@ def cfg_drop_mask(batch: int, p_uncond: float, *, generator: torch.Generator | N
 
 def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, schedule: Schedule,
                    prediction: str = "eps", time_sampling: str = "uniform",
-                   weighting: str = "uniform", cond: torch.Tensor | None = None,
+                   weighting: str = "uniform", cond: Any = None,
                    p_uncond: float = 0.1, sigma_data: float = 1.0, min_snr_gamma: float = 5.0,
                    generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoising loss for a batch x0: (B, *event).
 
     ``model(x_t, t, cond=..., drop=...)`` returns the prediction. Returns (mean loss,
-    per-sample loss (B,)). With ``cond`` given, a ``p_uncond`` fraction of the batch is trained
-    unconditionally (the ``drop`` mask) for classifier-free guidance.
+    per-sample loss (B,)). With ``cond`` given (of any kind: labels, a tensor, a dict; passed
+    through untouched), a ``p_uncond`` fraction of the batch is trained unconditionally (the
+    ``drop`` mask: the network substitutes its own null condition) for classifier-free guidance.
+    ``x_t`` and the target stay in ``x0``'s dtype.
     """
     check_choice("prediction", prediction, PREDICTIONS)
     b = x0.shape[0]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from .conditions import ConditionError, CondSpec, as_spec, index_cond, map_cond
 from .model import DiffusionModel
 
 __all__ = ["Pipeline", "load", "generate_samples", "PipelineError"]
@@ -28,92 +29,112 @@ def _auto_batch(n: int, event_shape: Sequence[int]) -> int:
     return max(1, min(n, 1024, max(16, 2 ** 20 // numel)))
 
 
-def _as_labels(cond: Any, n: int, num_classes: int) -> torch.Tensor | None:
-    """int | list | LongTensor -> (n,) long labels, checked against the model."""
-    if cond is None:
-        return None
-    if num_classes <= 0:
-        raise PipelineError("this model is unconditional: drop cond= (and guidance=)")
-    c = torch.as_tensor(cond)
-    if c.is_floating_point() or c.dtype == torch.bool:
-        raise PipelineError(f"cond must be integer class labels, got dtype {c.dtype}")
-    c = c.long().reshape(-1)
-    if c.numel() == 1:
-        c = c.expand(n).clone()
-    if c.numel() != n:
-        raise PipelineError(f"cond has {c.numel()} labels for n={n} samples; pass one label "
-                            "or exactly n")
-    bad = c[(c < 0) | (c >= num_classes)]
-    if bad.numel():
-        raise PipelineError(f"class label {int(bad[0])} is out of range; this model has "
-                            f"{num_classes} classes (0..{num_classes - 1})")
-    return c
+def _prepare_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator
+                  ) -> tuple[Any, int]:
+    """The user's condition checked against ``spec``, and the number of samples it implies.
 
-
-@torch.no_grad()
-def generate_samples(model: DiffusionModel, n: int, *, event_shape: Sequence[int],
-                     num_classes: int = 0, sampler: str = "dpmpp_2m", steps: int = 20,
-                     guidance: float | None = None, cond: Any = None, seed: int | None = None,
-                     batch_size: int | None = None, device: torch.device | str | None = None,
-                     progress: bool | None = None, **options: Any
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Draw ``n`` samples ``(n, *event)`` (on CPU) and their labels ``(n,)`` (or None).
-
-    ``options`` go to :func:`omnidiff.samplers.sample` (``grid``, ``clip_x0``, ``eta``,
-    ``order``, ``s_churn``, ...).
-
-    All noise comes from one ``torch.Generator`` seeded with ``seed`` (a random seed when
-    None), so results do not depend on ``batch_size`` for deterministic samplers. A
-    class-conditional model with ``cond=None`` draws labels uniformly from that generator.
+    Labels are drawn uniformly from ``gen`` when a label-conditional model gets none.
     """
-    from .guidance import classifier_free
-    from .samplers import SAMPLERS, sample
+    if n is not None:
+        if isinstance(n, bool) or int(n) != n or int(n) < 1:
+            raise PipelineError(f"n must be a positive integer, got {n!r}")
+        n = int(n)
+    try:
+        cond, n = spec.check(cond, n)
+    except ConditionError as exc:
+        raise PipelineError(str(exc)) from None
+    if n is None:
+        raise PipelineError("pass n (the number of samples), or a condition that fixes it")
+    if cond is None and spec.conditional:
+        cond = spec.draw(n, gen)
+        if cond is None:
+            raise PipelineError(f"this model is conditioned on {spec.describe()}: pass cond= "
+                                "(Pipeline.reference(n) holds held-out conditions; "
+                                "Pipeline.condition(x) computes one from data)")
+    return cond, n
 
-    if int(n) < 1:
-        raise PipelineError(f"n must be at least 1, got {n}")
-    n = int(n)
-    if sampler not in SAMPLERS:
-        raise PipelineError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    if int(steps) < 1:
-        raise PipelineError(f"steps must be at least 1, got {steps}")
-    if guidance is not None and num_classes <= 0:
-        raise PipelineError("guidance needs a class-conditional model; this one is "
-                            "unconditional (drop guidance=)")
-    labels = _as_labels(cond, n, num_classes)
-    if seed is None:
-        seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
-    gen = torch.Generator().manual_seed(int(seed))
-    if num_classes > 0 and labels is None:
-        labels = torch.randint(0, num_classes, (n,), generator=gen)
+
+def _device_dtype(model: DiffusionModel, device: Any) -> tuple[torch.device, torch.dtype]:
     param = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (
         param.device if param is not None else torch.device("cpu"))
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    noise = torch.randn((n, *event_shape), generator=gen, dtype=torch.float32)  # (n, *event)
-    # stochastic samplers draw from a device generator seeded from the CPU one
-    dev_gen = torch.Generator(device=device).manual_seed(
-        int(torch.randint(0, 2 ** 62, (), generator=gen)))
-    bs = int(batch_size) if batch_size else _auto_batch(n, event_shape)
+    return device, dtype
+
+
+def _batch_starts(n: int, bs: int, progress: bool | None):
     starts = range(0, n, bs)
     if progress is None:
         progress = len(starts) > 4
     if progress:
         from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="sampling", unit="batch", leave=False, disable=None)
+        return tqdm(starts, desc="sampling", unit="batch", leave=False, disable=None)
+    return starts
+
+
+def _check_request(sampler: str, steps: int, guidance: float | None, spec: CondSpec) -> None:
+    from .samplers import SAMPLERS
+
+    if sampler not in SAMPLERS:
+        raise PipelineError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if int(steps) < 1:
+        raise PipelineError(f"steps must be at least 1, got {steps}")
+    if guidance is not None and not spec.conditional:
+        raise PipelineError("guidance needs a conditional model; this one is unconditional "
+                            "(drop guidance=)")
+
+
+@torch.no_grad()
+def generate_samples(model: DiffusionModel, n: int | None = None, *,
+                     event_shape: Sequence[int], cond_spec: Any = None,
+                     sampler: str = "dpmpp_2m", steps: int = 20, guidance: float | None = None,
+                     cond: Any = None, seed: int | None = None, batch_size: int | None = None,
+                     device: torch.device | str | None = None, progress: bool | None = None,
+                     shape_for: Callable[[Any], Sequence[int]] | None = None, **options: Any
+                     ) -> tuple[torch.Tensor, Any]:
+    """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None).
+
+    ``cond_spec`` is the model's :class:`~omnidiff.conditions.CondSpec` (a legacy class count
+    reads as labels); ``cond`` is checked against it, and ``n`` may follow from it. When the
+    spec's shape varies, ``shape_for(cond)`` gives the event shape the condition fixes.
+    ``options`` go to :func:`omnidiff.samplers.sample` (``grid``, ``clip_x0``, ``eta``,
+    ``order``, ``s_churn``, ...).
+
+    All noise comes from one ``torch.Generator`` seeded with ``seed`` (a random seed when
+    None), so results do not depend on ``batch_size`` for deterministic samplers. A
+    label-conditional model with ``cond=None`` draws labels uniformly from that generator.
+    """
+    from .guidance import classifier_free
+    from .samplers import sample
+
+    spec = as_spec(cond_spec)
+    _check_request(sampler, steps, guidance, spec)
+    if seed is None:
+        seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    gen = torch.Generator().manual_seed(int(seed))
+    cond, n = _prepare_cond(spec, cond, n, gen)
+    if shape_for is not None and cond is not None and spec.variable_shape:
+        event_shape = tuple(int(s) for s in shape_for(cond))
+    device, dtype = _device_dtype(model, device)
+    noise = torch.randn((n, *event_shape), generator=gen, dtype=torch.float32)  # (n, *event)
+    # stochastic samplers draw from a device generator seeded from the CPU one
+    dev_gen = torch.Generator(device=device).manual_seed(
+        int(torch.randint(0, 2 ** 62, (), generator=gen)))
+    bs = int(batch_size) if batch_size else _auto_batch(n, event_shape)
     was_training = model.training
     model.eval()
     out = []
     try:
-        for i in starts:
+        for i in _batch_starts(n, bs, progress):
             x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
-            c = labels[i:i + bs].to(device) if labels is not None else None
+            c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
             fn = classifier_free(model, c, guidance)
             x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
                         sampler=sampler, steps=int(steps), generator=dev_gen, **options)
             out.append(x0.float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out), labels
+    return torch.cat(out), cond
 
 
 def sampler_options(domain: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -125,18 +146,24 @@ class Pipeline:
     """A trained model ready for sampling, with its domain's artifact writer and metrics."""
 
     def __init__(self, model: DiffusionModel, *, domain: Any, domain_name: str,
-                 event_shape: Sequence[int], num_classes: int = 0,
+                 event_shape: Sequence[int], cond_spec: Any = None,
                  data_cfg: dict[str, Any] | None = None, info: dict[str, Any] | None = None):
         self.model = model.eval()
         self.domain = domain
         self.domain_name = domain_name
         self.event_shape = tuple(int(s) for s in event_shape)
-        self.num_classes = int(num_classes)
+        self.cond_spec: CondSpec = as_spec(cond_spec)
         self.data_cfg = dict(data_cfg or {})
         self.info = dict(info or {})
-        self.last_cond: torch.Tensor | None = None
+        self.last_cond: Any = None
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
+        self._data: Any = None
+
+    @property
+    def num_classes(self) -> int:
+        """The class count of a label-conditional model (0 otherwise)."""
+        return self.cond_spec.num_classes
 
     @property
     def device(self) -> torch.device:
@@ -149,28 +176,77 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return (f"Pipeline(domain={self.domain_name!r}, event_shape={self.event_shape}, "
-                f"num_classes={self.num_classes}, schedule={self.model.schedule!r}, "
+                f"cond={self.cond_spec.describe()!r}, schedule={self.model.schedule!r}, "
                 f"prediction={self.model.prediction!r})")
 
-    def generate(self, n: int, *, sampler: str = "dpmpp_2m", steps: int = 20,
+    # ---- the data module: conditions from data, shapes from conditions --------------------
+    def data(self, setup: bool = False) -> Any:
+        """The domain's data module for the training data's config (built once, on demand)."""
+        if self._data is None:
+            self._data = self.domain.build_data(**self.data_cfg)
+        if setup and not getattr(self, "_data_ready", False):
+            for hook in ("prepare_data", "setup"):
+                if hasattr(self._data, hook):
+                    getattr(self._data, hook)(*(("fit",) if hook == "setup" else ()))
+            self._data_ready = True
+        return self._data
+
+    def _shape_for(self, cond: Any) -> Sequence[int]:
+        fn = getattr(self.data(), "event_shape_for", None)
+        return self.event_shape if fn is None else fn(cond)
+
+    def condition(self, x: torch.Tensor) -> Any:
+        """The condition of data ``x: (n, *event)`` (a mel spectrogram of a waveform, the first
+        frames of a clip, ...), for domains whose condition is computed from data:
+        ``pipe.generate(cond=pipe.condition(x))`` round-trips real data."""
+        if not self.cond_spec.conditional:
+            raise PipelineError("this model is unconditional: it has no condition to compute")
+        fn = getattr(self.data(), "condition", None)
+        if fn is None:
+            raise PipelineError(f"the {self.domain_name!r} domain does not compute its "
+                                f"condition ({self.cond_spec.describe()}) from data; pass "
+                                "cond= directly")
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise PipelineError(f"condition(x) takes a batch of data (n, *event); got "
+                                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+        return fn(x)
+
+    def read_condition(self, path: str | Path) -> Any:
+        """A condition from a file: ``.npy`` / ``.pt`` holding a condition, or data of this
+        model's kind (turned into its condition by :meth:`condition`); other formats (``.wav``,
+        ``.png``, ...) where the domain's data module reads them (``read_condition``)."""
+        from .condition_files import read_condition_file
+
+        return read_condition_file(self, Path(path))
+
+    # ---- sampling -------------------------------------------------------------------------
+    def generate(self, n: int | None = None, *, sampler: str = "dpmpp_2m", steps: int = 20,
                  guidance: float | None = None, cond: Any = None, seed: int | None = None,
                  batch_size: int | None = None, progress: bool | None = None,
                  **options: Any) -> torch.Tensor:
-        """``n`` samples ``(n, *event)`` on CPU. ``cond``: int, list or LongTensor of labels.
-        ``options`` go to the sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in
-        [-1, 1]), ``eta=``, ``order=``, ... (see :func:`omnidiff.samplers.sample`), over the
-        domain's ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
+        """Samples ``(n, *event)`` on CPU.
 
-        For a class-conditional model without ``cond`` the labels are drawn uniformly (with
-        ``seed``) and kept in :attr:`last_cond`; :meth:`save` and :meth:`metrics` use them.
+        ``cond``: a condition of the model's kind (:attr:`cond_spec`): an int, list or long
+        tensor of labels; a tensor of the specified per-sample shape, one ``(*shape)`` or a
+        batch ``(n, *shape)``; or a dict of these for a named set. ``n`` may be left out when
+        ``cond`` fixes it; a condition that fixes the sample's shape (a vocoder's mel) sets
+        the shape of the noise. ``guidance``: classifier-free guidance scale (one batched call
+        per step). ``options`` go to the sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images
+        in [-1, 1]), ``eta=``, ``order=``, ... (see :func:`omnidiff.samplers.sample`), over
+        the domain's ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
+
+        For a label-conditional model without ``cond`` the labels are drawn uniformly (with
+        ``seed``); the conditions used are kept in :attr:`last_cond` for :meth:`save` and
+        :meth:`metrics`.
         """
         options = sampler_options(self.domain, options)
-        x, labels = generate_samples(self.model, n, event_shape=self.event_shape,
-                                     num_classes=self.num_classes, sampler=sampler,
-                                     steps=steps, guidance=guidance, cond=cond, seed=seed,
-                                     batch_size=batch_size, device=self.device,
-                                     progress=progress, **options)
-        self.last_cond, self._last_samples = labels, x
+        shape_for = self._shape_for if self.cond_spec.variable_shape else None
+        x, used = generate_samples(self.model, n, event_shape=self.event_shape,
+                                   cond_spec=self.cond_spec, sampler=sampler, steps=steps,
+                                   guidance=guidance, cond=cond, seed=seed,
+                                   batch_size=batch_size, device=self.device,
+                                   progress=progress, shape_for=shape_for, **options)
+        self.last_cond, self._last_samples = used, x
         return x
 
     def log_likelihood(self, x: torch.Tensor, *, cond: Any = None, divergence: str = "auto",
@@ -182,18 +258,19 @@ class Pipeline:
         Returns :class:`~omnidiff.likelihood.LogLikelihood` (``nats`` and ``bits_per_dim``
         per sample, ``nfe``). ``divergence``: exact | hutchinson | auto; ``solver``: rk45 |
         heun (``steps``); ``dequantize``: levels of discrete data in [-1, 1] (e.g. 256).
+        ``cond``: the condition of each sample (None: the model's null condition).
         """
         from .guidance import conditional
         from .likelihood import LogLikelihood, log_likelihood
 
         self._check(x)
-        labels = _as_labels(cond, x.shape[0], self.num_classes)
+        cond = self._checked_cond(cond, x.shape[0])
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
         bs = int(batch_size) if batch_size else _auto_batch(x.shape[0], self.event_shape)
         dtype = next(self.model.parameters()).dtype
         parts, nfe = [], 0
         for i in range(0, x.shape[0], bs):
-            c = labels[i:i + bs].to(self.device) if labels is not None else None
+            c = map_cond(lambda v: v.to(self.device), index_cond(cond, slice(i, i + bs)))
             r = log_likelihood(conditional(self.model, c), x[i:i + bs].to(self.device),
                                schedule=self.model.schedule, prediction=self.model.prediction,
                                divergence=divergence, solver=solver, steps=steps, rtol=rtol,
@@ -204,43 +281,50 @@ class Pipeline:
                              bits_per_dim=torch.cat([r.bits_per_dim.cpu() for r in parts]),
                              nfe=nfe)
 
-    def _cond_for(self, samples: torch.Tensor, cond: Any) -> torch.Tensor | None:
+    def _checked_cond(self, cond: Any, n: int) -> Any:
+        try:
+            return self.cond_spec.check(cond, n)[0]
+        except ConditionError as exc:
+            raise PipelineError(str(exc)) from None
+
+    def _cond_for(self, samples: torch.Tensor, cond: Any) -> Any:
         if cond is not None:
-            return _as_labels(cond, samples.shape[0], self.num_classes)
+            return self._checked_cond(cond, samples.shape[0])
         if samples is self._last_samples:
             return self.last_cond
         return None
 
+    # ---- files and metrics ----------------------------------------------------------------
     def save(self, samples: torch.Tensor, out_dir: str | Path, *, cond: Any = None,
              prefix: str = "samples") -> list[Path]:
         """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``."""
-        self._check(samples)
+        self._check(samples, any_shape=self.cond_spec.variable_shape)
         return [Path(p) for p in self.domain.save_artifacts(
             samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix)]
 
-    def reference(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``n`` held-out samples from the training data's config (cached)."""
+    def reference(self, n: int, seed: int = 0) -> tuple[torch.Tensor, Any]:
+        """``n`` held-out samples from the training data's config and their conditions
+        (cached)."""
         if self._reference is None or self._reference[0] < n:
-            dm = self.domain.build_data(**self.data_cfg)
-            for hook in ("prepare_data", "setup"):
-                if hasattr(dm, hook):
-                    getattr(dm, hook)(*(("fit",) if hook == "setup" else ()))
-            ref = dm.reference(n, torch.Generator().manual_seed(seed))
+            ref = self.data(setup=True).reference(n, torch.Generator().manual_seed(seed))
             self._reference = (n, ref)
         x, c = self._reference[1]
-        return x[:n], (c[:n] if c is not None else None)
+        return x[:n], index_cond(c, slice(0, n))
 
     def metrics(self, samples: torch.Tensor, *, n_ref: int = 2048, cond: Any = None,
                 seed: int = 0) -> dict[str, float]:
         """The domain's quality metrics of ``samples`` against ``n_ref`` reference samples."""
-        self._check(samples)
+        self._check(samples, any_shape=self.cond_spec.variable_shape)
         ref, ref_cond = self.reference(n_ref, seed)
         out = self.domain.metrics(samples, ref, cond=self._cond_for(samples, cond),
                                   ref_cond=ref_cond)
         return {k: float(v) for k, v in out.items()}
 
-    def _check(self, samples: torch.Tensor) -> None:
-        if not isinstance(samples, torch.Tensor) or tuple(samples.shape[1:]) != self.event_shape:
+    def _check(self, samples: torch.Tensor, any_shape: bool = False) -> None:
+        ok = isinstance(samples, torch.Tensor) and (
+            samples.dim() == len(self.event_shape) + 1 if any_shape
+            else tuple(samples.shape[1:]) == self.event_shape)
+        if not ok:
             shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
             raise PipelineError(f"samples must have shape (n, {', '.join(map(str, self.event_shape))})"
                                 f" for this model, got {shape}")
@@ -248,12 +332,13 @@ class Pipeline:
     @classmethod
     def from_payload(cls, payload: dict[str, Any], device: torch.device | str | None = None
                      ) -> "Pipeline":
+        from .checkpoint import payload_cond_spec
         from .registry import get_domain
 
         domain = get_domain(payload["domain"])
         event_shape = tuple(int(s) for s in payload["event_shape"])
-        num_classes = int(payload["num_classes"])
-        net = domain.build_network(event_shape, num_classes, **payload["model"])
+        spec = payload_cond_spec(payload)
+        net = domain.build_network(event_shape, spec, **payload["model"])
         model = DiffusionModel(net, dict(payload["schedule"]), payload["prediction"],
                                sigma_data=float(payload["sigma_data"]))
         try:
@@ -271,7 +356,7 @@ class Pipeline:
         model.to(device).eval()
         info = {k: v for k, v in payload.items() if k != "state_dict"}
         return cls(model, domain=domain, domain_name=payload["domain"], event_shape=event_shape,
-                   num_classes=num_classes, data_cfg=payload.get("data") or {}, info=info)
+                   cond_spec=spec, data_cfg=payload.get("data") or {}, info=info)
 
 
 def load(checkpoint: str | Path, device: torch.device | str | None = None) -> Pipeline:

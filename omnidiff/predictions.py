@@ -36,21 +36,19 @@ def _coeffs(schedule: Schedule, t: torch.Tensor, ndim: int, need_derivs: bool):
 
 def target(kind: str, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
            schedule: Schedule) -> torch.Tensor:
-    """The training target for prediction ``kind``. x0, eps: (B, *event); t: (B,)."""
+    """The training target for prediction ``kind``, in x0's dtype. x0, eps: (B, *event);
+    t: (B,). The coefficients are float64 per sample; the batch is not upcast."""
     check_choice("prediction", kind, PREDICTIONS)
     if kind == "eps":
         return eps
     if kind == "x0":
         return x0
-    c = _coeffs(schedule, t, x0.ndim, kind == "flow")
-    x0d, epsd = x0.double(), eps.double()
+    c = [v.to(x0.dtype) for v in _coeffs(schedule, t, x0.ndim, kind == "flow")]
     if kind == "v":
         a, s = c
-        out = a * epsd - s * x0d
-    else:
-        _, _, da, ds = c
-        out = da * x0d + ds * epsd
-    return out.to(x0.dtype)
+        return a * eps - s * x0
+    _, _, da, ds = c
+    return da * x0 + ds * eps
 
 
 def to_x0_eps(kind: str, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,

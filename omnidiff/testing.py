@@ -10,10 +10,12 @@ in ``tests/test_domain_contract.py``)::
         check_domain(MyDomain(), data={"train_size": 256}, model={"width": 16}, out_dir=tmp_path)
 
 It exercises the whole :class:`~omnidiff.domain.Domain` contract on small sizes: the Hydra
-defaults (``domain/<name>.yaml``), the data module (batches, ``event_shape``, ``num_classes``,
-``reference``), the network (output shape, finite values, gradients, the ``drop`` null
-condition), one training loss, a few sampling steps, the artifacts (files exist, PNG / NPY /
-PT parse, nothing half-written) and the metrics (plain floats). The first broken promise
+defaults (``domain/<name>.yaml``), the data module (batches, ``event_shape``, the condition
+specification ``cond_spec`` and batches that fit it, ``reference``, ``condition(x)`` where
+defined), the network (output shape, finite values, gradients, the ``drop`` null condition,
+the condition of any kind changes the output), one training loss, a few guided sampling steps
+with the reference data's conditions, the artifacts (files exist, PNG / NPY / PT parse, nothing
+half-written) and the metrics (plain floats). The first broken promise
 raises :class:`DomainContractError` naming the domain and what to fix.
 """
 
@@ -113,47 +115,57 @@ def _perturbed(net: nn.Module, seed: int) -> nn.Module:
     return net
 
 
-def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
-                 model: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
-                 n: int = 4, steps: int = 2, sampler: str = "ddim", seed: int = 0
-                 ) -> dict[str, Any]:
-    """Check ``domain`` against the contract of :mod:`omnidiff.domain`; return a short report.
+def _perturb(spec: Any, cond: Any) -> Any:
+    """A different condition of the same kind (labels shifted by one, tensors moved, masks
+    flipped), to see whether the network reads its condition."""
+    from .conditions import LabelCond, NamedCond
 
-    ``data`` / ``model`` are merged over the domain's own defaults (its
-    ``domain/<name>.yaml``); pass small sizes to keep the check fast. ``out_dir`` receives the
-    artifacts (a temporary folder when None). ``n`` samples are drawn with ``steps`` steps of
-    ``sampler``. Raises :class:`DomainContractError` on the first broken promise.
-    """
-    from .losses import diffusion_loss
-    from .model import DiffusionModel
-    from .pipeline import generate_samples
-    from .schedules import get_schedule
+    if isinstance(spec, NamedCond):
+        return {k: _perturb(s, cond[k]) for k, s in spec.fields}
+    if isinstance(spec, LabelCond):
+        return (cond + 1) % spec.num_classes
+    if cond.dtype == torch.bool:
+        return ~cond
+    if cond.is_floating_point():
+        return cond + 1.0 + cond.abs()
+    return cond + 1
 
-    # ---- the object -------------------------------------------------------------------------
+
+def _check_object(domain: Any) -> None:
     missing = [a for a in REQUIRED_ATTRS if not hasattr(domain, a)]
     _require(not missing, domain, f"lacks {', '.join(missing)} (see omnidiff.domain.Domain)")
     _require(isinstance(domain.name, str) and domain.name.isidentifier(), domain,
              f"name must be an identifier-like string; got {domain.name!r}")
     for meth in ("build_data", "build_network", "save_artifacts", "metrics"):
         _require(callable(getattr(domain, meth)), domain, f"{meth} must be callable")
-    data_defaults, model_defaults = domain_defaults(domain)
-    data_cfg = {**data_defaults, **dict(data or {})}
-    model_cfg = {**model_defaults, **dict(model or {})}
-    torch.manual_seed(seed)
 
-    # ---- data -------------------------------------------------------------------------------
+
+def _check_data(domain: Any, data_cfg: dict[str, Any]) -> tuple[Any, tuple[int, ...], Any]:
+    """The data module, its event shape and its condition specification."""
+    from .conditions import spec_of
+
     dm = domain.build_data(**data_cfg)
     for hook in ("prepare_data", "setup"):
         if hasattr(dm, hook):
             getattr(dm, hook)(*(("fit",) if hook == "setup" else ()))
     _require(isinstance(dm, DomainData), domain,
-             "build_data must return a data module with event_shape, num_classes, reference()")
+             "build_data must return a data module with event_shape and reference()")
     event_shape = tuple(dm.event_shape)
     _require(len(event_shape) >= 1 and all(isinstance(s, int) and s > 0 for s in event_shape),
              domain, f"event_shape must be a tuple of positive ints; got {dm.event_shape!r}")
-    num_classes = dm.num_classes
-    _require(isinstance(num_classes, int) and num_classes >= 0, domain,
-             f"num_classes must be an int >= 0; got {num_classes!r}")
+    try:
+        spec = spec_of(dm)
+    except (TypeError, ValueError) as exc:
+        _fail(domain, f"cond_spec must be an omnidiff.conditions.CondSpec (or num_classes an "
+                      f"int >= 0): {exc}")
+    return dm, event_shape, spec
+
+
+def _check_batch(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any
+                 ) -> tuple[torch.Tensor, Any]:
+    """One training batch: ``x: (B, *event)`` and its condition (None if unconditional)."""
+    from .conditions import ConditionError
+
     _require(hasattr(dm, "train_dataloader"), domain, "the data module needs train_dataloader()")
     loader = dm.train_dataloader()
     _require(callable(getattr(loader, "state_dict", None))
@@ -170,33 +182,47 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
              f"batch['x'] must be a float tensor (B, *{event_shape}); got "
              f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
     _require(bool(torch.isfinite(x).all()), domain, "batch['x'] holds NaN or inf")
-    cond = None
-    if num_classes > 0:
-        cond = batch.get("cond")
-        _require(isinstance(cond, torch.Tensor) and cond.dtype == torch.long
-                 and tuple(cond.shape) == (x.shape[0],), domain,
-                 f"with num_classes={num_classes}, batch['cond'] must be a long tensor "
-                 f"({x.shape[0]},); got {getattr(cond, 'dtype', cond)} "
-                 f"{tuple(getattr(cond, 'shape', ()))}")
-        _require(bool(((cond >= 0) & (cond < num_classes)).all()), domain,
-                 f"batch['cond'] labels must lie in [0, {num_classes})")
-    n_ref = max(2 * n, 8)
+    if not spec.conditional:
+        return x, None
+    cond = batch.get("cond")
+    try:
+        spec.check_batch(cond, x.shape[0])
+    except ConditionError as exc:
+        _fail(domain, f"the data module declares {spec.describe()}: batch['cond']: {exc}")
+    return x, cond
+
+
+def _check_reference(domain: Any, dm: Any, n_ref: int, event_shape: tuple[int, ...], spec: Any,
+                     seed: int) -> tuple[torch.Tensor, Any]:
+    from .conditions import ConditionError
+
     ref = dm.reference(n_ref, torch.Generator().manual_seed(seed))
     _require(isinstance(ref, tuple) and len(ref) == 2, domain,
-             "reference(n, generator) must return a pair (samples, labels or None)")
+             "reference(n, generator) must return a pair (samples, conditions or None)")
     ref_x, ref_c = ref
     _require(isinstance(ref_x, torch.Tensor) and tuple(ref_x.shape) == (n_ref, *event_shape),
              domain, f"reference({n_ref}) must return samples ({n_ref}, *{event_shape}); got "
                      f"{tuple(getattr(ref_x, 'shape', ()))}")
-    if num_classes > 0:
-        _require(isinstance(ref_c, torch.Tensor) and tuple(ref_c.shape) == (n_ref,), domain,
-                 f"reference labels must be ({n_ref},) for a conditional data module")
+    if spec.conditional:
+        try:
+            spec.check_batch(ref_c, n_ref)
+        except ConditionError as exc:
+            _fail(domain, f"reference({n_ref}) conditions: {exc}")
     again = dm.reference(n_ref, torch.Generator().manual_seed(seed))[0]
     _require(torch.equal(ref_x, again), domain,
              "reference(n, generator) must be deterministic for a given generator seed")
+    return ref_x, ref_c
 
-    # ---- network ----------------------------------------------------------------------------
-    net = domain.build_network(event_shape, num_classes, **model_cfg)
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def _check_network(domain: Any, net: Any, x: torch.Tensor, cond: Any, spec: Any, seed: int
+                   ) -> None:
+    """Output shape and finiteness; ``drop`` and ``cond=None`` give the null condition; the
+    condition matters otherwise (on a copy with every weight randomised, since zero-initialised
+    layers would hide it)."""
     _require(isinstance(net, nn.Module), domain, "build_network must return an nn.Module")
     b = x.shape[0]
     t = torch.rand(b, generator=torch.Generator().manual_seed(seed))
@@ -207,31 +233,35 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
              f"{tuple(getattr(out, 'shape', ()))}")
     _require(bool(torch.isfinite(out).all()), domain, "the network output holds NaN or inf")
     probe = _perturbed(net, seed)
+    drop_all = torch.ones(b, dtype=torch.bool)
     with torch.no_grad():
-        drop_all = torch.ones(b, dtype=torch.bool)
-        if num_classes > 0:
-            other = (cond + 1) % num_classes
-            a = probe(x, t, cond, drop_all)
-            c = probe(x, t, other, drop_all)
-            _require(torch.allclose(a, c, atol=1e-5, rtol=1e-4), domain,
-                     "where drop is True the network must ignore cond (use its null condition)")
-            _require(torch.allclose(a, probe(x, t, None, None), atol=1e-5, rtol=1e-4), domain,
-                     "cond=None must give the null condition, like drop=True")
-            if num_classes > 1:
-                keep = probe(x, t, cond, torch.zeros(b, dtype=torch.bool))
-                _require(not torch.allclose(keep, probe(x, t, other, None)), domain,
-                         "the network ignores cond (outputs do not change with the label)")
-        else:
-            a = probe(x, t, None, drop_all)
-            _require(torch.allclose(a, probe(x, t, None, None), atol=1e-5, rtol=1e-4), domain,
+        if not spec.conditional:
+            _require(_close(probe(x, t, None, drop_all), probe(x, t, None, None)), domain,
                      "an unconditional network must accept drop and give the same output")
+            return
+        other = _perturb(spec, cond)
+        a = probe(x, t, cond, drop_all)
+        _require(_close(a, probe(x, t, other, drop_all)), domain,
+                 "where drop is True the network must ignore cond (use its null condition)")
+        _require(_close(a, probe(x, t, None, None)), domain,
+                 "cond=None must give the null condition, like drop=True")
+        if spec.num_classes != 1:
+            keep = probe(x, t, cond, torch.zeros(b, dtype=torch.bool))
+            _require(not torch.allclose(keep, probe(x, t, other, None)), domain,
+                     "the network ignores cond (outputs do not change with the condition)")
 
-    # ---- one training loss ------------------------------------------------------------------
+
+def _check_loss(domain: Any, net: nn.Module, x: torch.Tensor, cond: Any, seed: int
+                ) -> tuple[Any, float]:
+    """One diffusion loss and its gradients; returns the bound DiffusionModel and the loss."""
+    from .losses import diffusion_loss
+    from .model import DiffusionModel
+    from .schedules import get_schedule
+
     schedule = get_schedule("cosine")
     dmodel = DiffusionModel(net.train(), schedule, "eps")
-    loss, per_sample = diffusion_loss(dmodel, x, schedule=schedule, prediction="eps",
-                                      cond=cond, p_uncond=0.5,
-                                      generator=torch.Generator().manual_seed(seed))
+    loss, _ = diffusion_loss(dmodel, x, schedule=schedule, prediction="eps", cond=cond,
+                             p_uncond=0.5, generator=torch.Generator().manual_seed(seed))
     _require(loss.dim() == 0 and bool(torch.isfinite(loss)), domain,
              f"the diffusion loss must be a finite scalar; got {loss}")
     loss.backward()
@@ -240,19 +270,33 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
     _require(all(g is None or bool(torch.isfinite(g).all()) for g in grads), domain,
              "gradients hold NaN or inf")
     net.zero_grad(set_to_none=True)
+    return dmodel.eval(), float(loss.detach())
 
-    # ---- sampling, artifacts, metrics -------------------------------------------------------
-    dmodel.eval()
-    samples, labels = generate_samples(dmodel, n, event_shape=event_shape,
-                                       num_classes=num_classes, sampler=sampler, steps=steps,
-                                       guidance=2.0 if num_classes else None, seed=seed,
-                                       progress=False)
-    _require(tuple(samples.shape) == (n, *event_shape) and bool(torch.isfinite(samples).all()),
-             domain, f"sampling gave {tuple(samples.shape)} (expected ({n}, *{event_shape}), "
-                     "finite)")
+
+def _check_sampling(domain: Any, dm: Any, dmodel: Any, n: int, event_shape: tuple[int, ...],
+                    spec: Any, ref_c: Any, sampler: str, steps: int, seed: int
+                    ) -> tuple[torch.Tensor, Any]:
+    """``n`` samples with guidance, their conditions from the reference data."""
+    from .conditions import index_cond
+    from .pipeline import generate_samples
+
+    cond = None if spec.drawable or not spec.conditional else index_cond(ref_c, slice(0, n))
+    samples, used = generate_samples(
+        dmodel, n, event_shape=event_shape, cond_spec=spec, cond=cond, sampler=sampler,
+        steps=steps, guidance=2.0 if spec.conditional else None, seed=seed, progress=False,
+        shape_for=getattr(dm, "event_shape_for", None))
+    ok = samples.shape[0] == n and samples.dim() == len(event_shape) + 1 and (
+        spec.variable_shape or tuple(samples.shape[1:]) == event_shape)
+    _require(ok and bool(torch.isfinite(samples).all()), domain,
+             f"sampling gave {tuple(samples.shape)} (expected ({n}, *{event_shape}), finite)")
+    return samples, used
+
+
+def _check_artifacts(domain: Any, samples: torch.Tensor, cond: Any,
+                     out_dir: str | Path | None) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="omnidiff-contract-") as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        files = domain.save_artifacts(samples, folder, cond=labels, prefix="contract")
+        files = domain.save_artifacts(samples, folder, cond=cond, prefix="contract")
         _require(isinstance(files, (list, tuple)) and len(files) > 0, domain,
                  "save_artifacts must return the list of written paths")
         files = [Path(f) for f in files]
@@ -261,19 +305,74 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
         leftovers = [p.name for p in folder.rglob("*") if ".tmp" in p.name]
         _require(not leftovers, domain, f"temporary files left behind: {leftovers} (write "
                                         "through omnidiff.io.atomic_path)")
-        names = [f.name for f in files]
+        return [f.name for f in files]
 
-    metrics = domain.metrics(samples, ref_x, cond=labels, ref_cond=ref_c)
+
+def _check_metrics(domain: Any, samples: torch.Tensor, cond: Any, ref_x: torch.Tensor,
+                   ref_c: Any) -> dict[str, float]:
+    from .conditions import index_cond
+
+    metrics = domain.metrics(samples, ref_x, cond=cond, ref_cond=ref_c)
     _require(isinstance(metrics, Mapping) and len(metrics) > 0, domain,
              "metrics must return a non-empty dict {name: float}")
     for k, v in metrics.items():
         _require(isinstance(k, str) and isinstance(v, (float, int)) and not isinstance(v, bool),
                  domain, f"metric {k!r} must be a plain float; got {type(v).__name__}")
-    half = n_ref // 2
-    same = domain.metrics(ref_x[:half], ref_x[half:],
-                          cond=None if ref_c is None else ref_c[:half],
-                          ref_cond=None if ref_c is None else ref_c[half:])
+    half = ref_x.shape[0] // 2
+    same = domain.metrics(ref_x[:half], ref_x[half:], cond=index_cond(ref_c, slice(0, half)),
+                          ref_cond=index_cond(ref_c, slice(half, None)))
     bad = [k for k, v in same.items() if not math.isfinite(float(v))]
     _require(not bad, domain, f"metrics of reference vs reference data are not finite: {bad}")
-    return {"name": domain.name, "event_shape": event_shape, "num_classes": num_classes,
-            "loss": float(loss.detach()), "files": names, "metrics": dict(metrics)}
+    return dict(metrics)
+
+
+def _check_condition_map(domain: Any, dm: Any, ref_x: torch.Tensor, ref_c: Any, spec: Any
+                         ) -> None:
+    """A domain that computes its condition from data: ``condition(x)`` fits the spec."""
+    from .conditions import ConditionError
+
+    fn = getattr(dm, "condition", None)
+    if fn is None or not spec.conditional:
+        return
+    try:
+        c = fn(ref_x[:2])
+    except (ValueError, TypeError):
+        return  # this configuration's condition is not computed from data (said in one line)
+    try:
+        spec.check_batch(c, 2)
+    except ConditionError as exc:
+        _fail(domain, f"condition(x) must return a condition of the spec: {exc}")
+
+
+def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
+                 model: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
+                 n: int = 4, steps: int = 2, sampler: str = "ddim", seed: int = 0
+                 ) -> dict[str, Any]:
+    """Check ``domain`` against the contract of :mod:`omnidiff.domain`; return a short report.
+
+    ``data`` / ``model`` are merged over the domain's own defaults (its
+    ``domain/<name>.yaml``); pass small sizes to keep the check fast. ``out_dir`` receives the
+    artifacts (a temporary folder when None). ``n`` samples are drawn with ``steps`` steps of
+    ``sampler``, conditioned like the reference data. Raises :class:`DomainContractError` on
+    the first broken promise.
+    """
+    _check_object(domain)
+    data_defaults, model_defaults = domain_defaults(domain)
+    data_cfg = {**data_defaults, **dict(data or {})}
+    model_cfg = {**model_defaults, **dict(model or {})}
+    torch.manual_seed(seed)
+
+    dm, event_shape, spec = _check_data(domain, data_cfg)
+    x, cond = _check_batch(domain, dm, event_shape, spec)
+    ref_x, ref_c = _check_reference(domain, dm, max(2 * n, 8), event_shape, spec, seed)
+    _check_condition_map(domain, dm, ref_x, ref_c, spec)
+    net = domain.build_network(event_shape, spec, **model_cfg)
+    _check_network(domain, net, x, cond, spec, seed)
+    dmodel, loss = _check_loss(domain, net, x, cond, seed)
+    samples, used = _check_sampling(domain, dm, dmodel, n, event_shape, spec, ref_c, sampler,
+                                    steps, seed)
+    names = _check_artifacts(domain, samples, used, out_dir)
+    metrics = _check_metrics(domain, samples, used, ref_x, ref_c)
+    return {"name": domain.name, "event_shape": event_shape, "cond": spec.describe(),
+            "num_classes": spec.num_classes, "loss": loss, "files": names,
+            "metrics": metrics}

@@ -36,6 +36,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from .conditions import as_spec, spec_of
 from .losses import diffusion_loss
 from .model import DiffusionModel
 from .registry import get_domain
@@ -47,29 +48,36 @@ __all__ = ["DiffusionModule", "train", "run_dir_for", "resume_target", "build_ca
 class DiffusionModule(LightningModule):
     """A domain's network + a schedule + a prediction type, trained with ``diffusion_loss``.
 
-    Batches are dicts ``{"x": (B, *event), "cond": (B,) long}`` (``cond`` only for
-    class-conditional data). Logs ``train/loss`` every step and ``val/loss`` per validation.
+    Batches are dicts ``{"x": (B, *event), "cond": ...}`` (``cond`` of the kind ``cond_spec``
+    declares: labels, a tensor, a dict; only for conditional data). ``cond_spec`` is a
+    :class:`~omnidiff.conditions.CondSpec`, its ``to_dict()``, or a class count (the older
+    ``num_classes=`` keyword is read the same way). Logs
+    ``train/loss`` every step and ``val/loss`` per validation.
     """
 
     def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
-                 event_shape: Sequence[int], num_classes: int = 0, prediction: str = "eps",
+                 event_shape: Sequence[int], cond_spec: Any = None, prediction: str = "eps",
                  time_sampling: str = "uniform", weighting: str = "uniform",
                  p_uncond: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
                  warmup: int = 0, sigma_data: float = 1.0,
-                 data_cfg: dict[str, Any] | None = None):
+                 data_cfg: dict[str, Any] | None = None, num_classes: int | None = None):
         super().__init__()
         event_shape = [int(s) for s in event_shape]
+        # num_classes: hyper-parameters of runs before conditions of every kind
+        spec = as_spec(cond_spec if cond_spec is not None or num_classes is None
+                       else int(num_classes))
         self.save_hyperparameters({
             "domain": str(domain), "model_cfg": dict(model_cfg),
             "schedule_cfg": dict(schedule_cfg), "event_shape": event_shape,
-            "num_classes": int(num_classes), "prediction": str(prediction),
+            "cond_spec": spec.to_dict(), "prediction": str(prediction),
             "time_sampling": str(time_sampling), "weighting": str(weighting),
             "p_uncond": float(p_uncond), "lr": float(lr), "weight_decay": float(weight_decay),
             "warmup": int(warmup), "sigma_data": float(sigma_data),
             "data_cfg": dict(data_cfg or {})})
+        self.cond_spec = spec
         self.domain = get_domain(domain)
         self.schedule = get_schedule(**schedule_cfg)
-        net = self.domain.build_network(tuple(event_shape), int(num_classes), **model_cfg)
+        net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
         self.model = DiffusionModel(net, self.schedule, prediction, sigma_data=sigma_data)
 
     # ---- steps ---------------------------------------------------------------------------
@@ -77,7 +85,13 @@ class DiffusionModule(LightningModule):
               ) -> torch.Tensor:
         hp = self.hparams
         x = batch["x"]  # (B, *event)
-        cond = batch.get("cond") if hp.num_classes > 0 else None
+        cond = None
+        if self.cond_spec.conditional:
+            if batch.get("cond") is None:
+                raise ValueError(f"the model is conditioned on {self.cond_spec.describe()} but "
+                                 "a training batch has no 'cond'; the data module must yield "
+                                 "{'x': ..., 'cond': ...}")
+            cond = batch["cond"]
         loss, _ = diffusion_loss(self.model, x, schedule=self.schedule,
                                  prediction=hp.prediction, time_sampling=hp.time_sampling,
                                  weighting=hp.weighting, cond=cond, p_uncond=hp.p_uncond,
@@ -320,7 +334,7 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
 
 
 def _setup_data(dm: Any) -> None:
-    """Let event_shape / num_classes be known before the Trainer runs (idempotent hooks)."""
+    """Let event_shape / cond_spec be known before the Trainer runs (idempotent hooks)."""
     if hasattr(dm, "prepare_data"):
         dm.prepare_data()
     if hasattr(dm, "setup"):
@@ -363,11 +377,10 @@ def train(cfg: Any) -> Path:
 
     _setup_data(dm)
     event_shape = tuple(int(s) for s in dm.event_shape)
-    num_classes = int(dm.num_classes)
 
     module = DiffusionModule(
         str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
-        event_shape=event_shape, num_classes=num_classes,
+        event_shape=event_shape, cond_spec=spec_of(dm),
         prediction=cfg.loss.prediction, time_sampling=cfg.loss.time_sampling,
         weighting=cfg.loss.weighting, p_uncond=float(cfg.loss.p_uncond),
         lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay),

@@ -17,21 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.nn import ClassEmbedding, TimeEmbedding
+from typing import Any
+
+from omnidiff.conditions import as_spec
+from omnidiff.nn import ConditionEmbedding, TimeEmbedding, group_norm
 
 __all__ = ["UNet", "build_unet"]
 
 
-def _groups(channels: int, max_groups: int) -> int:
-    """The largest group count <= ``max_groups`` dividing ``channels`` (GroupNorm needs one)."""
-    g = min(max_groups, channels)
-    while channels % g:
-        g -= 1
-    return g
-
-
 def _norm(channels: int, max_groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(_groups(channels, max_groups), channels, eps=1e-5)
+    return group_norm(channels, max_groups, eps=1e-5)
 
 
 def _gn_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
@@ -129,8 +124,9 @@ class UNet(nn.Module):
     Args:
         in_channels: image channels C.
         image_size: H (or ``(H, W)``); must be divisible by ``2 ** (len(channel_mult) - 1)``.
-        num_classes: number of classes (0: unconditional); a learned null class is kept for
-            classifier-free guidance either way.
+        cond: the condition specification (:mod:`omnidiff.conditions`; a class count is read
+            as labels): labels or fixed-shape tensors, embedded with a learned null
+            (:class:`omnidiff.nn.ConditionEmbedding`) and added to the time embedding.
         base_channels: channels of the first level; level i has ``base_channels*channel_mult[i]``.
         channel_mult: one multiplier per resolution level (each level after the first halves H, W).
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
@@ -142,7 +138,7 @@ class UNet(nn.Module):
         channels_last: run convolutions in ``torch.channels_last`` memory format.
     """
 
-    def __init__(self, in_channels: int, image_size: int | Sequence[int], num_classes: int = 0,
+    def __init__(self, in_channels: int, image_size: int | Sequence[int], cond: Any = None,
                  base_channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (),
                  dropout: float = 0.0, num_head_channels: int = 32, norm_groups: int = 32,
@@ -166,11 +162,14 @@ class UNet(nn.Module):
         attn_at = {int(r) for r in attn_resolutions}
         self.in_channels = in_channels
         self.image_size = hw
-        self.num_classes = num_classes
+        self.cond_spec = spec = as_spec(cond)
+        if spec.variable_shape:
+            raise ValueError(f"the image U-Net takes class labels or fixed-shape tensor "
+                             f"conditions; got {spec.describe()}")
         self.channels_last = channels_last
         emb_dim = 4 * base_channels
         self.time_embed = TimeEmbedding(emb_dim, freq_dim=base_channels)
-        self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
+        self.class_embed = ConditionEmbedding(spec, emb_dim) if spec.conditional else None
         g, hd = norm_groups, num_head_channels
 
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -213,9 +212,10 @@ class UNet(nn.Module):
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, H, W), t: (B,) in [0, 1], cond: (B,) long, drop: (B,) bool -> (B, C, H, W)."""
+        """x: (B, C, H, W), t: (B,) in [0, 1], cond: (B,) long labels (or the spec's tensors),
+        drop: (B,) bool -> (B, C, H, W)."""
         b = x.shape[0]
         if t.ndim == 0:
             t = t.expand(b)
@@ -243,7 +243,7 @@ class UNet(nn.Module):
         return self.conv_out(_gn_silu(self.norm_out, h))
 
 
-def build_unet(event_shape: Sequence[int], num_classes: int = 0, *, compile: bool = False,
+def build_unet(event_shape: Sequence[int], cond: Any = None, *, compile: bool = False,
                **cfg) -> UNet:
     """A :class:`UNet` for images of ``event_shape = (C, H, W)``; ``compile`` runs
     ``nn.Module.compile`` in place (state-dict keys stay unprefixed)."""
@@ -256,7 +256,7 @@ def build_unet(event_shape: Sequence[int], num_classes: int = 0, *, compile: boo
         raise TypeError(f"unknown image model option(s) {sorted(unknown)}; known: base_channels, "
                         "channel_mult, num_res_blocks, attn_resolutions, dropout, "
                         "num_head_channels, norm_groups, channels_last, compile")
-    net = UNet(c, (h, w), num_classes, **cfg)
+    net = UNet(c, (h, w), cond, **cfg)
     if compile:
         net.compile()
     return net

@@ -3,7 +3,9 @@
 * points ``(n, 2)``: one scatter ``<prefix>.png`` (coloured by class when ``cond`` is given);
 * clouds ``(n, N, 2)``: a grid ``<prefix>.png`` of small scatters (at most
   :data:`MAX_GRID` clouds), each titled by its class label when ``cond`` is given;
-* always ``<prefix>.npy`` (the samples, float32) and ``<prefix>_cond.npy`` when ``cond`` is given.
+* always ``<prefix>.npy`` (the samples, float32) and ``<prefix>_cond.npy`` when labels are
+  given; with affine conditions also ``<prefix>_affine.npy`` and ``<prefix>_normalised.png``
+  (the samples mapped back by their own condition).
 
 Matplotlib is used through ``matplotlib.figure.Figure`` with the Agg canvas (never pyplot);
 every file is written atomically through :mod:`omnidiff.io`.
@@ -13,11 +15,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from omnidiff.io import atomic_path, atomic_save_figure
+
+from .affine import split_cond, undo_affine
 
 __all__ = ["MAX_GRID", "save_artifacts", "scatter_figure", "cloud_grid_figure"]
 
@@ -76,33 +81,46 @@ def cloud_grid_figure(clouds: np.ndarray, cond: np.ndarray | None = None):
     return fig
 
 
-def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tensor | None = None,
+def _figure(x: np.ndarray, labels: np.ndarray | None, title: str):
+    if x.ndim == 2:
+        return scatter_figure(x, labels, title=f"{len(x)} {title}")
+    k = min(len(x), MAX_GRID)
+    return cloud_grid_figure(x[:k], None if labels is None else labels[:k])
+
+
+def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples") -> list[Path]:
     """Write ``<prefix>.png``, ``<prefix>.npy`` (and ``<prefix>_cond.npy``) into ``out_dir``.
 
-    ``samples``: ``(n, 2)`` points or ``(n, N, 2)`` clouds; ``cond``: ``(n,)`` labels or None.
-    Returns the written paths.
+    ``samples``: ``(n, 2)`` points or ``(n, N, 2)`` clouds; ``cond``: ``(n,)`` labels, ``(n, 3)``
+    affine vectors, a dict of both, or None. With affine conditions the samples are also drawn
+    mapped back by their own condition (``<prefix>_normalised.png``: one shape when the model
+    follows its conditions) and the vectors saved as ``<prefix>_affine.npy``. Returns the
+    written paths.
     """
     x = samples.detach().cpu().float().numpy()
     if x.ndim not in (2, 3) or x.shape[-1] != 2 or len(x) == 0:
         raise ValueError(f"points artifacts take (n, 2) points or (n, N, 2) clouds with n >= 1; "
                          f"got samples of shape {tuple(x.shape)}")
-    c = None
-    if cond is not None:
-        c = cond.detach().cpu().long().numpy()
+    labels, affine = split_cond(cond)
+    c = a = None
+    if labels is not None:
+        c = labels.detach().cpu().long().numpy()
         if c.shape != (len(x),):
             raise ValueError(f"cond must have shape ({len(x)},) to match the samples; got "
                              f"{tuple(c.shape)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    if x.ndim == 2:
-        fig = scatter_figure(x, c, title=f"{len(x)} samples")
-    else:
-        k = min(len(x), MAX_GRID)
-        fig = cloud_grid_figure(x[:k], None if c is None else c[:k])
-    paths.append(atomic_save_figure(fig, out / f"{prefix}.png", dpi=100))
-    for name, arr in ((f"{prefix}.npy", x), (f"{prefix}_cond.npy", c)):
+    paths = [atomic_save_figure(_figure(x, c, "samples"), out / f"{prefix}.png", dpi=100)]
+    if affine is not None:
+        a = affine.detach().cpu().float()
+        back = undo_affine(samples.detach().cpu().double(), a.double()).float().numpy()
+        paths.append(atomic_save_figure(_figure(back, c, "samples, mapped back by their "
+                                                "condition"),
+                                        out / f"{prefix}_normalised.png", dpi=100))
+        a = a.numpy()
+    for name, arr in ((f"{prefix}.npy", x), (f"{prefix}_cond.npy", c),
+                      (f"{prefix}_affine.npy", a)):
         if arr is None:
             continue
         with atomic_path(out / name) as tmp:

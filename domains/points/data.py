@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from omnidiff.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
+
+from .affine import AFFINE_DIM, apply_affine, cloud_properties, draw_affine
 
 from .clouds import (CLOUDS, SHAPES, digit_images, load_cloud_file, sample_digit_clouds,
                      sample_shapes)
@@ -41,6 +45,20 @@ _SPLIT_SEED = 0  # fixed: held-out rows / images do not depend on the run's seed
 def _stream(seed: int, stream: int) -> torch.Generator:
     """Disjoint generator streams for (seed, purpose)."""
     return torch.Generator().manual_seed(3 * int(seed) + stream)
+
+
+def _check_args(kind: str, batch_size: int, train_size: int, val_size: int, holdout: float,
+                num_workers: int) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown data.kind {kind!r}; use one of: {', '.join(KINDS)}")
+    for key, value in (("batch_size", batch_size), ("train_size", train_size),
+                       ("val_size", val_size)):
+        if int(value) < 1:
+            raise ValueError(f"data.{key} must be a positive integer; got {value}")
+    if not 0.0 < float(holdout) < 1.0:
+        raise ValueError(f"data.holdout must be a fraction in (0, 1); got {holdout}")
+    if num_workers < 0:
+        raise ValueError(f"data.num_workers must be >= 0; got {num_workers}")
 
 
 def _balanced(count: int, n: int, g: torch.Generator) -> torch.Tensor:
@@ -67,97 +85,130 @@ class PointsData(pl.LightningDataModule):
             mixture modes of the built-in densities; ``True`` requires labels (for densities:
             the mode each point came from); ``False`` drops them.
         holdout: held-out fraction of a finite source (digit images, a user's file).
+        affine: shift and scale every sample at random and condition on the vector
+            ``(shift_x, shift_y, log_scale)`` (:mod:`~omnidiff_domains.points.affine`), alone
+            or with the labels (then the condition is ``{"label": ..., "affine": ...}``).
+        affine_shift: shifts are uniform in ``[-affine_shift, affine_shift]`` per axis.
+        affine_scale: ``[lo, hi]``: scales are log-uniform in this range.
     """
 
     def __init__(self, kind: str = "density", name: str | None = "moons",
                  path: str | Path | None = None, batch_size: int = 256,
                  num_points: int | None = 128, train_size: int = 50_000,
                  val_size: int = 2_000, seed: int = 0, num_workers: int = 0,
-                 conditional: bool | None = None, holdout: float = 0.2):
+                 conditional: bool | None = None, holdout: float = 0.2, affine: bool = False,
+                 affine_shift: float = 1.0, affine_scale: Sequence[float] = (0.5, 2.0)):
         super().__init__()
         self.save_hyperparameters()
-        if kind not in KINDS:
-            raise ValueError(f"unknown data.kind {kind!r}; use one of: {', '.join(KINDS)}")
-        for key, value in (("batch_size", batch_size), ("train_size", train_size),
-                           ("val_size", val_size)):
-            if int(value) < 1:
-                raise ValueError(f"data.{key} must be a positive integer; got {value}")
-        if not 0.0 < float(holdout) < 1.0:
-            raise ValueError(f"data.holdout must be a fraction in (0, 1); got {holdout}")
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0; got {num_workers}")
+        _check_args(kind, batch_size, train_size, val_size, holdout, num_workers)
         self.kind, self.path = kind, (None if path is None else Path(path).expanduser())
         self.name = None if path is not None else name
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.train_size, self.val_size = int(train_size), int(val_size)
         self.seed, self.holdout = int(seed), float(holdout)
-        self._data: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-        # Finite sources: the full samples / images and the fixed split.
+        self._data: dict[str, tuple[torch.Tensor, Any]] = {}
+        # finite sources: the full samples / images and the fixed split
         self._pool: torch.Tensor | None = None  # (M, *event) or digit images (M, 8, 8)
         self._pool_labels: torch.Tensor | None = None
-        has_labels: bool
         if kind == "density":
-            if path is not None:
-                self._pool, self._pool_labels = load_points_file(self.path)
-                has_labels, n_cls = self._pool_labels is not None, self._label_count()
-            else:
-                if name not in DENSITIES:
-                    raise ValueError(
-                        f"unknown density {name!r}; valid: {', '.join(DENSITIES)} (or set "
-                        f"data.path to your own (M, 2) .npy/.csv; for point clouds set "
-                        f"data.kind=cloud)")
-                has_labels, n_cls = NUM_MODES[name] > 0, NUM_MODES[name]
-            self.event_shape: tuple[int, ...] = (2,)
+            has_labels, n_cls = self._init_density()
         else:
-            if path is not None:
-                self._pool, self._pool_labels = load_cloud_file(self.path)
-                file_n = self._pool.shape[1]
-                if num_points is not None and int(num_points) > file_n:
-                    raise ValueError(f"{self.path} holds clouds of {file_n} points; set "
-                                     f"data.num_points<={file_n} (or null to keep all)")
-                num_points = file_n if num_points is None else int(num_points)
-                has_labels, n_cls = self._pool_labels is not None, self._label_count()
-            else:
-                if name not in CLOUDS:
-                    raise ValueError(
-                        f"unknown cloud dataset {name!r}; valid: {', '.join(CLOUDS)} (or set "
-                        f"data.path to your own (M, N, 2) .npy; for 2D densities set "
-                        f"data.kind=density)")
-                if num_points is None or int(num_points) < 1:
-                    raise ValueError(f"data.num_points must be a positive integer for the "
-                                     f"{name} clouds; got {num_points}")
-                num_points = int(num_points)
-                if name == "digits":
-                    self._pool, self._pool_labels = digit_images()
-                    has_labels, n_cls = True, 10
-                else:
-                    has_labels, n_cls = True, len(SHAPES)
-            self.event_shape = (num_points, 2)
-        self.num_points = num_points if kind == "cloud" else None
-
-        if conditional is None:
-            conditional = has_labels and (kind == "cloud" or path is not None)
-        if conditional and not has_labels:
-            what = self.path if path is not None else repr(name)
-            raise ValueError(f"{what} has no class labels; set data.conditional=false (a user "
-                             "file gets labels from an .npz with arrays 'x' and 'y')")
-        self.conditional = bool(conditional)
-        self.num_classes: int = n_cls if self.conditional else 0
-
+            has_labels, n_cls = self._init_cloud(num_points)
+        self._init_conditions(conditional, has_labels, n_cls, affine, affine_shift, affine_scale)
         if self._pool is not None:
             m = len(self._pool)
             held = min(m - 1, max(1, round(self.holdout * m)))
             perm = torch.randperm(m, generator=torch.Generator().manual_seed(_SPLIT_SEED))
             self._held_idx, self._train_idx = perm[:held], perm[held:]
 
+    def _init_density(self) -> tuple[bool, int]:
+        """Event ``(2,)``; returns (has labels, label count)."""
+        self.event_shape: tuple[int, ...] = (2,)
+        self.num_points = None
+        if self.path is not None:
+            self._pool, self._pool_labels = load_points_file(self.path)
+            return self._pool_labels is not None, self._label_count()
+        if self.name not in DENSITIES:
+            raise ValueError(
+                f"unknown density {self.name!r}; valid: {', '.join(DENSITIES)} (or set "
+                f"data.path to your own (M, 2) .npy/.csv; for point clouds set data.kind=cloud)")
+        return NUM_MODES[self.name] > 0, NUM_MODES[self.name]
+
+    def _init_cloud(self, num_points: int | None) -> tuple[bool, int]:
+        """Event ``(num_points, 2)``; returns (has labels, label count)."""
+        if self.path is not None:
+            self._pool, self._pool_labels = load_cloud_file(self.path)
+            file_n = self._pool.shape[1]
+            if num_points is not None and int(num_points) > file_n:
+                raise ValueError(f"{self.path} holds clouds of {file_n} points; set "
+                                 f"data.num_points<={file_n} (or null to keep all)")
+            self.num_points = file_n if num_points is None else int(num_points)
+            found = self._pool_labels is not None, self._label_count()
+        else:
+            if self.name not in CLOUDS:
+                raise ValueError(
+                    f"unknown cloud dataset {self.name!r}; valid: {', '.join(CLOUDS)} (or set "
+                    f"data.path to your own (M, N, 2) .npy; for 2D densities set "
+                    f"data.kind=density)")
+            if num_points is None or int(num_points) < 1:
+                raise ValueError(f"data.num_points must be a positive integer for the "
+                                 f"{self.name} clouds; got {num_points}")
+            self.num_points = int(num_points)
+            if self.name == "digits":
+                self._pool, self._pool_labels = digit_images()
+                found = True, 10
+            else:
+                found = True, len(SHAPES)
+        self.event_shape = (self.num_points, 2)
+        return found
+
+    def _init_conditions(self, conditional: bool | None, has_labels: bool, n_cls: int,
+                         affine: bool, shift: float, scale: Sequence[float]) -> None:
+        """The condition specification: none, labels, the affine vector, or both (named)."""
+        if conditional is None:
+            conditional = has_labels and (self.kind == "cloud" or self.path is not None)
+        if conditional and not has_labels:
+            what = self.path if self.path is not None else repr(self.name)
+            raise ValueError(f"{what} has no class labels; set data.conditional=false (a user "
+                             "file gets labels from an .npz with arrays 'x' and 'y')")
+        self.conditional, self.affine = bool(conditional), bool(affine)
+        scale = tuple(float(v) for v in scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] or float(shift) < 0:
+            raise ValueError(f"data.affine_scale must be [lo, hi] with 0 < lo <= hi and "
+                             f"data.affine_shift >= 0; got {list(scale)}, {shift}")
+        self.affine_shift, self.affine_scale = float(shift), scale
+        label = LabelCond(n_cls) if self.conditional else None
+        vector = TensorCond((AFFINE_DIM,)) if self.affine else None
+        if label is not None and vector is not None:
+            self.cond_spec: CondSpec = NamedCond((("label", label), ("affine", vector)))
+        else:
+            self.cond_spec = label or vector or NoCond()
+
+    @property
+    def num_classes(self) -> int:
+        """Class count of the labels (0 when not conditioned on labels)."""
+        label = (self.cond_spec.field_specs["label"] if isinstance(self.cond_spec, NamedCond)
+                 else self.cond_spec)
+        return label.num_classes
+
     def _label_count(self) -> int:
         return 0 if self._pool_labels is None else int(self._pool_labels.max()) + 1
 
     # -- drawing samples ---------------------------------------------------------------------
-    def _draw(self, n: int, g: torch.Generator, split: str
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``n`` samples ``(n, *event)`` and labels from the training or held-out part."""
+    def _draw(self, n: int, g: torch.Generator, split: str) -> tuple[torch.Tensor, Any]:
+        """``n`` samples ``(n, *event)`` and their conditions from the training or held-out
+        part (labels, affine vectors, both, or None)."""
+        x, y = self._draw_base(n, g, split)
+        labels = y.long() if self.conditional and y is not None else None
+        if not self.affine:
+            return x, labels
+        params = draw_affine(n, g, self.affine_shift, self.affine_scale)  # (n, 3)
+        x = apply_affine(x.double(), params).float().contiguous()
+        return x, (params if labels is None else {"label": labels, "affine": params})
+
+    def _draw_base(self, n: int, g: torch.Generator, split: str
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` samples ``(n, *event)`` and labels (or None), before any affine map."""
         if self._pool is None:  # synthetic
             if self.kind == "density":
                 x, y = sample_density(self.name, n, g)
@@ -179,12 +230,24 @@ class PointsData(pl.LightningDataModule):
                 if self.kind == "cloud" and self.num_points < x.shape[1]:
                     keep = torch.rand(x.shape[:2], generator=g).argsort(1)[:, :self.num_points]
                     x = torch.gather(x, 1, keep[..., None].expand(-1, -1, 2))
-        cond = y.long() if self.conditional and y is not None else None
-        return x.float().contiguous(), cond
+        return x.float().contiguous(), y
+
+    def condition(self, x: torch.Tensor) -> torch.Tensor:
+        """The affine condition ``(n, 3)`` of clouds ``x: (n, N, 2)`` (centroid, log RMS
+        radius): clouds with ``data.affine=true`` carry their condition in the data."""
+        if not self.affine or self.conditional or self.kind != "cloud":
+            why = ("labels are not computed from data" if self.conditional else
+                   "a single point carries no per-sample shift and scale" if self.affine else
+                   "this data has no condition")
+            raise ValueError(f"points data: the condition is not computed from data here "
+                             f"({why}); pass cond= directly")
+        if x.dim() != 3 or x.shape[-1] != 2:
+            raise ValueError(f"condition(x) takes clouds (n, N, 2); got {tuple(x.shape)}")
+        return cloud_properties(x.double())
 
     def reference(self, n: int, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Held-out samples ``(n, *event)`` and labels ``(n,)`` (None when unconditional).
+                  ) -> tuple[torch.Tensor, Any]:
+        """Held-out samples ``(n, *event)`` and their conditions (None when unconditional).
 
         Never drawn from the training set: a separate generator stream for synthetic data,
         the held-out split for digits and user files.
@@ -214,6 +277,6 @@ class PointsData(pl.LightningDataModule):
     def __repr__(self) -> str:
         src = str(self.path) if self.path is not None else self.name
         return (f"PointsData(kind={self.kind!r}, source={src!r}, event_shape={self.event_shape},"
-                f" num_classes={self.num_classes})")
+                f" cond={self.cond_spec.describe()!r})")
 
     __str__ = __repr__

@@ -24,10 +24,14 @@ All distances are batched with :func:`torch.cdist`; everything returns plain flo
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from .affine import cloud_properties, split_cond, undo_affine
+
 __all__ = ["sliced_wasserstein", "mmd_rbf", "chamfer_matrix", "knn_classify", "cloud_metrics",
-           "density_metrics", "compute_metrics"]
+           "density_metrics", "affine_metrics", "compute_metrics"]
 
 Tensor = torch.Tensor
 
@@ -179,20 +183,42 @@ def cloud_metrics(samples: Tensor, reference: Tensor, cond: Tensor | None = None
     return out
 
 
-def compute_metrics(samples: Tensor, reference: Tensor, cond: Tensor | None = None,
-                    ref_cond: Tensor | None = None) -> dict[str, float]:
+def affine_metrics(samples: Tensor, affine: Tensor) -> dict[str, float]:
+    """How closely clouds follow their affine condition: RMS error of the centroid
+    (``affine_shift_err``) and of the log RMS radius (``affine_scale_err``)."""
+    err = cloud_properties(samples.double()) - affine.double().to(samples.device)  # (n, 3)
+    return {"affine_shift_err": float(err[:, :2].pow(2).sum(1).mean().sqrt()),
+            "affine_scale_err": float(err[:, 2].pow(2).mean().sqrt())}
+
+
+def compute_metrics(samples: Tensor, reference: Tensor, cond: Any = None,
+                    ref_cond: Any = None) -> dict[str, float]:
     """Dispatch on rank: ``(n, 2)`` points -> :func:`density_metrics`, ``(n, N, 2)`` clouds ->
     :func:`cloud_metrics`. Non-finite samples count in ``finite_frac`` (higher is better) and
-    are left out of the other metrics."""
+    are left out of the other metrics.
+
+    With affine conditions (``data.affine=true``) samples and reference are first mapped back
+    by their own conditions, so the usual metrics measure the shape given the condition (a
+    model that ignored its condition scores badly); clouds add :func:`affine_metrics`.
+    """
     if samples.dim() not in (2, 3):
         raise ValueError(f"points metrics take (n, 2) points or (n, N, 2) clouds; got samples "
                          f"of shape {tuple(samples.shape)}")
+    labels, affine = split_cond(cond)
+    ref_labels, ref_affine = split_cond(ref_cond)
     ok = _finite(samples)
     frac = float(ok.float().mean())
     if not bool(ok.all()):
         samples = samples[ok]
-        cond = cond[ok.to(cond.device)] if cond is not None else None
+        labels = labels[ok.to(labels.device)] if labels is not None else None
+        affine = affine[ok.to(affine.device)] if affine is not None else None
     if len(samples) < 2:
         return {"finite_frac": frac}
+    out = {}
+    if affine is not None and ref_affine is not None:
+        if samples.dim() == 3:
+            out = affine_metrics(samples, affine)
+        samples = undo_affine(samples.double(), affine.double()).float()
+        reference = undo_affine(reference.double(), ref_affine.double()).float()
     fn = density_metrics if samples.dim() == 2 else cloud_metrics
-    return {**fn(samples, reference, cond, ref_cond), "finite_frac": frac}
+    return {**fn(samples, reference, labels, ref_labels), **out, "finite_frac": frac}

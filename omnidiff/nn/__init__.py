@@ -1,0 +1,26 @@
+"""Network parts shared by domains (domains never copy code from each other).
+
+One file per concept:
+
+* :mod:`.embeddings` — time embedding, the condition embedding of every kind with its null
+  (:class:`ConditionEmbedding`), and the two added together (:class:`Conditioning`);
+* :mod:`.adaln` — adaLN-Zero modulation and gating (Peebles & Xie 2023) and the final adaLN
+  layer of a transformer denoiser;
+* :mod:`.transformer` — self-attention through PyTorch's scaled-dot-product attention and the
+  adaLN-Zero transformer block;
+* :mod:`.patches` — patchify / unpatchify of an N-dimensional grid (einops) with N-d sine-cosine
+  position embeddings;
+* :mod:`.norm` — the GroupNorm group-count helper.
+"""
+
+from .adaln import FinalLayer, adaln_zero, gate, modulate
+from .embeddings import (ClassEmbedding, ConditionEmbedding, Conditioning, TimeEmbedding,
+                         null_where, timestep_embedding)
+from .norm import group_count, group_norm
+from .patches import PatchEmbed, patchify, sincos_1d, sincos_embedding, token_grid, unpatchify
+from .transformer import SelfAttention, TransformerBlock
+
+__all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
+           "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
+           "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
+           "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm"]
