@@ -30,7 +30,10 @@ commands:
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
          out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
-                                      draw samples and write the domain's artifacts
+                                      draw samples and write the domain's artifacts; cond=
+                                      labels (3, [1,2]) or a FILE: .npy/.pt holding
+                                      conditions or data to compute them from (n follows
+                                      from it), or a format the domain reads (.wav, .png)
   likelihood checkpoint=PATH data=FILE.npy|reference [n=512 divergence=auto solver=rk45
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
                                       exact log-likelihood (probability-flow ODE): nats
@@ -148,11 +151,15 @@ def cmd_sample(args: list[str]) -> int:
     sampler = str(opts.get("sampler") or "dpmpp_2m")
     steps = int(opts.get("steps") or 20)
     seed = opts.get("seed", 0)
+    cond = _cond_option(pipe, opts.get("cond"))
+    if cond is not None and "n" not in opts and not isinstance(cond, int):
+        n = None  # a list of labels, a file of conditions: they say how many samples
     x = pipe.generate(n, sampler=sampler, steps=steps, guidance=opts.get("guidance"),
-                      cond=opts.get("cond"), seed=None if seed is None else int(seed),
+                      cond=cond, seed=None if seed is None else int(seed),
                       batch_size=opts.get("batch_size"),
                       **{k: opts[k] for k in ("grid", "clip_x0") if k in opts},
                       **({"eta": opts["eta"]} if opts.get("eta") is not None else {}))
+    n = int(x.shape[0])
     if opts.get("out"):
         out = Path(str(opts["out"]))
     else:
@@ -169,6 +176,20 @@ def cmd_sample(args: list[str]) -> int:
                           out / "metrics.json")
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
     return 0
+
+
+def _cond_option(pipe: Any, value: Any) -> Any:
+    """``cond=``: a label, a list of labels, or a file the domain turns into its condition
+    (``.npy`` / ``.pt`` always; ``.wav`` / ``.png`` ... where the domain reads them)."""
+    if value is None or isinstance(value, (int, list)) and not isinstance(value, bool):
+        return value
+    text = str(value)
+    path = Path(text).expanduser()
+    if path.suffix or path.exists():
+        return pipe.read_condition(path)
+    raise UsageError(f"cond={text!r} is neither class labels (cond=3, cond=[1,2]) nor a file "
+                     f"(cond=FILE.npy / .pt, or a format the domain reads); this model takes "
+                     f"{pipe.cond_spec.describe()}")
 
 
 def cmd_likelihood(args: list[str]) -> int:

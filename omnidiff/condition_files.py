@@ -44,7 +44,10 @@ def _from_data(pipe: Any, obj: Any) -> Any | None:
     fixed = not pipe.cond_spec.variable_shape
     if fixed and tuple(x.shape[1:]) != pipe.event_shape:
         return None
-    return pipe.condition(x.float())
+    try:
+        return pipe.condition(x.float())
+    except (ValueError, RuntimeError, TypeError, IndexError):
+        return None  # not data this domain computes a condition from
 
 
 def read_condition_file(pipe: Any, path: Path) -> Any:
