@@ -136,6 +136,45 @@ def test_not_a_checkpoint_and_cond_for_unconditional(tmp_path, capsys):
     assert code == 2 and "unconditional" in err and len(err.strip().splitlines()) == 1
 
 
+def test_sample_with_a_condition_file(tmp_path, capsys):
+    """cond=FILE: a .npy of conditions, or of data the domain computes its condition from
+    (affine clouds: centroid and log RMS radius); n follows from the file."""
+    run = tmp_path / "run"
+    code, _, err = _run(["train", "domain=points", "data.kind=cloud", "data.name=shapes",
+                         "data.affine=true", "data.conditional=false", "data.num_points=16",
+                         "model.name=set_transformer", "+model.width=16", "+model.depth=1",
+                         "+model.heads=2", "data.batch_size=16", f"out={run}", *FAST,
+                         "eval.n_samples=8", "eval.n_ref=16"], capsys)
+    assert code == 0, err
+    from omnidiff_domains.points.affine import cloud_properties
+    from omnidiff_domains.points.data import PointsData
+
+    clouds, conds = PointsData(kind="cloud", name="shapes", num_points=16, affine=True,
+                               conditional=False, train_size=8).reference(
+        5, torch.Generator().manual_seed(3))
+    np.save(tmp_path / "clouds.npy", clouds.numpy())
+    np.save(tmp_path / "conds.npy", conds[:3].numpy())
+    for name, n in (("clouds.npy", 5), ("conds.npy", 3)):
+        out = tmp_path / f"gen_{name}"
+        code, stdout, err = _run(["sample", f"checkpoint={run / 'model.pt'}",
+                                  f"cond={tmp_path / name}", "steps=2", f"out={out}"], capsys)
+        assert code == 0, err
+        assert np.load(out / "samples.npy").shape == (n, 16, 2)
+        used = np.load(out / "samples_affine.npy")
+        want = cloud_properties(clouds.double()) if name == "clouds.npy" else conds[:3]
+        np.testing.assert_allclose(used, want.numpy(), rtol=1e-5, atol=1e-5)
+    (tmp_path / "x.wav").write_bytes(b"RIFF")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 4), dtype=np.float32))
+    for cond, needle in (("abc", "neither class labels"), (str(tmp_path / "x.wav"),
+                                                           "cannot read .wav"),
+                         (str(tmp_path / "bad.npy"), "expected float32 (3,)"),
+                         (str(tmp_path / "missing.npy"), "not found")):
+        code, _, err = _run(["sample", f"checkpoint={run / 'model.pt'}", f"cond={cond}",
+                             "steps=2", f"out={tmp_path / 'never'}"], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "never").exists()
+
+
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     exe = Path(sys.executable).with_name("omnidiff")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "omnidiff.cli"]

@@ -19,6 +19,14 @@ SMALL = {
         ("density", dict(TINY), {"width": 16, "depth": 1}),
         ("cloud", {**TINY, "kind": "cloud", "name": "shapes", "num_points": 16},
          {"name": "set_transformer", "width": 16, "depth": 1, "heads": 2}),
+        # tensor conditions: an affine property vector (computed from data for clouds), and
+        # a named set of label + vector
+        ("density-affine", {**TINY, "affine": True}, {"width": 16, "depth": 1}),
+        ("cloud-affine", {**TINY, "kind": "cloud", "name": "shapes", "num_points": 16,
+                          "affine": True, "conditional": False},
+         {"name": "set_transformer", "width": 16, "depth": 1, "heads": 2}),
+        ("density-label-affine", {**TINY, "affine": True, "conditional": True,
+                                  "name": "eight_gaussians"}, {"width": 16, "depth": 1}),
     ],
     "image": [
         ("digits", {"batch_size": 8, "train_size": 64},
@@ -66,8 +74,8 @@ def test_check_domain_catches_a_broken_drop(tmp_path):
             return points.build_data(**{**TINY, "kind": "cloud", "name": "shapes",
                                         "num_points": 8})
 
-        def build_network(self, event_shape, num_classes, **cfg):
-            return IgnoresDrop(points.build_network(event_shape, num_classes,
+        def build_network(self, event_shape, cond_spec, **cfg):
+            return IgnoresDrop(points.build_network(event_shape, cond_spec,
                                                     name="set_transformer", width=16, depth=1,
                                                     heads=2))
 
@@ -75,4 +83,74 @@ def test_check_domain_catches_a_broken_drop(tmp_path):
         metrics = staticmethod(points.metrics)
 
     with pytest.raises(DomainContractError, match="broken_drop.*drop is True"):
+        check_domain(Broken(), out_dir=tmp_path)
+
+
+def test_check_domain_catches_an_ignored_tensor_condition(tmp_path):
+    """A network that never reads its tensor condition is reported (the probe perturbs the
+    tensor, not only labels)."""
+    from torch import nn
+
+    points = get_domain("points")
+    data = {**TINY, "affine": True}
+
+    class Blind(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, t, cond=None, drop=None):
+            return self.inner(x, t, None, None)
+
+    class Broken:
+        name = "blind"
+        config_searchpath = None
+
+        def build_data(self, **cfg):
+            return points.build_data(**data)
+
+        def build_network(self, event_shape, cond_spec, **cfg):
+            return Blind(points.build_network(event_shape, cond_spec, width=16, depth=1))
+
+        save_artifacts = staticmethod(points.save_artifacts)
+        metrics = staticmethod(points.metrics)
+
+    with pytest.raises(DomainContractError, match="blind.*ignores cond"):
+        check_domain(Broken(), out_dir=tmp_path)
+
+
+def test_check_domain_catches_a_batch_that_breaks_its_spec(tmp_path):
+    points = get_domain("points")
+
+    class WrongDtype:
+        def __init__(self, dm):
+            self.dm = dm
+
+        def __getattr__(self, k):
+            return getattr(self.dm, k)
+
+        def train_dataloader(self):
+            loader = self.dm.train_dataloader()
+
+            class L:
+                state_dict = loader.state_dict
+                load_state_dict = loader.load_state_dict
+
+                def __iter__(self):
+                    for b in loader:
+                        yield {"x": b["x"], "cond": b["cond"].double()}
+            return L()
+
+    class Broken:
+        name = "wrong_cond"
+        config_searchpath = None
+
+        def build_data(self, **cfg):
+            return WrongDtype(points.build_data(**{**TINY, "affine": True}))
+
+        build_network = staticmethod(points.build_network)
+        save_artifacts = staticmethod(points.save_artifacts)
+        metrics = staticmethod(points.metrics)
+
+    with pytest.raises(DomainContractError, match=r"wrong_cond.*float32 \(8, 3\).*float64"):
         check_domain(Broken(), out_dir=tmp_path)

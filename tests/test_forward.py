@@ -117,3 +117,47 @@ def test_moment_check_has_power():
     with pytest.raises(AssertionError):
         moments_agree(x, math.sqrt(abar_wrong) * data.mean(),
                       abar_wrong * data.covariance() + (1 - abar_wrong) * torch.eye(2, dtype=F64))
+
+
+def _float64_batches(fn, numel: int) -> list[str]:
+    """Names of the ops inside ``fn()`` that produce a float64 tensor as large as the batch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for o in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(o, torch.Tensor) and o.dtype == F64 and o.numel() >= numel:
+                    seen.append(str(func))
+            return out
+
+    with Record():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "flow"])
+def test_training_arithmetic_stays_in_the_data_dtype(prediction):
+    """q_sample and the loss target never upcast the (B, *event) batch to float64: only the
+    per-sample coefficients are float64 (a float64 copy of a video batch doubles its memory)."""
+    from omnidiff.losses import diffusion_loss
+
+    sched = get_schedule("flow" if prediction == "flow" else "cosine")
+    x0 = torch.randn(4, 3, 8, 8, generator=gen(0))
+
+    def model(x_t, t, cond=None, drop=None):
+        assert x_t.dtype == torch.float32
+        return x_t * 0.5
+
+    assert _float64_batches(lambda: diffusion_loss(model, x0, schedule=sched,
+                                                   prediction=prediction,
+                                                   generator=gen(1)), x0.numel()) == []
+    t = torch.full((4,), 0.3, dtype=F64)
+    noise = torch.randn(x0.shape, generator=gen(2))
+    x_t = q_sample(x0, t, sched, noise)
+    assert x_t.dtype == torch.float32
+    a, s = sched.alpha_sigma(t)
+    exact = a[:, None, None, None] * x0.double() + s[:, None, None, None] * noise.double()
+    torch.testing.assert_close(x_t.double(), exact, rtol=1e-6, atol=1e-6)
