@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from omnidiff.conditions import LabelCond, NoCond
 from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 __all__ = ["WAVEFORMS", "WaveformData", "sample_waveforms"]
@@ -94,7 +95,8 @@ class WaveformData(pl.LightningDataModule):
         self.train_size, self.val_size = int(train_size), int(val_size)
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.event_shape = (self.channels, self.length)
-        self.num_classes = len(kinds) if self.conditional else 0
+        self.cond_spec = LabelCond(len(kinds)) if self.conditional else NoCond()
+        self.num_classes = self.cond_spec.num_classes
         self._sets: dict[str, TensorDictDataset] = {}
 
     def _draw(self, n: int, stream: int) -> TensorDictDataset:
