@@ -159,6 +159,7 @@ class Pipeline:
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
         self._data: Any = None
+        self._data_ready = False
 
     @property
     def num_classes(self) -> int:
@@ -184,7 +185,7 @@ class Pipeline:
         """The domain's data module for the training data's config (built once, on demand)."""
         if self._data is None:
             self._data = self.domain.build_data(**self.data_cfg)
-        if setup and not getattr(self, "_data_ready", False):
+        if setup and not self._data_ready:
             for hook in ("prepare_data", "setup"):
                 if hasattr(self._data, hook):
                     getattr(self._data, hook)(*(("fit",) if hook == "setup" else ()))

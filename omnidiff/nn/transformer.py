@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
 from torch import nn
 
 from .adaln import adaln_zero, gate, modulate
@@ -57,6 +56,8 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        from timm.layers import Mlp  # imported here: `import omnidiff.nn` stays light
+
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(dim, heads, dropout=dropout)
