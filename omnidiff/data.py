@@ -8,7 +8,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 __all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoader", "train_loader",
-           "eval_loader"]
+           "eval_loader", "prepare_data_module"]
+
+
+def prepare_data_module(dm: Any) -> Any:
+    """Run a data module's ``prepare_data()`` and ``setup("fit")`` (idempotent hooks), so that
+    its shapes, conditions and reference data are known outside a Trainer; returns ``dm``."""
+    if hasattr(dm, "prepare_data"):
+        dm.prepare_data()
+    if hasattr(dm, "setup"):
+        dm.setup("fit")
+    return dm
 
 
 class TensorDictDataset(Dataset):

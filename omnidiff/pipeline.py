@@ -29,6 +29,14 @@ def _auto_batch(n: int, event_shape: Sequence[int]) -> int:
     return max(1, min(n, 1024, max(16, 2 ** 20 // numel)))
 
 
+def _check_cond(spec: CondSpec, cond: Any, n: int | None) -> tuple[Any, int | None]:
+    """``spec.check`` with its mistakes reported as :class:`PipelineError`."""
+    try:
+        return spec.check(cond, n)
+    except ConditionError as exc:
+        raise PipelineError(str(exc)) from None
+
+
 def _prepare_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator
                   ) -> tuple[Any, int]:
     """The user's condition checked against ``spec``, and the number of samples it implies.
@@ -39,10 +47,7 @@ def _prepare_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator
         if isinstance(n, bool) or int(n) != n or int(n) < 1:
             raise PipelineError(f"n must be a positive integer, got {n!r}")
         n = int(n)
-    try:
-        cond, n = spec.check(cond, n)
-    except ConditionError as exc:
-        raise PipelineError(str(exc)) from None
+    cond, n = _check_cond(spec, cond, n)
     if n is None:
         raise PipelineError("pass n (the number of samples), or a condition that fixes it")
     if cond is None and spec.conditional:
@@ -186,9 +191,9 @@ class Pipeline:
         if self._data is None:
             self._data = self.domain.build_data(**self.data_cfg)
         if setup and not self._data_ready:
-            for hook in ("prepare_data", "setup"):
-                if hasattr(self._data, hook):
-                    getattr(self._data, hook)(*(("fit",) if hook == "setup" else ()))
+            from .data import prepare_data_module
+
+            prepare_data_module(self._data)
             self._data_ready = True
         return self._data
 
@@ -241,12 +246,11 @@ class Pipeline:
         :meth:`metrics`.
         """
         options = sampler_options(self.domain, options)
-        shape_for = self._shape_for if self.cond_spec.variable_shape else None
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
                                    guidance=guidance, cond=cond, seed=seed,
                                    batch_size=batch_size, device=self.device,
-                                   progress=progress, shape_for=shape_for, **options)
+                                   progress=progress, shape_for=self._shape_for, **options)
         self.last_cond, self._last_samples = used, x
         return x
 
@@ -283,10 +287,7 @@ class Pipeline:
                              nfe=nfe)
 
     def _checked_cond(self, cond: Any, n: int) -> Any:
-        try:
-            return self.cond_spec.check(cond, n)[0]
-        except ConditionError as exc:
-            raise PipelineError(str(exc)) from None
+        return _check_cond(self.cond_spec, cond, n)[0]
 
     def _cond_for(self, samples: torch.Tensor, cond: Any) -> Any:
         if cond is not None:

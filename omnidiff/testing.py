@@ -144,10 +144,9 @@ def _check_data(domain: Any, data_cfg: dict[str, Any]) -> tuple[Any, tuple[int, 
     """The data module, its event shape and its condition specification."""
     from .conditions import spec_of
 
-    dm = domain.build_data(**data_cfg)
-    for hook in ("prepare_data", "setup"):
-        if hasattr(dm, hook):
-            getattr(dm, hook)(*(("fit",) if hook == "setup" else ()))
+    from .data import prepare_data_module
+
+    dm = prepare_data_module(domain.build_data(**data_cfg))
     _require(isinstance(dm, DomainData), domain,
              "build_data must return a data module with event_shape and reference()")
     event_shape = tuple(dm.event_shape)

@@ -37,6 +37,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from .conditions import as_spec, spec_of
+from .data import prepare_data_module
 from .losses import diffusion_loss
 from .model import DiffusionModel
 from .registry import get_domain
@@ -333,14 +334,6 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     return callbacks
 
 
-def _setup_data(dm: Any) -> None:
-    """Let event_shape / cond_spec be known before the Trainer runs (idempotent hooks)."""
-    if hasattr(dm, "prepare_data"):
-        dm.prepare_data()
-    if hasattr(dm, "setup"):
-        dm.setup("fit")
-
-
 def train(cfg: Any) -> Path:
     """Train from a composed config (see :func:`omnidiff.config.compose`); returns the run dir."""
     import lightning.pytorch as pl
@@ -375,7 +368,7 @@ def train(cfg: Any) -> Path:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    _setup_data(dm)
+    prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
     event_shape = tuple(int(s) for s in dm.event_shape)
 
     module = DiffusionModule(

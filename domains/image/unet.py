@@ -12,12 +12,11 @@ Called as ``net(x_t, t, cond=None, drop=None) -> (B, C, H, W)`` (the domain cont
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from typing import Any
 
 from omnidiff.conditions import as_spec
 from omnidiff.nn import ConditionEmbedding, TimeEmbedding, group_norm

@@ -40,10 +40,17 @@ def _split(params: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return params[:, :2].reshape(*view, 2), params[:, 2].exp().reshape(*view, 1)
 
 
+def _centroid_radius(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Clouds ``(n, N, 2)`` -> centroids ``(n, 2)`` and RMS radii ``(n,)``, in x's dtype."""
+    centroid = x.mean(1)  # (n, 2)
+    radius = (x - centroid[:, None]).pow(2).sum(-1).mean(1).sqrt().clamp_min(1e-8)  # (n,)
+    return centroid, radius
+
+
 def _normalise_clouds(x: Tensor) -> Tensor:
     """Clouds ``(n, N, 2)`` with centroid 0 and RMS radius 1."""
-    centred = x - x.mean(1, keepdim=True)
-    return centred / centred.pow(2).sum(-1).mean(1).sqrt().clamp_min(1e-8)[:, None, None]
+    centroid, radius = _centroid_radius(x)
+    return (x - centroid[:, None]) / radius[:, None, None]
 
 
 def apply_affine(x: Tensor, params: Tensor) -> Tensor:
@@ -63,9 +70,8 @@ def undo_affine(x: Tensor, params: Tensor) -> Tensor:
 def cloud_properties(x: Tensor) -> Tensor:
     """Clouds ``(n, N, 2)`` -> ``(n, 3)``: centroid and log RMS radius (the affine condition
     that :func:`apply_affine` gave a normalised cloud)."""
-    centroid = x.mean(1)  # (n, 2)
-    radius = (x - centroid[:, None]).pow(2).sum(-1).mean(1).sqrt().clamp_min(1e-8)  # (n,)
-    return torch.cat([centroid, radius.log()[:, None]], dim=1).float()
+    centroid, radius = _centroid_radius(x)
+    return torch.cat([centroid, radius.log()[:, None]], dim=1).float()  # (n, 3)
 
 
 def split_cond(cond: object) -> tuple[Tensor | None, Tensor | None]:
