@@ -157,6 +157,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+def _between_epochs(trainer: Any) -> None:
+    """When SIGTERM arrives after an epoch has ended (Lightning raises it at the end of the fit
+    loop's epoch, with that epoch counted complete), mark the batch counters as those of the
+    next epoch, not yet started. Otherwise the resumed run sees a complete epoch *and* a last
+    batch, runs an empty epoch and trains on the order of the epoch after the right one."""
+    fit = trainer.fit_loop
+    cur = fit.epoch_progress.current
+    if cur.ready == cur.started == cur.processed == cur.completed > 0:
+        fit.epoch_loop.batch_progress.reset_on_run()
+
+
 class _Checkpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` is always the final state of a finished fit, or
     of the step that was running when SIGTERM arrived.
@@ -172,6 +183,7 @@ class _Checkpoint(ModelCheckpoint):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(exception, SIGTERMException):
+            _between_epochs(trainer)
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self.preempted = self.last_model_path
         else:

@@ -181,12 +181,17 @@ def test_sigterm_saves_the_running_step_and_resume_is_exact(tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize("hook, step", [("on_train_batch_end", 20),
-                                        ("on_validation_batch_start", 32)])
+                                        ("on_validation_batch_start", 32),
+                                        # after the epoch's end: Lightning raises SIGTERM
+                                        # with that epoch counted complete
+                                        ("on_validation_epoch_end", 32),
+                                        ("on_validation_end", 32),
+                                        ("on_train_epoch_end", 32)])
 def test_sigterm_mid_step_or_mid_validation_resumes_exactly(hook, step, tmp_path, capsys,
                                                              monkeypatch):
-    """A real SIGTERM delivered at a chosen point: after a training batch, or while the
-    epoch-end validation runs with the EMA weights swapped in. Either way the resumed run
-    ends bit for bit where the unbroken one does."""
+    """A real SIGTERM delivered at a chosen point: after a training batch, while the
+    epoch-end validation runs with the EMA weights swapped in, or after the epoch has ended.
+    Every way the resumed run ends bit for bit where the unbroken one does."""
     import lightning.pytorch as pl
 
     from omnidiff import training
