@@ -88,32 +88,45 @@ class SampleCallback(Callback):
 
     def _conditions(self, trainer: Any, spec: Any) -> Any:
         """Conditions to sample with: None for labels (drawn uniformly, seeded) and
-        unconditional models; otherwise those of ``n`` held-out reference samples."""
+        unconditional models; otherwise those of the first ``n`` reference samples (the ones
+        the metrics compare against, so a domain can pair a sample with its source, e.g. a
+        vocoder's re-synthesis with the original clip)."""
+        from .conditions import cond_batch_size, index_cond
+
         if not spec.conditional or spec.drawable:
             return None
         if self._conds is None:
-            g = torch.Generator().manual_seed(self.seed + 1)
-            self._conds = trainer.datamodule.reference(self.n, g)[1]
+            ref_cond = self._ref(trainer)[1]
+            if (cond_batch_size(ref_cond) or 0) >= self.n:
+                self._conds = index_cond(ref_cond, slice(0, self.n))
+            else:
+                g = torch.Generator().manual_seed(self.seed + 1)
+                self._conds = trainer.datamodule.reference(self.n, g)[1]
         return self._conds
 
     @torch.no_grad()
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
+        from .domain import data_kwargs
         from .pipeline import generate_samples, sampler_options
 
-        hp, spec = module.hparams, module.cond_spec
+        hp, spec, dm, domain = module.hparams, module.cond_spec, trainer.datamodule, module.domain
         t0 = time.perf_counter()
         x, conds = generate_samples(
             module.model, self.n, event_shape=hp.event_shape, cond_spec=spec,
             cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
             guidance=self.guidance, seed=self.seed, batch_size=self.batch_size, progress=False,
-            shape_for=getattr(trainer.datamodule, "event_shape_for", None),
-            **sampler_options(module.domain, self.options))
+            shape_for=getattr(dm, "event_shape_for", None),
+            **sampler_options(domain, self.options))
         seconds = time.perf_counter() - t0
-        module.domain.save_artifacts(x, self.run_dir / "samples", cond=conds, prefix=prefix)
+        domain.save_artifacts(x, self.run_dir / "samples", cond=conds, prefix=prefix,
+                              **data_kwargs(domain.save_artifacts, dm))
         ref, ref_cond = self._ref(trainer)
-        metrics = {k: float(v) for k, v in
-                   module.domain.metrics(x, ref, cond=conds, ref_cond=ref_cond).items()}
+        metrics = {k: float(v) for k, v in domain.metrics(
+            x, ref, cond=conds, ref_cond=ref_cond, **data_kwargs(domain.metrics, dm)).items()}
         metrics["sample_seconds"] = round(seconds, 3)
+        duration = getattr(dm, "duration", None)
+        if callable(duration):  # signals in time: sampling seconds per second of output
+            metrics["rtf"] = seconds / max(float(duration(x)), 1e-9)
         return metrics
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,

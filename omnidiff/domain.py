@@ -29,6 +29,13 @@ Contract (checked by ``omnidiff.testing.check_domain`` over every registered dom
   people look at (PNG / WAV / GIF) plus raw tensors, atomically.
 * ``metrics(samples, reference, cond=None, ref_cond=None) -> dict[str, float]``: lower is better
   unless the name says otherwise (``*_acc``, ``coverage``...).
+* Both may also take a keyword ``data``: the core then passes the data module the samples came
+  from (a sample rate, class names, spectrogram settings: facts of the data that a file writer
+  or a metric needs). Callers use :func:`data_kwargs`, so plugins without it keep working.
+* Optional on the data module: ``duration(x) -> float`` (seconds of a batch of samples, for
+  signals in time): evaluations then report ``rtf``, the real-time factor of sampling;
+  ``pipeline_attrs``: names of data-module attributes that :class:`~omnidiff.pipeline.Pipeline`
+  exposes as its own (``pipe.sample_rate``).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS"]
+__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
                   "metrics")
@@ -76,6 +83,20 @@ class Domain(Protocol):
     def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
                 cond: torch.Tensor | None = None,
                 ref_cond: torch.Tensor | None = None) -> dict[str, float]: ...
+
+
+def data_kwargs(fn: Any, data: Any) -> dict[str, Any]:
+    """``{"data": data}`` when ``fn`` takes a ``data`` keyword (or ``**kwargs``), else ``{}``."""
+    import inspect
+
+    if data is None:
+        return {}
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    ok = any(p.name == "data" or p.kind is p.VAR_KEYWORD for p in params)
+    return {"data": data} if ok else {}
 
 
 def _resolve(spec: str, package: str) -> Any:
@@ -125,13 +146,16 @@ class LazyDomain:
                                                 **model_cfg)
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
-                       cond: torch.Tensor | None = None, prefix: str = "samples") -> list[Path]:
-        return self._part(self.artifact_writer)(samples, out_dir, cond=cond, prefix=prefix)
+                       cond: torch.Tensor | None = None, prefix: str = "samples",
+                       data: Any = None) -> list[Path]:
+        fn = self._part(self.artifact_writer)
+        return fn(samples, out_dir, cond=cond, prefix=prefix, **data_kwargs(fn, data))
 
     def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
                 cond: torch.Tensor | None = None,
-                ref_cond: torch.Tensor | None = None) -> dict[str, float]:
-        return self._part(self.metrics_fn)(samples, reference, cond=cond, ref_cond=ref_cond)
+                ref_cond: torch.Tensor | None = None, data: Any = None) -> dict[str, float]:
+        fn = self._part(self.metrics_fn)
+        return fn(samples, reference, cond=cond, ref_cond=ref_cond, **data_kwargs(fn, data))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -171,6 +171,15 @@ class Pipeline:
         """The class count of a label-conditional model (0 otherwise)."""
         return self.cond_spec.num_classes
 
+    def __getattr__(self, name: str) -> Any:
+        """Facts the data module exports (its ``pipeline_attrs``), e.g. ``pipe.sample_rate``."""
+        if name.startswith("_") or "domain" not in self.__dict__:
+            raise AttributeError(name)
+        data = self.data()
+        if name in getattr(data, "pipeline_attrs", ()):
+            return getattr(data, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def device(self) -> torch.device:
         p = next(self.model.parameters(), None)
@@ -301,8 +310,11 @@ class Pipeline:
              prefix: str = "samples") -> list[Path]:
         """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``."""
         self._check(samples, any_shape=self.cond_spec.variable_shape)
-        return [Path(p) for p in self.domain.save_artifacts(
-            samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix)]
+        from .domain import data_kwargs
+
+        save = self.domain.save_artifacts
+        return [Path(p) for p in save(samples, Path(out_dir), cond=self._cond_for(samples, cond),
+                                      prefix=prefix, **data_kwargs(save, self.data()))]
 
     def reference(self, n: int, seed: int = 0) -> tuple[torch.Tensor, Any]:
         """``n`` held-out samples from the training data's config and their conditions
@@ -317,9 +329,12 @@ class Pipeline:
                 seed: int = 0) -> dict[str, float]:
         """The domain's quality metrics of ``samples`` against ``n_ref`` reference samples."""
         self._check(samples, any_shape=self.cond_spec.variable_shape)
+        from .domain import data_kwargs
+
         ref, ref_cond = self.reference(n_ref, seed)
-        out = self.domain.metrics(samples, ref, cond=self._cond_for(samples, cond),
-                                  ref_cond=ref_cond)
+        fn = self.domain.metrics
+        out = fn(samples, ref, cond=self._cond_for(samples, cond), ref_cond=ref_cond,
+                 **data_kwargs(fn, self.data()))
         return {k: float(v) for k, v in out.items()}
 
     def _check(self, samples: torch.Tensor, any_shape: bool = False) -> None:

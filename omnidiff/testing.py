@@ -291,11 +291,14 @@ def _check_sampling(domain: Any, dm: Any, dmodel: Any, n: int, event_shape: tupl
     return samples, used
 
 
-def _check_artifacts(domain: Any, samples: torch.Tensor, cond: Any,
+def _check_artifacts(domain: Any, dm: Any, samples: torch.Tensor, cond: Any,
                      out_dir: str | Path | None) -> list[str]:
+    from .domain import data_kwargs
+
     with tempfile.TemporaryDirectory(prefix="omnidiff-contract-") as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        files = domain.save_artifacts(samples, folder, cond=cond, prefix="contract")
+        files = domain.save_artifacts(samples, folder, cond=cond, prefix="contract",
+                                      **data_kwargs(domain.save_artifacts, dm))
         _require(isinstance(files, (list, tuple)) and len(files) > 0, domain,
                  "save_artifacts must return the list of written paths")
         files = [Path(f) for f in files]
@@ -307,11 +310,13 @@ def _check_artifacts(domain: Any, samples: torch.Tensor, cond: Any,
         return [f.name for f in files]
 
 
-def _check_metrics(domain: Any, samples: torch.Tensor, cond: Any, ref_x: torch.Tensor,
+def _check_metrics(domain: Any, dm: Any, samples: torch.Tensor, cond: Any, ref_x: torch.Tensor,
                    ref_c: Any) -> dict[str, float]:
     from .conditions import index_cond
+    from .domain import data_kwargs
 
-    metrics = domain.metrics(samples, ref_x, cond=cond, ref_cond=ref_c)
+    extra = data_kwargs(domain.metrics, dm)
+    metrics = domain.metrics(samples, ref_x, cond=cond, ref_cond=ref_c, **extra)
     _require(isinstance(metrics, Mapping) and len(metrics) > 0, domain,
              "metrics must return a non-empty dict {name: float}")
     for k, v in metrics.items():
@@ -319,7 +324,7 @@ def _check_metrics(domain: Any, samples: torch.Tensor, cond: Any, ref_x: torch.T
                  domain, f"metric {k!r} must be a plain float; got {type(v).__name__}")
     half = ref_x.shape[0] // 2
     same = domain.metrics(ref_x[:half], ref_x[half:], cond=index_cond(ref_c, slice(0, half)),
-                          ref_cond=index_cond(ref_c, slice(half, None)))
+                          ref_cond=index_cond(ref_c, slice(half, None)), **extra)
     bad = [k for k, v in same.items() if not math.isfinite(float(v))]
     _require(not bad, domain, f"metrics of reference vs reference data are not finite: {bad}")
     return dict(metrics)
@@ -370,8 +375,8 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
     dmodel, loss = _check_loss(domain, net, x, cond, seed)
     samples, used = _check_sampling(domain, dm, dmodel, n, event_shape, spec, ref_c, sampler,
                                     steps, seed)
-    names = _check_artifacts(domain, samples, used, out_dir)
-    metrics = _check_metrics(domain, samples, used, ref_x, ref_c)
+    names = _check_artifacts(domain, dm, samples, used, out_dir)
+    metrics = _check_metrics(domain, dm, samples, used, ref_x, ref_c)
     return {"name": domain.name, "event_shape": event_shape, "cond": spec.describe(),
             "num_classes": spec.num_classes, "loss": loss, "files": names,
             "metrics": metrics}

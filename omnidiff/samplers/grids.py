@@ -10,6 +10,13 @@ step, so ``steps`` first-order steps cost exactly ``steps`` model evaluations.
 * ``karras``   — uniform in (sigma/alpha)^(1/rho), rho = 7 (Karras et al. 2022, EDM).
 * ``trailing`` — t_max * (1 - i/steps) (Lin et al. 2023: start exactly at the last trained
   time and space the rest evenly, without landing on t_min).
+* ``diffwave`` — DiffWave's 6-step fast schedule (Kong et al. 2021, sec. 4 / appendix B): the
+  inference noise levels beta = 1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5, aligned to the trained
+  schedule at the times where alpha^2(t) equals their cumulative product of (1 - beta). With
+  ``sampler=ddpm`` it is DiffWave's fast sampler exactly (each ancestral step's variance is
+  then the inference beta); with any other sampler it is a 6-point grid. It starts at
+  alpha^2 = 0.376 (not from pure noise), as DiffWave does: a strongly conditioned model
+  (a vocoder) needs no more.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from ..schedules import Schedule
 
 __all__ = ["GRIDS", "timesteps"]
 
-GRIDS = ("uniform", "logsnr", "karras", "trailing")
+GRIDS = ("uniform", "logsnr", "karras", "trailing", "diffwave")
+DIFFWAVE_FAST_BETAS = (1e-4, 1e-3, 1e-2, 5e-2, 0.2, 0.5)
 
 # log-SNR grids start no noisier than sigma/alpha = 200 (lambda = -5.3); a zero-terminal-SNR
 # schedule (flow at t = 1) would otherwise spend its steps on a near-infinite noise range.
@@ -40,6 +48,8 @@ def timesteps(schedule: Schedule, steps: int, grid: str = "uniform", *,
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     lo, hi = schedule.t_min, schedule.t_max
+    if grid == "diffwave":
+        return _diffwave(schedule, steps)
     if steps == 1:
         ts = _f64([hi])
     elif grid == "uniform":
@@ -57,4 +67,15 @@ def timesteps(schedule: Schedule, steps: int, grid: str = "uniform", *,
             lam = -rho * torch.log(s_hi + ramp * (s_lo - s_hi))
         ts = schedule.t_of_lambda(lam).clamp(lo, hi)
         ts[0], ts[-1] = hi, lo  # exact ends despite round-off in the inverse
+    return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
+
+
+def _diffwave(schedule: Schedule, steps: int) -> torch.Tensor:
+    """The times of DiffWave's fast inference schedule on ``schedule`` (see the module doc)."""
+    if steps != len(DIFFWAVE_FAST_BETAS):
+        raise ValueError(f"grid 'diffwave' is DiffWave's {len(DIFFWAVE_FAST_BETAS)}-step fast "
+                         f"schedule; pass steps={len(DIFFWAVE_FAST_BETAS)} (got {steps})")
+    gamma = torch.cumprod(1 - _f64(DIFFWAVE_FAST_BETAS), 0)  # alpha^2 at each level
+    lam = 0.5 * torch.log(gamma / (1 - gamma))  # log-SNR, least noisy first
+    ts = schedule.t_of_lambda(lam.flip(0)).clamp(schedule.t_min, schedule.t_max)
     return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])

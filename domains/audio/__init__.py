@@ -1,0 +1,47 @@
+"""The ``audio`` domain: DiffWave-style waveform diffusion.
+
+Registered under the entry-point group ``omnidiff.domains`` as
+``audio = "omnidiff_domains.audio:AudioDomain"``. Submodules, one concept each:
+:mod:`.diffwave` (the network), :mod:`.mel` (the one spectrogram definition + Griffin-Lim),
+:mod:`.tones` (the generated dataset), :mod:`.files` (soundfile I/O), :mod:`.data`
+(``AudioData``: tones or a folder), :mod:`.pitch`, :mod:`.metrics`, :mod:`.artifacts`; Hydra
+defaults in ``conf/domain/audio.yaml``.
+
+Heavy imports (Lightning, torchaudio, matplotlib) happen on first use.
+"""
+
+from __future__ import annotations
+
+from omnidiff.domain import LazyDomain
+
+__all__ = ["AudioDomain", "AudioData", "DiffWave"]
+
+
+class AudioDomain(LazyDomain):
+    """Mono waveforms, event ``(1, samples)`` with values in [-1, 1].
+
+    Network: :class:`~omnidiff_domains.audio.diffwave.DiffWave` (keys: layers, channels,
+    cycle, compile; ``hop`` comes from the data's spectrogram settings). Conditions
+    (``data.cond``): label, none, mel (a vocoder), label+mel. Artifacts: WAVs, a log-mel PNG
+    grid, ``.pt``, ``.npy``. Metrics: see :mod:`omnidiff_domains.audio.metrics`.
+    """
+
+    name = "audio"
+    config_searchpath = "pkg://omnidiff_domains.audio.conf"
+    data_factory = ".data:AudioData"
+    network_factory = ".diffwave:build_diffwave"
+    artifact_writer = ".artifacts:save_artifacts"
+    metrics_fn = ".metrics:audio_metrics"
+    sample_defaults = {"clip_x0": 1.0}  # waveforms live in [-1, 1]
+
+
+def __getattr__(name: str):
+    if name == "AudioData":
+        from .data import AudioData
+
+        return AudioData
+    if name == "DiffWave":
+        from .diffwave import DiffWave
+
+        return DiffWave
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

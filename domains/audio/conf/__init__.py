@@ -1,0 +1,1 @@
+"""Hydra configs of the audio domain (pkg://omnidiff_domains.audio.conf)."""

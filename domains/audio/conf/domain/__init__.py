@@ -1,0 +1,1 @@
+"""The audio domain's defaults (domain/audio.yaml)."""

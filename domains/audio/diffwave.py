@@ -1,0 +1,236 @@
+"""A DiffWave-style waveform denoiser (Kong et al. 2021, "DiffWave", sec. 3 and fig. 2).
+
+A stack of residual layers over the waveform's ``C`` channels: each adds the diffusion-time
+embedding, runs a bidirectional (non-causal) dilated convolution with dilation
+``2 ** (i % cycle)``, adds the dense condition, and gates ``tanh(filter) * sigmoid(gate)``; a
+1x1 convolution splits the result into the residual and a skip path. The skips are summed,
+scaled by ``1 / sqrt(layers)`` and projected to the waveform by a zero-initialised output layer
+(an untrained network predicts 0).
+
+Conditions (any combination, declared by the condition specification):
+
+* a class label — its embedding (with a learned null class) is added to the time embedding, so
+  it reaches every layer with it (:class:`omnidiff.nn.Conditioning`);
+* a mel spectrogram ``(n_mels, frames)`` — upsampled to the waveform's rate by transposed 2D
+  convolutions whose strides multiply to the hop length (:func:`upsample_strides`), projected
+  and added in every layer; a learned null spectrogram column stands in where ``drop`` is set.
+
+Time enters as the core's continuous ``t`` in [0, 1], so every sampler and step grid runs on one
+trained model. Called as ``net(x_t, t, cond=None, drop=None) -> (B, 1, samples)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnidiff.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond, as_spec
+from omnidiff.nn import Conditioning, null_where
+
+__all__ = ["DiffWave", "MelUpsampler", "build_diffwave", "mel_field", "upsample_strides"]
+
+EMBED_DIM = 512  # DiffWave's diffusion-embedding width
+
+
+def upsample_strides(hop: int, max_stride: int = 16) -> list[int]:
+    """Strides whose product is ``hop``, each at most ``max_stride`` where the prime factors
+    allow, as few as possible (largest first): 256 -> [16, 16], 300 -> [15, 5, 4], 50 -> [10, 5].
+
+    A prime factor above ``max_stride`` becomes a stride of its own.
+    """
+    if not isinstance(hop, int) or hop < 1:
+        raise ValueError(f"the hop length must be a positive integer, got {hop!r}")
+    primes, n, p = [], hop, 2
+    while p * p <= n:
+        while n % p == 0:
+            primes.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        primes.append(n)
+    strides: list[int] = []
+    for q in sorted(primes, reverse=True):  # first-fit decreasing into bins of max_stride
+        for i, s in enumerate(strides):
+            if s * q <= max_stride:
+                strides[i] = s * q
+                break
+        else:
+            strides.append(q)
+    return sorted(strides, reverse=True) or [1]
+
+
+class MelUpsampler(nn.Module):
+    """``(B, n_mels, frames) -> (B, n_mels, frames * hop)``: one transposed 2D convolution per
+    stride (kernel ``3 x 2s``, over mel bins and time), each followed by a leaky ReLU (0.4)."""
+
+    def __init__(self, hop: int):
+        super().__init__()
+        self.hop = hop
+        self.strides = upsample_strides(hop)
+        self.convs = nn.ModuleList(
+            nn.ConvTranspose2d(1, 1, (3, 2 * s), stride=(1, s), padding=(1, s // 2))
+            for s in self.strides if s > 1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        frames = mel.shape[-1]
+        h = mel.unsqueeze(1)  # (B, 1, M, F)
+        for conv, s in zip(self.convs, [s for s in self.strides if s > 1]):
+            length = h.shape[-1] * s
+            h = F.leaky_relu(conv(h)[..., :length], 0.4)  # (B, 1, M, length)
+        return h.squeeze(1)[..., :frames * self.hop]  # (B, M, F * hop)
+
+
+class ResidualLayer(nn.Module):
+    """One DiffWave layer. x: (B, C, T), temb: (B, C, 1), cond: (B, M, T) or None ->
+    ((B, C, T) residual output, (B, C, T) skip)."""
+
+    def __init__(self, channels: int, dilation: int, cond_channels: int):
+        super().__init__()
+        self.dilated = nn.Conv1d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
+        self.cond = nn.Conv1d(cond_channels, 2 * channels, 1) if cond_channels else None
+        self.out = nn.Conv1d(channels, 2 * channels, 1)
+        nn.init.kaiming_normal_(self.dilated.weight)
+        nn.init.kaiming_normal_(self.out.weight)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.dilated(x + temb)  # (B, 2C, T)
+        if cond is not None:
+            y = y + self.cond(cond)
+        filt, gate = y.chunk(2, dim=1)  # (B, C, T) each
+        residual, skip = self.out(torch.tanh(filt) * torch.sigmoid(gate)).chunk(2, dim=1)
+        return (x + residual) * (1 / math.sqrt(2.0)), skip
+
+
+def mel_field(spec: CondSpec) -> tuple[str | None, TensorCond | None]:
+    """The dense (variable-length) spectrogram part of a condition specification:
+    ``(field name or None for the whole condition, its spec)``, ``(None, None)`` without one."""
+    if isinstance(spec, TensorCond) and spec.variable_shape:
+        return None, spec
+    if isinstance(spec, NamedCond):
+        dense = [(k, s) for k, s in spec.fields if isinstance(s, TensorCond) and s.variable_shape]
+        if len(dense) > 1:
+            raise ValueError(f"DiffWave takes one spectrogram condition; got {spec.describe()}")
+        if dense:
+            return dense[0]
+    return None, None
+
+
+def _check_spec(spec: CondSpec) -> None:
+    parts = [s for _, s in spec.fields] if isinstance(spec, NamedCond) else [spec]
+    for s in parts:
+        ok = isinstance(s, (NoCond, LabelCond)) or (
+            isinstance(s, TensorCond) and len(s.shape) == 2 and s.shape[1] is None)
+        if not ok:
+            raise ValueError(f"DiffWave takes class labels and/or a spectrogram (n_mels, "
+                             f"frames); got {s.describe()}")
+
+
+class DiffWave(nn.Module):
+    """DiffWave over waveforms ``(B, 1, samples)``.
+
+    Args:
+        cond: the condition specification: none, labels, a spectrogram
+            ``TensorCond((n_mels, None))``, or a named set of a label and a spectrogram.
+        hop: samples per spectrogram frame (needed with a spectrogram condition).
+        layers: residual layers (DiffWave base 30, SC09 unconditional 36).
+        channels: residual channels (base 64, unconditional 256).
+        cycle: dilation cycle length: layer i dilates by ``2 ** (i % cycle)`` (base 10).
+    """
+
+    def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
+                 channels: int = 64, cycle: int = 10):
+        super().__init__()
+        self.cond_spec = spec = as_spec(cond)
+        _check_spec(spec)
+        self.mel_key, mel_spec = mel_field(spec)
+        self.has_mel = mel_spec is not None
+        if layers < 1 or channels < 1 or cycle < 1:
+            raise ValueError(f"model.layers, model.channels and model.cycle must be >= 1; got "
+                             f"{layers}, {channels}, {cycle}")
+        n_mels = int(mel_spec.shape[0]) if self.has_mel else 0
+        if self.has_mel:
+            if not hop:
+                raise ValueError("a spectrogram-conditioned DiffWave needs the hop length "
+                                 "(model.hop, set from data.mel.hop_length)")
+            self.upsampler = MelUpsampler(int(hop))
+            self.null_mel = nn.Parameter(torch.zeros(n_mels, 1))  # (M, 1), any frame count
+        self.hop = int(hop) if hop else None
+        self.layers, self.channels, self.cycle = layers, channels, cycle
+        self.input = nn.Conv1d(1, channels, 1)
+        nn.init.kaiming_normal_(self.input.weight)
+        # time + the global (label) condition; a spectrogram alone has no global part
+        self.embed = Conditioning(NoCond() if self.mel_key is None and self.has_mel else spec,
+                                  EMBED_DIM)
+        self.time_proj = nn.Linear(EMBED_DIM, layers * channels)  # every layer's projection
+        self.res = nn.ModuleList(ResidualLayer(channels, 2 ** (i % cycle), n_mels)
+                                 for i in range(layers))
+        self.skip_proj = nn.Conv1d(channels, channels, 1)
+        nn.init.kaiming_normal_(self.skip_proj.weight)
+        self.output = nn.Conv1d(channels, 1, 1)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples that one output sample sees (kernel 3, both sides)."""
+        return 1 + 2 * sum(2 ** (i % self.cycle) for i in range(self.layers))
+
+    def _mel(self, cond: Any, drop: torch.Tensor | None, batch: int, length: int
+             ) -> torch.Tensor | None:
+        """The upsampled spectrogram (B, M, T), its null where ``drop`` or missing."""
+        if not self.has_mel:
+            return None
+        mel = cond if self.mel_key is None or cond is None else cond[self.mel_key]
+        if mel is None:  # the null condition: the learned column over the waveform's frames
+            mel = self.null_mel.expand(batch, -1, max(1, length // self.hop))
+        mel = null_where(drop, mel.to(self.null_mel.dtype), self.null_mel)  # (B, M, F)
+        if mel.shape[-1] * self.hop != length:
+            raise ValueError(f"the spectrogram has {mel.shape[-1]} frames, {mel.shape[-1]} x "
+                             f"hop {self.hop} = {mel.shape[-1] * self.hop} samples, but the "
+                             f"waveform has {length}")
+        return self.upsampler(mel)  # (B, M, T)
+
+    def _global(self, cond: Any) -> Any:
+        """The part of ``cond`` that :class:`Conditioning` embeds (labels), or None."""
+        if isinstance(self.cond_spec, NamedCond):
+            return None if cond is None else {k: v for k, v in cond.items() if k != self.mel_key}
+        return None if self.has_mel else cond
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 1, T), t: (B,), cond: labels (B,) / mel (B, M, T / hop) / a dict of both,
+        drop: (B,) bool -> (B, 1, T)."""
+        b, _, length = x.shape
+        emb = F.silu(self.embed(t, self._global(cond), drop, b))  # (B, 512)
+        temb = self.time_proj(emb).to(x.dtype).view(b, self.layers, self.channels, 1)
+        mel = self._mel(cond, drop, b, length)  # (B, M, T) or None
+        h = F.relu(self.input(x))  # (B, C, T)
+        skips = None
+        for i, layer in enumerate(self.res):
+            h, skip = layer(h, temb[:, i], mel)  # (B, C, T) each
+            skips = skip.clone() if skips is None else skips.add_(skip)  # in place, no stack
+        h = F.relu(self.skip_proj(skips * (1 / math.sqrt(self.layers))))  # (B, C, T)
+        return self.output(h)  # (B, 1, T)
+
+
+def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: bool = False,
+                   **cfg: Any) -> DiffWave:
+    """A :class:`DiffWave` for waveforms of ``event_shape = (1, samples)``; ``compile`` runs
+    ``nn.Module.compile`` in place."""
+    if len(event_shape) != 2 or event_shape[0] != 1:
+        raise ValueError(f"DiffWave needs mono waveforms, event_shape (1, samples); got "
+                         f"{tuple(event_shape)}")
+    known = {"hop", "layers", "channels", "cycle"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "
+                        f"{', '.join(sorted(known | {'compile'}))}")
+    net = DiffWave(cond, **cfg)
+    if compile:
+        net.compile()
+    return net
