@@ -28,10 +28,11 @@ package).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+
+from _timing import alternate
 
 STEP_CONFIGS = {
     # name: (layers, channels, cycle, train batch, train frames, sample batch, sample frames)
@@ -95,18 +96,8 @@ def steps(args: argparse.Namespace) -> None:
         def sample_step(k):
             call(k, *batch["sample"])
 
-        times = {(k, w): [] for k in nets for w in ("train", "sample")}
-        for k in nets:
-            for _ in range(args.warmup):
-                train_step(k)
-                sample_step(k)
-        for _ in range(args.repeats):
-            for k in nets:
-                for what, fn in (("train", train_step), ("sample", sample_step)):
-                    t0 = time.perf_counter()
-                    fn(k)
-                    times[(k, what)].append(time.perf_counter() - t0)
-        med = {key: statistics.median(v) * 1000 for key, v in times.items()}
+        med = alternate(nets, {"train": train_step, "sample": sample_step}, args.warmup,
+                        args.repeats)
         params = {k: sum(q.numel() for q in n.parameters()) for k, n in nets.items()}
         for what, b, f in (("train", bt, ft), ("sample", bs, fs)):
             rows.append((name, what, f"{b}x{f * HOP}", med[("ours", what)],
@@ -166,10 +157,12 @@ def tones(args: argparse.Namespace) -> None:
     labelled = pipe.num_classes > 0
     n = args.n
     cond = (torch.arange(n) % pipe.num_classes) if labelled else None
-    guidances = [None, 1.0, 2.0, 3.0] if labelled else [None]
+    guidances = [None, 1.5, 2.0, 3.0] if labelled else [None]
+    ref, _ = pipe.reference(n)
+    ref_rms = float(ref.pow(2).mean().sqrt())
     print(f"{args.checkpoint}: {n} clips per row, {'class-conditional' if labelled else 'unconditional'}")
     head = (f"{'sampler':22s} {'NFE':>4s} {'guid.':>5s} {'pitch_acc':>9s} {'in_tune':>8s} "
-            f"{'coverage':>8s} {'min sh.':>7s} {'max sh.':>7s} {'rtf':>6s}")
+            f"{'coverage':>8s} {'min sh.':>7s} {'max sh.':>7s} {'rms/ref':>7s} {'rtf':>6s}")
     print(head)
     print("-" * len(head))
     for sampler, n_steps, grid in TONE_RUNS:
@@ -184,7 +177,8 @@ def tones(args: argparse.Namespace) -> None:
             acc = f"{st['pitch_acc']:9.3f}" if labelled else f"{'-':>9s}"
             print(f"{label:22s} {n_steps:4d} {str(w):>5s} {acc} {st['in_tune_frac']:8.3f} "
                   f"{st['pitch_coverage']:8.3f} {st['pitch_share_min']:7.2f} "
-                  f"{st['pitch_share_max']:7.2f} {s / data.duration(y):6.2f}")
+                  f"{st['pitch_share_max']:7.2f} {float(y.pow(2).mean().sqrt()) / ref_rms:7.2f} "
+                  f"{s / data.duration(y):6.2f}")
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ Needs the ``bench`` extra (``pip install omnidiff[bench]``: diffusers).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+
+from _timing import alternate
 
 CONFIGS = {
     # name: (channels, size, block_out_channels, layers_per_block, attn_resolutions,
@@ -96,18 +96,8 @@ def main() -> None:
         def sample_step(k):
             call(k, xs, ts, ys)
 
-        times = {(k, w): [] for k in nets for w in ("train", "sample")}
-        for k in nets:
-            for _ in range(args.warmup):
-                train_step(k)
-                sample_step(k)
-        for _ in range(args.repeats):
-            for k in nets:
-                for what, fn in (("train", train_step), ("sample", sample_step)):
-                    t0 = time.perf_counter()
-                    fn(k)
-                    times[(k, what)].append(time.perf_counter() - t0)
-        med = {key: statistics.median(v) * 1000 for key, v in times.items()}
+        med = alternate(nets, {"train": train_step, "sample": sample_step}, args.warmup,
+                        args.repeats)
         params = {k: sum(q.numel() for q in n.parameters()) for k, n in nets.items()}
         for what, b in (("train", bt), ("sample", bsmp)):
             rows.append((name, what, b, med[("ours", what)], med[("diffusers", what)],

@@ -47,6 +47,20 @@ def test_mel_upsampler_reaches_the_waveform_rate(hop):
     assert up(mel).shape == (2, 5, 9 * hop)
 
 
+@pytest.mark.parametrize("hop", [50, 256, 75])
+def test_mel_upsampler_starts_as_centred_interpolation(hop):
+    """Frame j lands on sample j * hop (where the centred STFT puts it); a constant stays
+    constant between the ends."""
+    up = MelUpsampler(hop)
+    impulse = torch.zeros(1, 3, 9)
+    impulse[:, :, 4] = 1.0
+    with torch.no_grad():
+        out = up(impulse)[0]  # (3, 9 * hop)
+        assert int(out[1].argmax()) == 4 * hop
+        flat = up(torch.full((1, 3, 9), 0.7))[0, :, hop:-hop]
+    torch.testing.assert_close(flat, torch.full_like(flat, 0.7), atol=1e-5, rtol=0)
+
+
 def test_upsampler_is_local_in_time():
     """A change in frame j moves only the samples near j * hop."""
     up = _randomise(MelUpsampler(50))

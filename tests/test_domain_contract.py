@@ -32,6 +32,12 @@ SMALL = {
         ("digits", {"batch_size": 8, "train_size": 64},
          {"base_channels": 16, "num_res_blocks": 1, "norm_groups": 8, "num_head_channels": 8}),
     ],
+    "audio": [
+        (cond.replace("+", "-"), {"train_size": 24, "val_size": 12, "batch_size": 4,
+                                  "cond": cond, "clip_seconds": 0.05},
+         {"layers": 3, "channels": 8, "cycle": 2, "hop": 50})
+        for cond in ("label", "none", "mel", "label+mel")
+    ],
     "timeseries": [
         ("waveforms", dict(TINY), {"width": 16, "depth": 2}),
     ],

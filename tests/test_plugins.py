@@ -148,3 +148,23 @@ def test_broken_plugins_are_reported_by_name_in_a_fresh_process(tmp_path):
     r = subprocess.run(_cli() + ["train", "domain=lacksmethods"], capture_output=True,
                        text=True, env=env, timeout=180)
     assert r.returncode == 2 and "lacksmethods" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_kwargs_reaches_only_functions_that_take_it():
+    """Artifact writers and metrics may take ``data=`` (the data module); older plugins'
+    functions without it are called as before."""
+    from omnidiff.domain import data_kwargs
+
+    def old(samples, out_dir, cond=None, prefix="samples"):
+        return []
+
+    def new(samples, out_dir, cond=None, prefix="samples", data=None):
+        return []
+
+    def anything(*args, **kwargs):
+        return []
+
+    dm = object()
+    assert data_kwargs(old, dm) == {}
+    assert data_kwargs(new, dm) == {"data": dm} and data_kwargs(anything, dm) == {"data": dm}
+    assert data_kwargs(new, None) == {}

@@ -118,7 +118,10 @@ def test_other_schedules_and_predictions(schedule, prediction, sampler):
     check_matches_mixture(draw(sampler, schedule, prediction, steps=steps, seed=5))
 
 
-@pytest.mark.parametrize("grid", GRIDS)
+SPACED_GRIDS = [g for g in GRIDS if g != "diffwave"]  # diffwave: 6 fixed noise levels
+
+
+@pytest.mark.parametrize("grid", SPACED_GRIDS)
 def test_every_grid_samples_the_mixture(grid):
     check_matches_mixture(draw("dpmpp_2m", "cosine", "eps", steps=30, grid=grid, seed=7))
 
@@ -207,7 +210,7 @@ def test_model_calls_and_nfe(sampler):
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
-@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("grid", SPACED_GRIDS)
 def test_grids(schedule, grid):
     sched = get_schedule(schedule)
     for steps in (1, 2, 10, 50):
@@ -218,6 +221,48 @@ def test_grids(schedule, grid):
             assert float(ts[-2]) == sched.t_min
         assert (ts[1:] < ts[:-1]).all(), ts
         assert (ts[:-1] >= sched.t_min).all()
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_diffwave_grid_sits_at_the_fast_schedules_noise_levels(schedule):
+    from omnidiff.samplers.grids import DIFFWAVE_FAST_BETAS
+
+    sched = get_schedule(schedule)
+    ts = timesteps(sched, 6, "diffwave")
+    gamma = torch.cumprod(1 - torch.tensor(DIFFWAVE_FAST_BETAS, dtype=F64), 0).flip(0)
+    snr = (sched.alpha(ts[:-1]) / sched.sigma(ts[:-1])) ** 2
+    inside = ts[:-1] > sched.t_min  # a level less noisy than t_min is clamped to t_min
+    assert inside[:-1].all() and (inside | (ts[:-1] == sched.t_min)).all()
+    torch.testing.assert_close((snr / (1 + snr))[inside], gamma[inside], rtol=1e-6, atol=1e-9)
+    assert (ts[1:] < ts[:-1]).all() and float(ts[-1]) == 0.0
+    with pytest.raises(ValueError, match="pass steps=6"):
+        timesteps(sched, 20, "diffwave")
+
+
+def test_ddpm_on_the_diffwave_grid_is_diffwaves_fast_sampler():
+    """Kong et al. 2021, Algorithm 2 with the fast inference schedule and aligned times,
+    written out here, equals sampler=ddpm grid=diffwave step for step (same noise draws)."""
+    from omnidiff.samplers.grids import DIFFWAVE_FAST_BETAS
+
+    sched = get_schedule("linear")
+
+    def eps_model(x, t):  # any smooth eps prediction
+        return torch.tanh(x) * (0.5 + t.reshape(-1, 1)) + 0.1 * x
+
+    x_T = torch.randn(64, 3, generator=gen(0), dtype=F64)
+    ours = sample(eps_model, x_T, schedule=sched, prediction="eps", sampler="ddpm", steps=6,
+                  grid="diffwave", generator=gen(1))
+    beta = torch.tensor(DIFFWAVE_FAST_BETAS, dtype=F64)
+    gamma = torch.cumprod(1 - beta, 0)
+    ts = timesteps(sched, 6, "diffwave")[:-1].flip(0)  # t_1 .. t_6, aligned
+    x, g = x_T.clone(), gen(1)
+    for s in reversed(range(6)):
+        eps = eps_model(x, ts[s].expand(x.shape[0]))
+        x = (x - beta[s] / torch.sqrt(1 - gamma[s]) * eps) / torch.sqrt(1 - beta[s])
+        if s > 0:
+            sigma = torch.sqrt((1 - gamma[s - 1]) / (1 - gamma[s]) * beta[s])
+            x = x + sigma * torch.randn(x.shape, generator=g, dtype=F64)
+    torch.testing.assert_close(ours, x, rtol=1e-9, atol=1e-9)
 
 
 def test_grid_spacing():

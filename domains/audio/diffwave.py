@@ -63,16 +63,32 @@ def upsample_strides(hop: int, max_stride: int = 16) -> list[int]:
     return sorted(strides, reverse=True) or [1]
 
 
+def _interpolating(conv: nn.ConvTranspose2d, stride: int) -> nn.ConvTranspose2d:
+    """Start a ``3 x (2s + 1)`` transposed convolution as linear interpolation in time (a
+    triangle whose overlapping copies sum to 1) that leaves the mel bins apart. PyTorch's
+    default initialisation instead makes the upsampled spectrogram a near-constant offset with
+    a ~0.01 spread; the network then takes thousands of steps to start reading it."""
+    ramp = torch.arange(2 * stride + 1, dtype=torch.float32) - stride
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1] = 1.0 - ramp.abs() / stride
+        conv.bias.zero_()
+    return conv
+
+
 class MelUpsampler(nn.Module):
     """``(B, n_mels, frames) -> (B, n_mels, frames * hop)``: one transposed 2D convolution per
-    stride (kernel ``3 x 2s``, over mel bins and time), each followed by a leaky ReLU (0.4)."""
+    stride (kernel ``3 x (2s + 1)`` over mel bins and time, started as linear interpolation;
+    DiffWave's ``2s`` has no centre tap and shifts every frame by half a stride), each followed
+    by a leaky ReLU (0.4)."""
 
     def __init__(self, hop: int):
         super().__init__()
         self.hop = hop
         self.strides = upsample_strides(hop)
         self.convs = nn.ModuleList(
-            nn.ConvTranspose2d(1, 1, (3, 2 * s), stride=(1, s), padding=(1, s // 2))
+            _interpolating(nn.ConvTranspose2d(1, 1, (3, 2 * s + 1), stride=(1, s),
+                                              padding=(1, 0)), s)
             for s in self.strides if s > 1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -80,7 +96,9 @@ class MelUpsampler(nn.Module):
         h = mel.unsqueeze(1)  # (B, 1, M, F)
         for conv, s in zip(self.convs, [s for s in self.strides if s > 1]):
             length = h.shape[-1] * s
-            h = F.leaky_relu(conv(h)[..., :length], 0.4)  # (B, 1, M, length)
+            # output (F + 1) * s + 1; from s on, input frame i is centred on sample i * s (as
+            # the STFT centres frame i on sample i * hop)
+            h = F.leaky_relu(conv(h)[..., s:s + length], 0.4)  # (B, 1, M, length)
         return h.squeeze(1)[..., :frames * self.hop]  # (B, M, F * hop)
 
 
@@ -93,17 +111,18 @@ class ResidualLayer(nn.Module):
         self.dilated = nn.Conv1d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
         self.cond = nn.Conv1d(cond_channels, 2 * channels, 1) if cond_channels else None
         self.out = nn.Conv1d(channels, 2 * channels, 1)
-        nn.init.kaiming_normal_(self.dilated.weight)
-        nn.init.kaiming_normal_(self.out.weight)
+        for conv in (self.dilated, self.cond, self.out):
+            if conv is not None:
+                nn.init.kaiming_normal_(conv.weight)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.dilated(x + temb)  # (B, 2C, T)
         if cond is not None:
-            y = y + self.cond(cond)
+            y = y.add_(self.cond(cond))  # in place: a convolution's output is not saved
         filt, gate = y.chunk(2, dim=1)  # (B, C, T) each
         residual, skip = self.out(torch.tanh(filt) * torch.sigmoid(gate)).chunk(2, dim=1)
-        return (x + residual) * (1 / math.sqrt(2.0)), skip
+        return torch.add(x, residual).mul_(1 / math.sqrt(2.0)), skip
 
 
 def mel_field(spec: CondSpec) -> tuple[str | None, TensorCond | None]:
