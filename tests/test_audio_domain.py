@@ -277,6 +277,8 @@ def test_folder_errors_are_one_clear_line(tmp_path):
         AudioData(name="folder")
     with pytest.raises(ValueError, match="unknown data.cond"):
         AudioData(cond="text")
+    with pytest.raises(ValueError, match="data.sample_rate=80 is too low"):
+        AudioData(sample_rate=80)
 
 
 def test_tones_data_and_condition_hooks():
@@ -291,3 +293,14 @@ def test_tones_data_and_condition_hooks():
         dm.condition(b["x"])
     voc = AudioData(cond="mel")
     assert voc.event_shape_for(torch.zeros(1, 40, 7)) == (1, 350)
+
+
+def test_tones_vocoder_crops():
+    dm = AudioData(cond="mel", crop_frames=8, train_size=24, val_size=8, batch_size=6)
+    assert dm.event_shape == (1, 400)
+    b = next(iter(dm.train_dataloader()))
+    assert b["x"].shape == (6, 1, 400) and b["cond"].shape == (6, 40, 8)
+    torch.testing.assert_close(dm.condition(b["x"]), b["cond"])  # each crop's own spectrogram
+    x, mel = dm.reference(5, torch.Generator().manual_seed(0))
+    again, _ = dm.reference(5, torch.Generator().manual_seed(0))
+    assert x.shape == (5, 1, 400) and torch.equal(x, again) and mel.shape == (5, 40, 8)

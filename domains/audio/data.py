@@ -14,7 +14,7 @@ What a sample is given (``cond``): ``label`` (class-conditional), ``none`` (unco
 ``mel`` (a vocoder: the normalised log-mel spectrogram of :mod:`.mel`, settings ``mel``), or
 ``label+mel``. Label and unconditional clips have a fixed length (``clip_seconds``: a longer
 file is cut, a shorter one padded with silence); vocoder clips are ``crop_frames`` frames of
-``hop_length`` samples (random crops of longer files; by default the whole clip).
+``hop_length`` samples (random crops of longer files or tones; by default the whole clip).
 """
 
 from __future__ import annotations
@@ -53,22 +53,49 @@ def _fit(wav: torch.Tensor, length: int, start: int = 0) -> torch.Tensor:
     return wav
 
 
-class _Files(Dataset):
-    """Recordings read on demand: items ``{"x": (1, samples), "cond": ...}``.
+class _ReadFile:
+    """Clip ``i`` of a list of files, as mono ``(1, T)`` at the sample rate."""
 
-    ``crop``: random crops starting on a frame boundary (training a vocoder), else the first
-    ``samples`` of each file (padded when shorter).
-    """
-
-    def __init__(self, data: "AudioData", files: list, labels: list[int] | None, crop: bool):
-        self.data, self.files, self.labels, self.crop = data, files, labels, crop
+    def __init__(self, files: list, sample_rate: int):
+        self.files, self.sample_rate = files, sample_rate
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def __call__(self, i: int) -> torch.Tensor:
+        return read_audio(self.files[i], self.sample_rate)
+
+
+class _Rows:
+    """Clip ``i`` of an in-memory ``(N, 1, T)`` tensor."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __call__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+class _Clips(Dataset):
+    """Clips fetched on demand (files are read when an item is): items
+    ``{"x": (1, samples), "cond": ...}``.
+
+    ``crop``: random crops starting on a frame boundary (training a vocoder), else the first
+    ``samples`` of each clip (padded when shorter).
+    """
+
+    def __init__(self, data: "AudioData", read: Any, labels: list[int] | None, crop: bool):
+        self.data, self.read, self.labels, self.crop = data, read, labels, crop
+
+    def __len__(self) -> int:
+        return len(self.read)
+
     def clip(self, i: int, generator: torch.Generator | None = None) -> torch.Tensor:
         d = self.data
-        wav = read_audio(self.files[i], d.sample_rate)
+        wav = self.read(i)
         length, start = d.event_shape[-1], 0
         if self.crop and wav.shape[-1] > length:
             frames = (wav.shape[-1] - length) // d.hop_length
@@ -149,6 +176,11 @@ class AudioData(pl.LightningDataModule):
         self._folder: tuple[list, list[int] | None, list[str]] | None = None
 
     # ---------------------------------------------------------------- what a sample is
+    @property
+    def _crops(self) -> bool:
+        """Vocoder crops shorter than the clip."""
+        return self.uses_mel and self._length < self.clip_samples
+
     @property
     def uses_mel(self) -> bool:
         return "mel" in self.cond
@@ -239,6 +271,11 @@ class AudioData(pl.LightningDataModule):
         labels = (torch.arange(n) % len(NAMES))[torch.randperm(n, generator=g)]
         return make_tones(labels, self.sample_rate, self.clip_samples, g, **self.tone_cfg), labels
 
+    def _tone_crops(self, n: int, g: torch.Generator) -> _Clips:
+        """Tones of ``clip_seconds`` served as random crops of ``crop_frames`` (a vocoder)."""
+        x, labels = self._tones(n, g)
+        return _Clips(self, _Rows(x), labels.tolist(), crop=True)
+
     def _tone_split(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, Any]:
         x, labels = self._tones(n, g)
         x = x[..., :self._length]
@@ -261,8 +298,8 @@ class AudioData(pl.LightningDataModule):
                           stacklevel=2)
             test = train
 
-        def part(idx: list[int], crop: bool) -> _Files:
-            return _Files(self, [files[i] for i in idx],
+        def part(idx: list[int], crop: bool) -> _Clips:
+            return _Clips(self, _ReadFile([files[i] for i in idx], self.sample_rate),
                           None if labels is None else [labels[i] for i in idx], crop)
 
         return {"train": part(train, self.uses_mel), "val": part(test, False),
@@ -270,7 +307,11 @@ class AudioData(pl.LightningDataModule):
 
     def _load(self) -> dict[str, Any]:
         if self._splits is None:
-            if self.name == "tones":
+            if self.name == "tones" and self._crops:
+                self._splits = {"train": self._tone_crops(self.train_size,
+                                                          _stream(self.seed, _TRAIN)),
+                                "val": self._tone_crops(self.val_size, _stream(self.seed, _VAL))}
+            elif self.name == "tones":
                 self._splits = {"train": TensorDictDataset(*self._tone_split(
                                     self.train_size, _stream(self.seed, _TRAIN))),
                                 "val": TensorDictDataset(*self._tone_split(
@@ -286,9 +327,9 @@ class AudioData(pl.LightningDataModule):
         stream, or ``min(n, held-out files)`` files of a folder (random crops for a vocoder,
         drawn from ``generator``)."""
         g = generator if generator is not None else _stream(self.seed, _REF)
-        if self.name == "tones":
+        if self.name == "tones" and not self._crops:
             return self._tone_split(int(n), g)
-        ref = self._load()["ref"]
+        ref = self._tone_crops(int(n), g) if self.name == "tones" else self._load()["ref"]
         idx = torch.randperm(len(ref), generator=g)[: int(n)].tolist()
         x = torch.stack([ref.clip(i, g) for i in idx])  # (n, 1, T)
         labels = None if ref.labels is None else torch.tensor([ref.labels[i] for i in idx])
