@@ -157,7 +157,7 @@ def tones(args: argparse.Namespace) -> None:
     labelled = pipe.num_classes > 0
     n = args.n
     cond = (torch.arange(n) % pipe.num_classes) if labelled else None
-    guidances = [None, 1.5, 2.0, 3.0] if labelled else [None]
+    guidances = [None, 1.5, 2.0] if labelled else [None]
     ref, _ = pipe.reference(n)
     ref_rms = float(ref.pow(2).mean().sqrt())
     print(f"{args.checkpoint}: {n} clips per row, {'class-conditional' if labelled else 'unconditional'}")
