@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
-           "atomic_save_figure"]
+           "atomic_save_figure", "atomic_save_npy"]
 
 
 @contextlib.contextmanager
@@ -53,6 +53,16 @@ def atomic_write_text(text: str, dest: str | os.PathLike) -> Path:
 
 def atomic_write_json(obj: Any, dest: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", dest)
+
+
+def atomic_save_npy(arr: Any, dest: str | os.PathLike) -> Path:
+    """Save an array (numpy or a CPU tensor) as ``.npy`` atomically (to a file handle:
+    ``np.save`` on a path would append ".npy" to the temporary name)."""
+    import numpy as np
+
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr.numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr))
+    return Path(dest)
 
 
 def atomic_save_figure(fig: Any, dest: str | os.PathLike, **kwargs: Any) -> Path:

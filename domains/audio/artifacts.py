@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from omnidiff.io import atomic_path, atomic_save_figure, atomic_torch_save
+from omnidiff.io import atomic_save_figure, atomic_save_npy, atomic_torch_save
 
 from .files import write_wav
 from .mel import MelSpec
@@ -90,8 +89,5 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
     fig = _figure(_panels(x, cond, names, mel_spec), sample_rate, mel_spec.hop)
     files.append(atomic_save_figure(fig, out_dir / f"{prefix}.png", dpi=100))
     files.append(atomic_torch_save({"samples": x, "cond": cond}, out_dir / f"{prefix}.pt"))
-    with atomic_path(out_dir / f"{prefix}.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, x.numpy())
-    files.append(out_dir / f"{prefix}.npy")
+    files.append(atomic_save_npy(x, out_dir / f"{prefix}.npy"))
     return files

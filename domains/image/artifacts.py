@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
-from omnidiff.io import atomic_path, atomic_torch_save
+from omnidiff.io import atomic_path, atomic_save_npy, atomic_torch_save
 
 __all__ = ["save_artifacts", "image_grid", "MIN_TILE"]
 
@@ -69,7 +69,5 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tenso
     raw = samples.detach().float().cpu()
     pt = atomic_torch_save({"samples": raw, "cond": None if cond is None else cond.detach().cpu()},
                            out_dir / f"{prefix}.pt")
-    npy = out_dir / f"{prefix}.npy"
-    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, raw.numpy())
+    npy = atomic_save_npy(raw, out_dir / f"{prefix}.npy")
     return [png, pt, npy]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from omnidiff.io import atomic_path, atomic_save_figure
+from omnidiff.io import atomic_save_figure, atomic_save_npy
 
 from .affine import split_cond, undo_affine
 
@@ -123,8 +123,5 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                       (f"{prefix}_affine.npy", a)):
         if arr is None:
             continue
-        with atomic_path(out / name) as tmp:
-            with open(tmp, "wb") as fh:  # np.save on a path would append ".npy"
-                np.save(fh, arr)
-        paths.append(out / name)
+        paths.append(atomic_save_npy(arr, out / name))
     return paths

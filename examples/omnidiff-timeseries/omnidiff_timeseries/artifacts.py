@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnidiff.io import atomic_path, atomic_save_figure
+from omnidiff.io import atomic_save_figure, atomic_save_npy
 
 __all__ = ["MAX_GRID", "grid_figure", "save_artifacts"]
 
@@ -65,8 +65,5 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tenso
     paths = [atomic_save_figure(fig, out / f"{prefix}.png", dpi=100)]
     for name, arr in ((f"{prefix}.npy", x), (f"{prefix}_cond.npy", c)):
         if arr is not None:
-            with atomic_path(out / name) as tmp:
-                with open(tmp, "wb") as fh:  # np.save on a path would append ".npy"
-                    np.save(fh, arr)
-            paths.append(out / name)
+            paths.append(atomic_save_npy(arr, out / name))
     return paths
