@@ -93,7 +93,7 @@ class SampleCallback(Callback):
         vocoder's re-synthesis with the original clip)."""
         from .conditions import cond_batch_size, index_cond
 
-        if not spec.conditional or spec.drawable:
+        if not spec.conditional or spec.kind == "label":
             return None
         if self._conds is None:
             ref_cond = self._ref(trainer)[1]

@@ -7,7 +7,8 @@ A domain's data module declares a **condition specification** (``cond_spec``), w
 * :class:`LabelCond` ``(num_classes)`` — class labels, a ``(B,)`` long tensor;
 * :class:`TensorCond` ``(shape, dtype)`` — a tensor per sample, ``(B, *shape)``: a mel
   spectrogram ``(80, None)`` (``None``: any length), the first frames of a clip, a vector of
-  properties ``(3,)``;
+  properties ``(3,)``; with a ``fill`` value it is optional (left out, it is that constant:
+  0 for "no frame given"), and a named set may omit it;
 * :class:`NamedCond` ``(fields)`` — a named set of these, a dict ``{name: tensor}``.
 
 Condition *values* are ``None``, a tensor, or a dict of tensors; the core passes them through
@@ -136,6 +137,11 @@ class CondSpec:
         """Conditions drawn without data (uniform labels); None where data are needed."""
         return None
 
+    @property
+    def optional(self) -> bool:
+        """True when a field of this kind may be left out of a named set (a fill value)."""
+        return False
+
     def __str__(self) -> str:
         return self.describe()
 
@@ -223,6 +229,9 @@ class LabelCond(CondSpec):
 class TensorCond(CondSpec):
     shape: tuple[int | None, ...] = ()
     dtype: str = "float32"
+    # the value of a condition left out: with it, the condition is optional (drawn as a
+    # constant tensor, a field of a named set may be omitted), e.g. 0 for "no frame given"
+    fill: float | None = None
     kind: ClassVar[str] = "tensor"
 
     def __post_init__(self) -> None:
@@ -233,6 +242,10 @@ class TensorCond(CondSpec):
                              f"{', '.join(_DTYPES)}")
         if any(s is not None and s < 1 for s in self.shape):
             raise ValueError(f"condition shape {self.shape} must hold positive sizes or None")
+        if self.fill is not None:
+            if self.variable_shape:
+                raise ValueError("a condition with a fill value needs a fixed shape")
+            object.__setattr__(self, "fill", float(self.fill))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -251,7 +264,22 @@ class TensorCond(CondSpec):
         return f"a {self.dtype} tensor {_fmt_shape(self.shape)} per sample"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype}
+        out = {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype}
+        return out if self.fill is None else out | {"fill": self.fill}
+
+    @property
+    def drawable(self) -> bool:
+        return self.fill is not None
+
+    @property
+    def optional(self) -> bool:
+        return self.fill is not None
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> Cond:
+        """``(n, *shape)`` filled with :attr:`fill` (None without one)."""
+        if self.fill is None:
+            return None
+        return torch.full((n, *self.shape), self.fill, dtype=self.torch_dtype)
 
     def _expected(self) -> str:
         return (f"expected {self.dtype} {_fmt_shape(self.shape)} (one sample) or "
@@ -341,7 +369,7 @@ class NamedCond(CondSpec):
         if not isinstance(cond, Mapping):
             raise ConditionError(f"cond must be a dict with keys {list(self.field_specs)} "
                                  f"({self.describe()}); got {_got(cond)}")
-        missing = [k for k in self.field_specs if k not in cond]
+        missing = [k for k, s in self.fields if k not in cond and not s.optional]
         extra = [k for k in cond if k not in self.field_specs]
         if missing or extra:
             raise ConditionError(f"cond keys {sorted(cond)} do not match the model's "
@@ -353,11 +381,26 @@ class NamedCond(CondSpec):
         self._keys(cond)
         out = {}
         for k, spec in self.fields:  # the first field that fixes n fixes it for the rest
+            if k not in cond:
+                continue
             try:
                 out[k], n = spec.check(cond[k], n)
             except ConditionError as exc:
                 raise ConditionError(f"cond[{k!r}]: {exc}") from None
-        return self._repeat_to(out, n)
+        out, n = self._repeat_to(out, n) if out else (out, n)
+        left = [(k, s) for k, s in self.fields if k not in out]  # optional fields left out
+        if left and n is None:
+            names = ", ".join(k for k, _ in left)
+            raise ConditionError(f"pass n, or a condition field that fixes it ({names} left out)")
+        out |= {k: s.draw(n, None) for k, s in left}
+        return {k: out[k] for k in self.field_specs}, n
+
+    @property
+    def drawable(self) -> bool:
+        return all(s.drawable for _, s in self.fields)
+
+    def draw(self, n: int, generator: torch.Generator) -> Cond:
+        return {k: s.draw(n, generator) for k, s in self.fields} if self.drawable else None
 
     @staticmethod
     def _repeat_to(out: dict[str, torch.Tensor], n: int | None) -> tuple[Cond, int | None]:
@@ -402,7 +445,8 @@ def as_spec(obj: Any) -> CondSpec:
         if kind == "label":
             return LabelCond(int(obj["num_classes"]))
         if kind == "tensor":
-            return TensorCond(tuple(obj["shape"]), str(obj.get("dtype", "float32")))
+            return TensorCond(tuple(obj["shape"]), str(obj.get("dtype", "float32")),
+                              obj.get("fill"))
         if kind == "named":
             return NamedCond(tuple((k, as_spec(v)) for k, v in obj["fields"].items()))
     raise ValueError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "

@@ -229,3 +229,22 @@ def test_guidance_concatenates_named_conditions():
     assert c["props"].shape == (4, 3) and torch.equal(c["label"], torch.tensor([1, 2, 1, 2]))
     assert drop.tolist() == [False, False, True, True]
     torch.testing.assert_close(out, torch.full((2, 4), 1.0 + 3.0 * (0.0 - 1.0)))
+
+
+def test_optional_tensor_fields_are_filled_and_round_trip():
+    from omnidiff.conditions import LabelCond, NamedCond, TensorCond, as_spec
+
+    spec = NamedCond({"label": LabelCond(3), "frames": TensorCond((2, 4), fill=0.0),
+                      "mask": TensorCond((2,), fill=1.0)})
+    assert as_spec(spec.to_dict()) == spec and not TensorCond((2,)).drawable
+    cond, n = spec.check({"label": [0, 2]})  # optional fields left out
+    assert n == 2 and cond["frames"].shape == (2, 2, 4) and (cond["frames"] == 0).all()
+    assert (cond["mask"] == 1).all() and list(cond) == ["label", "frames", "mask"]
+    drawn = spec.draw(5, torch.Generator().manual_seed(0))
+    assert drawn["label"].shape == (5,) and drawn["mask"].shape == (5, 2)
+    with pytest.raises(ConditionError, match="missing \\['label'\\]"):
+        spec.check({"mask": torch.ones(2)})
+    with pytest.raises(ConditionError, match="pass n"):
+        NamedCond({"a": TensorCond((1,), fill=0.0)}).check({})
+    with pytest.raises(ValueError, match="fixed shape"):
+        TensorCond((None,), fill=0.0)

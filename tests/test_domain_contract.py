@@ -38,6 +38,15 @@ SMALL = {
          {"layers": 3, "channels": 8, "cycle": 2, "hop": 50})
         for cond in ("label", "none", "mel", "label+mel")
     ],
+    "video": [
+        (f"{cond.replace('+', '-')}-{att}", {"train_size": 16, "val_size": 8, "batch_size": 4,
+                                             "cond": cond, "frames": 4, "size": 16,
+                                             "digit_size": 8},
+         {"depth": 2, "width": 24, "heads": 2, "patch": [2, 4, 4], "attention": att, "pos": pos})
+        for cond, att, pos in (("label", "joint", "sincos"), ("none", "factorised", "rope"),
+                               ("frames", "joint", "rope"),
+                               ("label+frames", "factorised", "sincos"))
+    ],
     "timeseries": [
         ("waveforms", dict(TINY), {"width": 16, "depth": 2}),
     ],

@@ -10,6 +10,7 @@ One file per concept:
   adaLN-Zero transformer block;
 * :mod:`.patches` — patchify / unpatchify of an N-dimensional grid (einops) with N-d sine-cosine
   position embeddings;
+* :mod:`.rope` — rotary position embeddings over an N-d token grid (:class:`Rotary`);
 * :mod:`.norm` — the GroupNorm group-count helper.
 """
 
@@ -18,9 +19,11 @@ from .embeddings import (ClassEmbedding, ConditionEmbedding, Conditioning, TimeE
                          null_where, timestep_embedding)
 from .norm import group_count, group_norm
 from .patches import PatchEmbed, patchify, sincos_1d, sincos_embedding, token_grid, unpatchify
+from .rope import Rotary, apply_rotary, rotary_tables
 from .transformer import SelfAttention, TransformerBlock
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
-           "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm"]
+           "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",
+           "Rotary", "apply_rotary", "rotary_tables"]

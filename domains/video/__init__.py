@@ -1,0 +1,48 @@
+"""The ``video`` domain: a diffusion transformer over spacetime patches.
+
+Registered under the entry-point group ``omnidiff.domains`` as
+``video = "omnidiff_domains.video:VideoDomain"``. Submodules, one concept each:
+:mod:`.dit` (the network and its size presets), :mod:`.moving` (the generated moving digits),
+:mod:`.files` (GIFs, frame folders, video files), :mod:`.data` (``VideoData`` and the frame
+masks), :mod:`.metrics` (per-frame class accuracy, temporal consistency, continuation error,
+Fréchet distance), :mod:`.artifacts` (GIFs and frame strips); Hydra defaults in
+``conf/domain/video.yaml``.
+
+Heavy imports (Lightning, timm, matplotlib, scikit-learn) happen on first use.
+"""
+
+from __future__ import annotations
+
+from omnidiff.domain import LazyDomain
+
+__all__ = ["VideoDomain", "VideoData", "VideoDiT"]
+
+
+class VideoDomain(LazyDomain):
+    """Clips, event ``(T, C, H, W)`` with values in [-1, 1].
+
+    Network: :class:`~omnidiff_domains.video.dit.VideoDiT` (keys: size, depth, width, heads,
+    patch, pos, attention, mlp_ratio, dropout, compile). Conditions (``data.cond``): label,
+    none, frames (given frames + mask), label+frames. Artifacts: a GIF per clip, a frame-strip
+    PNG, ``.pt``, ``.npy``. Metrics: see :mod:`omnidiff_domains.video.metrics`.
+    """
+
+    name = "video"
+    config_searchpath = "pkg://omnidiff_domains.video.conf"
+    data_factory = ".data:VideoData"
+    network_factory = ".dit:build_dit"
+    artifact_writer = ".artifacts:save_artifacts"
+    metrics_fn = ".metrics:video_metrics"
+    sample_defaults = {"clip_x0": 1.0}  # pixels live in [-1, 1]
+
+
+def __getattr__(name: str):
+    if name == "VideoData":
+        from .data import VideoData
+
+        return VideoData
+    if name == "VideoDiT":
+        from .dit import VideoDiT
+
+        return VideoDiT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,103 @@
+"""Video artifacts: an animated GIF per clip (Pillow), one frame-strip PNG (a row per clip,
+its class or "given k" named on the left), and the raw tensors (``.pt``, ``.npy``), all
+written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from omnidiff.io import atomic_path, atomic_save_figure, atomic_save_npy, atomic_torch_save
+
+__all__ = ["save_artifacts", "frame_strip", "write_gif"]
+
+GIF_SCALE = 4  # nearest-neighbour upscaling of small clips, so a GIF is big enough to watch
+FRAME_MS = 125  # 8 frames per second
+
+
+def _uint8(x: torch.Tensor) -> np.ndarray:
+    """``(..., C, H, W)`` in [-1, 1] -> ``(..., H, W, C)`` uint8."""
+    y = ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return y.movedim(-3, -1).numpy()
+
+
+def write_gif(clip: torch.Tensor, path: Path, scale: int = GIF_SCALE) -> Path:
+    """One clip ``(T, C, H, W)`` -> an animated, looping GIF."""
+    from PIL import Image
+
+    frames = _uint8(clip)  # (T, H, W, C)
+    frames = frames.repeat(scale, 1).repeat(scale, 2)
+    mode = "L" if frames.shape[-1] == 1 else "RGB"
+    ims = [Image.fromarray(f[..., 0] if mode == "L" else f, mode) for f in frames]
+    with atomic_path(path) as tmp:
+        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:],
+                    duration=FRAME_MS, loop=0)
+    return path
+
+
+def _row_names(cond: Any, n: int, classes: list[str] | None) -> list[str]:
+    labels = cond.get("label") if isinstance(cond, dict) else cond
+    masks = cond.get("mask") if isinstance(cond, dict) else None
+    names = []
+    for i in range(n):
+        parts = []
+        if isinstance(labels, torch.Tensor) and labels.dim() == 1:
+            c = int(labels[i])
+            parts.append(classes[c] if classes and c < len(classes) else str(c))
+        if masks is not None and float(masks[i].sum()) > 0:
+            parts.append(f"given {int(masks[i].sum())}")
+        names.append(" ".join(parts))
+    return names
+
+
+def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | None = None,
+                max_rows: int = 16):
+    """A ``Figure`` of clips ``(N, T, C, H, W)``: one row per clip, one column per frame;
+    frames that were given are outlined."""
+    from matplotlib.figure import Figure
+
+    n, t = min(len(samples), max_rows), samples.shape[1]
+    imgs = _uint8(samples[:n])  # (n, T, H, W, C)
+    names = _row_names(cond, n, classes)
+    masks = cond.get("mask") if isinstance(cond, dict) else None
+    fig = Figure(figsize=(0.9 * t + 0.8, 0.9 * n))
+    axes = fig.subplots(n, t, squeeze=False)
+    for i in range(n):
+        for j in range(t):
+            ax = axes[i, j]
+            im = imgs[i, j]
+            ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            given = masks is not None and float(masks[i, j]) > 0
+            for s in ax.spines.values():
+                s.set_edgecolor("tab:orange" if given else "none")
+                s.set_linewidth(2.5 if given else 0)
+            if j == 0 and names[i]:
+                ax.set_ylabel(names[i], rotation=0, ha="right", va="center", fontsize=8)
+            if i == 0:
+                ax.set_title(f"t={j}", fontsize=7)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
+                   prefix: str = "samples", data: Any = None) -> list[Path]:
+    """``<prefix>.png`` (frame strips), ``<prefix>_gif/NNN[_<class>].gif``, ``.pt``, ``.npy``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x = samples.detach().float().cpu()
+    classes = getattr(data, "classes", None) if data is not None else None
+    names = _row_names(cond, len(x), classes)
+    gif_dir = out / f"{prefix}_gif"
+    gif_dir.mkdir(exist_ok=True)
+    paths = [atomic_save_figure(frame_strip(x, cond, classes), out / f"{prefix}.png", dpi=80)]
+    for i, clip in enumerate(x):
+        tag = names[i].replace(" ", "_")
+        paths.append(write_gif(clip, gif_dir / (f"{i:03d}_{tag}.gif" if tag else f"{i:03d}.gif")))
+    paths.append(atomic_torch_save({"samples": x, "cond": cond}, out / f"{prefix}.pt"))
+    paths.append(atomic_save_npy(x, out / f"{prefix}.npy"))
+    return paths

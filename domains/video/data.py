@@ -1,0 +1,243 @@
+"""Video data: clips ``(B, T, C, H, W)`` in [-1, 1] and their conditions.
+
+Sources: ``moving_digits`` (generated offline, :mod:`.moving`) or ``folder`` (GIFs, frame
+folders or video files, :mod:`.files`; labels from sub-folder names). Conditions
+(``data.cond``): ``label``, ``none``, ``frames`` (given frames and their mask) or
+``label+frames``. Training batches of a frame-conditional model carry random masks — no frame
+given, the first ``k`` frames (continuation), or a random subset (filling in) — so one model
+learns all three; the held-out reference alternates generation (no frame given, even
+indices) and continuation from the first ``eval_given`` frames (odd indices), which the
+metrics score apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from omnidiff.conditions import LabelCond, NamedCond, NoCond, TensorCond
+from omnidiff.data import collate_batch, eval_loader, train_loader
+
+from .files import find_clips, read_clip
+
+__all__ = ["VideoData", "random_masks", "first_frames", "CONDS", "SOURCES"]
+
+SOURCES = ("moving_digits", "folder")
+CONDS = ("label", "none", "frames", "label+frames")
+DIGIT_NAMES = [str(i) for i in range(10)]
+
+
+def random_masks(b: int, frames: int, p_none: float = 0.25, p_fill: float = 0.25,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(b, frames)`` float masks, 1 where a frame is given: none given (``p_none``), a random
+    subset (``p_fill``; never every frame), else the first ``k ~ U{1, frames - 1}`` frames."""
+    u = torch.rand(b, generator=generator)
+    k = torch.randint(1, max(frames, 2), (b,), generator=generator)
+    first = (torch.arange(frames)[None] < k[:, None]).float()  # (b, T)
+    subset = (torch.rand(b, frames, generator=generator) < 0.5).float()
+    subset[subset.all(1), -1] = 0.0  # a subset leaves at least one frame to generate
+    mask = torch.where((u < p_none + p_fill)[:, None], subset, first)
+    return torch.where((u < p_none)[:, None], torch.zeros_like(mask), mask)
+
+
+def first_frames(b: int, frames: int, k: int) -> torch.Tensor:
+    """``(b, frames)`` masks giving the first ``k`` frames."""
+    return (torch.arange(frames)[None] < int(k)).float().expand(b, -1).clone()
+
+
+class _Clips(Dataset):
+    """In-memory clips; ``__getitems__`` builds a batch and its condition (random masks)."""
+
+    def __init__(self, data: "VideoData", x: torch.Tensor, y: torch.Tensor | None):
+        self.data, self.x, self.y = data, x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
+        x = self.x[idx]  # (B, T, C, H, W)
+        y = None if self.y is None else self.y[idx]
+        mask = random_masks(len(idx), x.shape[1], self.data.p_none, self.data.p_fill)
+        cond = self.data.make_cond(x, y, mask)
+        return {"x": x} if cond is None else {"x": x, "cond": cond}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from omnidiff.conditions import index_cond
+
+        return {k: index_cond(v, 0) for k, v in self.__getitems__([i]).items()}
+
+
+class VideoData(pl.LightningDataModule):
+    """Clips for training and a held-out reference.
+
+    Args:
+        name: ``moving_digits`` or ``folder`` (``root``: GIFs, frame folders, videos).
+        frames, size, channels: the clip's shape ``(frames, channels, size, size)``.
+        digit_size, max_digits, p_two, max_speed: the moving digits' make-up.
+        cond: ``label`` | ``none`` | ``frames`` | ``label+frames``.
+        p_none, p_fill: training masks (see :func:`random_masks`); ``eval_given``: frames
+            given to the continuations of the reference.
+        train_size, val_size: generated clips; ``holdout``: held-out fraction of a folder.
+    """
+
+    pipeline_attrs = ("classes",)
+
+    def __init__(self, name: str = "moving_digits", root: str | None = None, frames: int = 8,
+                 size: int = 32, channels: int = 1, digit_size: int = 12, max_digits: int = 1,
+                 p_two: float = 0.5, max_speed: int = 3, cond: str = "label",
+                 p_none: float = 0.25, p_fill: float = 0.25, eval_given: int = 2,
+                 train_size: int = 6000, val_size: int = 600, batch_size: int = 32,
+                 num_workers: int = 0, seed: int = 0, holdout: float = 0.1):
+        super().__init__()
+        if name not in SOURCES:
+            raise ValueError(f"data.name={name!r} is not one of {', '.join(SOURCES)}")
+        if cond not in CONDS:
+            raise ValueError(f"data.cond={cond!r} is not one of {', '.join(CONDS)}")
+        if name == "folder" and not root:
+            raise ValueError("data.name=folder needs data.root=<folder of clips>")
+        if int(frames) < 1 or int(size) < 1 or int(channels) not in (1, 3):
+            raise ValueError(f"data.frames={frames} and data.size={size} must be positive and "
+                             f"data.channels={channels} 1 or 3")
+        if not 0 <= int(eval_given) < int(frames):
+            raise ValueError(f"data.eval_given={eval_given} must lie in 0..{int(frames) - 1}")
+        self.name, self.root, self.cond = name, root, cond
+        self.frames, self.size, self.channels = int(frames), int(size), int(channels)
+        self.digit_size, self.max_digits = int(digit_size), int(max_digits)
+        self.p_two, self.max_speed = float(p_two), int(max_speed)
+        self.p_none, self.p_fill, self.eval_given = float(p_none), float(p_fill), int(eval_given)
+        self.train_size, self.val_size = int(train_size), int(val_size)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.seed, self.holdout = int(seed), float(holdout)
+        self._arrays: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> dict[str, Any]:
+        if self._arrays is None:
+            self._arrays = self._generate() if self.name == "moving_digits" else self._files()
+        return self._arrays
+
+    def _generate(self) -> dict[str, Any]:
+        from omnidiff_domains.image.data import digits_arrays
+
+        from .moving import moving_digits
+
+        if self.channels != 1:
+            raise ValueError("data.name=moving_digits is grey: set data.channels=1")
+        digits = digits_arrays(self.digit_size)
+        kw = dict(frames=self.frames, size=self.size, max_digits=self.max_digits,
+                  p_two=self.p_two, max_speed=self.max_speed)
+        g = torch.Generator().manual_seed(self.seed)
+        xtr, ytr, _ = moving_digits(digits["x_train"], digits["y_train"], self.train_size, g,
+                                    **kw)
+        g = torch.Generator().manual_seed(self.seed + 10_007)  # held out: the test digits
+        xte, yte, pte = moving_digits(digits["x_test"], digits["y_test"], self.val_size, g,
+                                      **kw)
+        return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte,
+                "classes": DIGIT_NAMES}
+
+    def _files(self) -> dict[str, Any]:
+        paths, names = find_clips(self.root)
+        x = torch.stack([read_clip(p, self.frames, self.size, self.channels) for p in paths])
+        classes = sorted(set(names)) if names else []
+        y = torch.tensor([classes.index(n) for n in names]) if names else None
+        if self.cond in ("label", "label+frames") and y is None:
+            raise ValueError(f"data.cond={self.cond} needs labels: put the clips of "
+                             f"{self.root} in one sub-folder per class, or use data.cond=none "
+                             f"or frames")
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+        n_te = max(1, round(self.holdout * len(x))) if len(x) > 1 else 0
+        te, tr = perm[:n_te], perm[n_te:] if len(x) > 1 else perm
+        sub = (lambda v, i: None if v is None else v[i])  # noqa: E731
+        return {"x_train": x[tr], "y_train": sub(y, tr), "x_test": x[te] if n_te else x[tr],
+                "y_test": sub(y, te if n_te else tr), "classes": classes}
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.frames, self.channels, self.size, self.size)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._load()["classes"])
+
+    @property
+    def uses_frames(self) -> bool:
+        return self.cond in ("frames", "label+frames")
+
+    @property
+    def cond_spec(self) -> Any:
+        if self.cond == "none":
+            return NoCond()
+        if self.cond == "label":
+            return LabelCond(max(len(self.classes), 1))
+        # both optional: left out, no frame is given (the null condition)
+        fields = {"frames": TensorCond(self.event_shape, fill=0.0),
+                  "mask": TensorCond((self.frames,), fill=0.0)}
+        if self.cond == "label+frames":
+            fields = {"label": LabelCond(max(len(self.classes), 1))} | fields
+        return NamedCond(fields)
+
+    def make_cond(self, x: torch.Tensor, labels: torch.Tensor | None,
+                  mask: torch.Tensor | None = None) -> Any:
+        """The condition of clips ``x: (N, T, C, H, W)`` (labels ``(N,)``, masks ``(N, T)``)."""
+        if self.cond == "none":
+            return None
+        if self.cond == "label":
+            return labels
+        mask = torch.zeros(x.shape[:2]) if mask is None else mask.float()
+        out = {"frames": x * mask[:, :, None, None, None], "mask": mask}
+        return ({"label": labels} if self.cond == "label+frames" else {}) | out
+
+    def continuation(self, clips: torch.Tensor, k: int, labels: Any = None) -> Any:
+        """The condition that continues ``clips (n, >= k, C, H, W)`` from their first ``k``
+        frames (with ``labels`` for a class-conditional model)."""
+        if not self.uses_frames:
+            raise ValueError(f"a data.cond={self.cond} model is not frame-conditional; train "
+                             f"with data.cond=frames or label+frames")
+        n, t = clips.shape[0], self.frames
+        if not 1 <= k < t or clips.shape[1] < k or tuple(clips.shape[2:]) != self.event_shape[1:]:
+            raise ValueError(f"continuation needs clips (n, >= {k}, "
+                             f"{', '.join(map(str, self.event_shape[1:]))}) and 1 <= k < {t}; "
+                             f"got {tuple(clips.shape)}, k={k}")
+        full = torch.zeros(n, *self.event_shape)
+        full[:, :k] = clips[:, :k]
+        if self.cond == "label+frames":
+            labels = torch.as_tensor(labels if labels is not None else [0] * n).long()
+            labels = labels.expand(n) if labels.dim() == 0 else labels
+        return self.make_cond(full, labels, first_frames(n, t, k))
+
+    def reference(self, n: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, Any]:
+        """``min(n, held-out size)`` held-out clips and their conditions (for a frame-
+        conditional model: no frame given at even indices, the first ``eval_given`` at odd
+        ones)."""
+        a = self._load()
+        idx = torch.randperm(len(a["x_test"]), generator=generator)[: int(n)]
+        x, y = a["x_test"][idx].clone(), None if a["y_test"] is None else a["y_test"][idx]
+        mask = None
+        if self.uses_frames:
+            mask = first_frames(len(x), self.frames, self.eval_given)
+            mask[::2] = 0.0
+        return x, self.make_cond(x, y, mask)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def train_dataloader(self) -> DataLoader:
+        a = self._load()
+        return train_loader(_Clips(self, a["x_train"], a["y_train"]), self.batch_size,
+                            seed=self.seed, num_workers=self.num_workers,
+                            collate_fn=collate_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        a = self._load()
+        return eval_loader(_Clips(self, a["x_test"], a["y_test"]), self.batch_size,
+                           num_workers=self.num_workers, collate_fn=collate_batch)
+
+    def __repr__(self) -> str:
+        return (f"VideoData(name={self.name!r}, frames={self.frames}, size={self.size}, "
+                f"cond={self.cond!r}, batch_size={self.batch_size})")

@@ -1,0 +1,171 @@
+"""A diffusion transformer over spacetime patches (DiT, Peebles & Xie 2023, for video as in
+Latte, Ma et al. 2024, and Open-Sora's STDiT), built from :mod:`omnidiff.nn`'s blocks.
+
+A clip ``(T, C, H, W)`` is cut into tubelets of ``patch = (pt, ph, pw)`` and embedded as
+``T' * H' * W'`` spacetime tokens. Positions: fixed 3D sine-cosine embeddings added to the
+tokens (``pos="sincos"``), or 3D rotary embeddings on queries and keys (``pos="rope"``, the
+head dimension split across time, height and width as in CogVideoX). Attention layout:
+``"joint"`` (every token attends to every token of the clip) or ``"factorised"`` (blocks
+alternate between attention within each frame and attention along time at each spatial
+position: Latte's variant 1; cost linear in ``T'``). Every block is DiT's adaLN-Zero block
+conditioned on the diffusion time and the class (a null class for classifier-free guidance).
+
+Frame conditioning (the condition fields ``frames (T, C, H, W)`` and ``mask (T,)``, 1 where
+a frame is given) enters as input channels: the given frames (zero elsewhere) and the mask
+are concatenated to ``x_t`` before the patch embedding, so one network generates (mask all
+zero: also its null condition), continues (the first ``k`` frames) or fills in frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from omnidiff.conditions import LabelCond, NamedCond, NoCond, as_spec
+from omnidiff.nn import (Conditioning, FinalLayer, PatchEmbed, Rotary, TransformerBlock,
+                         sincos_embedding, token_grid, unpatchify)
+
+__all__ = ["VideoDiT", "PRESETS", "build_dit", "frame_fields"]
+
+# name: (depth, width, heads) — DiT's S / B / L / XL (Peebles & Xie 2023, Table 1) and a
+# CPU-sized one
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (6, 96, 4),
+    "S": (12, 384, 6),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (28, 1152, 16),
+}
+POSITIONS = ("sincos", "rope")
+LAYOUTS = ("joint", "factorised")
+
+
+def frame_fields(spec: Any) -> tuple[bool, bool]:
+    """(has a class label, has frame conditioning) of a condition specification."""
+    spec = as_spec(spec)
+    if isinstance(spec, NamedCond):
+        names = spec.field_specs
+        return "label" in names, "frames" in names
+    return isinstance(spec, LabelCond), False
+
+
+def _choice(value: str, choices: Sequence[str], key: str) -> str:
+    if value not in choices:
+        raise ValueError(f"model.{key}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+class VideoDiT(nn.Module):
+    """``net(x_t (B, T, C, H, W), t (B,), cond, drop) -> (B, T, C, H, W)``."""
+
+    def __init__(self, event_shape: Sequence[int], cond_spec: Any = None, *,
+                 size: str = "tiny", depth: int | None = None, width: int | None = None,
+                 heads: int | None = None, patch: Sequence[int] = (1, 4, 4),
+                 pos: str = "sincos", attention: str = "joint", mlp_ratio: float = 4.0,
+                 dropout: float = 0.0):
+        super().__init__()
+        if len(event_shape) != 4:
+            raise ValueError(f"a video event is (T, C, H, W), got {tuple(event_shape)}")
+        if size not in PRESETS:
+            raise ValueError(f"model.size={size!r} is not one of {', '.join(PRESETS)}")
+        d0, w0, h0 = PRESETS[size]
+        self.depth, self.width, self.heads = depth or d0, width or w0, heads or h0
+        self.pos = _choice(pos, POSITIONS, "pos")
+        self.attention = _choice(attention, LAYOUTS, "attention")
+        self.frames, self.channels = int(event_shape[0]), int(event_shape[1])
+        self.size_hw = (int(event_shape[2]), int(event_shape[3]))
+        self.patch = tuple(int(p) for p in patch)
+        if len(self.patch) != 3:
+            raise ValueError(f"model.patch needs three sizes (time, height, width), got "
+                             f"{list(self.patch)}")
+        self.grid = token_grid((self.frames, *self.size_hw), self.patch)  # (T', H', W')
+        if self.width % self.heads:
+            raise ValueError(f"model.width={self.width} must be divisible by "
+                             f"model.heads={self.heads}")
+        self.spec = as_spec(cond_spec) if cond_spec is not None else NoCond()
+        self.has_label, self.has_frames = frame_fields(self.spec)
+        in_ch = self.channels * (2 if self.has_frames else 1) + int(self.has_frames)
+        self.embed = PatchEmbed(in_ch, self.width, self.patch, ndim=3)
+        label = (["label"] if self.has_label else []) if isinstance(self.spec, NamedCond) \
+            else None
+        self.cond = Conditioning(self.spec, self.width, fields=label)
+        self.blocks = nn.ModuleList(TransformerBlock(self.width, self.heads, mlp_ratio, dropout)
+                                    for _ in range(self.depth))
+        self.final = FinalLayer(self.width, self.channels * self.patch[0] * self.patch[1]
+                                * self.patch[2])
+        self._positions()
+
+    def _positions(self) -> None:
+        tt, hh, ww = self.grid
+        head_dim = self.width // self.heads
+        if self.pos == "sincos":
+            d6 = self.width - self.width % 6  # three equal even parts; the rest stays zero
+            emb = torch.nn.functional.pad(sincos_embedding(self.grid, d6), (0, self.width - d6))
+            self.register_buffer("pos_embed", emb[None], persistent=False)  # (1, L, D)
+            self.rope_joint = self.rope_space = self.rope_time = None
+        else:
+            self.pos_embed = None
+            self.rope_joint = Rotary(self.grid, head_dim)  # over (T', H', W')
+            self.rope_space = Rotary((hh, ww), head_dim)  # within a frame
+            self.rope_time = Rotary((tt,), head_dim)  # along time
+
+    def _inputs(self, x: torch.Tensor, cond: Any, drop: torch.Tensor | None) -> torch.Tensor:
+        """x_t with the given frames and their mask as extra channels: (B, C', T, H, W)."""
+        if self.has_frames:
+            b = x.shape[0]
+            given = torch.zeros(b, self.frames, device=x.device, dtype=x.dtype)  # (B, T)
+            frames = torch.zeros_like(x)  # (B, T, C, H, W)
+            if cond is not None:
+                given = cond["mask"].to(x.dtype)  # (B, T)
+                frames = cond["frames"].to(x.dtype)  # (B, T, C, H, W)
+            if drop is not None:
+                given = given * (~drop).to(x.dtype)[:, None]  # the null condition: no frames
+            m = given[:, :, None, None, None]  # (B, T, 1, 1, 1)
+            mask_map = m.expand(-1, -1, 1, *self.size_hw)  # (B, T, 1, H, W)
+            x = torch.cat([x, frames * m, mask_map], dim=2)  # (B, T, 2C + 1, H, W)
+        return x.transpose(1, 2)  # (B, C', T, H, W)
+
+    def _label(self, cond: Any) -> Any:
+        if isinstance(self.spec, NamedCond):
+            return None if cond is None else {"label": cond["label"]} if self.has_label else None
+        return cond if self.has_label else None
+
+    def _block(self, i: int, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        block, (b, n, d) = self.blocks[i], h.shape
+        if self.attention == "joint":
+            return block(h, c, self.rope_joint)  # (B, L, D)
+        tt, s = self.grid[0], self.grid[1] * self.grid[2]
+        if i % 2 == 0:  # spatial: the tokens of one frame attend to each other
+            hs = h.reshape(b * tt, s, d)  # (B T', S, D)
+            out = block(hs, c.repeat_interleave(tt, 0), self.rope_space)  # (B T', S, D)
+            return out.reshape(b, n, d)  # (B, L, D)
+        ht = h.reshape(b, tt, s, d).transpose(1, 2).reshape(b * s, tt, d)  # (B S, T', D)
+        out = block(ht, c.repeat_interleave(s, 0), self.rope_time)  # (B S, T', D)
+        return out.reshape(b, s, tt, d).transpose(1, 2).reshape(b, n, d)  # (B, L, D)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]  # x: (B, T, C, H, W)
+        c = self.cond(t, self._label(cond), drop, b)  # (B, D)
+        h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
+        if self.pos_embed is not None:
+            h = h + self.pos_embed.to(h.dtype)  # (B, L, D)
+        for i in range(self.depth):
+            h = self._block(i, h, c)  # (B, L, D)
+        out = self.final(h, c)  # (B, L, pt ph pw C)
+        y = unpatchify(out, self.patch, (self.frames, *self.size_hw), self.channels)
+        return y.transpose(1, 2)  # (B, T, C, H, W)
+
+
+def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = False,
+              **cfg: Any) -> nn.Module:
+    """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
+    pos, attention, mlp_ratio, dropout, compile)."""
+    if "patch" in cfg and cfg["patch"] is not None:
+        cfg["patch"] = tuple(cfg["patch"])
+    net = VideoDiT(event_shape, cond_spec, **cfg)
+    if compile:
+        net.compile()
+    return net
