@@ -46,7 +46,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs"]
+__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs",
+           "lazy_exports"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
                   "metrics")
@@ -105,6 +106,21 @@ def _resolve(spec: str, package: str) -> Any:
 
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module, package=package), attr)
+
+
+def lazy_exports(package: str, names: dict[str, str]) -> Any:
+    """A module-level ``__getattr__`` for a domain package that imports its public classes on
+    first use (``names``: ``{"AudioData": ".data:AudioData"}``), so that importing the package
+    (listing domains) stays light::
+
+        __getattr__ = lazy_exports(__name__, {"AudioData": ".data:AudioData"})
+    """
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return _resolve(names[name], package)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 class LazyDomain:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
-           "atomic_save_figure", "atomic_save_npy"]
+           "atomic_save_figure", "atomic_save_npy", "save_raw"]
 
 
 @contextlib.contextmanager
@@ -72,3 +72,17 @@ def atomic_save_figure(fig: Any, dest: str | os.PathLike, **kwargs: Any) -> Path
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
     return dest
+
+
+def save_raw(samples: torch.Tensor, cond: Any, out_dir: str | os.PathLike,
+             prefix: str = "samples") -> list[Path]:
+    """The raw tensors an artifact writer keeps beside its pictures, atomically:
+    ``<prefix>.pt`` (``{"samples", "cond"}``, on the CPU) and ``<prefix>.npy`` (the samples as
+    float32)."""
+    from .conditions import map_cond
+
+    out_dir = Path(out_dir)
+    raw = samples.detach().float().cpu()
+    cond = map_cond(lambda c: c.detach().cpu(), cond)
+    return [atomic_torch_save({"samples": raw, "cond": cond}, out_dir / f"{prefix}.pt"),
+            atomic_save_npy(raw, out_dir / f"{prefix}.npy")]

@@ -12,7 +12,7 @@ Heavy imports (Lightning, torchaudio, matplotlib) happen on first use.
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain
+from omnidiff.domain import LazyDomain, lazy_exports
 
 __all__ = ["AudioDomain", "AudioData", "DiffWave"]
 
@@ -35,13 +35,4 @@ class AudioDomain(LazyDomain):
     sample_defaults = {"clip_x0": 1.0}  # waveforms live in [-1, 1]
 
 
-def __getattr__(name: str):
-    if name == "AudioData":
-        from .data import AudioData
-
-        return AudioData
-    if name == "DiffWave":
-        from .diffwave import DiffWave
-
-        return DiffWave
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"AudioData": ".data:AudioData", "DiffWave": ".diffwave:DiffWave"})

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from omnidiff.io import atomic_save_figure, atomic_save_npy, atomic_torch_save
+from omnidiff.io import atomic_save_figure, save_raw
 
 from .files import write_wav
 from .mel import MelSpec
@@ -88,6 +88,4 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
         files.append(write_wav(x[i], wav_dir / f"{i:03d}_{names[i]}.wav", sample_rate))
     fig = _figure(_panels(x, cond, names, mel_spec), sample_rate, mel_spec.hop)
     files.append(atomic_save_figure(fig, out_dir / f"{prefix}.png", dpi=100))
-    files.append(atomic_torch_save({"samples": x, "cond": cond}, out_dir / f"{prefix}.pt"))
-    files.append(atomic_save_npy(x, out_dir / f"{prefix}.npy"))
-    return files
+    return files + save_raw(x, cond, out_dir, prefix)

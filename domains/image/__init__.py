@@ -13,7 +13,7 @@ stays fast.
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain
+from omnidiff.domain import LazyDomain, lazy_exports
 
 __all__ = ["ImageDomain", "ImageData", "UNet"]
 
@@ -39,13 +39,4 @@ class ImageDomain(LazyDomain):
     sample_defaults = {"clip_x0": 1.0}
 
 
-def __getattr__(name: str):
-    if name == "ImageData":
-        from .data import ImageData
-
-        return ImageData
-    if name == "UNet":
-        from .unet import UNet
-
-        return UNet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"ImageData": ".data:ImageData", "UNet": ".unet:UNet"})

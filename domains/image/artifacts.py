@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
-from omnidiff.io import atomic_path, atomic_save_npy, atomic_torch_save
+from omnidiff.io import atomic_path, save_raw
 
 __all__ = ["save_artifacts", "image_grid", "MIN_TILE"]
 
@@ -66,8 +66,4 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tenso
     png = out_dir / f"{prefix}.png"
     with atomic_path(png) as tmp:
         Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
-    raw = samples.detach().float().cpu()
-    pt = atomic_torch_save({"samples": raw, "cond": None if cond is None else cond.detach().cpu()},
-                           out_dir / f"{prefix}.pt")
-    npy = atomic_save_npy(raw, out_dir / f"{prefix}.npy")
-    return [png, pt, npy]
+    return [png, *save_raw(samples, cond, out_dir, prefix)]

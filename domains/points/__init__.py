@@ -10,7 +10,7 @@ Heavy imports (Lightning, timm, matplotlib) happen on first use, so listing doma
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain
+from omnidiff.domain import LazyDomain, lazy_exports
 
 __all__ = ["PointsDomain", "PointsData"]
 
@@ -31,9 +31,4 @@ class PointsDomain(LazyDomain):
     metrics_fn = ".metrics:compute_metrics"
 
 
-def __getattr__(name: str):
-    if name == "PointsData":
-        from .data import PointsData
-
-        return PointsData
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"PointsData": ".data:PointsData"})

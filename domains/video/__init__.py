@@ -13,7 +13,7 @@ Heavy imports (Lightning, timm, matplotlib, scikit-learn) happen on first use.
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain
+from omnidiff.domain import LazyDomain, lazy_exports
 
 __all__ = ["VideoDomain", "VideoData", "VideoDiT"]
 
@@ -36,13 +36,4 @@ class VideoDomain(LazyDomain):
     sample_defaults = {"clip_x0": 1.0}  # pixels live in [-1, 1]
 
 
-def __getattr__(name: str):
-    if name == "VideoData":
-        from .data import VideoData
-
-        return VideoData
-    if name == "VideoDiT":
-        from .dit import VideoDiT
-
-        return VideoDiT
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"VideoData": ".data:VideoData", "VideoDiT": ".dit:VideoDiT"})

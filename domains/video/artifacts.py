@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from omnidiff.io import atomic_path, atomic_save_figure, atomic_save_npy, atomic_torch_save
+from omnidiff.io import atomic_path, atomic_save_figure, save_raw
 
 __all__ = ["save_artifacts", "frame_strip", "write_gif"]
 
@@ -98,6 +98,4 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
     for i, clip in enumerate(x):
         tag = names[i].replace(" ", "_")
         paths.append(write_gif(clip, gif_dir / (f"{i:03d}_{tag}.gif" if tag else f"{i:03d}.gif")))
-    paths.append(atomic_torch_save({"samples": x, "cond": cond}, out / f"{prefix}.pt"))
-    paths.append(atomic_save_npy(x, out / f"{prefix}.npy"))
-    return paths
+    return paths + save_raw(x, cond, out, prefix)
