@@ -104,9 +104,9 @@ def attention(args: argparse.Namespace) -> None:
             tokens = frames * (SIZE // args.patch) ** 2
             rows.append((frames, tokens, a, ms[(a, "step")], mem, peak))
     base = {a: next(r for r in rows if r[2] == a) for a in ("joint", "factorised")}
-    print(f"{'T':>4} {'tokens':>7} {'attention':>11} {'step ms':>9} {'x T=' + str(args.frames[0]):>7}"
-          f" {'saved MiB':>10} {'x T=' + str(args.frames[0]):>7}" + ("  peak MiB" if device.type
-                                                                    == "cuda" else ""))
+    ratio, peak_col = f"x T={args.frames[0]}", "  peak MiB" if device.type == "cuda" else ""
+    print(f"{'T':>4} {'tokens':>7} {'attention':>11} {'step ms':>9} {ratio:>7} {'saved MiB':>10} "
+          f"{ratio:>7}{peak_col}")
     for frames, tokens, a, ms_, mem, peak in rows:
         b = base[a]
         line = (f"{frames:>4} {tokens:>7} {a:>11} {ms_:>9.1f} {ms_ / b[3]:>7.2f} {mem:>10.1f} "

@@ -35,4 +35,5 @@ class AudioDomain(LazyDomain):
     sample_defaults = {"clip_x0": 1.0}  # waveforms live in [-1, 1]
 
 
-__getattr__ = lazy_exports(__name__, {"AudioData": ".data:AudioData", "DiffWave": ".diffwave:DiffWave"})
+__getattr__ = lazy_exports(__name__, {"AudioData": ".data:AudioData",
+                                      "DiffWave": ".diffwave:DiffWave"})

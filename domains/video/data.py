@@ -133,7 +133,7 @@ class VideoData(pl.LightningDataModule):
         xtr, ytr, _ = moving_digits(digits["x_train"], digits["y_train"], self.train_size, g,
                                     **kw)
         g = torch.Generator().manual_seed(self.seed + 10_007)  # held out: the test digits
-        xte, yte, pte = moving_digits(digits["x_test"], digits["y_test"], self.val_size, g,
+        xte, yte, _ = moving_digits(digits["x_test"], digits["y_test"], self.val_size, g,
                                       **kw)
         return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte,
                 "classes": DIGIT_NAMES}
@@ -149,7 +149,7 @@ class VideoData(pl.LightningDataModule):
                              f"or frames")
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
         n_te = max(1, round(self.holdout * len(x))) if len(x) > 1 else 0
-        te, tr = perm[:n_te], perm[n_te:] if len(x) > 1 else perm
+        te, tr = perm[:n_te], perm[n_te:]
         sub = (lambda v, i: None if v is None else v[i])  # noqa: E731
         return {"x_train": x[tr], "y_train": sub(y, tr), "x_test": x[te] if n_te else x[tr],
                 "y_test": sub(y, te if n_te else tr), "classes": classes}

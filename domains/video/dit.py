@@ -88,9 +88,10 @@ class VideoDiT(nn.Module):
         self.has_label, self.has_frames = frame_fields(self.spec)
         in_ch = self.channels * (2 if self.has_frames else 1) + int(self.has_frames)
         self.embed = PatchEmbed(in_ch, self.width, self.patch, ndim=3)
-        label = (["label"] if self.has_label else []) if isinstance(self.spec, NamedCond) \
-            else None
-        self.cond = Conditioning(self.spec, self.width, fields=label)
+        fields = None
+        if isinstance(self.spec, NamedCond):  # only its label is global: frames are channels
+            fields = ["label"] if self.has_label else []
+        self.cond = Conditioning(self.spec, self.width, fields=fields)
         self.blocks = nn.ModuleList(TransformerBlock(self.width, self.heads, mlp_ratio, dropout)
                                     for _ in range(self.depth))
         self.final = FinalLayer(self.width, self.channels * self.patch[0] * self.patch[1]
@@ -127,11 +128,6 @@ class VideoDiT(nn.Module):
             x = torch.cat([x, frames * m, mask_map], dim=2)  # (B, T, 2C + 1, H, W)
         return x.transpose(1, 2)  # (B, C', T, H, W)
 
-    def _label(self, cond: Any) -> Any:
-        if isinstance(self.spec, NamedCond):
-            return None if cond is None else {"label": cond["label"]} if self.has_label else None
-        return cond if self.has_label else None
-
     def _block(self, i: int, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         block, (b, n, d) = self.blocks[i], h.shape
         if self.attention == "joint":
@@ -148,7 +144,7 @@ class VideoDiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]  # x: (B, T, C, H, W)
-        c = self.cond(t, self._label(cond), drop, b)  # (B, D)
+        c = self.cond(t, cond, drop, b)  # (B, D): time + label (other fields are not read)
         h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
         if self.pos_embed is not None:
             h = h + self.pos_embed.to(h.dtype)  # (B, L, D)
@@ -163,8 +159,6 @@ def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = Fals
               **cfg: Any) -> nn.Module:
     """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
     pos, attention, mlp_ratio, dropout, compile)."""
-    if "patch" in cfg and cfg["patch"] is not None:
-        cfg["patch"] = tuple(cfg["patch"])
     net = VideoDiT(event_shape, cond_spec, **cfg)
     if compile:
         net.compile()
