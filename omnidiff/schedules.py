@@ -8,7 +8,11 @@ a sampler integrates over (a final step then lands on t = 0).
 * ``linear``  — DDPM (Ho et al. 2020): beta from 1e-4 to 0.02 over 1000 steps, read as
   continuous time by interpolating log(alpha) piecewise linearly between t_n = n / 1000
   (as DPM-Solver does for discrete models), so alpha(n / 1000)**2 equals DDPM's alpha-bar_n.
-* ``cosine``  — Nichol & Dhariwal 2021: alpha-bar(t) = f(t) / f(0), f = cos((t+s)/(1+s) pi/2)^2.
+* ``cosine``  — Nichol & Dhariwal 2021: alpha-bar(t) = f(t) / f(0), f = cos((t+s)/(1+s) pi/2)^2;
+  ``shift`` > 1 lowers the log-SNR everywhere by ``log(shift)`` (the "shifted cosine" of
+  Hoogeboom et al. 2023, shift = resolution / 64; the same factor as SD3's timestep shift):
+  more of training and sampling at high noise, where redundant data (large images, clips
+  whose frames repeat one another) decides its global layout.
 * ``sigmoid`` — Chen 2023 / Jabri et al. 2023: alpha-bar from a shifted, scaled sigmoid.
 * ``edm``     — variance exploding (Karras et al. 2022): alpha = 1, sigma(t) = sigma_max * t, so
   that t is EDM's sigma up to a constant and the Karras rho-grid picks the steps.
@@ -144,22 +148,36 @@ class LinearSchedule(VPSchedule):
 class CosineSchedule(VPSchedule):
     name = "cosine"
 
-    def __init__(self, s: float = 0.008, t_max: float = 0.9946):
-        self.s = s
+    def __init__(self, s: float = 0.008, t_max: float = 0.9946, shift: float = 1.0):
+        if not shift > 0:
+            raise ValueError(f"schedule.shift={shift} must be positive (1: Nichol & Dhariwal's "
+                             f"cosine; above 1: noisier)")
+        self.s, self.shift = s, float(shift)
         self.t_max = t_max  # alpha-bar reaches 0 at t = 1; stop where it is still resolvable
         self.t_min = 1e-3
         self._log_cos0 = math.log(math.cos(s / (1 + s) * math.pi / 2))
 
     def config(self):
-        return {"name": self.name, "s": self.s, "t_max": self.t_max}
+        extra = {"shift": self.shift} if self.shift != 1.0 else {}  # old checkpoints unchanged
+        return {"name": self.name, "s": self.s, "t_max": self.t_max} | extra
 
     def log_alpha(self, t):
         phi = (t + self.s) / (1 + self.s) * (math.pi / 2)
-        return torch.log(torch.cos(phi).clamp_min(_TINY)) - self._log_cos0
+        la = torch.log(torch.cos(phi).clamp_min(_TINY)) - self._log_cos0
+        return self._moved(la, -math.log(self.shift))
 
     def t_of_log_alpha(self, log_alpha):
-        phi = torch.arccos(torch.exp(log_alpha + self._log_cos0).clamp(-1.0, 1.0))
+        la = self._moved(log_alpha, math.log(self.shift))
+        phi = torch.arccos(torch.exp(la + self._log_cos0).clamp(-1.0, 1.0))
         return phi * 2 / math.pi * (1 + self.s) - self.s
+
+    @staticmethod
+    def _moved(log_alpha: torch.Tensor, d_lambda: float) -> torch.Tensor:
+        """log(alpha) of the VP point whose log-SNR is ``d_lambda`` above ``log_alpha``'s."""
+        if d_lambda == 0.0:
+            return log_alpha
+        lam = log_alpha - 0.5 * torch.log((-torch.expm1(2.0 * log_alpha)).clamp_min(_TINY ** 2))
+        return 0.5 * torch.nn.functional.logsigmoid(2.0 * (lam + d_lambda))
 
 
 class SigmoidSchedule(VPSchedule):

@@ -106,6 +106,20 @@ def test_cosine_matches_nichol_dhariwal():
     torch.testing.assert_close(sched.alpha(t) ** 2, abar, atol=1e-12, rtol=1e-10)
 
 
+def test_shifted_cosine_lowers_log_snr_by_log_shift():
+    base, shifted = get_schedule("cosine"), get_schedule("cosine", shift=4.0)
+    t = torch.linspace(0.01, 0.99, 99, dtype=F64)
+    torch.testing.assert_close(shifted.log_snr(t), base.log_snr(t) - math.log(4.0),
+                               atol=1e-9, rtol=0)
+    a, s_ = shifted.alpha_sigma(t)
+    torch.testing.assert_close(a ** 2 + s_ ** 2, torch.ones_like(t), atol=1e-12, rtol=0)
+    torch.testing.assert_close(shifted.t_of_lambda(shifted.log_snr(t)), t, atol=1e-9, rtol=0)
+    assert shifted.config()["shift"] == 4.0 and "shift" not in base.config()
+    assert get_schedule(**shifted.config()).log_snr(t).equal(shifted.log_snr(t))
+    with pytest.raises(ValueError, match="schedule.shift"):
+        get_schedule("cosine", shift=0.0)
+
+
 def test_sigmoid_matches_closed_form():
     start, end, tau = -3.0, 3.0, 1.0
     sched = get_schedule("sigmoid", start=start, end=end, tau=tau)

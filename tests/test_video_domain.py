@@ -85,13 +85,19 @@ def test_reference_alternates_generation_and_continuation():
         d.continuation(x, 8)
     with pytest.raises(ValueError, match="not frame-conditional"):
         VideoData(cond="label").continuation(x, 2)
+    with pytest.raises(ValueError, match="pass labels="):  # was: silently every clip a 0
+        d.continuation(x[:3, :2], 2)
+    with pytest.raises(ValueError, match="one label or 3 labels"):
+        d.continuation(x[:3, :2], 2, labels=[1, 2])
+    assert d.continuation(x[:3, :2], 2, labels=4)["label"].tolist() == [4, 4, 4]
 
 
 @pytest.mark.parametrize("kw,match", [({"name": "nope"}, "data.name"),
                                       ({"cond": "mel"}, "data.cond"),
                                       ({"name": "folder"}, "data.root"),
                                       ({"eval_given": 8}, "eval_given"),
-                                      ({"channels": 2}, "channels")])
+                                      ({"channels": 2}, "channels"),
+                                      ({"max_digits": 3}, "max_digits")])
 def test_bad_data_settings_are_one_line(kw, match):
     with pytest.raises(ValueError, match=match):
         VideoData(**kw)

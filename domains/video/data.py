@@ -101,6 +101,8 @@ class VideoData(pl.LightningDataModule):
         if int(frames) < 1 or int(size) < 1 or int(channels) not in (1, 3):
             raise ValueError(f"data.frames={frames} and data.size={size} must be positive and "
                              f"data.channels={channels} 1 or 3")
+        if int(max_digits) not in (1, 2):
+            raise ValueError(f"data.max_digits={max_digits} must be 1 or 2")
         if not 0 <= int(eval_given) < int(frames):
             raise ValueError(f"data.eval_given={eval_given} must lie in 0..{int(frames) - 1}")
         self.name, self.root, self.cond = name, root, cond
@@ -205,8 +207,14 @@ class VideoData(pl.LightningDataModule):
         full = torch.zeros(n, *self.event_shape)
         full[:, :k] = clips[:, :k]
         if self.cond == "label+frames":
-            labels = torch.as_tensor(labels if labels is not None else [0] * n).long()
-            labels = labels.expand(n) if labels.dim() == 0 else labels
+            if labels is None:
+                raise ValueError("this model is class-conditional (data.cond=label+frames): "
+                                 "pass labels= (one class index, or one per clip)")
+            labels = torch.as_tensor(labels).long()
+            labels = labels.expand(n).clone() if labels.dim() == 0 else labels
+            if labels.shape != (n,):
+                raise ValueError(f"continuation needs one label or {n} labels, got "
+                                 f"{tuple(labels.shape)}")
         return self.make_cond(full, labels, first_frames(n, t, k))
 
     def reference(self, n: int, generator: torch.Generator | None = None
