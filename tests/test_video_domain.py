@@ -218,6 +218,7 @@ def test_metrics_score_true_clips_high_and_noise_low(clips):
     m = video_metrics(x[:60], x[60:], cond=y[:60], data=d)
     assert m["class_acc"] > 0.85 and m["identity_acc"] > 0.9 and m["class_conf"] > 0.7
     assert m["com_accel"] < 0.5 and m["ink_cv"] < 1e-4 and m["fd"] < 20
+    assert m["random_com_accel"] > 4 * max(m["ref_com_accel"], 0.25)  # the incoherent end
     noise = torch.rand_like(x[:60]) * 2 - 1
     bad = video_metrics(noise, x[60:], cond=y[:60], data=d)
     assert bad["class_acc"] < 0.4 and bad["fd"] > 5 * m["fd"]

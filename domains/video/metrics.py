@@ -11,8 +11,10 @@ so a digit is recognised wherever it has moved. Over generated clips (no frame g
 * ``ink_cv``: the coefficient of variation of a clip's ink mass over its frames (the reference
   clips' own value beside it, ``ref_ink_cv``);
 * ``com_accel``: the median magnitude of the centre of mass's acceleration (pixels per frame
-  squared; a constant velocity is 0, bounces are outliers the median ignores), beside
-  ``ref_com_accel``;
+  squared; a constant velocity is 0, bounces are outliers the median ignores while they are
+  rare), on a scale whose two ends are printed beside it: ``ref_com_accel``, the reference
+  clips' own value (the data's motion, bounces included), and ``random_com_accel``, the value
+  of clips whose every frame comes from another reference clip (no coherent motion at all);
 * ``fd``: the Fréchet distance between the classifier's features of sampled and reference
   frames.
 
@@ -96,6 +98,14 @@ def _accel(com: torch.Tensor) -> float:
     return float(a.norm(dim=-1).median(dim=1).values.mean())
 
 
+def _random_frames(com: torch.Tensor) -> torch.Tensor:
+    """Trajectories ``(N, T, 2)`` whose every frame is taken from a random other clip."""
+    g = torch.Generator().manual_seed(0)
+    n, t = com.shape[:2]
+    pick = torch.stack([torch.randperm(n, generator=g) for _ in range(t)], dim=1)  # (N, T)
+    return com[pick, torch.arange(t)[None]]  # (N, T, 2)
+
+
 def _ink_cv(mass: torch.Tensor) -> float:
     return float((mass.std(1) / mass.mean(1).clamp_min(1e-6)).mean()) if mass.shape[1] > 1 \
         else 0.0
@@ -114,6 +124,7 @@ def _generation(x: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor | None,
     out = {"identity_acc": float((pred == majority[:, None]).float().mean()),
            "ink_cv": _ink_cv(mass), "ref_ink_cv": _ink_cv(ref_mass),
            "com_accel": _accel(com), "ref_com_accel": _accel(ref_com),
+           "random_com_accel": _accel(_random_frames(ref_com)),
            "fd": frechet_distance(feats.flatten(0, 1), ref_feats.flatten(0, 1))}
     if labels is not None:
         lab = labels.long().view(-1, 1)
