@@ -86,6 +86,16 @@ class Schedule:
         return f"{type(self).__name__}({args})"
 
 
+def _vp_lambda(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Log-SNR of a VP point from its log(alpha): ``log alpha - log(1 - alpha^2) / 2``."""
+    return log_alpha - 0.5 * torch.log((-torch.expm1(2.0 * log_alpha)).clamp_min(_TINY ** 2))
+
+
+def _vp_log_alpha(lam: torch.Tensor) -> torch.Tensor:
+    """log(alpha) of the VP point of log-SNR ``lam`` (alpha^2 = sigmoid(2 lambda))."""
+    return 0.5 * torch.nn.functional.logsigmoid(2.0 * lam)
+
+
 class VPSchedule(Schedule):
     """Variance preserving: alpha^2 + sigma^2 = 1. Subclasses give log(alpha) and its inverse."""
 
@@ -102,12 +112,10 @@ class VPSchedule(Schedule):
         return alpha, sigma
 
     def log_snr(self, t):
-        la = self.log_alpha(_f64(t))
-        return la - 0.5 * torch.log((-torch.expm1(2.0 * la)).clamp_min(_TINY ** 2))
+        return _vp_lambda(self.log_alpha(_f64(t)))
 
     def t_of_lambda(self, lam):
-        # alpha^2 / (1 - alpha^2) = exp(2 lambda)  =>  log alpha = log_sigmoid(2 lambda) / 2
-        return self.t_of_log_alpha(0.5 * torch.nn.functional.logsigmoid(2.0 * _f64(lam)))
+        return self.t_of_log_alpha(_vp_log_alpha(_f64(lam)))
 
 
 class LinearSchedule(VPSchedule):
@@ -176,8 +184,7 @@ class CosineSchedule(VPSchedule):
         """log(alpha) of the VP point whose log-SNR is ``d_lambda`` above ``log_alpha``'s."""
         if d_lambda == 0.0:
             return log_alpha
-        lam = log_alpha - 0.5 * torch.log((-torch.expm1(2.0 * log_alpha)).clamp_min(_TINY ** 2))
-        return 0.5 * torch.nn.functional.logsigmoid(2.0 * (lam + d_lambda))
+        return _vp_log_alpha(_vp_lambda(log_alpha) + d_lambda)
 
 
 class SigmoidSchedule(VPSchedule):

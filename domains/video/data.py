@@ -136,7 +136,7 @@ class VideoData(pl.LightningDataModule):
                                     **kw)
         g = torch.Generator().manual_seed(self.seed + 10_007)  # held out: the test digits
         xte, yte, _ = moving_digits(digits["x_test"], digits["y_test"], self.val_size, g,
-                                      **kw)
+                                    **kw)
         return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte,
                 "classes": DIGIT_NAMES}
 
