@@ -87,8 +87,10 @@ def test_reference_alternates_generation_and_continuation():
         VideoData(cond="label").continuation(x, 2)
     with pytest.raises(ValueError, match="pass labels="):  # was: silently every clip a 0
         d.continuation(x[:3, :2], 2)
-    with pytest.raises(ValueError, match="one label or 3 labels"):
+    with pytest.raises(ValueError, match="2 labels for n=3 samples"):
         d.continuation(x[:3, :2], 2, labels=[1, 2])
+    with pytest.raises(ValueError, match="class label 10 is out of range"):
+        d.continuation(x[:3, :2], 2, labels=10)
     assert d.continuation(x[:3, :2], 2, labels=4)["label"].tolist() == [4, 4, 4]
 
 

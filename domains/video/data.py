@@ -210,11 +210,7 @@ class VideoData(pl.LightningDataModule):
             if labels is None:
                 raise ValueError("this model is class-conditional (data.cond=label+frames): "
                                  "pass labels= (one class index, or one per clip)")
-            labels = torch.as_tensor(labels).long()
-            labels = labels.expand(n).clone() if labels.dim() == 0 else labels
-            if labels.shape != (n,):
-                raise ValueError(f"continuation needs one label or {n} labels, got "
-                                 f"{tuple(labels.shape)}")
+            labels, _ = self.cond_spec.field_specs["label"].check(labels, n)  # (n,) long
         return self.make_cond(full, labels, first_frames(n, t, k))
 
     def reference(self, n: int, generator: torch.Generator | None = None

@@ -99,7 +99,8 @@ def _accel(com: torch.Tensor) -> float:
 
 
 def _random_frames(com: torch.Tensor) -> torch.Tensor:
-    """Trajectories ``(N, T, 2)`` whose every frame is taken from a random other clip."""
+    """Trajectories ``(N, T, 2)`` whose every frame is taken from a random clip (an
+    independent permutation of the clips at each frame)."""
     g = torch.Generator().manual_seed(0)
     n, t = com.shape[:2]
     pick = torch.stack([torch.randperm(n, generator=g) for _ in range(t)], dim=1)  # (N, T)
