@@ -9,6 +9,8 @@
     model: dict, schedule: dict, prediction: str, sigma_data: float,
     data: dict (the training data's config, for reference samples and metrics),
     ema: bool, global_step: int,
+    grids: {key: dict} (optional: time grids fitted by ``omnidiff calibrate``, keyed by
+           sampler and steps, see omnidiff.samplers.calibrate.grid_key),
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
 :func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
@@ -31,7 +33,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .io import atomic_path, atomic_torch_save
 
 __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "read_checkpoint",
-           "payload_cond_spec", "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
+           "payload_cond_spec", "write_grids", "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
 
 FORMAT = "omnidiff"
 FORMAT_VERSION = 2
@@ -129,6 +131,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return _from_lightning(obj, path)
     raise CheckpointError(f"{path} is not an omnidiff checkpoint; pass the model.pt or a .ckpt "
                           "written by `omnidiff train`")
+
+
+def write_grids(checkpoint: str | os.PathLike, grids: dict[str, Any],
+                dest: str | os.PathLike | None = None) -> Path:
+    """Add calibrated ``grids`` to the checkpoint's ``model.pt`` (atomically; the grids it
+    already holds are kept unless replaced). A Lightning ``.ckpt`` is not rewritten: pass
+    ``dest`` to write the model.pt it becomes."""
+    payload = read_checkpoint(checkpoint)
+    src = Path(checkpoint)
+    if src.is_dir():
+        src = src / "model.pt"
+    if dest is None:
+        if src.suffix == ".ckpt" or not src.is_file():
+            raise CheckpointError(f"{checkpoint} is a Lightning checkpoint; calibrated grids are "
+                                  "stored in a model.pt: pass out=PATH/model.pt to write one")
+        dest = src
+    payload["grids"] = {**(payload.get("grids") or {}), **grids}
+    return atomic_torch_save(payload, dest)
 
 
 class InferenceExport(Callback):

@@ -2,6 +2,7 @@
 
     omnidiff train recipe=NAME [key=value ...]     train; writes a run directory
     omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
+    omnidiff calibrate checkpoint=PATH [sampler= steps= guidance= ...]   fit a few-step grid
     omnidiff likelihood checkpoint=PATH data=FILE.npy|reference [n= divergence= solver= ...]
     omnidiff domains                               installed domain plugins and their recipes
     omnidiff recipes                               recipes with a one-line description
@@ -34,6 +35,12 @@ commands:
                                       labels (3, [1,2]) or a FILE: .npy/.pt holding
                                       conditions or data to compute them from (n follows
                                       from it), or a format the domain reads (.wav, .png)
+  calibrate checkpoint=PATH [sampler=dpmpp_2m steps=5 guidance=null n=null seed=1000003
+         out=null device=null rtol=1e-6 max_evals=null]
+                                      fit the time grid that makes a sampler most accurate
+                                      for this model at steps NFE (steps=[5,10] for several)
+                                      and store it in model.pt (or out=); `sample` and
+                                      Pipeline.generate then use it (grid=calibrated)
   likelihood checkpoint=PATH data=FILE.npy|reference [n=512 divergence=auto solver=rk45
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
                                       exact log-likelihood (probability-flow ODE): nats
@@ -48,6 +55,9 @@ commands:
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
                "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta"}
 
+
+CALIBRATE_KEYS = {"checkpoint", "sampler", "steps", "guidance", "n", "seed", "out", "device",
+                  "rtol", "max_evals"}
 
 LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "rtol", "atol",
                    "dequantize", "seed", "batch_size", "device"}
@@ -149,7 +159,7 @@ def cmd_sample(args: list[str]) -> int:
     pipe = load(ckpt, device=opts.get("device"))
     n = int(opts.get("n") or 64)
     sampler = str(opts.get("sampler") or "dpmpp_2m")
-    steps = int(opts.get("steps") or 20)
+    steps = None if opts.get("steps") is None else int(opts["steps"])
     seed = opts.get("seed", 0)
     cond = _cond_option(pipe, opts.get("cond"))
     if cond is not None and "n" not in opts and not isinstance(cond, int):
@@ -166,6 +176,7 @@ def cmd_sample(args: list[str]) -> int:
         base = ckpt.parent if ckpt.is_file() else ckpt
         out = base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S")
     files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
+    print(f"sampled with {sampler} on the {pipe.last_grid} grid")
     print(f"wrote {len(files)} file(s) to {out}:")
     for f in files:
         print(f"  {f}")
@@ -190,6 +201,36 @@ def _cond_option(pipe: Any, value: Any) -> Any:
     raise UsageError(f"cond={text!r} is neither class labels (cond=3, cond=[1,2]) nor a file "
                      f"(cond=FILE.npy / .pt, or a format the domain reads); this model takes "
                      f"{pipe.cond_spec.describe()}")
+
+
+def cmd_calibrate(args: list[str]) -> int:
+    from .checkpoint import write_grids
+    from .pipeline import CALIBRATION_SEED, load
+
+    opts = _kv(args, CALIBRATE_KEYS, "calibrate")
+    if not opts.get("checkpoint"):
+        raise UsageError("calibrate needs checkpoint=PATH (the model.pt of a run)")
+    ckpt = Path(str(opts["checkpoint"]))
+    steps = opts.get("steps", 5)
+    steps = steps if isinstance(steps, list) else [steps]
+    if not steps or any(isinstance(k, bool) or not isinstance(k, int) or k < 2 for k in steps):
+        raise UsageError(f"steps={opts.get('steps')!r}: give an integer >= 2 or a list of them "
+                         "(steps=5, steps=[5,10])")
+    sampler = str(opts.get("sampler") or "dpmpp_2m")
+    pipe = load(ckpt, device=opts.get("device"))
+    tuning = {k: opts[k] for k in ("rtol", "max_evals") if opts.get(k) is not None}
+    for k in steps:
+        st: dict = {}
+        grid = pipe.calibrate(sampler, k, n=opts.get("n"), guidance=opts.get("guidance"),
+                              seed=int(opts.get("seed", CALIBRATION_SEED)), stats=st, **tuning)
+        print(f"{sampler} at {k} steps: t = [{', '.join(f'{t:.4f}' for t in grid.tolist())}]")
+        print(f"  median error vs the tight ODE solution on {st['n']} calibration samples: "
+              f"{st['start_error']['median']:.4g} ({st['start']} grid) -> "
+              f"{st['error']['median']:.4g}  ({st['runs']} sampler runs, {st['seconds']:.0f} s)")
+    dest = write_grids(ckpt, pipe.info["grids"], opts.get("out"))
+    print(f"wrote {len(steps)} grid(s) into {dest}; `omnidiff sample checkpoint={dest} "
+          f"sampler={sampler} steps={steps[0]}` uses it")
+    return 0
 
 
 def cmd_likelihood(args: list[str]) -> int:
@@ -274,7 +315,8 @@ def cmd_demo(args: list[str]) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "calibrate": cmd_calibrate,
+            "likelihood": cmd_likelihood,
             "domains": cmd_domains,
             "recipes": cmd_recipes, "demo": cmd_demo}
 

@@ -77,22 +77,35 @@ def _batch_starts(n: int, bs: int, progress: bool | None):
     return starts
 
 
-def _check_request(sampler: str, steps: int, guidance: float | None, spec: CondSpec) -> None:
+def _check_request(sampler: str, steps: int | None, guidance: float | None, spec: CondSpec
+                   ) -> None:
     from .samplers import SAMPLERS
 
     if sampler not in SAMPLERS:
         raise PipelineError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    if int(steps) < 1:
+    if steps is not None and int(steps) < 1:
         raise PipelineError(f"steps must be at least 1, got {steps}")
     if guidance is not None and not spec.conditional:
         raise PipelineError("guidance needs a conditional model; this one is unconditional "
                             "(drop guidance=)")
 
 
+def _noise_and_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator,
+                    event_shape: Sequence[int], shape_for: Callable | None
+                    ) -> tuple[torch.Tensor, Any]:
+    """Standard normal noise (n, *event) float32 from ``gen`` and the checked condition (labels
+    drawn from ``gen`` when needed; a condition that fixes the shape sets the event)."""
+    cond, n = _prepare_cond(spec, cond, n, gen)
+    if shape_for is not None and cond is not None and spec.variable_shape:
+        event_shape = tuple(int(s) for s in shape_for(cond))
+    return torch.randn((n, *event_shape), generator=gen, dtype=torch.float32), cond
+
+
 @torch.no_grad()
 def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      event_shape: Sequence[int], cond_spec: Any = None,
-                     sampler: str = "dpmpp_2m", steps: int = 20, guidance: float | None = None,
+                     sampler: str = "dpmpp_2m", steps: int | None = 20,
+                     guidance: float | None = None,
                      cond: Any = None, seed: int | None = None, batch_size: int | None = None,
                      device: torch.device | str | None = None, progress: bool | None = None,
                      shape_for: Callable[[Any], Sequence[int]] | None = None, **options: Any
@@ -117,11 +130,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     gen = torch.Generator().manual_seed(int(seed))
-    cond, n = _prepare_cond(spec, cond, n, gen)
-    if shape_for is not None and cond is not None and spec.variable_shape:
-        event_shape = tuple(int(s) for s in shape_for(cond))
+    noise, cond = _noise_and_cond(spec, cond, n, gen, event_shape, shape_for)
+    n = noise.shape[0]
     device, dtype = _device_dtype(model, device)
-    noise = torch.randn((n, *event_shape), generator=gen, dtype=torch.float32)  # (n, *event)
     # stochastic samplers draw from a device generator seeded from the CPU one
     dev_gen = torch.Generator(device=device).manual_seed(
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
@@ -135,7 +146,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
             c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
             fn = classifier_free(model, c, guidance)
             x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
-                        sampler=sampler, steps=int(steps), generator=dev_gen, **options)
+                        sampler=sampler, steps=None if steps is None else int(steps),
+                        generator=dev_gen, **options)
             out.append(x0.float().cpu())
     finally:
         model.train(was_training)
@@ -145,6 +157,15 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
 def sampler_options(domain: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The caller's sampler options over the domain's optional ``sample_defaults``."""
     return {**getattr(domain, "sample_defaults", {}), **options}
+
+
+# calibration noise is drawn from its own seed, apart from generate()'s default seed 0
+CALIBRATION_SEED = 1_000_003
+
+
+def _explicit(grid: Any) -> bool:
+    """Whether ``grid`` is explicit times (not None and not a grid name)."""
+    return grid is not None and not isinstance(grid, str)
 
 
 class Pipeline:
@@ -161,6 +182,7 @@ class Pipeline:
         self.data_cfg = dict(data_cfg or {})
         self.info = dict(info or {})
         self.last_cond: Any = None
+        self.last_grid: str | None = None
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
         self._data: Any = None
@@ -235,10 +257,10 @@ class Pipeline:
         return read_condition_file(self, Path(path))
 
     # ---- sampling -------------------------------------------------------------------------
-    def generate(self, n: int | None = None, *, sampler: str = "dpmpp_2m", steps: int = 20,
-                 guidance: float | None = None, cond: Any = None, seed: int | None = None,
-                 batch_size: int | None = None, progress: bool | None = None,
-                 **options: Any) -> torch.Tensor:
+    def generate(self, n: int | None = None, *, sampler: str = "dpmpp_2m",
+                 steps: int | None = None, guidance: float | None = None, cond: Any = None,
+                 seed: int | None = None, batch_size: int | None = None,
+                 progress: bool | None = None, **options: Any) -> torch.Tensor:
         """Samples ``(n, *event)`` on CPU.
 
         ``cond``: a condition of the model's kind (:attr:`cond_spec`): an int, list or long
@@ -246,15 +268,24 @@ class Pipeline:
         batch ``(n, *shape)``; or a dict of these for a named set. ``n`` may be left out when
         ``cond`` fixes it; a condition that fixes the sample's shape (a vocoder's mel) sets
         the shape of the noise. ``guidance``: classifier-free guidance scale (one batched call
-        per step). ``options`` go to the sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images
-        in [-1, 1]), ``eta=``, ``order=``, ... (see :func:`omnidiff.samplers.sample`), over
-        the domain's ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
+        per step). ``steps``: 20 unless an explicit ``grid`` fixes it. ``options`` go to the
+        sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in [-1, 1]), ``eta=``,
+        ``order=``, ... (see :func:`omnidiff.samplers.sample`), over the domain's
+        ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
+
+        Grids: a grid calibrated for this sampler, its options and steps (``omnidiff
+        calibrate``, :meth:`calibrate`) is used by default; ``grid="calibrated"`` insists on
+        one, a grid name or explicit times override it. The grid used is in :attr:`last_grid`.
 
         For a label-conditional model without ``cond`` the labels are drawn uniformly (with
         ``seed``); the conditions used are kept in :attr:`last_cond` for :meth:`save` and
         :meth:`metrics`.
         """
         options = sampler_options(self.domain, options)
+        if steps is None and not _explicit(options.get("grid")):
+            from .samplers import DEFAULT_STEPS
+            steps = DEFAULT_STEPS
+        options["grid"], self.last_grid = self._grid(sampler, steps, options)
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
                                    guidance=guidance, cond=cond, seed=seed,
@@ -262,6 +293,65 @@ class Pipeline:
                                    progress=progress, shape_for=self._shape_for, **options)
         self.last_cond, self._last_samples = used, x
         return x
+
+    def _grid(self, sampler: str, steps: int | None, options: dict[str, Any]
+              ) -> tuple[Any, str]:
+        """(the grid to sample on, its label): the stored calibrated one unless the caller
+        named a grid or passed times; ``"calibrated"`` without a stored one is an error."""
+        from .samplers.calibrate import grid_key, stored_grid
+
+        grid = options.get("grid")
+        if _explicit(grid) or (grid is not None and grid != "calibrated"):
+            return grid, grid if isinstance(grid, str) else "explicit"
+        times = stored_grid(self.info.get("grids"), sampler, steps, options)
+        if times is not None:
+            return times, "calibrated"
+        if grid == "calibrated":
+            have = ", ".join(sorted(self.info.get("grids") or {})) or "none"
+            key = grid_key(sampler, steps, options)
+            raise PipelineError(f"no calibrated grid for {key} in this checkpoint (it has: "
+                                f"{have}); run `omnidiff calibrate checkpoint=... "
+                                f"sampler={sampler} steps={steps}` first")
+        return None, "default"
+
+    @torch.no_grad()
+    def calibrate(self, sampler: str = "dpmpp_2m", steps: int = 5, *, n: int | None = None,
+                  guidance: float | None = None, cond: Any = None,
+                  seed: int = CALIBRATION_SEED, stats: dict | None = None,
+                  **options: Any) -> torch.Tensor:
+        """Fit this model's time grid for ``sampler`` at ``steps`` steps
+        (:func:`~omnidiff.samplers.calibrate.calibrate_grid`) and keep it in :attr:`info`
+        (``grids``), where :meth:`generate` finds it; ``omnidiff calibrate`` writes it into
+        model.pt. ``n`` calibration samples (256, or 64 for events over 1024 values) from
+        their own noise (``seed``; not :meth:`generate`'s), under ``guidance`` with ``cond``
+        as in :meth:`generate` (a conditional model's labels drawn uniformly). ``options`` go
+        to the sampler and to ``calibrate_grid`` (``rtol``, ``max_evals``, ``verbose``).
+        Returns the grid: (steps + 1,) times."""
+        from .guidance import classifier_free
+        from .samplers.calibrate import calibrate_grid, grid_key
+
+        _check_request(sampler, steps, guidance, self.cond_spec)
+        options = sampler_options(self.domain, options)
+        if n is None:
+            n = 256 if math.prod(self.event_shape) <= 1024 else 64
+        gen = torch.Generator().manual_seed(int(seed))
+        noise, cond = _noise_and_cond(self.cond_spec, cond, n, gen, self.event_shape,
+                                      self._shape_for)
+        device, dtype = _device_dtype(self.model, None)
+        c = map_cond(lambda v: v.to(device), cond)
+        fn = classifier_free(self.model, c, guidance)
+        st = {} if stats is None else stats
+        tuning = {k: options.pop(k) for k in ("rtol", "max_evals", "verbose", "tol")
+                  if k in options}
+        tuning["start"] = options.pop("grid", None)
+        grid = calibrate_grid(fn, noise.to(device=device, dtype=dtype),
+                              schedule=self.model.schedule, prediction=self.model.prediction,
+                              sampler=sampler, steps=int(steps), stats=st, **tuning, **options)
+        self.info.setdefault("grids", {})[grid_key(sampler, steps, options)] = {
+            "times": grid.tolist(), "guidance": guidance, "n": int(noise.shape[0]),
+            "seed": int(seed), "start": st["start"], "start_median": st["start_error"]["median"],
+            "median": st["error"]["median"], "seconds": st["seconds"]}
+        return grid
 
     def log_likelihood(self, x: torch.Tensor, *, cond: Any = None, divergence: str = "auto",
                        solver: str = "rk45", steps: int = 50, rtol: float = 1e-5,

@@ -20,7 +20,7 @@ from ._util import append_dims
 from .predictions import target
 from .schedules import Schedule, get_schedule
 
-__all__ = ["GaussianMixture", "eight_gaussians"]
+__all__ = ["GaussianMixture", "eight_gaussians", "random_mixture"]
 
 
 class GaussianMixture:
@@ -122,3 +122,25 @@ def eight_gaussians(radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
     ang = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     means = radius * torch.stack([torch.cos(ang), torch.sin(ang)], -1)
     return GaussianMixture(torch.ones(8), means, torch.full((8,), std ** 2))
+
+
+def random_mixture(dim: int, *, components: int = 8, width: str = "narrow",
+                   seed: int = 0) -> GaussianMixture:
+    """A random mixture in ``dim`` dimensions with unit-scale means and anisotropic modes.
+
+    Means ~ N(0, I) (the data's scale is about 1 per coordinate); each mode's covariance has a
+    random orientation and standard deviations drawn log-uniformly from [0.02, 0.1]
+    (``narrow``: well-separated modes, the ODE's hard case) or [0.2, 0.8] (``wide``:
+    overlapping modes); weights ~ Dirichlet(2) (a sum of two exponentials each,
+    normalised)."""
+    widths = {"narrow": (0.02, 0.1), "wide": (0.2, 0.8)}
+    if width not in widths:
+        raise ValueError(f"unknown width {width!r}; choose one of: {', '.join(widths)}")
+    g = torch.Generator().manual_seed(int(seed))
+    lo, hi = widths[width]
+    means = torch.randn(components, dim, generator=g, dtype=torch.float64)
+    stds = lo * (hi / lo) ** torch.rand(components, dim, generator=g, dtype=torch.float64)
+    rot, _ = torch.linalg.qr(torch.randn(components, dim, dim, generator=g, dtype=torch.float64))
+    covs = rot @ torch.diag_embed(stds ** 2) @ rot.transpose(1, 2)
+    weights = -torch.log(torch.rand(components, 2, generator=g, dtype=torch.float64)).sum(1)
+    return GaussianMixture(weights, means, covs)

@@ -19,11 +19,11 @@ from ..schedules import Schedule, get_schedule
 from .denoiser import Denoiser, coefficients
 from .exponential import (ddim, ddpm, deis, dpmpp_2m, dpmpp_2m_sde, dpmpp_2s_ancestral,
                           dpmpp_3m, pc, unipc)
-from .grids import GRIDS, timesteps
+from .grids import GRIDS, explicit_grid, timesteps
 from .ode import euler, euler_ancestral, heun, lms, rk45
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
-           "timesteps",
+           "timesteps", "resolve_grid",
            "Denoiser"]
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
@@ -54,9 +54,23 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     SAMPLERS[name] = fn
 
 
+def resolve_grid(schedule: Schedule, steps: int | None, grid: Any
+                 ) -> tuple[torch.Tensor, str]:
+    """(times, grid label) for :func:`sample`: a named grid, or an explicit one checked by
+    :func:`~omnidiff.samplers.grids.explicit_grid` (``steps``, if given, must match it)."""
+    if grid is None or isinstance(grid, str):
+        grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
+        return timesteps(schedule, DEFAULT_STEPS if steps is None else steps, grid), grid
+    ts = explicit_grid(schedule, grid)
+    if steps is not None and steps != len(ts) - 1:
+        raise ValueError(f"steps={steps} does not match the explicit grid's {len(ts) - 1} "
+                         "steps; leave steps out (it follows from the grid)")
+    return ts, "explicit"
+
+
 def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, *,
            schedule: Schedule | str, prediction: str, sampler: str = "dpmpp_2m",
-           steps: int = DEFAULT_STEPS, grid: str | None = None,
+           steps: int | None = None, grid: Any = None,
            generator: torch.Generator | None = None, stats: dict | None = None,
            state_dtype: torch.dtype | None = None, clip_x0: Any = None,
            **options: Any) -> torch.Tensor:
@@ -64,8 +78,10 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
 
     model: ``model(x_t, t) -> prediction`` with ``x_t: (B, *event)`` and ``t: (B,)`` floats.
     noise: (B, *event) standard normal; the start is ``schedule.prior_std * noise``.
-    grid: ``uniform`` | ``logsnr`` | ``karras`` | ``trailing`` (default: karras for ``edm``,
-    uniform for ``flow``, logsnr otherwise). ``stats``, if a dict, receives ``nfe`` (model
+    grid: ``uniform`` | ``logsnr`` | ``karras`` | ``trailing`` | ``diffwave`` (default: karras
+    for ``edm``, uniform for ``flow``, logsnr otherwise), or explicit times (a 1D tensor or
+    list, strictly decreasing in ``[t_min, t_max]``, then 0; e.g. a grid from
+    :func:`calibrate_grid`); ``steps`` (default 20) then follows from it. ``stats``, if a dict, receives ``nfe`` (model
     calls, including the final denoising step), ``network_evals`` (samples through the
     network per sample: 2 per call under classifier-free guidance) and any sampler extras
     (rk45: ``accepted`` / ``rejected`` steps). ``options`` go to the sampler (e.g. ``eta``,
@@ -85,8 +101,9 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
         raise ValueError(f"prediction 'eps' cannot be sampled on the {schedule.name!r} schedule: "
                          "alpha(t_max) = 0 (zero terminal SNR) makes x0 = (x - sigma eps) / "
                          "alpha undefined; train with v, x0 or flow prediction")
-    grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
-    ts = timesteps(schedule, steps, grid).tolist()  # python floats: no device sync in loops
+    ts, grid = resolve_grid(schedule, steps, grid)
+    steps = len(ts) - 1
+    ts = ts.tolist()  # python floats: no device sync in loops
     denoise = Denoiser(model, schedule, prediction, noise.dtype, clip_x0=clip_x0)
     if state_dtype is None:
         state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32

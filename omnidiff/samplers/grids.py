@@ -17,6 +17,10 @@ step, so ``steps`` first-order steps cost exactly ``steps`` model evaluations.
   then the inference beta); with any other sampler it is a 6-point grid. It starts at
   alpha^2 = 0.376 (not from pure noise), as DiffWave does: a strongly conditioned model
   (a vocoder) needs no more.
+
+An explicit grid (a 1D tensor or list of times, see :func:`explicit_grid`) may be passed
+instead of a name: any strictly decreasing times in ``[t_min, t_max]``, then the final ``0``
+(appended when missing). A calibrated grid (:mod:`~omnidiff.samplers.calibrate`) is one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from .._util import check_choice
 from ..schedules import Schedule
 
-__all__ = ["GRIDS", "timesteps"]
+__all__ = ["GRIDS", "timesteps", "explicit_grid"]
 
 GRIDS = ("uniform", "logsnr", "karras", "trailing", "diffwave")
 DIFFWAVE_FAST_BETAS = (1e-4, 1e-3, 1e-2, 5e-2, 0.2, 0.5)
@@ -79,3 +83,34 @@ def _diffwave(schedule: Schedule, steps: int) -> torch.Tensor:
     lam = 0.5 * torch.log(gamma / (1 - gamma))  # log-SNR, least noisy first
     ts = schedule.t_of_lambda(lam.flip(0)).clamp(schedule.t_min, schedule.t_max)
     return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
+
+
+def explicit_grid(schedule: Schedule, grid) -> torch.Tensor:
+    """A user's grid as ``(steps + 1,)`` float64 times ending in 0, checked: strictly
+    decreasing, evaluation times inside the trained range ``[t_min, t_max]``, at least one
+    step. A final 0 (the denoising step to clean data) is appended when missing."""
+    try:
+        ts = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"grid must be a name ({', '.join(GRIDS)}) or a 1D list/tensor of "
+                         f"decreasing times, got {type(grid).__name__}") from None
+    if ts.ndim != 1:
+        raise ValueError(f"grid must be 1D (decreasing times), got shape {tuple(ts.shape)}")
+    if ts.numel() and ts[-1] != 0:
+        ts = torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
+    lo, hi = schedule.t_min, schedule.t_max
+    if ts.numel() < 2:
+        raise ValueError("grid needs at least one evaluation time before the final 0, e.g. "
+                         f"[{hi:g}, 0]")
+    inner = ts[:-1]
+    if not torch.isfinite(inner).all():
+        raise ValueError(f"grid holds a non-finite time: {inner.tolist()}")
+    if (inner[1:] >= inner[:-1]).any():
+        raise ValueError(f"grid times must be strictly decreasing (from t_max = {hi:g} "
+                         f"towards 0), got {ts.tolist()}")
+    eps = 1e-12
+    if inner[0] > hi + eps or inner[-1] < lo - eps:
+        raise ValueError(f"grid times must lie in the trained range [t_min, t_max] = "
+                         f"[{lo:g}, {hi:g}] (then a final 0) on the {schedule.name!r} schedule, "
+                         f"got {inner[0].item():g} ... {inner[-1].item():g}")
+    return ts
