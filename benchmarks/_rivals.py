@@ -7,7 +7,7 @@ starting noise, and every method ends with an x0-prediction, as omnidiff does.
 * diffusers: every deterministic scheduler of its DDPM family (DDIM, PNDM/PLMS, DPM-Solver
   multistep in both algorithm types and single-step, UniPC bh1/bh2, DEIS, SA-Solver with
   tau = 0, Euler, Heun, LMS, KDPM2), each with every ``timestep_spacing`` (leading, linspace,
-  trailing) and, where it has them, its sigma variants (Karras, exponential, beta, Lu's
+  trailing; single-step DPM-Solver has only its own) and, where it has them, its sigma variants (Karras, exponential, beta, Lu's
   lambdas). The model is called at the scheduler's integer timesteps.
 * k-diffusion: every deterministic sampler (the ancestral and SDE ones with eta = 0, so they
   solve the ODE) with each sigma schedule (the model's discrete one, Karras, exponential,
@@ -20,6 +20,7 @@ fit (a two-evaluation method gets about half as many).
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -31,6 +32,7 @@ SPACINGS = ("leading", "linspace", "trailing")
 def diffusers_methods() -> list[tuple[str, Callable]]:
     """(label, make scheduler) for every configuration; ImportError when diffusers is absent."""
     import diffusers as d
+    d.utils.logging.set_verbosity_error()  # its notes on adjusted orders, once per scheduler
     base = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
                 beta_schedule="linear")
     sig = {"": {}, " karras": {"use_karras_sigmas": True}}
@@ -51,7 +53,8 @@ def diffusers_methods() -> list[tuple[str, Callable]]:
                       {"solver_order": 2, "solver_type": "heun", **extra}))
     for order in (2, 3):
         kinds.append((f"DPM {order}M", d.DPMSolverMultistepScheduler,
-                      {"solver_order": order, "algorithm_type": "dpmsolver"}))
+                      {"solver_order": order, "algorithm_type": "dpmsolver",
+                       "final_sigmas_type": "sigma_min"}))
     for name, extra in sig.items():
         for order in (2, 3):
             kinds.append((f"DPM++ {order}S{name}", d.DPMSolverSinglestepScheduler,
@@ -67,6 +70,9 @@ def diffusers_methods() -> list[tuple[str, Callable]]:
             kinds.append((label + name, cls, dict(extra)))
     out = []
     for label, cls, extra in kinds:
+        if "timestep_spacing" not in inspect.signature(cls.__init__).parameters:
+            out.append((label, lambda cls=cls, extra=extra: cls(**base, **extra)))
+            continue  # DPM-Solver single-step has one spacing of its own
         for spacing in SPACINGS:
             out.append((f"{label} {spacing}",
                         (lambda cls=cls, extra=extra, spacing=spacing:

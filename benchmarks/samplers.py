@@ -1,172 +1,221 @@
-"""Sampler benchmark: omnidiff's samplers vs diffusers' schedulers. Not a test; prints tables.
+"""Sampler benchmark: omnidiff against diffusers and k-diffusion. Not a test; prints tables.
 
-    python benchmarks/samplers.py [--quick] [--checkpoint PATH] [--skip-quality]
+    python benchmarks/samplers.py [--quick] [--mixtures 0,3] [--csv FILE]
+                                  [--skip-accuracy] [--skip-overhead] [--skip-quality]
+                                  [--points PATH] [--digits PATH]
 
-(1) Accuracy. Exact Gaussian-mixture denoiser (eight Gaussians, 2D), DDPM's linear schedule
-    (our ``linear`` = DDPM's discrete alpha-bar interpolated in log alpha; diffusers' timestep k
-    is our t = (k + 1) / 1000), the same starting noise for everyone. Each diffusers scheduler
-    gets the exact denoiser as an eps-model on its integer timesteps (``timestep_spacing=
-    "trailing"``, so every method starts at k = 999 = our t_max = 1, Lin et al. 2023).
-    Endpoint convention: every method ends with an x0-prediction (ours at t_min = 0.001, i.e.
-    k = 0; diffusers' last step to sigma = 0 is the same x0-prediction at its last timestep),
-    so all converge, as NFE -> inf, to D(x(t_min), t_min) with x(t) the exact probability-flow
-    ODE solution. The reference is exactly that: adaptive RK45 (rtol = atol = 1e-10, in
-    log-SNR) to t_min, then the x0-prediction. Error per sample = ||x - x_ref||_2; we report
-    RMS and the median over samples, at 5 / 10 / 20 / 50 NFE (two-evaluation methods get
-    (NFE + 1) // 2 steps, i.e. NFE - 1 evaluations when NFE is even).
+(1) Accuracy on exact Gaussian mixtures: the eight-Gaussian circle (2D) and random mixtures
+    (``omnidiff.toy.random_mixture``, seed 0) in 2, 16 and 64 dimensions with narrow and wide
+    modes; DDPM's linear schedule (our ``linear`` = DDPM's discrete alpha-bar interpolated in
+    log alpha; diffusers' timestep k is our t = (k + 1) / 1000); the same starting noise for
+    everyone. Rivals: every diffusers scheduler with each timestep spacing and sigma variant,
+    every k-diffusion sampler with each sigma schedule (``benchmarks/_rivals.py``). Ours: the
+    samplers below on each named grid, and calibrated grids (``calibrate_grid``) fitted on
+    *other* noise (calibration is not counted in the NFE). Every method ends with an
+    x0-prediction, so all converge to D(x(t_min), t_min) with x(t) the exact probability-flow
+    ODE solution; the reference is that, by adaptive RK45 (rtol = atol = 1e-10, in log-SNR).
+    Error per sample ``||x - x_ref||``; median and RMS over samples; each library's best
+    configuration per NFE budget (a method gets the most steps whose model calls fit).
 (2) Overhead. Time per step outside the model (the model returns zeros), ours (``sample``,
     including grid construction and the final step) vs diffusers (``set_timesteps`` + the
-    ``scale_model_input`` / ``step`` loop); medians of repeats; ratio printed. Our state has
-    the noise's precision (float32 here, as diffusers'); the last column keeps it in float64.
-(3) Quality. A trained points2d model (``--checkpoint`` or trained now into a temp dir with
-    ``omnidiff train recipe=points2d``): sliced Wasserstein-2 vs NFE per sampler, through
-    ``omnidiff.load(...).generate`` and ``.metrics``.
+    ``scale_model_input`` / ``step`` loop); medians of repeats; ratio printed.
+(3) Quality of trained models at 5 / 10 / 20 NFE, calibrated grid against every named grid
+    (dpmpp_2m): points2d's sliced Wasserstein-2, image_digits' class accuracy and Fréchet
+    distance at guidance 2 (``--points`` / ``--digits`` checkpoints, or trained now).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
-from omnidiff.samplers import sample
-from omnidiff.schedules import get_schedule
-from omnidiff.toy import eight_gaussians
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _rivals import (budgeted, counted, diffusers_methods, kdiffusion_denoiser,  # noqa: E402
+                     kdiffusion_methods, run_diffusers)
+
+from omnidiff.samplers import sample  # noqa: E402
+from omnidiff.samplers.calibrate import calibrate_grid  # noqa: E402
+from omnidiff.schedules import get_schedule  # noqa: E402
+from omnidiff.toy import eight_gaussians, random_mixture  # noqa: E402
 
 NFES = (5, 10, 20, 50)
+NAMED = ("logsnr", "karras", "uniform", "trailing")
 TWO_EVAL = {"heun", "dpmpp_2s_ancestral"}
 
-# (label, sampler, options, grid)
+# (label, sampler, options) run on every named grid
 OURS = [
-    ("ddim", "ddim", {}, None),
-    ("dpmpp_2m", "dpmpp_2m", {}, None),
-    ("dpmpp_3m", "dpmpp_3m", {}, None),
-    ("unipc bh2 p2", "unipc", {"order": 2, "variant": "bh2"}, None),
-    ("unipc bh1 p3", "unipc", {"order": 3, "variant": "bh1"}, None),
-    ("deis p3", "deis", {"order": 3}, None),
-    ("euler (t)", "euler", {}, None),
-    ("euler (sigma)", "euler", {"time": "sigma"}, None),
-    ("heun (t)", "heun", {}, None),
-    ("heun (sigma)", "heun", {"time": "sigma"}, None),
-    ("lms p4 (sigma)", "lms", {}, None),
-    ("dpmpp_2s (eta=0)", "dpmpp_2s_ancestral", {"eta": 0.0}, None),
+    ("ddim", "ddim", {}),
+    ("dpmpp_2m", "dpmpp_2m", {}),
+    ("dpmpp_3m", "dpmpp_3m", {}),
+    ("unipc bh2 p2", "unipc", {"order": 2, "variant": "bh2"}),
+    ("unipc bh1 p3", "unipc", {"order": 3, "variant": "bh1"}),
+    ("deis p3", "deis", {"order": 3}),
+    ("euler (sigma)", "euler", {"time": "sigma"}),
+    ("heun (sigma)", "heun", {"time": "sigma"}),
+    ("lms p4 (sigma)", "lms", {}),
 ]
+# (label, sampler, options) calibrated at every NFE
+CALIBRATED = [
+    ("dpmpp_2m", "dpmpp_2m", {}),
+    ("unipc bh2 p2", "unipc", {"order": 2, "variant": "bh2"}),
+    ("unipc bh1 p3", "unipc", {"order": 3, "variant": "bh1"}),
+]
+
+
+def mixtures():
+    """(label, GaussianMixture): fixed by rule (seed 0 for every dimension and width)."""
+    out = [("8 gaussians 2D", eight_gaussians())]
+    for dim in (2, 16, 64):
+        for width in ("narrow", "wide"):
+            out.append((f"{width} {dim}D", random_mixture(dim, width=width, seed=0)))
+    return out
 
 
 def _steps(sampler: str, nfe: int) -> int:
     return (nfe + 1) // 2 if sampler in TWO_EVAL else nfe
 
 
-def _diffusers_schedulers():
-    import diffusers as d
-    common = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
-                  beta_schedule="linear", timestep_spacing="trailing")
-    return [
-        ("DDIM", lambda: d.DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)),
-        ("DPMSolver++ 2M", lambda: d.DPMSolverMultistepScheduler(**common, solver_order=2)),
-        ("DPMSolver++ 3M", lambda: d.DPMSolverMultistepScheduler(**common, solver_order=3)),
-        ("UniPC bh2 p2", lambda: d.UniPCMultistepScheduler(**common, solver_order=2)),
-        ("UniPC bh1 p3", lambda: d.UniPCMultistepScheduler(**common, solver_order=3,
-                                                            solver_type="bh1")),
-        ("DEIS p3", lambda: d.DEISMultistepScheduler(**common, solver_order=3)),
-        ("Euler", lambda: d.EulerDiscreteScheduler(**common)),
-        ("Heun", lambda: d.HeunDiscreteScheduler(**common)),
-        ("LMS", lambda: d.LMSDiscreteScheduler(**common)),
-    ]
+def _errors(x, ref) -> tuple[float, float]:
+    """(median, RMS) of the per-sample errors ||x - ref||."""
+    e = (x.double() - ref).flatten(1).norm(dim=1)
+    return float(e.median()), float(e.pow(2).mean().sqrt())
 
 
-def _run_diffusers(make, eps_model, noise, nfe):
-    sch = make()
-    two = type(sch).__name__.startswith("Heun")
-    sch.set_timesteps((nfe + 1) // 2 if two else nfe)
-    x = noise * sch.init_noise_sigma
-    n = 0
-    for k in sch.timesteps:
-        eps = eps_model(sch.scale_model_input(x, k), k)
-        n += 1
-        x = sch.step(eps, k, x).prev_sample
-    return x, n
+class Board:
+    """Each library's best (median, RMS, label, calls) per NFE, and every row for the CSV."""
+
+    def __init__(self, mixture: str, rows: list):
+        self.mixture, self.rows, self.best = mixture, rows, {}
+
+    def add(self, who: str, label: str, nfe: int, calls: int, med: float, rms: float):
+        self.rows.append([self.mixture, who, label, nfe, calls, f"{med:.4e}", f"{rms:.4e}"])
+        b = self.best.setdefault(who, {})
+        if nfe not in b or med < b[nfe][0]:
+            b[nfe] = (med, rms, label, calls)
 
 
-def _errors(x, ref):
-    e = (x.double() - ref).norm(dim=1)
-    return float(e.pow(2).mean().sqrt()), float(e.median())
+def _ours(board, model, noise, ref, sched, nfes):
+    for label, name, opts in OURS:
+        for k in nfes:
+            for grid in NAMED:
+                st: dict = {}
+                x = sample(model, noise, schedule=sched, prediction="eps", sampler=name,
+                           steps=_steps(name, k), grid=grid, stats=st, **opts)
+                board.add("omnidiff named", f"{label} {grid}", k, st["nfe"], *_errors(x, ref))
 
 
-def accuracy(n: int) -> None:
-    gm = eight_gaussians()
-    sched = get_schedule("linear")
-    model = gm.model(sched, "eps")
-    noise = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    st: dict = {}
-    t0 = time.perf_counter()
-    ref = sample(model, noise, schedule=sched, prediction="eps", sampler="rk45", steps=50,
-                 rtol=1e-10, atol=1e-10, stats=st)
-    print(f"\n(1) ACCURACY  eight Gaussians (2D), DDPM linear schedule, {n} samples; reference: "
-          f"rk45 rtol=atol=1e-10 to t_min + x0-prediction ({st['nfe']} NFE, "
-          f"{time.perf_counter() - t0:.0f} s)")
-    print("    error per sample ||x - x_ref||: RMS / median; columns are NFE "
-          "(actual NFE in brackets where it differs)")
-    hdr = f"{'method':<26}" + "".join(f"{f'NFE {k}':>24}" for k in NFES)
-    print(hdr + "\n" + "-" * len(hdr))
-    best: dict = {"ours": {}, "diffusers": {}}
-
-    def row(label, who, results):
-        cells = []
-        for k, (rms, med, nfe) in zip(NFES, results):
-            tag = f"[{nfe}]" if nfe != k else ""
-            cells.append(f"{rms:9.2e} / {med:8.2e}{tag:>4}")
-            b = best[who].get(k)
-            if b is None or rms < b[0]:
-                best[who][k] = (rms, label)
-        print(f"{label:<26}" + "".join(f"{c:>24}" for c in cells))
-
-    for label, name, opts, grid in OURS:
-        res = []
-        for k in NFES:
-            st = {}
+def _calibrated(board, model, noise, cal_noise, ref, sched, nfes, seconds):
+    for label, name, opts in CALIBRATED:
+        for k in nfes:
+            t0 = time.perf_counter()
+            grid = calibrate_grid(model, cal_noise, schedule=sched, prediction="eps",
+                                  sampler=name, steps=k, rtol=1e-8,
+                                  max_evals=None if k <= 20 else 300, **opts)
+            seconds[(label, k)] = time.perf_counter() - t0
             x = sample(model, noise, schedule=sched, prediction="eps", sampler=name,
-                       steps=_steps(name, k), grid=grid, stats=st, **opts)
-            res.append((*_errors(x, ref), st["nfe"]))
-        row("ours " + label, "ours", res)
+                       grid=grid, **opts)
+            board.add("omnidiff calibrated", label, k, k, *_errors(x, ref))
 
-    def eps_model(x, k):  # diffusers timestep k  <->  our t = (k + 1) / 1000
-        t = torch.full((x.shape[0],), (float(k) + 1.0) / 1000.0, dtype=torch.float64)
-        return model(x.double(), t)
 
+def _diffusers(board, model, noise, ref, nfes):
     try:
-        makers = _diffusers_schedulers()
+        methods = diffusers_methods()
     except ImportError as exc:
-        print(f"(diffusers not importable: {exc}; skipping its rows)")
-        makers = []
-    for label, make in makers:
-        res = []
-        for k in NFES:
-            x, nfe = _run_diffusers(make, eps_model, noise.clone(), k)
-            res.append((*_errors(x, ref), nfe))
-        row("diffusers " + label, "diffusers", res)
-    rs = []
-    for label, (name, opts) in {"rk45 (t)": ("rk45", {"time": "t"}),
-                                "rk45 (lambda)": ("rk45", {})}.items():
-        for tol in (1e-2, 1e-3, 1e-4):
-            st = {}
-            x = sample(model, noise, schedule=sched, prediction="eps", sampler=name, steps=20,
-                       rtol=tol, atol=tol, stats=st, **opts)
-            rms, med = _errors(x, ref)
-            rs.append(f"{label} tol {tol:g}: {rms:.2e} / {med:.2e} at {st['nfe']} NFE")
-    print("adaptive: " + ";  ".join(rs))
-    if best["diffusers"]:
-        print("\nbest per NFE (RMS):")
-        for k in NFES:
-            (o, ol), (dv, dl) = best["ours"][k], best["diffusers"][k]
-            print(f"  NFE {k:>2}: ours {o:.2e} ({ol})   diffusers {dv:.2e} ({dl})   "
-                  f"ratio ours/diffusers {o / dv:.2f}")
+        print(f"    (diffusers not importable: {exc}; no diffusers rows)")
+        return
+    for label, make in methods:
+        for k in nfes:
+            try:
+                r = budgeted(lambda s: run_diffusers(make, model, noise.clone(), s), k)
+            except Exception:  # a configuration diffusers rejects (e.g. order vs steps)
+                continue
+            if r is not None:
+                board.add("diffusers", label, k, r[1], *_errors(r[0], ref))
+
+
+def _kdiffusion(board, model, noise, ref, sched, nfes):
+    try:
+        methods = kdiffusion_methods(sched)
+    except ImportError as exc:
+        print(f"    (k-diffusion not importable: {exc}; no k-diffusion rows)")
+        return
+    den = kdiffusion_denoiser(model, sched)
+    for label, fn in methods:
+        def run(steps, fn=fn):
+            d, box = counted(den)
+            return fn(d, noise.clone(), steps).double(), box[0]
+        for k in nfes:
+            try:
+                r = budgeted(run, k)
+            except Exception:
+                continue
+            if r is not None:
+                board.add("k-diffusion", label, k, r[1], *_errors(r[0], ref))
+
+
+WHO = ("omnidiff named", "omnidiff calibrated", "diffusers", "k-diffusion")
+
+
+def accuracy(n: int, which: list[int] | None, nfes: tuple, csv_path: str | None) -> None:
+    sched = get_schedule("linear")
+    rows: list = []
+    summary = []
+    print(f"\n(1) ACCURACY  exact Gaussian mixtures, DDPM linear schedule, {n} evaluation "
+          f"samples (noise seed 0), calibration on {n} others (seed 1); error per sample "
+          "||x - x_ref||, each library's best per NFE: median / RMS  [method, model calls]")
+    for i, (name, gm) in enumerate(mixtures()):
+        if which is not None and i not in which:
+            continue
+        model = gm.model(sched, "eps")
+        noise = torch.randn(n, gm.dim, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64)
+        cal_noise = torch.randn(n, gm.dim, generator=torch.Generator().manual_seed(1),
+                                dtype=torch.float64)
+        t0 = time.perf_counter()
+        ref = sample(model, noise, schedule=sched, prediction="eps", sampler="rk45",
+                     rtol=1e-10, atol=1e-10)
+        board, seconds = Board(name, rows), {}
+        _ours(board, model, noise, ref, sched, nfes)
+        _calibrated(board, model, noise, cal_noise, ref, sched, nfes, seconds)
+        _diffusers(board, model, noise, ref, nfes)
+        _kdiffusion(board, model, noise, ref, sched, nfes)
+        print(f"\n  [{i}] {name} ({time.perf_counter() - t0:.0f} s; calibration "
+              + ", ".join(f"{k} NFE {max(v for (lab, kk), v in seconds.items() if kk == k):.0f} s"
+                          for k in nfes) + " at most per sampler)")
+        for who in WHO:
+            for k in nfes:
+                b = board.best.get(who, {}).get(k)
+                if b:
+                    print(f"    {who:<20} NFE {k:>2}: {b[0]:.3e} / {b[1]:.3e}  [{b[2]}, {b[3]}]")
+        for k in nfes:
+            ours = min(board.best[w][k][0] for w in WHO[:2] if k in board.best.get(w, {}))
+            rd = ours / board.best["diffusers"][k][0] if "diffusers" in board.best else float("nan")
+            rk = ours / board.best["k-diffusion"][k][0] if "k-diffusion" in board.best else float("nan")
+            summary.append((name, k, ours, rd, rk))
+        sys.stdout.flush()
+    print("\n  SUMMARY  omnidiff's best median error / each rival's best (at most 0.5 is the "
+          "target at 5, 10, 20 NFE)")
+    print(f"    {'mixture':<16}{'NFE':>5}{'ours':>11}{'/ diffusers':>13}{'/ k-diffusion':>15}")
+    for name, k, ours, rd, rk in summary:
+        flag = "" if k > 20 or max(rd, rk) <= 0.5 else "   above 0.5"
+        print(f"    {name:<16}{k:>5}{ours:>11.3e}{rd:>13.3f}{rk:>15.3f}{flag}")
+    hit = [max(rd, rk) <= 0.5 for name, k, ours, rd, rk in summary if k <= 20]
+    print(f"    {sum(hit)} of {len(hit)} (mixture, NFE <= 20) cells at most 0.5 against both")
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["mixture", "library", "method", "nfe", "model_calls", "median", "rms"])
+            w.writerows(rows)
+        print(f"    every configuration's errors: {csv_path}")
 
 
 def _ours_per_step(model, noise, sched, name, steps, repeats, state_dtype) -> float:
@@ -222,45 +271,64 @@ def overhead(repeats: int) -> None:
             print(f"  {ours:<12}{o:>10.0f}{d:>12.0f}{o / d:>8.2f}{o64:>18.0f}")
 
 
-def quality(checkpoint: str | None, n: int) -> None:
+def _train(recipe: str, tmp: str) -> str:
+    print(f"\n(training {recipe} into {tmp} ...)", flush=True)
+    subprocess.run([sys.executable, "-m", "omnidiff.cli", "train", f"recipe={recipe}",
+                    f"out={tmp}/{recipe}", "logger=none"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return f"{tmp}/{recipe}/model.pt"
+
+
+def quality(points: str | None, digits: str | None, n: int, nfes=(5, 10, 20)) -> None:
+    """Trained models: the calibrated dpmpp_2m grid against every named grid."""
     import omnidiff
-    tmp = None
-    if checkpoint is None:
-        tmp = tempfile.mkdtemp(prefix="omnidiff_bench_")
-        print(f"\n(training points2d into {tmp} ...)", flush=True)
-        subprocess.run([sys.executable, "-m", "omnidiff.cli", "train", "recipe=points2d",
-                        f"out={tmp}/run", "eval.every_n_steps=0", "logger=none"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        checkpoint = f"{tmp}/run/model.pt"
-    pipe = omnidiff.load(checkpoint, device="cpu")
-    print(f"\n(3) QUALITY  {checkpoint}: {pipe}\n    sliced_w2 vs the held-out data "
-          f"({n} samples, seed 0); columns are NFE")
-    ref_metric = pipe.metrics(pipe.reference(2 * n)[0][n:], n_ref=n)  # other held-out half
-    print(f"    (held-out vs held-out sliced_w2: {ref_metric.get('sliced_w2', float('nan')):.4f})")
-    names = ["ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "deis", "euler", "heun", "lms",
-             "dpmpp_2s_ancestral", "dpmpp_2m_sde", "euler_ancestral", "ddpm", "pc"]
-    print(f"  {'sampler':<20}" + "".join(f"{k:>10}" for k in NFES))
-    for name in names:
-        cells = []
-        for k in NFES:
-            steps = (k + 1) // 2 if name in TWO_EVAL | {"pc"} else k
-            x = pipe.generate(n, sampler=name, steps=steps, seed=0, progress=False)
-            cells.append(pipe.metrics(x, n_ref=n)["sliced_w2"])
-        print(f"  {name:<20}" + "".join(f"{c:>10.4f}" for c in cells))
+    tmp = tempfile.mkdtemp(prefix="omnidiff_bench_")
+    for recipe, ckpt, guidance, keys in (("points2d", points, None, ("sliced_w2",)),
+                                         ("image_digits", digits, 2.0, ("class_acc", "fd"))):
+        ckpt = ckpt or _train(recipe, tmp)
+        pipe = omnidiff.load(ckpt, device="cpu")
+        m = min(n, 1024) if recipe == "image_digits" else n
+        print(f"\n(3) QUALITY  {recipe} ({ckpt}), {m} samples (seed 0), dpmpp_2m"
+              f"{f', guidance {guidance}' if guidance else ''}; {', '.join(keys)} per grid")
+        print(f"  {'grid':<12}" + "".join(f"{f'NFE {k}':>24}" for k in nfes))
+        cal_s = {}
+        for k in nfes:
+            st: dict = {}
+            t0 = time.perf_counter()
+            pipe.calibrate("dpmpp_2m", k, guidance=guidance, stats=st)
+            cal_s[k] = time.perf_counter() - t0
+        for grid in (*NAMED, "calibrated"):
+            cells = []
+            for k in nfes:
+                x = pipe.generate(m, steps=k, guidance=guidance, seed=0, grid=grid,
+                                  progress=False)
+                res = pipe.metrics(x, n_ref=m)
+                cells.append(" / ".join(f"{res[key]:.4f}" for key in keys))
+            print(f"  {grid:<12}" + "".join(f"{c:>24}" for c in cells))
+        print("  calibration (CPU): " + ", ".join(f"{k} NFE {v:.0f} s" for k, v in cal_s.items()))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer samples and repeats")
-    ap.add_argument("--checkpoint", default=None, help="a points2d model.pt for (3)")
+    ap.add_argument("--quick", action="store_true", help="fewer samples, mixtures and NFE")
+    ap.add_argument("--mixtures", default=None, help="comma-separated mixture indices")
+    ap.add_argument("--csv", default=None, help="write every configuration's errors here")
+    ap.add_argument("--points", default=None, help="a points2d model.pt for (3)")
+    ap.add_argument("--digits", default=None, help="an image_digits model.pt for (3)")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    accuracy(128 if args.quick else 512)
-    overhead(3 if args.quick else 7)
+    which = [int(v) for v in args.mixtures.split(",")] if args.mixtures else None
+    if not args.skip_accuracy:
+        accuracy(128 if args.quick else 256, [0, 3] if args.quick and which is None else which,
+                 (5, 10) if args.quick else NFES, args.csv)
+    if not args.skip_overhead:
+        overhead(3 if args.quick else 7)
     if not args.skip_quality:
-        quality(args.checkpoint, 1024 if args.quick else 4096)
+        quality(args.points, args.digits, 1024 if args.quick else 4096)
 
 
 if __name__ == "__main__":
