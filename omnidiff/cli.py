@@ -31,8 +31,10 @@ commands:
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
          out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
-                                      draw samples and write the domain's artifacts; cond=
-                                      labels (3, [1,2]) or a FILE: .npy/.pt holding
+                                      draw samples and write the domain's artifacts; grid=
+                                      a name, calibrated (the default when model.pt holds
+                                      one for this sampler and steps) or times [1,0.5,0.1];
+                                      cond= labels (3, [1,2]) or a FILE: .npy/.pt holding
                                       conditions or data to compute them from (n follows
                                       from it), or a format the domain reads (.wav, .png)
   calibrate checkpoint=PATH [sampler=dpmpp_2m steps=5 guidance=null n=null seed=1000003
