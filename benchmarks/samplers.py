@@ -118,8 +118,8 @@ def _calibrated(board, model, noise, cal_noise, ref, sched, nfes, seconds):
         for k in nfes:
             t0 = time.perf_counter()
             grid = calibrate_grid(model, cal_noise, schedule=sched, prediction="eps",
-                                  sampler=name, steps=k, rtol=1e-8,
-                                  max_evals=None if k <= 20 else 300, **opts)
+                                  sampler=name, steps=k, rtol=1e-8, tol=2e-3,
+                                  max_evals=80 * k if k <= 20 else 300, **opts)
             seconds[(label, k)] = time.perf_counter() - t0
             x = sample(model, noise, schedule=sched, prediction="eps", sampler=name,
                        grid=grid, **opts)
