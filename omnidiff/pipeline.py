@@ -322,7 +322,7 @@ class Pipeline:
         """Fit this model's time grid for ``sampler`` at ``steps`` steps
         (:func:`~omnidiff.samplers.calibrate.calibrate_grid`) and keep it in :attr:`info`
         (``grids``), where :meth:`generate` finds it; ``omnidiff calibrate`` writes it into
-        model.pt. ``n`` calibration samples (default: 8192 values' worth, 64 to 256) from
+        model.pt. ``n`` calibration samples (default: 4096 values' worth, 64 to 256) from
         their own noise (``seed``; not :meth:`generate`'s), under ``guidance`` with ``cond``
         as in :meth:`generate` (a conditional model's labels drawn uniformly). ``options`` go
         to the sampler and to ``calibrate_grid`` (``rtol``, ``max_evals``, ``verbose``).
@@ -332,8 +332,8 @@ class Pipeline:
 
         _check_request(sampler, steps, guidance, self.cond_spec)
         options = sampler_options(self.domain, options)
-        if n is None:  # about 8k values: 256 points, 128 8x8 images, 64 of anything larger
-            n = max(64, min(256, 8192 // max(1, math.prod(self.event_shape))))
+        if n is None:  # about 4k values: 256 2D points, 64 8x8 images or anything larger
+            n = max(64, min(256, 4096 // max(1, math.prod(self.event_shape))))
         gen = torch.Generator().manual_seed(int(seed))
         noise, cond = _noise_and_cond(self.cond_spec, cond, n, gen, self.event_shape,
                                       self._shape_for)
