@@ -298,6 +298,7 @@ class Pipeline:
               ) -> tuple[Any, str]:
         """(the grid to sample on, its label): the stored calibrated one unless the caller
         named a grid or passed times; ``"calibrated"`` without a stored one is an error."""
+        from .samplers import default_grid
         from .samplers.calibrate import grid_key, stored_grid
 
         grid = options.get("grid")
@@ -312,7 +313,7 @@ class Pipeline:
             raise PipelineError(f"no calibrated grid for {key} in this checkpoint (it has: "
                                 f"{have}); run `omnidiff calibrate checkpoint=... "
                                 f"sampler={sampler} steps={steps}` first")
-        return None, "default"
+        return None, default_grid(self.model.schedule)
 
     @torch.no_grad()
     def calibrate(self, sampler: str = "dpmpp_2m", steps: int = 5, *, n: int | None = None,

@@ -127,8 +127,8 @@ def test_pipeline_stores_and_uses_calibrated_grids(points_ckpt, tmp_path):
     assert torch.equal(x, again.generate(16, steps=3, seed=0, grid="calibrated"))
     y = again.generate(16, steps=3, seed=0, grid="logsnr")  # a named grid overrides it
     assert again.last_grid == "logsnr" and not torch.equal(x, y)
-    again.generate(16, steps=4, seed=0)  # no grid for 4 steps: the default one
-    assert again.last_grid == "default"
+    again.generate(16, steps=4, seed=0)  # no grid for 4 steps: the schedule's default one
+    assert again.last_grid == "logsnr"
 
 
 def _run(args, capsys):

@@ -23,7 +23,7 @@ from .grids import GRIDS, explicit_grid, timesteps
 from .ode import euler, euler_ancestral, heun, lms, rk45
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
-           "timesteps", "resolve_grid",
+           "timesteps", "resolve_grid", "default_grid",
            "Denoiser"]
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
@@ -54,12 +54,18 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     SAMPLERS[name] = fn
 
 
+def default_grid(schedule: Schedule) -> str:
+    """The named grid used when none is given: karras for ``edm``, uniform for ``flow``,
+    uniform in log-SNR for the VP schedules."""
+    return DEFAULT_GRID.get(schedule.name, "logsnr")
+
+
 def resolve_grid(schedule: Schedule, steps: int | None, grid: Any
                  ) -> tuple[torch.Tensor, str]:
     """(times, grid label) for :func:`sample`: a named grid, or an explicit one checked by
     :func:`~omnidiff.samplers.grids.explicit_grid` (``steps``, if given, must match it)."""
     if grid is None or isinstance(grid, str):
-        grid = grid or DEFAULT_GRID.get(schedule.name, "logsnr")
+        grid = grid or default_grid(schedule)
         return timesteps(schedule, DEFAULT_STEPS if steps is None else steps, grid), grid
     ts = explicit_grid(schedule, grid)
     if steps is not None and steps != len(ts) - 1:
