@@ -240,12 +240,13 @@ def overhead(repeats: int) -> None:
         return torch.zeros_like(x)
 
     try:
-        makers = dict(_diffusers_schedulers())
+        makers = dict(diffusers_methods())
     except ImportError:
         makers = {}
-    pairs = [("ddim", "DDIM"), ("dpmpp_2m", "DPMSolver++ 2M"), ("dpmpp_3m", "DPMSolver++ 3M"),
-             ("unipc", "UniPC bh2 p2"), ("deis", "DEIS p3"), ("euler", "Euler"),
-             ("heun", "Heun"), ("lms", "LMS")]
+    pairs = [("ddim", "DDIM trailing"), ("dpmpp_2m", "DPM++ 2M trailing"),
+             ("dpmpp_3m", "DPM++ 3M trailing"), ("unipc", "UniPC bh2 p2 trailing"),
+             ("deis", "DEIS p3 trailing"), ("euler", "Euler trailing"),
+             ("heun", "Heun trailing"), ("lms", "LMS trailing")]
     steps = 50
     for shape in [(64, 2), (8, 3, 64, 64)]:
         noise = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
@@ -261,7 +262,7 @@ def overhead(repeats: int) -> None:
                 for _ in range(repeats):
                     sch = makers[theirs]()
                     t0 = time.perf_counter()
-                    sch.set_timesteps(steps if theirs != "Heun" else (steps + 1) // 2)
+                    sch.set_timesteps(steps if ours != "heun" else (steps + 1) // 2)
                     x = noise * sch.init_noise_sigma
                     for k in sch.timesteps:
                         eps = zeros(sch.scale_model_input(x, k), k)
