@@ -143,35 +143,42 @@ class _Search:
                         out.append((self.f(lam), lam))
         return sorted(out, key=lambda p: p[0])
 
+    def _moved(self, lam: list[float], i: int, delta: float) -> list[float] | None:
+        """``lam`` with point ``i`` moved by ``delta`` in log-SNR, or None if that breaks the
+        grid (order, gap or range)."""
+        cand = list(lam)
+        cand[i] += delta
+        return cand if self.valid(cand) else None
+
+    def _try(self, lam: list[float], fx: float, i: int, delta: float, max_evals: int
+             ) -> tuple[list[float], float]:
+        """Move point ``i`` by ``delta`` while each move lowers the score."""
+        while self.evals < max_evals:
+            cand = self._moved(lam, i, delta)
+            if cand is None:
+                break
+            fc = self.f(cand)
+            if fc >= fx:
+                break
+            lam, fx = cand, fc
+        return lam, fx
+
     def run(self, lam: list[float], fx: float, step: float, tol: float, max_evals: int,
             progress: Any = None) -> tuple[list[float], float]:
-        """Hooke-Jeeves pattern search: coordinate moves of +-step (doubling along a direction
-        that keeps paying), the step halved when a full sweep moves nothing."""
+        """Pattern search (Hooke & Jeeves 1961): each point moved up, else down, by ``step``
+        and pushed on the same way while the score keeps falling; the step halves after a
+        sweep that moves nothing, until it is below ``tol`` or ``max_evals`` runs are made."""
         while step >= tol and self.evals < max_evals:
-            moved = False
+            before = fx
             for i in range(len(lam)):
-                for sign in (1.0, -1.0):
-                    cand = list(lam)
-                    cand[i] += sign * step
-                    if not self.valid(cand):
-                        continue
-                    fc = self.f(cand)
-                    if fc < fx:
-                        lam, fx, moved = cand, fc, True
-                        # keep going the same way while it pays
-                        while self.evals < max_evals:
-                            nxt = list(lam)
-                            nxt[i] += sign * step
-                            if not self.valid(nxt):
-                                break
-                            fn = self.f(nxt)
-                            if fn >= fx:
-                                break
-                            lam, fx = nxt, fn
+                for delta in (step, -step):
+                    lam, f_new = self._try(lam, fx, i, delta, max_evals)
+                    if f_new < fx:
+                        fx = f_new
                         break
             if progress is not None:
                 progress(step, fx, self.evals)
-            if not moved:
+            if fx >= before:
                 step /= 2.0
         return lam, fx
 
