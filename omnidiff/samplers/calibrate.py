@@ -257,10 +257,8 @@ def calibrate_grid(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     name0 = min(named, key=named.get)
     search = _Search(schedule, lambda g: _score(errors(g)))
     budget = (40 * steps if max_evals is None else int(max_evals)) // 2
-    report = None
-    if verbose:
-        def report(step, fx, n):
-            print(f"  calibrate {sampler}:{steps}  step {step:.3g}  score {fx:.4g}  runs {n}")
+    report = (lambda step, fx, n: print(f"  calibrate {sampler}:{steps}  step {step:.3g}  "
+                                        f"score {fx:.4g}  runs {n}")) if verbose else None
     # the best named grid and the best of the coarse family, each refined; the best wins
     best_lam, best = None, named[name0]
     for f0, lam0 in [(best, search.of_grid(starts[name0]))] + search.family(steps)[:1]:
