@@ -2,7 +2,7 @@
 
     python benchmarks/samplers.py [--quick] [--mixtures 0,3] [--csv FILE]
                                   [--skip-accuracy] [--skip-overhead] [--skip-quality]
-                                  [--points PATH] [--digits PATH]
+                                  [--points PATH] [--digits PATH] [--seeds N]
 
 (1) Accuracy on exact Gaussian mixtures: the eight-Gaussian circle (2D) and random mixtures
     (``omnidiff.toy.random_mixture``, seed 0) in 2, 16 and 64 dimensions with narrow and wide
@@ -20,8 +20,9 @@
     including grid construction and the final step) vs diffusers (``set_timesteps`` + the
     ``scale_model_input`` / ``step`` loop); medians of repeats; ratio printed.
 (3) Quality of trained models at 5 / 10 / 20 NFE, calibrated grid against every named grid
-    (dpmpp_2m): points2d's sliced Wasserstein-2, image_digits' class accuracy and Fréchet
-    distance at guidance 2 (``--points`` / ``--digits`` checkpoints, or trained now).
+    (dpmpp_2m) and against the ODE solution itself (a tight solver): points2d's sliced
+    Wasserstein-2, image_digits' class accuracy and Fréchet distance at guidance 2
+    (``--points`` / ``--digits`` checkpoints, or trained now; ``--seeds`` to average).
 """
 
 from __future__ import annotations
@@ -280,8 +281,21 @@ def _train(recipe: str, tmp: str) -> str:
     return f"{tmp}/{recipe}/model.pt"
 
 
-def quality(points: str | None, digits: str | None, n: int, nfes=(5, 10, 20)) -> None:
-    """Trained models: the calibrated dpmpp_2m grid against every named grid."""
+def _metric_cells(pipe, m, seeds, keys, **kw) -> str:
+    """The metrics averaged over ``seeds`` (each ``m`` samples), as 'v1 / v2'."""
+    vals = {key: [] for key in keys}
+    for seed in seeds:
+        x = pipe.generate(m, seed=seed, progress=False, **kw)
+        res = pipe.metrics(x, n_ref=m)
+        for key in keys:
+            vals[key].append(res[key])
+    return " / ".join(f"{statistics.mean(v):.4f}" for v in vals.values())
+
+
+def quality(points: str | None, digits: str | None, n: int, seeds: int, nfes=(5, 10, 20)
+            ) -> None:
+    """Trained models: the calibrated dpmpp_2m grid against every named grid, and the ODE
+    solution itself (unipc bh1 p3 at 25 NFE on the logsnr grid, a tight solver)."""
     import omnidiff
     tmp = tempfile.mkdtemp(prefix="omnidiff_bench_")
     for recipe, ckpt, guidance, keys, cal_nfes in (
@@ -290,26 +304,23 @@ def quality(points: str | None, digits: str | None, n: int, nfes=(5, 10, 20)) ->
         ckpt = ckpt or _train(recipe, tmp)
         pipe = omnidiff.load(ckpt, device="cpu")
         m = min(n, 1024) if recipe == "image_digits" else n
-        print(f"\n(3) QUALITY  {recipe} ({ckpt}), {m} samples (seed 0), dpmpp_2m"
-              f"{f', guidance {guidance}' if guidance else ''}; {', '.join(keys)} per grid")
+        seed_list = list(range(seeds))
+        print(f"\n(3) QUALITY  {recipe} ({ckpt}), {m} samples, mean over seeds {seed_list}, "
+              f"dpmpp_2m{f', guidance {guidance}' if guidance else ''}; {', '.join(keys)}")
         print(f"  {'grid':<12}" + "".join(f"{f'NFE {k}':>24}" for k in nfes))
         cal_s = {}
         for k in cal_nfes:  # the U-Net's 20-NFE calibration takes too long for a CPU run
-            st: dict = {}
             t0 = time.perf_counter()
-            pipe.calibrate("dpmpp_2m", k, guidance=guidance, stats=st)
+            pipe.calibrate("dpmpp_2m", k, guidance=guidance)
             cal_s[k] = time.perf_counter() - t0
         for grid in (*NAMED, "calibrated"):
-            cells = []
-            for k in nfes:
-                if grid == "calibrated" and k not in cal_nfes:
-                    cells.append("-")
-                    continue
-                x = pipe.generate(m, steps=k, guidance=guidance, seed=0, grid=grid,
-                                  progress=False)
-                res = pipe.metrics(x, n_ref=m)
-                cells.append(" / ".join(f"{res[key]:.4f}" for key in keys))
+            cells = [_metric_cells(pipe, m, seed_list, keys, steps=k, guidance=guidance,
+                                   grid=grid) if grid != "calibrated" or k in cal_nfes else "-"
+                     for k in nfes]
             print(f"  {grid:<12}" + "".join(f"{c:>24}" for c in cells))
+        ode = _metric_cells(pipe, m, seed_list, keys, sampler="unipc", order=3, variant="bh1",
+                            steps=25, guidance=guidance, grid="logsnr")
+        print(f"  the ODE solution (unipc bh1 p3, 25 NFE): {ode}")
         print("  calibration (CPU): " + ", ".join(f"{k} NFE {v:.0f} s" for k, v in cal_s.items()))
 
 
@@ -320,6 +331,7 @@ def main() -> None:
     ap.add_argument("--csv", default=None, help="write every configuration's errors here")
     ap.add_argument("--points", default=None, help="a points2d model.pt for (3)")
     ap.add_argument("--digits", default=None, help="an image_digits model.pt for (3)")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds averaged in (3)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
@@ -333,7 +345,7 @@ def main() -> None:
     if not args.skip_overhead:
         overhead(3 if args.quick else 7)
     if not args.skip_quality:
-        quality(args.points, args.digits, 1024 if args.quick else 4096)
+        quality(args.points, args.digits, 1024 if args.quick else 4096, args.seeds)
 
 
 if __name__ == "__main__":
