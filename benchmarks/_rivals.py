@@ -7,8 +7,9 @@ starting noise, and every method ends with an x0-prediction, as omnidiff does.
 * diffusers: every deterministic scheduler of its DDPM family (DDIM, PNDM/PLMS, DPM-Solver
   multistep in both algorithm types and single-step, UniPC bh1/bh2, DEIS, SA-Solver with
   tau = 0, Euler, Heun, LMS, KDPM2), each with every ``timestep_spacing`` (leading, linspace,
-  trailing; single-step DPM-Solver has only its own) and, where it has them, its sigma variants (Karras, exponential, beta, Lu's
-  lambdas). The model is called at the scheduler's integer timesteps.
+  trailing; single-step DPM-Solver has only its own) and, where it has them, its sigma
+  variants (Karras, exponential, beta, Lu's lambdas). The model is called at the
+  scheduler's integer timesteps.
 * k-diffusion: every deterministic sampler (the ancestral and SDE ones with eta = 0, so they
   solve the ODE) with each sigma schedule (the model's discrete one, Karras, exponential,
   polyexponential, VP) between sigma~(t_min) and sigma~(t_max). The denoiser maps sigma~ to

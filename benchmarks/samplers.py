@@ -199,8 +199,8 @@ def accuracy(n: int, which: list[int] | None, nfes: tuple, csv_path: str | None)
                     print(f"    {who:<20} NFE {k:>2}: {b[0]:.3e} / {b[1]:.3e}  [{b[2]}, {b[3]}]")
         for k in nfes:
             ours = min(board.best[w][k][0] for w in WHO[:2] if k in board.best.get(w, {}))
-            rd = ours / board.best["diffusers"][k][0] if "diffusers" in board.best else float("nan")
-            rk = ours / board.best["k-diffusion"][k][0] if "k-diffusion" in board.best else float("nan")
+            rd, rk = (ours / board.best[who][k][0] if who in board.best else float("nan")
+                      for who in ("diffusers", "k-diffusion"))
             summary.append((name, k, ours, rd, rk))
         sys.stdout.flush()
     print("\n  SUMMARY  omnidiff's best median error / each rival's best (at most 0.5 is the "

@@ -10,7 +10,7 @@
     data: dict (the training data's config, for reference samples and metrics),
     ema: bool, global_step: int,
     grids: {key: dict} (optional: time grids fitted by ``omnidiff calibrate``, keyed by
-           sampler and steps, see omnidiff.samplers.calibrate.grid_key),
+           sampler, solver options and steps, see omnidiff.samplers.calibrate.grid_key),
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
 :func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
@@ -33,7 +33,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .io import atomic_path, atomic_torch_save
 
 __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "read_checkpoint",
-           "payload_cond_spec", "write_grids", "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
+           "payload_cond_spec", "write_grids", "InferenceExport", "AtomicCheckpointIO",
+           "model_checkpoint"]
 
 FORMAT = "omnidiff"
 FORMAT_VERSION = 2

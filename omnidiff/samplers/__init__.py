@@ -85,12 +85,13 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     model: ``model(x_t, t) -> prediction`` with ``x_t: (B, *event)`` and ``t: (B,)`` floats.
     noise: (B, *event) standard normal; the start is ``schedule.prior_std * noise``.
     grid: ``uniform`` | ``logsnr`` | ``karras`` | ``trailing`` | ``diffwave`` (default: karras
-    for ``edm``, uniform for ``flow``, logsnr otherwise), or explicit times (a 1D tensor or
-    list, strictly decreasing in ``[t_min, t_max]``, then 0; e.g. a grid from
-    :func:`calibrate_grid`); ``steps`` (default 20) then follows from it. ``stats``, if a dict, receives ``nfe`` (model
-    calls, including the final denoising step), ``network_evals`` (samples through the
-    network per sample: 2 per call under classifier-free guidance) and any sampler extras
-    (rk45: ``accepted`` / ``rejected`` steps). ``options`` go to the sampler (e.g. ``eta``,
+    for ``edm``, uniform for ``flow``, logsnr otherwise; ``steps`` defaults to 20), or
+    explicit times (a 1D tensor or list, strictly decreasing in ``[t_min, t_max]``, then 0;
+    e.g. from :func:`~omnidiff.samplers.calibrate.calibrate_grid`), which fix ``steps``.
+    ``stats``, if a dict, receives ``nfe`` (model calls, including the final denoising
+    step), ``network_evals`` (samples through the network per sample: 2 per call under
+    classifier-free guidance) and any sampler extras (rk45: ``accepted`` / ``rejected``
+    steps). ``options`` go to the sampler (e.g. ``eta``,
     ``order``, ``s_churn``, ``rtol``).
     state_dtype: the dtype of the sampler's state x_t (default: float64 for float64 noise,
     float32 otherwise, e.g. for float32 or bf16 noise). Coefficients are always float64

@@ -234,9 +234,9 @@ def calibrate_grid(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     solver. tol: the search stops when its step in log-SNR falls below this. max_evals: most
     sampler runs of the refinement (default 40 per step; the named grids and the coarse look
     cost about 50 more). A run costs ``steps`` model calls on the whole batch, so a cheap
-    model affords more: the benchmark uses ``tol=2e-3, max_evals=80 * steps``. stats, if a dict, receives the errors (mean / median / RMS) of the
-    best named grid (``start``) and of the result, the sampler runs, the reference's NFE and
-    the seconds taken.
+    model affords more: the benchmark uses ``tol=2e-3, max_evals=80 * steps``. stats, if a
+    dict, receives the errors (mean / median / RMS) of the best named grid (``start``) and
+    of the result, the sampler runs, the reference's NFE and the seconds taken.
     """
     from . import sample
 
