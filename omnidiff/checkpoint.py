@@ -33,7 +33,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from .io import atomic_path, atomic_torch_save
 
 __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "read_checkpoint",
-           "payload_cond_spec", "write_grids", "InferenceExport", "AtomicCheckpointIO",
+           "payload_cond_spec", "grids_destination", "write_grids", "InferenceExport", "AtomicCheckpointIO",
            "model_checkpoint"]
 
 FORMAT = "omnidiff"
@@ -134,20 +134,27 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                           "written by `omnidiff train`")
 
 
-def write_grids(checkpoint: str | os.PathLike, grids: dict[str, Any],
-                dest: str | os.PathLike | None = None) -> Path:
-    """Add calibrated ``grids`` to the checkpoint's ``model.pt`` (atomically; the grids it
-    already holds are kept unless replaced). A Lightning ``.ckpt`` is not rewritten: pass
-    ``dest`` to write the model.pt it becomes."""
-    payload = read_checkpoint(checkpoint)
+def grids_destination(checkpoint: str | os.PathLike,
+                      dest: str | os.PathLike | None = None) -> Path:
+    """Where :func:`write_grids` writes: ``dest``, else the checkpoint's own model.pt (a
+    Lightning ``.ckpt`` is never rewritten). Call it before long work to fail early."""
+    if dest is not None:
+        return Path(dest)
     src = Path(checkpoint)
     if src.is_dir():
         src = src / "model.pt"
-    if dest is None:
-        if src.suffix == ".ckpt" or not src.is_file():
-            raise CheckpointError(f"{checkpoint} is a Lightning checkpoint; calibrated grids are "
-                                  "stored in a model.pt: pass out=PATH/model.pt to write one")
-        dest = src
+    if src.suffix == ".ckpt" or not src.is_file():
+        raise CheckpointError(f"{checkpoint} is a Lightning checkpoint; calibrated grids are "
+                              "stored in a model.pt: pass out=PATH/model.pt to write one")
+    return src
+
+
+def write_grids(checkpoint: str | os.PathLike, grids: dict[str, Any],
+                dest: str | os.PathLike | None = None) -> Path:
+    """Add calibrated ``grids`` to the checkpoint's ``model.pt`` (atomically; the grids it
+    already holds are kept unless replaced), or write the model.pt it becomes to ``dest``."""
+    dest = grids_destination(checkpoint, dest)
+    payload = read_checkpoint(checkpoint)
     payload["grids"] = {**(payload.get("grids") or {}), **grids}
     return atomic_torch_save(payload, dest)
 

@@ -205,8 +205,22 @@ def _cond_option(pipe: Any, value: Any) -> Any:
                      f"{pipe.cond_spec.describe()}")
 
 
+def _number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
+    """``opts[key]`` as an ``int`` or ``float`` of at least ``low`` (``default`` when absent or
+    null); anything else is a one-line usage error naming the key."""
+    value = opts.get(key)
+    if value is None:
+        return default
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and (kind is float or float(value).is_integer()) and value >= low)
+    if not ok:
+        raise UsageError(f"{key}={value!r}: give {'an integer' if kind is int else 'a number'} "
+                         f">= {low:g}")
+    return kind(value)
+
+
 def cmd_calibrate(args: list[str]) -> int:
-    from .checkpoint import write_grids
+    from .checkpoint import grids_destination, write_grids
     from .pipeline import CALIBRATION_SEED, load
 
     opts = _kv(args, CALIBRATE_KEYS, "calibrate")
@@ -219,17 +233,21 @@ def cmd_calibrate(args: list[str]) -> int:
         raise UsageError(f"steps={opts.get('steps')!r}: give an integer >= 2 or a list of them "
                          "(steps=5, steps=[5,10])")
     sampler = str(opts.get("sampler") or "dpmpp_2m")
+    n, seed = _number(opts, "n", int, None, 2), _number(opts, "seed", int, CALIBRATION_SEED, 0)
+    tuning = {k: v for k, v in (("rtol", _number(opts, "rtol", float, None, 1e-12)),
+                                ("max_evals", _number(opts, "max_evals", int, None, 1)))
+              if v is not None}
     pipe = load(ckpt, device=opts.get("device"))
-    tuning = {k: opts[k] for k in ("rtol", "max_evals") if opts.get(k) is not None}
+    dest = grids_destination(ckpt, opts.get("out"))  # a .ckpt without out= fails before work
     for k in steps:
         st: dict = {}
-        grid = pipe.calibrate(sampler, k, n=opts.get("n"), guidance=opts.get("guidance"),
-                              seed=int(opts.get("seed", CALIBRATION_SEED)), stats=st, **tuning)
+        grid = pipe.calibrate(sampler, k, n=n, guidance=opts.get("guidance"), seed=seed,
+                              stats=st, **tuning)
         print(f"{sampler} at {k} steps: t = [{', '.join(f'{t:.4f}' for t in grid.tolist())}]")
         print(f"  median error vs the tight ODE solution on {st['n']} calibration samples: "
               f"{st['start_error']['median']:.4g} ({st['start']} grid) -> "
               f"{st['error']['median']:.4g}  ({st['runs']} sampler runs, {st['seconds']:.0f} s)")
-    dest = write_grids(ckpt, pipe.info["grids"], opts.get("out"))
+    write_grids(ckpt, pipe.info["grids"], dest)
     print(f"wrote {len(steps)} grid(s) into {dest}; `omnidiff sample checkpoint={dest} "
           f"sampler={sampler} steps={steps[0]}` uses it")
     return 0

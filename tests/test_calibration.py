@@ -149,6 +149,8 @@ def test_cli_calibrate_then_sample(points_ckpt, tmp_path, capsys):
                            f"out={tmp_path / 's'}"], capsys)
     assert code == 0 and "on the calibrated grid" in out
     for args, needle in [(["steps=1"], "integer >= 2"), (["sampler=ddpm"], "deterministic"),
-                         (["steps=[3,x]"], "integer >= 2")]:
+                         (["steps=[3,x]"], "integer >= 2"), (["n=abc"], "n='abc'"),
+                         (["rtol=-1"], "rtol=-1: give a number"),
+                         (["max_evals=2.5"], "max_evals=2.5: give an integer")]:
         code, _, err = _run(["calibrate", f"checkpoint={ckpt}", *args], capsys)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

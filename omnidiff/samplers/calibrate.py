@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import torch
 
+from .._util import check_choice
 from ..schedules import Schedule, get_schedule
 from .denoiser import coefficients
 from .grids import GRIDS, LAMBDA_FLOOR, explicit_grid, timesteps
@@ -185,8 +186,7 @@ class _Search:
 
 def _check(sampler: str, steps: Any, noise: torch.Tensor, options: dict) -> None:
     from . import SAMPLERS, STOCHASTIC
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    check_choice("sampler", sampler, SAMPLERS)
     if sampler in STOCHASTIC or sampler == "rk45" or float(options.get("eta", 0.0)) != 0.0:
         raise ValueError(f"calibrate a deterministic sampler (an ODE solver), not {sampler!r}"
                          f"{' with eta' if 'eta' in options else ''}: a grid is fitted to the "
@@ -253,7 +253,8 @@ def calibrate_grid(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                           prediction=prediction, sampler=sampler, **options)
 
     starts = _named_starts(schedule, steps, start)
-    named = {name: _score(errors(ts)) for name, ts in starts.items()}
+    named_errors = {name: errors(ts) for name, ts in starts.items()}
+    named = {name: _score(e) for name, e in named_errors.items()}
     name0 = min(named, key=named.get)
     search = _Search(schedule, lambda g: _score(errors(g)))
     budget = (40 * steps if max_evals is None else int(max_evals)) // 2
@@ -271,7 +272,7 @@ def calibrate_grid(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     grid = starts[name0] if best_lam is None else search.to_grid(best_lam)
     if stats is not None:
         stats.update(n=int(noise.shape[0]), start=name0,
-                     start_error=_summary(errors(starts[name0])), error=_summary(errors(grid)),
+                     start_error=_summary(named_errors[name0]), error=_summary(errors(grid)),
                      runs=search.evals + len(starts), reference_nfe=ref_stats.get("nfe"),
                      seconds=round(_time.perf_counter() - t0, 2), named_scores=named)
     return explicit_grid(schedule, grid)
