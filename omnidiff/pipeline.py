@@ -98,7 +98,8 @@ def _noise_and_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generat
     cond, n = _prepare_cond(spec, cond, n, gen)
     if shape_for is not None and cond is not None and spec.variable_shape:
         event_shape = tuple(int(s) for s in shape_for(cond))
-    return torch.randn((n, *event_shape), generator=gen, dtype=torch.float32), cond
+    noise = torch.randn((n, *event_shape), generator=gen, dtype=torch.float32)  # (n, *event)
+    return noise, cond
 
 
 @torch.no_grad()

@@ -138,9 +138,10 @@ def random_mixture(dim: int, *, components: int = 8, width: str = "narrow",
         raise ValueError(f"unknown width {width!r}; choose one of: {', '.join(widths)}")
     g = torch.Generator().manual_seed(int(seed))
     lo, hi = widths[width]
-    means = torch.randn(components, dim, generator=g, dtype=torch.float64)
-    stds = lo * (hi / lo) ** torch.rand(components, dim, generator=g, dtype=torch.float64)
-    rot, _ = torch.linalg.qr(torch.randn(components, dim, dim, generator=g, dtype=torch.float64))
-    covs = rot @ torch.diag_embed(stds ** 2) @ rot.transpose(1, 2)
-    weights = -torch.log(torch.rand(components, 2, generator=g, dtype=torch.float64)).sum(1)
+    k, f64 = components, torch.float64
+    means = torch.randn(k, dim, generator=g, dtype=f64)  # (K, D)
+    stds = lo * (hi / lo) ** torch.rand(k, dim, generator=g, dtype=f64)  # (K, D)
+    rot, _ = torch.linalg.qr(torch.randn(k, dim, dim, generator=g, dtype=f64))  # (K, D, D)
+    covs = rot @ torch.diag_embed(stds ** 2) @ rot.transpose(1, 2)  # (K, D, D)
+    weights = -torch.log(torch.rand(k, 2, generator=g, dtype=f64)).sum(1)  # (K,)
     return GaussianMixture(weights, means, covs)
