@@ -11,7 +11,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
 __all__ = ["EMA", "SampleCallback", "progress_bar", "averaged_module", "FiniteLossGuard",
-           "NonFiniteLossError", "RankDigest", "weights_digest"]
+           "NonFiniteLossError", "RankDigest", "weights_digest", "GracefulInterrupt",
+           "TrainingPreempted"]
 
 
 class EMA(EMAWeightAveraging):
@@ -158,7 +159,58 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingPreempted(RuntimeError):
-    """Training stopped on SIGTERM after saving a checkpoint (the message says where)."""
+    """Training stopped on SIGTERM or Ctrl-C after saving a checkpoint (the message says
+    where). ``exit_code`` is what a shell reports for that signal: 143 or 130."""
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = int(exit_code)
+
+
+class GracefulInterrupt(Callback):
+    """Ctrl-C (SIGINT) stops training the way SIGTERM does: the step in flight finishes,
+    ``last.ckpt`` is written and the run ends with the resume command. A second Ctrl-C
+    interrupts at once. Lightning's own handling of SIGINT stops wherever the interrupt lands
+    and saves nothing; this hands the first one to Lightning's SIGTERM path instead.
+    :attr:`signal_name` records which signal stopped the run."""
+
+    def __init__(self) -> None:
+        self.signal_name = "SIGTERM"
+        self._previous: Any = None
+        self._installed = False
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        self._previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, lambda signum, frame: self._first(trainer, signum, frame))
+        self._installed = True
+
+    def _first(self, trainer: Any, signum: int, frame: Any) -> None:
+        import signal
+        import sys
+
+        self.signal_name = "SIGINT"
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second one interrupts
+        if trainer.is_global_zero:
+            print("\nomnidiff: Ctrl-C: finishing this step and saving a checkpoint (press "
+                  "Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+        connector = getattr(trainer, "_signal_connector", None)
+        notify = getattr(connector, "_sigterm_notifier_fn", None)
+        if notify is not None:
+            notify(signum, frame)
+        else:  # pragma: no cover - another Lightning version
+            raise KeyboardInterrupt
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
 
 
 class FiniteLossGuard(Callback):
@@ -188,15 +240,11 @@ class FiniteLossGuard(Callback):
 
 
 def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 over a module's parameters and buffers (names, dtypes, shapes and bytes)."""
-    import hashlib
+    """SHA-256 over a module's parameters and buffers (see
+    :func:`omnidiff.checkpoint.state_digest`)."""
+    from .checkpoint import state_digest
 
-    h = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        t = value.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return state_digest(module.state_dict())
 
 
 class RankDigest(Callback):

@@ -9,6 +9,8 @@
     model: dict, schedule: dict, prediction: str, sigma_data: float,
     data: dict (the training data's config, for reference samples and metrics),
     ema: bool, global_step: int,
+    weights_sha256: str (state_digest of state_dict, verified by read_checkpoint; files
+           written before it was added carry none and load unchecked),
     grids: {key: dict} (optional: time grids fitted by ``omnidiff calibrate``, keyed by
            sampler, solver options and steps, see omnidiff.samplers.calibrate.grid_key),
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
@@ -21,6 +23,7 @@ kind) carry only ``num_classes``; :func:`payload_cond_spec` reads them as labels
 from __future__ import annotations
 
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .io import atomic_path, atomic_torch_save
 
-__all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "read_checkpoint",
-           "payload_cond_spec", "grids_destination", "write_grids", "InferenceExport", "AtomicCheckpointIO",
-           "model_checkpoint"]
+__all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "write_inference",
+           "read_checkpoint", "payload_cond_spec", "state_digest", "grids_destination",
+           "write_grids", "InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
 
 FORMAT = "omnidiff"
 FORMAT_VERSION = 2
@@ -71,9 +74,36 @@ def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> d
     }
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict: names, dtypes, shapes and bytes, in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in sorted(state.items()):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def write_inference(payload: dict[str, Any], dest: str | os.PathLike) -> Path:
+    """Write an inference dict as ``model.pt`` atomically, with the checksum of its weights."""
+    payload = {**payload, "weights_sha256": state_digest(payload["state_dict"])}
+    return atomic_torch_save(payload, dest)
+
+
 def save_inference(module: Any, dest: str | os.PathLike, **kwargs: Any) -> Path:
     """Write ``model.pt`` atomically."""
-    return atomic_torch_save(export_payload(module, **kwargs), dest)
+    return write_inference(export_payload(module, **kwargs), dest)
+
+
+def _verify_weights(obj: dict[str, Any], path: Path) -> None:
+    expected = obj.get("weights_sha256")
+    if expected is not None and state_digest(obj.get("state_dict") or {}) != expected:
+        raise CheckpointError(f"{path}: its weights do not match the checksum stored with them "
+                              "(the file was altered or damaged); re-export it from the run's "
+                              "checkpoints/last.ckpt (omnidiff train ... resume=auto) or restore "
+                              "a copy")
 
 
 def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -127,6 +157,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         if int(obj.get("format_version", 1)) > FORMAT_VERSION:
             raise CheckpointError(f"{path} was written by a newer omnidiff "
                                   f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
+        _verify_weights(obj, path)
         return obj
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         return _from_lightning(obj, path)
@@ -156,7 +187,7 @@ def write_grids(checkpoint: str | os.PathLike, grids: dict[str, Any],
     dest = grids_destination(checkpoint, dest)
     payload = read_checkpoint(checkpoint)
     payload["grids"] = {**(payload.get("grids") or {}), **grids}
-    return atomic_torch_save(payload, dest)
+    return write_inference(payload, dest)
 
 
 class InferenceExport(Callback):
@@ -197,15 +228,51 @@ def _between_epochs(trainer: Any) -> None:
 
 
 class _Checkpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is always the final state of a finished fit, or
-    of the step that was running when SIGTERM arrived.
+    """``ModelCheckpoint`` with a periodic ``last.ckpt`` every ``every_n_steps`` optimizer steps
+    *or* every ``every_seconds`` of training, whichever comes first (Lightning takes one or the
+    other), keeping the newest ``keep`` of those as ``step=N.ckpt`` besides it; and whose
+    ``last.ckpt`` is always the final state of a finished fit, or of the step that was running
+    when SIGTERM (or Ctrl-C, see :class:`~omnidiff.callbacks.GracefulInterrupt`) arrived.
 
     (Lightning's own ``on_train_end`` writes ``last.ckpt`` only when nothing was saved yet,
-    so with ``every_n_train_steps`` it would lag up to N steps behind. On SIGTERM Lightning
-    finishes the step in flight and raises ``SIGTERMException``: a consistent point to save.)
+    so with a periodic checkpoint it would lag behind. On SIGTERM Lightning finishes the step
+    in flight and raises ``SIGTERMException``: a consistent point to save.)
     """
 
     preempted: str | None = None  # last.ckpt written on SIGTERM
+
+    def __init__(self, dirpath: str, *, every_n_steps: int = 0, every_seconds: float = 0.0,
+                 keep: int = 0):
+        keep = int(keep)
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=keep,
+                         monitor="step" if keep > 0 else None, mode="max",
+                         every_n_epochs=0, filename="step={step}",
+                         auto_insert_metric_name=False, enable_version_counter=False)
+        self.every_n_steps, self.every_seconds = int(every_n_steps), float(every_seconds)
+        self._last_save_time = time.monotonic()
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_save_time = time.monotonic()
+
+    def _due(self, trainer: Any) -> bool:
+        step = trainer.global_step
+        by_steps = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        by_time = False
+        if self.every_seconds > 0:  # rank 0 decides, so every rank saves together
+            elapsed = time.monotonic() - self._last_save_time
+            by_time = bool(trainer.strategy.broadcast(elapsed >= self.every_seconds))
+        return by_steps or by_time
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or not self._due(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.save_top_k:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        self._last_save_time = time.monotonic()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -218,16 +285,13 @@ class _Checkpoint(ModelCheckpoint):
             super().on_exception(trainer, pl_module, exception)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.save_last and getattr(self, "_last_global_step_saved", -1) != trainer.global_step:
+        if getattr(self, "_last_global_step_saved", -1) != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        else:
-            super().on_train_end(trainer, pl_module)
 
 
-def model_checkpoint(dirpath: str | os.PathLike, every_n_train_steps: int | None = None
-                     ) -> ModelCheckpoint:
-    """``last.ckpt`` (every N steps when asked, and at the end) plus ``step=N.ckpt`` files."""
-    n = int(every_n_train_steps or 0)
-    return _Checkpoint(dirpath=str(dirpath), save_last=True, save_top_k=-1 if n else 0,
-                       every_n_train_steps=n or None, filename="step={step}",
-                       auto_insert_metric_name=False, enable_version_counter=False)
+def model_checkpoint(dirpath: str | os.PathLike, every_n_train_steps: int | None = None,
+                     every_n_minutes: float | None = None, keep: int = 0) -> ModelCheckpoint:
+    """``last.ckpt`` every N steps or M minutes (whichever first; null or 0: never) and at the
+    end, plus the newest ``keep`` periodic ones as ``step=N.ckpt`` (-1: all of them)."""
+    return _Checkpoint(str(dirpath), every_n_steps=int(every_n_train_steps or 0),
+                       every_seconds=60.0 * float(every_n_minutes or 0), keep=int(keep))

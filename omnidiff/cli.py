@@ -364,9 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("omnidiff: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if type(exc).__name__ == "TrainingPreempted":
+        callbacks = sys.modules.get("omnidiff.callbacks")
+        if callbacks is not None and isinstance(exc, callbacks.TrainingPreempted):
             print(f"omnidiff: {_one_line(exc)}", file=sys.stderr)
-            return 143  # 128 + SIGTERM, as a shell reports a process stopped by it
+            return exc.exit_code  # 128 + the signal, as a shell reports a process it stopped
         if os.environ.get("OMNIDIFF_DEBUG"):
             raise
         user = isinstance(exc, _user_errors()) or (

@@ -312,6 +312,29 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"sampler.{exc}") from None
     _check_eps_conditioning(get_schedule(**to_plain(cfg.schedule)), str(cfg.loss.prediction))
+    _check_run_options(cfg)
+
+
+def _check_run_options(cfg: DictConfig) -> None:
+    """The checkpoint interval, ``keep``, ``overwrite`` and their combination with ``resume``."""
+    ck = cfg.get("checkpoint") or {}
+    for key, kind, low in (("every_n_train_steps", int, 0), ("every_n_minutes", float, 0),
+                           ("keep", int, -1)):
+        value = ck.get(key)
+        if value is None and key != "keep":
+            continue
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+              and (kind is float or float(value).is_integer()))
+        if not ok:
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"checkpoint.{key}={value!r}: give {what} >= {low}"
+                              + ("" if key == "keep" else " (or null to turn it off)"))
+    overwrite = cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite={overwrite!r}: give true or false")
+    if overwrite and cfg.get("resume") not in (None, "", False):
+        raise ConfigError("overwrite=true replaces the run in out=, resume= continues it; pass "
+                          "one of them")
 
 
 def _check_eps_conditioning(schedule: Any, prediction: str) -> None:

@@ -14,11 +14,16 @@ config and writes a self-contained run directory::
     <run>/model.pt             the inference checkpoint for ``omnidiff.load``
     <run>/ranks/rank<k>.json   multi-process runs: each rank's final step and weights digest
 
-Fault tolerance: ``resume=auto`` (the run folder ``out=`` or the newest run of the recipe) or
-``resume=PATH`` (a ``.ckpt`` or a run folder) continues from ``last.ckpt`` with the same
-global step, optimizer, scheduler, EMA and loop state (Lightning restores them); the CSV log
-keeps the rows up to the resumed step. Checkpoints, ``model.pt`` and artifacts are written
+Fault tolerance: ``last.ckpt`` is written every ``checkpoint.every_n_train_steps`` steps or
+``checkpoint.every_n_minutes`` minutes (whichever comes first), and when SIGTERM or Ctrl-C
+stops the run (after the step in flight). ``resume=auto`` (the run folder ``out=`` or the
+newest run of the recipe) or ``resume=PATH`` (a ``.ckpt`` or a run folder) continues from it
+with the same global step, optimizer, scheduler, EMA and loop state (Lightning restores them);
+the CSV log keeps the rows up to the resumed step; a run that already reached
+``trainer.max_steps`` resumes to nothing. Checkpoints, ``model.pt`` and artifacts are written
 atomically; a NaN / inf loss stops training (:class:`~omnidiff.callbacks.FiniteLossGuard`).
+The run folder rules (a lock, no silent reuse, compatibility on resume) are in
+:mod:`omnidiff.runs`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import csv
 import os
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +45,7 @@ from .data import prepare_data_module
 from .losses import diffusion_loss
 from .model import DiffusionModel
 from .registry import get_domain
+from .runs import resume_target, run_dir_for
 from .schedules import get_schedule
 
 __all__ = ["DiffusionModule", "train", "run_dir_for", "resume_target", "build_callbacks"]
@@ -167,79 +172,13 @@ def _plain(obj: Any) -> Any:
 
 # ---- running an experiment ----------------------------------------------------------------
 
-_RUN_DIR_ENV = "OMNIDIFF_RUN_DIR"
 
-
-def run_dir_for(cfg: Any) -> Path:
-    """``cfg.out`` or ``runs/<recipe or domain>/<timestamp>``.
-
-    Lightning's DDP launcher re-runs the command in one process per extra device (with
-    ``LOCAL_RANK`` set); those processes take the run directory the first one chose.
-    """
-    if cfg.get("out"):
-        return Path(str(cfg.out))
-    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(_RUN_DIR_ENV):
-        return Path(os.environ[_RUN_DIR_ENV])
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / str(cfg.get("recipe") or cfg.get("domain") or "run") / stamp
-    path, i = base, 1
-    while path.exists():
-        path, i = base.with_name(f"{stamp}-{i}"), i + 1
-    return path
-
-
-def _latest_run(base: Path) -> Path | None:
-    """The run folder under ``base`` whose ``last.ckpt`` is newest (None if there is none)."""
-    if not base.is_dir():
-        return None
-    runs = [p for p in base.iterdir() if (p / "checkpoints" / "last.ckpt").is_file()]
-    return max(runs, key=lambda p: (p / "checkpoints" / "last.ckpt").stat().st_mtime,
-               default=None)
-
-
-def resume_target(cfg: Any) -> tuple[Path, Path | None]:
-    """``(run dir, checkpoint to resume from or None)`` for ``cfg.resume``.
-
-    * ``null``: a new run (:func:`run_dir_for`);
-    * ``auto``: ``out=`` (or the newest run of this recipe under ``runs/``) continues from its
-      ``checkpoints/last.ckpt`` when there is one, else starts fresh there;
-    * ``PATH``: a ``.ckpt`` file or a run folder; the run continues in that folder (or in
-      ``out=`` when given).
-    """
-    from .config import ConfigError
-
-    resume = cfg.get("resume")
-    if resume in (None, "", False):
-        return run_dir_for(cfg), None
-    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" or not os.environ.get(_RUN_DIR_ENV)
-    if str(resume) == "auto":
-        run = None
-        if not cfg.get("out") and rank0:
-            name = str(cfg.get("recipe") or cfg.get("domain") or "run")
-            run = _latest_run(Path("runs") / name)
-        run = run or run_dir_for(cfg)
-        ckpt = run / "checkpoints" / "last.ckpt"
-        return run, (ckpt if ckpt.is_file() else None)
-    path = Path(str(resume)).expanduser()
-    if path.is_dir():
-        path = (path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir()
-                else path / "last.ckpt")
-    if not path.is_file():
-        raise ConfigError(f"resume={resume}: no checkpoint found there; pass a .ckpt written by "
-                          "`omnidiff train`, its run folder, or resume=auto")
-    if cfg.get("out"):
-        run = Path(str(cfg.out))
-    elif path.parent.name == "checkpoints":
-        run = path.parent.parent
-    else:
-        run = run_dir_for(cfg)
-    return run, path
-
-
-def _check_resumable(ckpt: Path, cfg: Any) -> int:
-    """The checkpoint's global step; one clear line if it cannot continue this config."""
+def _read_resumable(ckpt: Path, cfg: Any, module: DiffusionModule) -> dict[str, Any]:
+    """The checkpoint to continue, after one clear line if it cannot continue this config (not
+    a checkpoint of `omnidiff train`, another domain, another network or schedule)."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .runs import check_compatible
 
     try:
         obj = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -253,17 +192,22 @@ def _check_resumable(ckpt: Path, cfg: Any) -> int:
     if hp["domain"] != str(cfg.domain):
         raise ConfigError(f"cannot resume from {ckpt}: it trained domain {hp['domain']!r}, this "
                           f"config trains {str(cfg.domain)!r}; pass the same recipe")
-    return int(obj.get("global_step", 0))
+    check_compatible(ckpt, hp, dict(module.hparams), obj.get("state_dict"),
+                     module.state_dict())
+    return obj
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Half-written temporaries of a killed run (``.<name>.<random>.tmp<suffix>``)."""
-    for p in run_dir.rglob(".*.tmp*"):
-        if p.is_file():
-            try:
-                p.unlink()
-            except OSError:
-                pass
+def _finish_complete_run(run_dir: Path, ckpt: Path, step: int, cfg: Any) -> None:
+    """A run that already reached ``trainer.max_steps`` resumes to nothing; its model.pt is
+    rebuilt from the checkpoint only when missing (a checkpoint's ``state_dict`` holds the EMA
+    weights when EMA was on, as model.pt does)."""
+    from .checkpoint import read_checkpoint, write_inference
+
+    print(f"omnidiff: {run_dir} is complete (step {step} of trainer.max_steps="
+          f"{cfg.trainer.max_steps}); raise trainer.max_steps to continue it", flush=True)
+    if not (run_dir / "model.pt").exists():
+        write_inference(read_checkpoint(ckpt), run_dir / "model.pt")
+        print(f"omnidiff: rebuilt the missing {run_dir / 'model.pt'} from {ckpt}", flush=True)
 
 
 class _ResumableCSVLogger(CSVLogger):
@@ -304,13 +248,15 @@ class _ResumableCSVLogger(CSVLogger):
 
 def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     """The Lightning callbacks of a run (EMA unless disabled or under FSDP, model.pt export,
-    sampling + metrics, checkpoints, the non-finite loss guard, rank digests, progress bar)."""
-    from .callbacks import EMA, FiniteLossGuard, RankDigest, SampleCallback, progress_bar
+    sampling + metrics, periodic checkpoints, Ctrl-C as SIGTERM, the non-finite loss guard,
+    rank digests, progress bar)."""
+    from .callbacks import (EMA, FiniteLossGuard, GracefulInterrupt, RankDigest, SampleCallback,
+                            progress_bar)
     from .checkpoint import InferenceExport, model_checkpoint
     from .config import to_plain
 
     strategy = str(cfg.trainer.get("strategy", "auto")).lower()
-    callbacks: list[Any] = [FiniteLossGuard()]
+    callbacks: list[Any] = [FiniteLossGuard(), GracefulInterrupt()]
     ema_decay = cfg.optim.get("ema_decay")
     if ema_decay is not None and "fsdp" in strategy:
         warnings.warn("omnidiff: EMA is disabled for this run: Lightning's EMAWeightAveraging "
@@ -327,61 +273,49 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
         seed=int(cfg.eval.seed), sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
         guidance=cfg.sampler.get("guidance"), clip_x0=to_plain(cfg.sampler.get("clip_x0"))))
     callbacks.append(RankDigest(run_dir / "ranks"))
+    ck = cfg.checkpoint
     callbacks.append(model_checkpoint(run_dir / "checkpoints",
-                                      every_n_train_steps=cfg.checkpoint.get("every_n_train_steps")))
+                                      every_n_train_steps=ck.get("every_n_train_steps"),
+                                      every_n_minutes=ck.get("every_n_minutes"),
+                                      keep=int(ck.get("keep", 0))))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(progress_bar())
     return callbacks
 
 
-def train(cfg: Any) -> Path:
-    """Train from a composed config (see :func:`omnidiff.config.compose`); returns the run dir."""
+def _build_module(cfg: Any) -> tuple[Any, DiffusionModule]:
+    """The data module (built and prepared) and the training module, from a validated config.
+    Bad data or model options fail here, before a run folder exists."""
     import lightning.pytorch as pl
-    from omegaconf import OmegaConf
 
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from .config import to_plain
 
-    from .callbacks import SampleCallback, TrainingPreempted
-    from .checkpoint import AtomicCheckpointIO
-    from .config import to_plain, validate
-    from .io import atomic_write_json, atomic_write_text
-    from .plots import plot_loss_from_csv
-
-    validate(cfg)
-    # bad data options fail here, before a run folder exists
     domain = get_domain(str(cfg.domain))
     data_cfg = to_plain(cfg.data)
     dm = domain.build_data(**data_cfg)
-    run_dir, ckpt = resume_target(cfg)
-    run_dir = run_dir.absolute()
-    resume_step = _check_resumable(ckpt, cfg) if ckpt is not None else None
-    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[_RUN_DIR_ENV] = str(run_dir)  # inherited by DDP's per-device processes
-    if ckpt is not None and rank0:
-        _remove_stale_temporaries(run_dir)
-        print(f"omnidiff: resuming {run_dir} from {ckpt} (step {resume_step})", flush=True)
-    elif cfg.get("resume") == "auto" and rank0:
-        print(f"omnidiff: resume=auto found no checkpoint; starting {run_dir}", flush=True)
-    atomic_write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
     prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
-    event_shape = tuple(int(s) for s in dm.event_shape)
-
     module = DiffusionModule(
         str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
-        event_shape=event_shape, cond_spec=spec_of(dm),
+        event_shape=tuple(int(s) for s in dm.event_shape), cond_spec=spec_of(dm),
         prediction=cfg.loss.prediction, time_sampling=cfg.loss.time_sampling,
         weighting=cfg.loss.weighting, p_uncond=float(cfg.loss.p_uncond),
         lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay),
         warmup=int(cfg.optim.warmup), sigma_data=float(cfg.loss.sigma_data), data_cfg=data_cfg)
+    return dm, module
+
+
+def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
+    """The Lightning Trainer of a run (its callbacks, the CSV log, atomic checkpoints); writes
+    no file yet."""
+    import lightning.pytorch as pl
+
+    from .checkpoint import AtomicCheckpointIO
+    from .config import to_plain
 
     trainer_cfg = dict(to_plain(cfg.trainer))
-    callbacks = build_callbacks(cfg, run_dir)
-
     logger: Any = False
     if cfg.logger.name == "csv":
         # flush every logged step, so a killed run keeps its loss curve up to the kill
@@ -391,10 +325,36 @@ def train(cfg: Any) -> Path:
     if str(trainer_cfg.get("strategy", "auto")) in ("auto", "ddp", "ddp_spawn", "ddp_fork",
                                                      "single_device"):
         plugins.append(AtomicCheckpointIO())
-    trainer = pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
-                         callbacks=callbacks, plugins=plugins or None)
-    sampling = dict(sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
-                    guidance=cfg.sampler.get("guidance"))
+    return pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
+                      callbacks=build_callbacks(cfg, run_dir), plugins=plugins or None)
+
+
+def _prepare_folder(run_dir: Path, ckpt: Path | None, resume_step: int | None,
+                    cfg: Any) -> None:
+    """Under the run's lock: refuse a folder that holds another run, clear it for
+    ``overwrite=true``, drop a killed run's temporaries, and say what happens."""
+    from .runs import check_reuse, clear_run, remove_stale_temporaries
+
+    check_reuse(run_dir, ckpt, resume=cfg.get("resume"), overwrite=bool(cfg.get("overwrite")))
+    if cfg.get("overwrite"):
+        removed = clear_run(run_dir)
+        if removed:
+            print(f"omnidiff: overwrite=true: removed the earlier run's {', '.join(removed)} "
+                  f"from {run_dir}", flush=True)
+    if ckpt is not None:
+        remove_stale_temporaries(run_dir)
+        print(f"omnidiff: resuming {run_dir} from {ckpt} (step {resume_step})", flush=True)
+    elif cfg.get("resume") == "auto":
+        print(f"omnidiff: resume=auto found no checkpoint; starting {run_dir}", flush=True)
+
+
+def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
+         run_dir: Path) -> float:
+    """``trainer.fit``; seconds it took. SIGTERM / Ctrl-C end in :class:`TrainingPreempted`
+    naming the checkpoint written and the command that continues the run."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from .callbacks import GracefulInterrupt, TrainingPreempted
 
     t0 = time.perf_counter()
     try:
@@ -402,22 +362,74 @@ def train(cfg: Any) -> Path:
     except SIGTERMException:
         saved = next((c.preempted for c in trainer.checkpoint_callbacks
                       if getattr(c, "preempted", None)), None)
+        signal_name = next((c.signal_name for c in trainer.callbacks
+                            if isinstance(c, GracefulInterrupt)), "SIGTERM")
         where = (f"saved {saved}; `omnidiff train ... resume=auto out={run_dir}` continues it"
                  if saved else "no checkpoint could be written")
-        raise TrainingPreempted(f"stopped by SIGTERM after step {trainer.global_step}; "
-                                f"{where}") from None
-    train_seconds = time.perf_counter() - t0
+        raise TrainingPreempted(f"stopped by {signal_name} after step {trainer.global_step}; "
+                                f"{where}", 130 if signal_name == "SIGINT" else 143) from None
+    return time.perf_counter() - t0
 
-    if trainer.is_global_zero:
-        summary: dict[str, Any] = {"train_seconds": round(train_seconds, 2),
-                                   "global_step": int(trainer.global_step)}
-        csv_log = run_dir / "logs" / "metrics.csv"
-        if csv_log.exists():
-            summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))
-        sample_cb = next(c for c in callbacks if isinstance(c, SampleCallback))
-        summary["final"] = sample_cb.final_metrics
-        summary["history"] = sample_cb.history
-        summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")
-        summary["sampler"] = sampling
-        atomic_write_json(_plain(summary), run_dir / "metrics.json")
+
+def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> None:
+    """``metrics.json`` (final and periodic metrics, loss summary, timings) and loss.png."""
+    from .callbacks import SampleCallback
+    from .io import atomic_write_json
+    from .plots import plot_loss_from_csv
+
+    summary: dict[str, Any] = {"train_seconds": round(seconds, 2),
+                               "global_step": int(trainer.global_step)}
+    csv_log = run_dir / "logs" / "metrics.csv"
+    if csv_log.exists():
+        summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))
+    sample_cb = next(c for c in trainer.callbacks if isinstance(c, SampleCallback))
+    summary["final"] = sample_cb.final_metrics
+    summary["history"] = sample_cb.history
+    summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")
+    summary["sampler"] = dict(sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
+                              guidance=cfg.sampler.get("guidance"))
+    atomic_write_json(_plain(summary), run_dir / "metrics.json")
+
+
+def train(cfg: Any) -> Path:
+    """Train from a composed config (see :func:`omnidiff.config.compose`); returns the run dir.
+
+    Everything that can fail on the user's input (config, data, network, the checkpoint to
+    resume and its compatibility, Lightning's options) is checked before the run folder is
+    created or touched; the folder is then locked for the run (:class:`~omnidiff.runs.RunLock`).
+    """
+    from contextlib import nullcontext
+
+    from omegaconf import OmegaConf
+
+    from .config import validate
+    from .io import atomic_write_text
+    from .runs import RUN_DIR_ENV, RunLock, check_reuse, finished_step, resume_target
+
+    validate(cfg)
+    dm, module = _build_module(cfg)
+    run_dir, ckpt = resume_target(cfg)
+    run_dir = run_dir.absolute()
+    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    resume_step = None
+    if ckpt is not None:
+        obj = _read_resumable(ckpt, cfg, module)
+        resume_step = int(obj.get("global_step", 0))
+        done = finished_step(obj, cfg.trainer.get("max_steps"))
+        del obj
+        if done is not None:
+            if rank0:
+                _finish_complete_run(run_dir, ckpt, done, cfg)
+            return run_dir
+    if rank0:  # before Lightning starts up; again under the lock
+        check_reuse(run_dir, ckpt, resume=cfg.get("resume"), overwrite=bool(cfg.get("overwrite")))
+    trainer = _build_trainer(cfg, run_dir, resume_step)
+    with RunLock(run_dir) if rank0 else nullcontext():
+        if rank0:
+            _prepare_folder(run_dir, ckpt, resume_step, cfg)
+            atomic_write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.yaml")
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by DDP's per-device processes
+        seconds = _fit(trainer, module, dm, ckpt, run_dir)
+        if trainer.is_global_zero:
+            _write_summary(cfg, trainer, run_dir, seconds)
     return run_dir
