@@ -19,10 +19,29 @@ class EMA(EMAWeightAveraging):
     """Lightning's :class:`EMAWeightAveraging`, exposing the averaged module for sampling.
 
     Lightning swaps the averaged weights in for validation, stores them as ``state_dict`` in
-    checkpoints (raw weights beside them) and copies them into the module when training ends.
+    checkpoints (raw weights beside them, as ``current_model_state``) and copies them into the
+    module when training ends; the checkpoint written after that still holds the raw weights.
     """
 
     _swapped = False  # the averaged weights are in the module (validation in progress)
+    _raw_at_end: dict[str, torch.Tensor] | None = None  # the trained weights, once training ended
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._raw_at_end = None
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # Lightning copies the average into the module here; the final last.ckpt (written
+        # after this hook) must still record the trained weights as current_model_state, or
+        # a finished run continued with a larger max_steps would train on from the average
+        self._raw_at_end = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]
+                           ) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._raw_at_end is not None and "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = self._raw_at_end
 
     @property
     def average_module(self) -> Any | None:

@@ -257,7 +257,11 @@ class _Checkpoint(ModelCheckpoint):
 
     def _due(self, trainer: Any) -> bool:
         step = trainer.global_step
-        by_steps = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        # the last step is saved here too, not at on_train_end: by then Lightning counts a
+        # cut-short epoch as complete (a resume would skip the rest of its batches) and EMA
+        # has copied the average into the module
+        last = 0 < (trainer.max_steps or 0) <= step
+        by_steps = last or (self.every_n_steps > 0 and step % self.every_n_steps == 0)
         by_time = False
         if self.every_seconds > 0:  # rank 0 decides, so every rank saves together
             elapsed = time.monotonic() - self._last_save_time

@@ -230,20 +230,28 @@ class RunLock:
             return self
         raise self._refuse(self._owner(), True)
 
-    def _take_over_if_stale(self) -> None:
+    def check_free(self) -> dict[str, Any] | None:
+        """Raise when another live run holds the lock; returns a stale owner (or None)."""
+        if not self.path.exists():
+            return None
         owner = self._owner()
         if owner is None:  # being written right now, or cut short long ago
             try:
                 young = time.time() - self.path.stat().st_mtime < 30
             except FileNotFoundError:
-                return
+                return None
             if young:
                 raise self._refuse(None, True)
-            alive = False
-        else:
-            alive = _alive(owner)
+            return {}
+        alive = _alive(owner)
         if alive is not False:
             raise self._refuse(owner, alive)
+        return owner
+
+    def _take_over_if_stale(self) -> None:
+        owner = self.check_free()
+        if owner is None:
+            return
         who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "an unknown owner"
         print(f"omnidiff: {self.path} was left by {who}, which is no longer running; taking "
               "it over", file=sys.stderr, flush=True)

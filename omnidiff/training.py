@@ -422,6 +422,7 @@ def train(cfg: Any) -> Path:
                 _finish_complete_run(run_dir, ckpt, done, cfg)
             return run_dir
     if rank0:  # before Lightning starts up; again under the lock
+        RunLock(run_dir).check_free()
         check_reuse(run_dir, ckpt, resume=cfg.get("resume"), overwrite=bool(cfg.get("overwrite")))
     trainer = _build_trainer(cfg, run_dir, resume_step)
     with RunLock(run_dir) if rank0 else nullcontext():
