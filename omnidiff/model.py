@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ._util import append_dims, check_choice
+from .conditions import map_cond
 from .predictions import PREDICTIONS, to_x0_eps
 from .schedules import Schedule, get_schedule
 
@@ -14,6 +15,11 @@ __all__ = ["DiffusionModel"]
 
 class DiffusionModel(nn.Module):
     """Wraps ``net(x_in, t, cond, drop)`` so that it sees unit-variance inputs.
+
+    Precision: the network runs in its own dtype (float32, float64, bfloat16, float16): the
+    input and floating conditions are cast to it, ``t`` is passed in float32 (float64 for a
+    float64 network) and the output comes back in ``x_t``'s dtype, so a sampler's state keeps
+    its precision whatever the network's.
 
     ``forward(x_t, t, cond=None, drop=None)`` returns the network's prediction (of type
     ``prediction``) for ``x_t: (B, *event)`` at times ``t: (B,)``. The input is scaled by
@@ -35,12 +41,23 @@ class DiffusionModel(nn.Module):
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         a, s = self.schedule.alpha_sigma(t.detach().double())
         c_in = torch.rsqrt(a * a * self.sigma_data ** 2 + s * s)
-        x_in = x_t * append_dims(c_in, x_t.ndim).to(x_t.dtype)
-        out = self.net(x_in, t.to(x_t.dtype), cond, drop)
+        dtype = self.net_dtype
+        x_in = (x_t * append_dims(c_in, x_t.ndim).to(x_t.dtype)).to(dtype)  # (B, *event)
+        t_in = t.to(torch.float64 if dtype == torch.float64 else torch.float32)  # (B,)
+        cond = map_cond(lambda v: v.to(dtype) if v.is_floating_point() else v, cond)
+        out = self.net(x_in, t_in, cond, drop)  # (B, *event) in the network's dtype
         if out.shape != x_t.shape:
             raise ValueError(f"network returned shape {tuple(out.shape)} for input "
                              f"{tuple(x_t.shape)}; it must return the shape it is given")
-        return out
+        return out.to(x_t.dtype)
+
+    @property
+    def net_dtype(self) -> torch.dtype:
+        """The dtype the network computes in (its first floating-point parameter's)."""
+        for p in self.net.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
 
     @torch.no_grad()
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,

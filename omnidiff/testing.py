@@ -250,6 +250,33 @@ def _check_network(domain: Any, net: Any, x: torch.Tensor, cond: Any, spec: Any,
                      "the network ignores cond (outputs do not change with the condition)")
 
 
+def _check_precisions(domain: Any, net: nn.Module, x: torch.Tensor, cond: Any, seed: int
+                      ) -> None:
+    """The network runs in float64, bfloat16 and float16 (through :class:`DiffusionModel`,
+    which casts inputs and floating conditions to the network's dtype) and agrees with its
+    float32 self: to 1e-4 in float64, 10% (relative RMS) in half precision."""
+    import copy
+
+    from .model import DiffusionModel
+
+    probe = _perturbed(net, seed)  # zero-initialised output layers would hide a mismatch
+    t = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(seed + 3))
+    with torch.no_grad():
+        ref = DiffusionModel(probe, "cosine", "eps").eval()(x, t, cond)  # (B, *event)
+        for dtype, tol in ((torch.float64, 1e-4), (torch.bfloat16, 0.1), (torch.float16, 0.1)):
+            model = DiffusionModel(copy.deepcopy(probe).to(dtype), "cosine", "eps").eval()
+            try:
+                out = model(x, t, cond)
+            except (RuntimeError, TypeError) as exc:
+                _fail(domain, f"the network fails in {dtype} ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]}); compute in the dtype of "
+                              "the weights (cast embeddings with .to(weight.dtype))")
+            err = float((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-12))
+            _require(out.dtype == x.dtype and bool(torch.isfinite(out).all()) and err < tol,
+                     domain, f"in {dtype} the network's output differs from float32 by "
+                     f"{err:.3g} (relative RMS; at most {tol:g})")
+
+
 def _check_loss(domain: Any, net: nn.Module, x: torch.Tensor, cond: Any, seed: int
                 ) -> tuple[Any, float]:
     """One diffusion loss and its gradients; returns the bound DiffusionModel and the loss."""
@@ -372,6 +399,7 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
     _check_condition_map(domain, dm, ref_x, ref_c, spec)
     net = domain.build_network(event_shape, spec, **model_cfg)
     _check_network(domain, net, x, cond, spec, seed)
+    _check_precisions(domain, net, x, cond, seed)
     dmodel, loss = _check_loss(domain, net, x, cond, seed)
     samples, used = _check_sampling(domain, dm, dmodel, n, event_shape, spec, ref_c, sampler,
                                     steps, seed)

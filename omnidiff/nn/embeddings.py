@@ -29,12 +29,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0,
     """Sinusoidal embedding of continuous times.
 
     t: (B,) in [0, 1] (scaled by ``scale`` so that frequencies match DDPM's integer steps).
-    Returns (B, dim).
+    Returns (B, dim) in float32 (float64 for float64 ``t``): half precision cannot resolve
+    the phases; :class:`TimeEmbedding` casts the features to its weights' dtype.
     """
     half = dim // 2
+    dtype = torch.promote_types(t.dtype, torch.float32)  # float32, or float64 for float64 t
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
-                                                           dtype=torch.float32) / half)
-    args = (t.float() * scale)[:, None] * freqs[None]  # (B, half)
+                                                           dtype=dtype) / half)  # (half,)
+    args = (t.to(dtype) * scale)[:, None] * freqs[None]  # (B, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -50,7 +52,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.freq_dim))
+        emb = timestep_embedding(t, self.freq_dim)  # (B, freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))  # (B, dim)
 
 
 class ClassEmbedding(nn.Module):
@@ -146,11 +149,11 @@ class ConditionEmbedding(nn.Module):
 
     def forward(self, cond: Any, drop: torch.Tensor | None, batch: int,
                 device: torch.device) -> torch.Tensor:
-        if self.parts is not None:
-            out = torch.zeros(batch, self.dim, device=device)
-            for k, part in self.parts.items():
-                out = out + part(None if cond is None else cond[k], drop, batch, device)
-            return out  # (B, dim)
+        if self.parts is not None:  # the sum of the fields' embeddings, in their dtype
+            parts = [part(None if cond is None else cond[k], drop, batch, device)
+                     for k, part in self.parts.items()]  # each (B, dim)
+            return sum(parts[1:], parts[0]) if parts else torch.zeros(batch, self.dim,
+                                                                      device=device)
         if hasattr(self, "vector"):
             return self.vector(cond, drop, batch, device)
         null = torch.full((batch,), self.spec.num_classes, device=device, dtype=torch.long)
@@ -177,7 +180,8 @@ class Conditioning(nn.Module):
                 batch: int) -> torch.Tensor:
         if t.dim() == 0:
             t = t.expand(batch)
-        return self.time(t) + self.embed(cond, drop, batch, t.device)  # (B, dim)
+        temb = self.time(t)  # (B, dim)
+        return temb + self.embed(cond, drop, batch, t.device).to(temb.dtype)  # (B, dim)
 
 
 def _rename_legacy_label(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
