@@ -120,7 +120,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     ``order``, ``s_churn``, ...).
 
     All noise comes from one ``torch.Generator`` seeded with ``seed`` (a random seed when
-    None), so results do not depend on ``batch_size`` for deterministic samplers. A
+    None), so results do not depend on ``batch_size`` for deterministic fixed-step samplers
+    (``rk45`` shares its adaptive steps across a batch: its results agree to its tolerance). A
     label-conditional model with ``cond=None`` draws labels uniformly from that generator.
     """
     from .guidance import classifier_free

@@ -216,10 +216,14 @@ def dopri5(f: Callable[[torch.Tensor, float], torch.Tensor], y: torch.Tensor, u0
            ) -> tuple[torch.Tensor, dict]:
     """Dormand & Prince (1980) RK5(4) with FSAL and a PI-free standard step controller.
 
-    Integrates dy/du = f(y, u) from u0 to u1 (either direction). The error of each step is
-    measured in units of ``err_scale(u) * y`` (e.g. x-space) against atol + rtol |.|, RMS over
-    everything. The accept/reject decision needs one host-side scalar per step: the only host
-    sync in the samplers, inherent to adaptive step size control.
+    Integrates dy/du = f(y, u) from u0 to u1 (either direction); ``y`` is a batch ``(B, ...)``.
+    The error of each step is measured in units of ``err_scale(u) * y`` (e.g. x-space) against
+    atol + rtol |.|, RMS over each sample, and a step is accepted only when *every* sample's
+    error is within tolerance: the samples share steps, so adding samples to a batch refines
+    the steps of the others but never loosens any sample's error control (an RMS over the
+    whole batch let one hard sample drift far off among many easy ones). The accept/reject
+    decision needs one host-side scalar per step: the only host sync in the samplers, inherent
+    to adaptive step size control.
     Returns (y(u1), {"accepted", "rejected"}).
     """
     A = [[], [1 / 5], [3 / 40, 9 / 40], [44 / 45, -56 / 15, 32 / 9],
@@ -244,7 +248,7 @@ def dopri5(f: Callable[[torch.Tensor, float], torch.Tensor], y: torch.Tensor, u0
         err = hs * sum(e * k for e, k in zip(E, ks) if e != 0.0)
         sc = err_scale(u + hs)
         tol = atol + rtol * torch.maximum(y.abs(), y_new.abs()) * sc
-        ratio = float(torch.sqrt(torch.mean((err * sc / tol) ** 2)))
+        ratio = float(((err * sc / tol) ** 2).reshape(len(y), -1).mean(1).sqrt().max())
         if ratio <= 1.0 or h < 1e-10 * abs(span):
             u, y, k1 = u + hs, y_new, ks[-1]
             acc += 1
