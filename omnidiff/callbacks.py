@@ -224,12 +224,19 @@ class GracefulInterrupt(Callback):
         else:  # pragma: no cover - another Lightning version
             raise KeyboardInterrupt
 
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def _restore(self) -> None:
         import signal
 
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
             self._installed = False
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # training is over (last.ckpt written): Ctrl-C during the final sampling interrupts
+        self._restore()
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._restore()
 
 
 class FiniteLossGuard(Callback):
