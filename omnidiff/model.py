@@ -41,7 +41,7 @@ class DiffusionModel(nn.Module):
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         a, s = self.schedule.alpha_sigma(t.detach().double())
         c_in = torch.rsqrt(a * a * self.sigma_data ** 2 + s * s)
-        dtype = self.net_dtype
+        dtype = self.net_dtype or x_t.dtype
         x_in = (x_t * append_dims(c_in, x_t.ndim).to(x_t.dtype)).to(dtype)  # (B, *event)
         t_in = t.to(torch.float64 if dtype == torch.float64 else torch.float32)  # (B,)
         cond = map_cond(lambda v: v.to(dtype) if v.is_floating_point() else v, cond)
@@ -52,12 +52,10 @@ class DiffusionModel(nn.Module):
         return out.to(x_t.dtype)
 
     @property
-    def net_dtype(self) -> torch.dtype:
-        """The dtype the network computes in (its first floating-point parameter's)."""
-        for p in self.net.parameters():
-            if p.is_floating_point():
-                return p.dtype
-        return torch.float32
+    def net_dtype(self) -> torch.dtype | None:
+        """The dtype the network computes in: its first floating-point parameter's (None for a
+        network without any, which then gets the input's dtype)."""
+        return next((p.dtype for p in self.net.parameters() if p.is_floating_point()), None)
 
     @torch.no_grad()
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
