@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -219,10 +220,15 @@ class GracefulInterrupt(Callback):
                   "Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
         connector = getattr(trainer, "_signal_connector", None)
         notify = getattr(connector, "_sigterm_notifier_fn", None)
-        if notify is not None:
-            notify(signum, frame)
-        else:  # pragma: no cover - another Lightning version
+        if notify is None:  # pragma: no cover - another Lightning version
             raise KeyboardInterrupt
+        log = logging.getLogger(type(connector).__module__)  # it would log "Received SIGTERM"
+        level = log.level
+        log.setLevel(logging.WARNING)
+        try:
+            notify(signum, frame)
+        finally:
+            log.setLevel(level)
 
     def _restore(self) -> None:
         import signal
