@@ -8,7 +8,8 @@ work safe.
   host and start; a lock whose process is gone is reported and taken over;
 * :func:`check_compatible` compares a checkpoint's settings with this config's before anything
   is written, naming the first setting that differs;
-* :func:`finished_step` tells a run that reached ``trainer.max_steps`` (it resumes to nothing).
+* :func:`finished_step` tells a run that reached ``trainer.max_steps`` or ``max_epochs`` (it
+  resumes to nothing).
 """
 
 from __future__ import annotations
@@ -319,8 +320,18 @@ def check_compatible(ckpt: Path, saved: Mapping[str, Any], current: Mapping[str,
                                  f"{tuple(mine.shape)}; resume with the settings of its run")
 
 
-def finished_step(ckpt_obj: Mapping[str, Any], max_steps: Any) -> int | None:
-    """The checkpoint's global step when it already reached ``max_steps`` (else None)."""
+def finished_step(ckpt_obj: Mapping[str, Any], trainer_cfg: Mapping[str, Any]
+                  ) -> str | None:
+    """How the checkpoint already reached the end of training (``"step 300 of
+    trainer.max_steps=300"``, or of ``trainer.max_epochs``); None when there is more to do."""
     step = int(ckpt_obj.get("global_step", 0))
-    limit = int(max_steps) if max_steps not in (None, "") else -1
-    return step if 0 < limit <= step else None
+    max_steps = trainer_cfg.get("max_steps")
+    if max_steps not in (None, "") and 0 < int(max_steps) <= step:
+        return f"step {step} of trainer.max_steps={int(max_steps)}"
+    max_epochs = trainer_cfg.get("max_epochs")
+    progress = (((ckpt_obj.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress")
+                or {}).get("current") or {}
+    epochs = int(progress.get("processed", 0))
+    if max_epochs not in (None, "") and 0 <= int(max_epochs) <= epochs:
+        return f"epoch {epochs} of trainer.max_epochs={int(max_epochs)}, step {step}"
+    return None

@@ -197,14 +197,14 @@ def _read_resumable(ckpt: Path, cfg: Any, module: DiffusionModule) -> dict[str, 
     return obj
 
 
-def _finish_complete_run(run_dir: Path, ckpt: Path, step: int, cfg: Any) -> None:
+def _finish_complete_run(run_dir: Path, ckpt: Path, done: str) -> None:
     """A run that already reached ``trainer.max_steps`` resumes to nothing; its model.pt is
     rebuilt from the checkpoint only when missing (a checkpoint's ``state_dict`` holds the EMA
     weights when EMA was on, as model.pt does)."""
     from .checkpoint import read_checkpoint, write_inference
 
-    print(f"omnidiff: {run_dir} is complete (step {step} of trainer.max_steps="
-          f"{cfg.trainer.max_steps}); raise trainer.max_steps to continue it", flush=True)
+    print(f"omnidiff: {run_dir} is complete ({done}); raise trainer.max_steps (or "
+          "trainer.max_epochs) to continue it", flush=True)
     if not (run_dir / "model.pt").exists():
         write_inference(read_checkpoint(ckpt), run_dir / "model.pt")
         print(f"omnidiff: rebuilt the missing {run_dir / 'model.pt'} from {ckpt}", flush=True)
@@ -415,11 +415,11 @@ def train(cfg: Any) -> Path:
     if ckpt is not None:
         obj = _read_resumable(ckpt, cfg, module)
         resume_step = int(obj.get("global_step", 0))
-        done = finished_step(obj, cfg.trainer.get("max_steps"))
+        done = finished_step(obj, cfg.trainer)
         del obj
         if done is not None:
             if rank0:
-                _finish_complete_run(run_dir, ckpt, done, cfg)
+                _finish_complete_run(run_dir, ckpt, done)
             return run_dir
     if rank0:  # before Lightning starts up; again under the lock
         RunLock(run_dir).check_free()

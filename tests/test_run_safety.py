@@ -211,6 +211,17 @@ def test_overwrite_replaces_a_run_only_when_asked(finished, tmp_path, capsys):
     assert "pass one of them" in capsys.readouterr().err
 
 
+def test_a_run_finished_by_max_epochs_is_complete_too(tmp_path, capsys):
+    run = tmp_path / "epochs"
+    args = ["train"] + TINY + [f"out={run}", "trainer.max_steps=-1", "trainer.max_epochs=1",
+                               "eval.n_samples=16"]
+    assert main(args) == 0
+    before = _checksums(run)
+    assert main(args + ["resume=auto"]) == 0
+    assert "is complete (epoch 1 of trainer.max_epochs=1, step 32)" in capsys.readouterr().out
+    assert _checksums(run) == before
+
+
 def test_a_failure_before_training_leaves_no_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
     for bad in ("data.name=nope", "model.name=nope", "checkpoint.keep=-5",
