@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["append_dims", "check_choice"]
+__all__ = ["append_dims", "check_choice", "is_number"]
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -16,3 +16,10 @@ def check_choice(kind: str, value: str, choices) -> str:
     if value not in choices:
         raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
     return value
+
+
+def is_number(value, kind: type, low: float) -> bool:
+    """Whether ``value`` is an ``int`` (``kind=int``: a whole number) or any number
+    (``kind=float``) of at least ``low``; booleans are not numbers (user options)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+            and (kind is float or float(value).is_integer()))

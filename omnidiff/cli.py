@@ -208,12 +208,12 @@ def _cond_option(pipe: Any, value: Any) -> Any:
 def _number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
     """``opts[key]`` as an ``int`` or ``float`` of at least ``low`` (``default`` when absent or
     null); anything else is a one-line usage error naming the key."""
+    from ._util import is_number
+
     value = opts.get(key)
     if value is None:
         return default
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and (kind is float or float(value).is_integer()) and value >= low)
-    if not ok:
+    if not is_number(value, kind, low):
         raise UsageError(f"{key}={value!r}: give {'an integer' if kind is int else 'a number'} "
                          f">= {low:g}")
     return kind(value)

@@ -317,15 +317,15 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_run_options(cfg: DictConfig) -> None:
     """The checkpoint interval, ``keep``, ``overwrite`` and their combination with ``resume``."""
+    from ._util import is_number
+
     ck = cfg.get("checkpoint") or {}
     for key, kind, low in (("every_n_train_steps", int, 0), ("every_n_minutes", float, 0),
                            ("keep", int, -1)):
         value = ck.get(key)
         if value is None and key != "keep":
             continue
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
-              and (kind is float or float(value).is_integer()))
-        if not ok:
+        if not is_number(value, kind, low):
             what = "an integer" if kind is int else "a number"
             raise ConfigError(f"checkpoint.{key}={value!r}: give {what} >= {low}"
                               + ("" if key == "keep" else " (or null to turn it off)"))

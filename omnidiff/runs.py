@@ -275,7 +275,8 @@ class RunLock:
 # ---- resuming -----------------------------------------------------------------------------
 
 # hyper-parameters that must match to continue a checkpoint, and the config key they come from
-_MUST_MATCH = {"domain": "domain", "model_cfg": "model", "schedule_cfg": "schedule",
+# (the domain is checked before, with its own message)
+_MUST_MATCH = {"model_cfg": "model", "schedule_cfg": "schedule",
                "event_shape": "the data's event shape", "cond_spec": "the data's condition",
                "prediction": "loss.prediction", "sigma_data": "loss.sigma_data"}
 

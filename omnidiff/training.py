@@ -20,7 +20,7 @@ stops the run (after the step in flight). ``resume=auto`` (the run folder ``out=
 newest run of the recipe) or ``resume=PATH`` (a ``.ckpt`` or a run folder) continues from it
 with the same global step, optimizer, scheduler, EMA and loop state (Lightning restores them);
 the CSV log keeps the rows up to the resumed step; a run that already reached
-``trainer.max_steps`` resumes to nothing. Checkpoints, ``model.pt`` and artifacts are written
+``trainer.max_steps`` (or ``max_epochs``) resumes to nothing. Checkpoints, ``model.pt`` and artifacts are written
 atomically; a NaN / inf loss stops training (:class:`~omnidiff.callbacks.FiniteLossGuard`).
 The run folder rules (a lock, no silent reuse, compatibility on resume) are in
 :mod:`omnidiff.runs`.
@@ -198,9 +198,9 @@ def _read_resumable(ckpt: Path, cfg: Any, module: DiffusionModule) -> dict[str, 
 
 
 def _finish_complete_run(run_dir: Path, ckpt: Path, done: str) -> None:
-    """A run that already reached ``trainer.max_steps`` resumes to nothing; its model.pt is
-    rebuilt from the checkpoint only when missing (a checkpoint's ``state_dict`` holds the EMA
-    weights when EMA was on, as model.pt does)."""
+    """A run that already reached ``trainer.max_steps`` (or ``max_epochs``) resumes to
+    nothing; its model.pt is rebuilt from the checkpoint only when missing (a checkpoint's
+    ``state_dict`` holds the EMA weights when EMA was on, as model.pt does)."""
     from .checkpoint import read_checkpoint, write_inference
 
     print(f"omnidiff: {run_dir} is complete ({done}); raise trainer.max_steps (or "
