@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from .io import atomic_save_figure
 
-__all__ = ["read_csv_log", "loss_figure", "plot_loss_from_csv"]
+__all__ = ["read_csv_log", "loss_figure", "plot_loss_from_csv", "pick_for_grid"]
 
 
 def read_csv_log(path: str | Path, key: str) -> tuple[list[int], list[float]]:
@@ -29,6 +29,33 @@ def read_csv_log(path: str | Path, key: str) -> tuple[list[int], list[float]]:
                 steps.append(step)
                 values.append(val)
     return steps, values
+
+
+def pick_for_grid(n: int, cond: Any = None, per_class: int = 10, max_items: int = 64,
+                  max_classes: int = 10):
+    """Indices (a long tensor) of the samples, out of ``n``, that a grid picture should show, so
+    that it stays readable at a glance; the rest belong in the raw files only.
+
+    * ``cond`` is class labels (a 1-D integer tensor or array of length ``n``): at most
+      ``per_class`` samples of each class (in their order), classes ascending, at most
+      ``max_classes`` classes (the smallest labels present);
+    * anything else (None, vectors, masks, dicts): the first ``max_items`` samples.
+    """
+    import torch
+
+    if not isinstance(cond, torch.Tensor) and hasattr(cond, "shape") and hasattr(cond, "dtype"):
+        try:  # a numpy array
+            cond = torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            cond = None
+    if (isinstance(cond, torch.Tensor) and cond.dim() == 1 and len(cond) == n
+            and not cond.is_floating_point() and not cond.is_complex()
+            and cond.dtype != torch.bool):
+        c = cond.detach().cpu().long()
+        picks = [torch.nonzero(c == k).reshape(-1)[:per_class]
+                 for k in torch.unique(c)[:max_classes]]  # unique is sorted
+        return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+    return torch.arange(min(n, max_items))
 
 
 def _smooth(values: Sequence[float], window: int) -> list[float]:

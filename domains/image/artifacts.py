@@ -1,4 +1,5 @@
-"""Image artifacts: a PNG grid people look at, plus the raw samples (``.pt`` and ``.npy``)."""
+"""Image artifacts: a PNG grid people look at (capped at a glanceable size), plus all the raw
+samples (``.pt`` and ``.npy``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from omnidiff.io import atomic_path, save_raw
+from omnidiff.plots import pick_for_grid
 
-__all__ = ["save_artifacts", "image_grid", "MIN_TILE"]
+__all__ = ["save_artifacts", "image_grid", "MIN_TILE", "GRID_MAX", "GRID_PER_CLASS",
+           "GRID_MAX_CLASSES"]
 
 MIN_TILE = 32  # tiles smaller than this are upscaled (nearest neighbour) to at least this size
+GRID_MAX = 64  # unconditional grid: at most this many tiles (8 x 8)
+GRID_PER_CLASS = 10  # class-conditional grid: at most this many tiles per row (class) ...
+GRID_MAX_CLASSES = 10  # ... and at most this many rows (the smallest labels)
 
 
 def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding: int = 2
@@ -23,22 +29,31 @@ def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding:
     """samples (B, C, H, W) in [-1, 1] -> uint8 grid (Hg, Wg, C) (C is 1 or 3; 1 is squeezed
     by the caller).
 
-    Without ``cond`` the grid is as square as possible; with ``cond`` (B,) there is one row per
-    class present (ascending), its samples left to right, blank tiles padding short rows.
+    The grid is capped so it reads at a glance (:func:`omnidiff.plots.pick_for_grid`): without
+    ``cond``, the first :data:`GRID_MAX` samples (at most 8 x 8), laid as square as possible;
+    with ``cond`` (B,), one row per class present (ascending, at most :data:`GRID_MAX_CLASSES`
+    rows), at most :data:`GRID_PER_CLASS` of its samples left to right, blank tiles padding
+    short rows. The other samples are not drawn (they stay in the raw files).
     """
     if samples.ndim != 4:
         raise ValueError(f"image artifacts need samples (B, C, H, W), got {tuple(samples.shape)}")
     x = samples.detach().float().cpu().clamp(-1, 1).add(1).div(2)  # (B, C, H, W) in [0, 1]
     if x.shape[1] not in (1, 3):
         raise ValueError(f"image artifacts need 1 or 3 channels, got {x.shape[1]}")
-    h, w = x.shape[-2:]
-    up = max(1, math.ceil(MIN_TILE / min(h, w)))
-    if up > 1:
-        x = F.interpolate(x, scale_factor=up, mode="nearest")
+    c = None
     if cond is not None and len(x):
         c = cond.detach().cpu().long().reshape(-1)
         if len(c) != len(x):
             raise ValueError(f"cond has {len(c)} labels for {len(x)} samples")
+    keep = pick_for_grid(len(x), c, per_class=GRID_PER_CLASS, max_items=GRID_MAX,
+                         max_classes=GRID_MAX_CLASSES)
+    x = x[keep]
+    h, w = x.shape[-2:]
+    up = max(1, math.ceil(MIN_TILE / min(h, w)))
+    if up > 1:
+        x = F.interpolate(x, scale_factor=up, mode="nearest")
+    if c is not None:
+        c = c[keep]
         classes = torch.unique(c)  # sorted
         per_row = max(int((c == k).sum()) for k in classes)
         blank = torch.zeros_like(x[:1])
@@ -57,8 +72,9 @@ def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding:
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tensor | None = None,
                    prefix: str = "samples") -> list[Path]:
-    """Write ``<prefix>.png`` (grid), ``<prefix>.pt`` ({"samples", "cond"}) and ``<prefix>.npy``
-    (samples as float32 (B, C, H, W) in [-1, 1]) into ``out_dir``, atomically; returns the paths.
+    """Write ``<prefix>.png`` (a grid of at most 10 x 10 samples, see :func:`image_grid`),
+    ``<prefix>.pt`` ({"samples", "cond"}) and ``<prefix>.npy`` (all samples as float32
+    (B, C, H, W) in [-1, 1]) into ``out_dir``, atomically; returns the paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

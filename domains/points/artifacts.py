@@ -1,9 +1,12 @@
 """Files people look at for the points domain: scatter-plot PNGs plus the raw samples.
 
 * points ``(n, 2)``: one scatter ``<prefix>.png`` (coloured by class when ``cond`` is given);
-* clouds ``(n, N, 2)``: a grid ``<prefix>.png`` of small scatters (at most
-  :data:`MAX_GRID` clouds), each titled by its class label when ``cond`` is given;
-* always ``<prefix>.npy`` (the samples, float32) and ``<prefix>_cond.npy`` when labels are
+* clouds ``(n, N, 2)``: a grid ``<prefix>.png`` of small scatters, each titled by its class
+  label when ``cond`` is given, capped so it reads at a glance
+  (:func:`omnidiff.plots.pick_for_grid`): the first :data:`MAX_GRID` clouds (8 x 8), or with
+  labels at most :data:`GRID_PER_CLASS` clouds of each of the first :data:`GRID_MAX_CLASSES`
+  classes, in class order;
+* always ``<prefix>.npy`` (all the samples, float32) and ``<prefix>_cond.npy`` when labels are
   given; with affine conditions also ``<prefix>_affine.npy`` and ``<prefix>_normalised.png``
   (the samples mapped back by their own condition).
 
@@ -21,12 +24,16 @@ import numpy as np
 import torch
 
 from omnidiff.io import atomic_save_figure, atomic_save_npy
+from omnidiff.plots import pick_for_grid
 
 from .affine import split_cond, undo_affine
 
-__all__ = ["MAX_GRID", "save_artifacts", "scatter_figure", "cloud_grid_figure"]
+__all__ = ["MAX_GRID", "GRID_PER_CLASS", "GRID_MAX_CLASSES", "save_artifacts", "scatter_figure",
+           "cloud_grid_figure"]
 
-MAX_GRID = 64
+MAX_GRID = 64  # cloud grids: at most this many clouds (8 x 8) ...
+GRID_PER_CLASS = 6  # ... or, with class labels, at most this many of each class
+GRID_MAX_CLASSES = 10  # ... of at most this many classes (the smallest labels)
 
 
 def _new_figure(width: float, height: float):
@@ -59,7 +66,8 @@ def scatter_figure(points: np.ndarray, cond: np.ndarray | None = None, title: st
 
 
 def cloud_grid_figure(clouds: np.ndarray, cond: np.ndarray | None = None):
-    """A grid of small scatters, one per cloud ``clouds: (n, N, 2)``; titles from ``cond``."""
+    """A grid (8 columns at most) of small scatters, one per cloud ``clouds: (n, N, 2)``, all of
+    them (callers pass the few to show); titles from ``cond``."""
     n = len(clouds)
     cols = min(8, max(1, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
@@ -84,8 +92,9 @@ def cloud_grid_figure(clouds: np.ndarray, cond: np.ndarray | None = None):
 def _figure(x: np.ndarray, labels: np.ndarray | None, title: str):
     if x.ndim == 2:
         return scatter_figure(x, labels, title=f"{len(x)} {title}")
-    k = min(len(x), MAX_GRID)
-    return cloud_grid_figure(x[:k], None if labels is None else labels[:k])
+    keep = pick_for_grid(len(x), labels, per_class=GRID_PER_CLASS, max_items=MAX_GRID,
+                         max_classes=GRID_MAX_CLASSES).numpy()
+    return cloud_grid_figure(x[keep], None if labels is None else labels[keep])
 
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
@@ -95,8 +104,9 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
     ``samples``: ``(n, 2)`` points or ``(n, N, 2)`` clouds; ``cond``: ``(n,)`` labels, ``(n, 3)``
     affine vectors, a dict of both, or None. With affine conditions the samples are also drawn
     mapped back by their own condition (``<prefix>_normalised.png``: one shape when the model
-    follows its conditions) and the vectors saved as ``<prefix>_affine.npy``. Returns the
-    written paths.
+    follows its conditions) and the vectors saved as ``<prefix>_affine.npy``. Cloud grids show
+    a capped selection (see the module docstring); the ``.npy`` files hold every sample.
+    Returns the written paths.
     """
     x = samples.detach().cpu().float().numpy()
     if x.ndim not in (2, 3) or x.shape[-1] != 2 or len(x) == 0:

@@ -1,6 +1,7 @@
 """Video artifacts: an animated GIF per clip (Pillow), one frame-strip PNG (a row per clip,
-its class or "given k" named on the left), and the raw tensors (``.pt``, ``.npy``), all
-written atomically."""
+its class or "given k" named on the left; capped at a glanceable number of rows, see
+:func:`frame_strip`), and the raw tensors of all clips (``.pt``, ``.npy``), all written
+atomically."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import numpy as np
 import torch
 
 from omnidiff.io import atomic_path, atomic_save_figure, save_raw
+from omnidiff.plots import pick_for_grid
 
 __all__ = ["save_artifacts", "frame_strip", "write_gif"]
 
 GIF_SCALE = 4  # nearest-neighbour upscaling of small clips, so a GIF is big enough to watch
 FRAME_MS = 125  # 8 frames per second
+STRIP_ROWS = 16  # the frame strip shows at most this many clips ...
+STRIP_PER_CLASS = 2  # ... or, with class labels, at most this many of each class
+STRIP_MAX_CLASSES = 10  # ... of at most this many classes (the smallest labels)
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
@@ -54,15 +59,27 @@ def _row_names(cond: Any, n: int, classes: list[str] | None) -> list[str]:
 
 
 def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | None = None,
-                max_rows: int = 16):
+                max_rows: int = STRIP_ROWS, per_class: int = STRIP_PER_CLASS,
+                max_classes: int = STRIP_MAX_CLASSES):
     """A ``Figure`` of clips ``(N, T, C, H, W)``: one row per clip, one column per frame;
-    frames that were given are outlined."""
+    frames that were given are outlined.
+
+    Only some clips are drawn (:func:`omnidiff.plots.pick_for_grid`): with class labels
+    (``cond`` (N,) or ``cond["label"]``) at most ``per_class`` of each of the first
+    ``max_classes`` classes, in class order (20 rows by default); otherwise the first
+    ``max_rows`` (16)."""
     from matplotlib.figure import Figure
 
-    n, t = min(len(samples), max_rows), samples.shape[1]
-    imgs = _uint8(samples[:n])  # (n, T, H, W, C)
-    names = _row_names(cond, n, classes)
+    labels = cond.get("label") if isinstance(cond, dict) else cond
+    keep = pick_for_grid(len(samples), labels, per_class=per_class, max_items=max_rows,
+                         max_classes=max_classes)
+    n, t = len(keep), samples.shape[1]
+    imgs = _uint8(samples[keep])  # (n, T, H, W, C)
+    names = _row_names(cond, len(samples), classes)
+    names = [names[int(i)] for i in keep]
     masks = cond.get("mask") if isinstance(cond, dict) else None
+    if masks is not None:
+        masks = masks[keep]
     fig = Figure(figsize=(0.9 * t + 0.8, 0.9 * n))
     axes = fig.subplots(n, t, squeeze=False)
     for i in range(n):
@@ -86,7 +103,8 @@ def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | No
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples", data: Any = None) -> list[Path]:
-    """``<prefix>.png`` (frame strips), ``<prefix>_gif/NNN[_<class>].gif``, ``.pt``, ``.npy``."""
+    """``<prefix>.png`` (frame strips of some clips, see :func:`frame_strip`),
+    ``<prefix>_gif/NNN[_<class>].gif`` (every clip), ``.pt`` and ``.npy`` (every clip)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = samples.detach().float().cpu()
