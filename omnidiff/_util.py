@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UserError
+
 __all__ = ["append_dims", "check_choice", "is_number"]
 
 
@@ -14,7 +16,7 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def check_choice(kind: str, value: str, choices) -> str:
     if value not in choices:
-        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
+        raise UserError(f"unknown {kind} {value!r}; choose one of: {', '.join(choices)}")
     return value
 
 

@@ -11,13 +11,16 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
+from .errors import NonFiniteLossError, TrainingPreempted
+
 __all__ = ["EMA", "SampleCallback", "progress_bar", "averaged_module", "FiniteLossGuard",
            "NonFiniteLossError", "RankDigest", "weights_digest", "GracefulInterrupt",
            "TrainingPreempted"]
 
 
 class EMA(EMAWeightAveraging):
-    """Lightning's :class:`EMAWeightAveraging`, exposing the averaged module for sampling.
+    """Lightning's :class:`EMAWeightAveraging` with a warm-up of its decay, exposing the
+    averaged module for sampling.
 
     Lightning swaps the averaged weights in for validation, stores them as ``state_dict`` in
     checkpoints (raw weights beside them, as ``current_model_state``) and copies them into the
@@ -26,6 +29,15 @@ class EMA(EMAWeightAveraging):
 
     _swapped = False  # the averaged weights are in the module (validation in progress)
     _raw_at_end: dict[str, torch.Tensor] | None = None  # the trained weights, once training ended
+
+    def __init__(self, decay: float = 0.999, warmup: bool = True, **kwargs: Any):
+        """``warmup``: the decay grows as ``min(decay, (1 + n) / (10 + n))`` over the first
+        updates (:func:`omnidiff.optim.ema_decay_at`), so a short run's average is trained."""
+        from .optim import ema_update
+
+        super().__init__(decay=decay, **kwargs)
+        self._kwargs.pop("avg_fn", None)
+        self._kwargs["multi_avg_fn"] = ema_update(decay, warmup)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_start(trainer, pl_module)
@@ -85,16 +97,21 @@ class SampleCallback(Callback):
     The final metrics are kept in :attr:`final_metrics`, the periodic ones in :attr:`history`.
     """
 
-    def __init__(self, run_dir: str | Path, *, every_n_steps: int = 0, n: int = 512,
-                 n_ref: int = 2048, sampler: str = "dpmpp_2m", steps: int = 20,
-                 guidance: float | None = None, seed: int = 0, batch_size: int | None = None,
-                 clip_x0: Any = None):
+    def __init__(self, run_dir: str | Path, *, sampler: dict[str, Any] | None = None,
+                 every_n_steps: int = 0, n: int = 512, n_ref: int = 2048, seed: int = 0,
+                 batch_size: int | None = None):
+        """``sampler``: a config's ``sampler:`` block, whole (``name``, ``steps``,
+        ``guidance`` and any option of that sampler: ``clip_x0``, ``eta``, ``grid``, ...;
+        null options are left to the domain's defaults)."""
+        block = {k: v for k, v in (sampler or {}).items() if v is not None}
+        self.sampler = str(block.pop("name", "dpmpp_2m"))
+        self.steps = int(block.pop("steps", 20))
+        self.guidance = block.pop("guidance", None)
+        self.options = block
         self.run_dir = Path(run_dir)
         self.every_n_steps = int(every_n_steps)
         self.n, self.n_ref = int(n), int(n_ref)
-        self.sampler, self.steps, self.guidance = sampler, int(steps), guidance
         self.seed, self.batch_size = int(seed), batch_size
-        self.options = {} if clip_x0 is None else {"clip_x0": clip_x0}
         self.history: list[dict[str, Any]] = []
         self.final_metrics: dict[str, Any] = {}
         self._reference: tuple[torch.Tensor, Any] | None = None
@@ -172,19 +189,6 @@ class SampleCallback(Callback):
             logger.log_metrics({f"final/{k}": v for k, v in self.final_metrics.items()
                                 if k != "step"}, step=trainer.global_step)
             logger.save()
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN / inf loss (the message names the step and the last checkpoint)."""
-
-
-class TrainingPreempted(RuntimeError):
-    """Training stopped on SIGTERM or Ctrl-C after saving a checkpoint (the message says
-    where). ``exit_code`` is what a shell reports for that signal: 143 or 130."""
-
-    def __init__(self, message: str, exit_code: int = 143):
-        super().__init__(message)
-        self.exit_code = int(exit_code)
 
 
 class GracefulInterrupt(Callback):

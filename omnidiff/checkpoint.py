@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .io import atomic_path, atomic_torch_save
+from .errors import CheckpointError
 
 __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "write_inference",
            "read_checkpoint", "payload_cond_spec", "state_digest", "grids_destination",
@@ -41,10 +42,6 @@ __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "wri
 
 FORMAT = "omnidiff"
 FORMAT_VERSION = 2
-
-
-class CheckpointError(ValueError):
-    """The file is missing or is not an omnidiff checkpoint (one line for the user)."""
 
 
 def payload_cond_spec(payload: dict[str, Any]) -> Any:
@@ -56,11 +53,21 @@ def payload_cond_spec(payload: dict[str, Any]) -> Any:
     return as_spec(cond if cond is not None else int(payload.get("num_classes") or 0))
 
 
+def loss_settings(hp: Any) -> dict[str, Any]:
+    """The ``loss`` block of a DiffusionModule's hyper-parameters (runs before the blocks were
+    stored whole kept its keys at the top level)."""
+    if hp.get("loss") is not None:
+        return dict(hp["loss"])
+    return {k: hp[k] for k in ("prediction", "time_sampling", "weighting", "p_uncond",
+                               "sigma_data") if k in hp}
+
+
 def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
     """The inference dict for a :class:`~omnidiff.training.DiffusionModule` (current weights)."""
     from . import __version__
 
     hp = module.hparams
+    loss = loss_settings(hp)
     state = {k: v.detach().to("cpu", copy=True).contiguous()
              for k, v in module.model.state_dict().items()}
     spec = payload_cond_spec(hp)
@@ -68,8 +75,8 @@ def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> d
         "format": FORMAT, "format_version": FORMAT_VERSION, "omnidiff_version": __version__,
         "domain": str(hp.domain), "event_shape": [int(s) for s in hp.event_shape],
         "cond": spec.to_dict(), "num_classes": spec.num_classes, "model": dict(hp.model_cfg),
-        "schedule": dict(hp.schedule_cfg), "prediction": str(hp.prediction),
-        "sigma_data": float(hp.sigma_data), "data": dict(hp.data_cfg),
+        "schedule": dict(hp.schedule_cfg), "prediction": str(loss.get("prediction", "eps")),
+        "sigma_data": float(loss.get("sigma_data", 1.0)), "data": dict(hp.data_cfg),
         "ema": bool(ema), "global_step": int(global_step), "state_dict": state,
     }
 
@@ -108,7 +115,10 @@ def _verify_weights(obj: dict[str, Any], path: Path) -> None:
 
 def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     hp = ckpt.get("hyper_parameters") or {}
-    needed = ("domain", "model_cfg", "schedule_cfg", "event_shape", "prediction")
+    loss = loss_settings(hp)
+    needed = ("domain", "model_cfg", "schedule_cfg", "event_shape")
+    if "prediction" not in loss:
+        needed += ("prediction",)
     if not all(k in hp for k in needed) or ("cond_spec" not in hp and "num_classes" not in hp):
         raise CheckpointError(f"{path} is a Lightning checkpoint but not one of omnidiff's "
                               "DiffusionModule (its hyper-parameters lack "
@@ -122,7 +132,7 @@ def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
         "event_shape": list(hp["event_shape"]), "cond": spec.to_dict(),
         "num_classes": spec.num_classes,
         "model": dict(hp["model_cfg"]), "schedule": dict(hp["schedule_cfg"]),
-        "prediction": hp["prediction"], "sigma_data": float(hp.get("sigma_data", 1.0)),
+        "prediction": loss["prediction"], "sigma_data": float(loss.get("sigma_data", 1.0)),
         "data": dict(hp.get("data_cfg") or {}),
         "ema": "current_model_state" in ckpt, "global_step": int(ckpt.get("global_step", 0)),
         "state_dict": state,

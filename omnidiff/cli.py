@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import TrainingPreempted, UsageError, UserError
+
 __all__ = ["main"]
 
 USAGE = """usage: omnidiff <command> [key=value ...]
@@ -65,18 +67,9 @@ LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "
                    "dequantize", "seed", "batch_size", "device"}
 
 
-class UsageError(ValueError):
-    pass
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .registry import UnknownDomainError
-    errors: tuple[type[BaseException], ...] = (ValueError, UnknownDomainError,
-                                               FileNotFoundError, NotADirectoryError,
-                                               PermissionError)
-    if "omnidiff.callbacks" in sys.modules:  # training ran: a NaN loss is the user's to fix
-        errors += (sys.modules["omnidiff.callbacks"].NonFiniteLossError,)
-    return errors
+# mistakes the user fixes: omnidiff's own, and files that are missing or cannot be read
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -363,16 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("omnidiff: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        callbacks = sys.modules.get("omnidiff.callbacks")
-        if callbacks is not None and isinstance(exc, callbacks.TrainingPreempted):
-            print(f"omnidiff: {_one_line(exc)}", file=sys.stderr)
-            return exc.exit_code  # 128 + the signal, as a shell reports a process it stopped
+    except TrainingPreempted as exc:
+        print(f"omnidiff: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code  # 128 + the signal, as a shell reports a process it stopped
+    except USER_ERRORS as exc:
         if os.environ.get("OMNIDIFF_DEBUG"):
-            raise
-        user = isinstance(exc, _user_errors()) or (
-            isinstance(exc, (RuntimeError, TypeError)) and str(exc).startswith("domain plugin"))
-        if not user:
             raise
         print(f"omnidiff: error: {_one_line(exc)}", file=sys.stderr)
         return 2

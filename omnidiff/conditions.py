@@ -30,6 +30,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 
+from .errors import ConditionError, UserError
+
 __all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "NamedCond",
            "as_spec", "spec_of", "map_cond", "cat_conds", "cond_batch_size", "index_cond"]
 
@@ -38,10 +40,6 @@ Cond = Any  # None | Tensor | dict[str, Tensor]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16, "long": torch.long, "int64": torch.long,
            "int32": torch.int32, "bool": torch.bool}
-
-
-class ConditionError(ValueError):
-    """A condition that does not fit the model's specification (one line for the user)."""
 
 
 # ---- condition values: tree operations over None | Tensor | dict ---------------------------
@@ -174,7 +172,7 @@ class LabelCond(CondSpec):
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_classes", int(self.num_classes))
         if self.num_classes < 1:
-            raise ValueError(f"a label condition needs num_classes >= 1, got {self.num_classes}")
+            raise UserError(f"a label condition needs num_classes >= 1, got {self.num_classes}")
 
     def describe(self) -> str:
         return f"class labels 0..{self.num_classes - 1}"
@@ -238,13 +236,13 @@ class TensorCond(CondSpec):
         object.__setattr__(self, "shape", tuple(None if s is None else int(s)
                                                 for s in self.shape))
         if self.dtype not in _DTYPES:
-            raise ValueError(f"unknown condition dtype {self.dtype!r}; choose one of: "
+            raise UserError(f"unknown condition dtype {self.dtype!r}; choose one of: "
                              f"{', '.join(_DTYPES)}")
         if any(s is not None and s < 1 for s in self.shape):
-            raise ValueError(f"condition shape {self.shape} must hold positive sizes or None")
+            raise UserError(f"condition shape {self.shape} must hold positive sizes or None")
         if self.fill is not None:
             if self.variable_shape:
-                raise ValueError("a condition with a fill value needs a fixed shape")
+                raise UserError("a condition with a fill value needs a fixed shape")
             object.__setattr__(self, "fill", float(self.fill))
 
     @property
@@ -346,9 +344,9 @@ class NamedCond(CondSpec):
         fields = self.fields.items() if isinstance(self.fields, Mapping) else self.fields
         fields = tuple((str(k), as_spec(v)) for k, v in fields)
         if not fields:
-            raise ValueError("a named condition needs at least one field")
+            raise UserError("a named condition needs at least one field")
         if any(not s.conditional or isinstance(s, NamedCond) for _, s in fields):
-            raise ValueError("named condition fields must be labels or tensors")
+            raise UserError("named condition fields must be labels or tensors")
         object.__setattr__(self, "fields", fields)
 
     @property
@@ -435,7 +433,7 @@ def as_spec(obj: Any) -> CondSpec:
     if obj is None:
         return NONE
     if isinstance(obj, bool):
-        raise ValueError(f"not a condition specification: {obj!r}")
+        raise UserError(f"not a condition specification: {obj!r}")
     if isinstance(obj, int):
         return LabelCond(obj) if obj > 0 else NONE
     if isinstance(obj, Mapping):
@@ -449,7 +447,7 @@ def as_spec(obj: Any) -> CondSpec:
                               obj.get("fill"))
         if kind == "named":
             return NamedCond(tuple((k, as_spec(v)) for k, v in obj["fields"].items()))
-    raise ValueError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "
+    raise UserError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "
                      "TensorCond(shape), NamedCond(...) or their to_dict())")
 
 

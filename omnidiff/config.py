@@ -25,15 +25,13 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ConfigError", "RecipeInfo", "compose", "list_recipes", "domain_searchpaths",
+from .errors import ConfigError
+
+__all__ = ["ConfigError", "RecipeInfo", "compose", "check_machine", "list_recipes", "domain_searchpaths",
            "group_options", "to_plain", "validate"]
 
 CONFIG_MODULE = "omnidiff.conf"
 RECIPE_MODULE = "omnidiff.conf.recipe"
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake (the CLI prints it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -311,24 +309,96 @@ def validate(cfg: DictConfig) -> None:
         parse_clip(to_plain(cfg.sampler.get("clip_x0")))
     except ValueError as exc:
         raise ConfigError(f"sampler.{exc}") from None
+    _check_numbers(cfg)
+    _check_trainer(cfg)
+    _check_blocks(cfg)
     _check_eps_conditioning(get_schedule(**to_plain(cfg.schedule)), str(cfg.loss.prediction))
     _check_run_options(cfg)
 
 
-def _check_run_options(cfg: DictConfig) -> None:
-    """The checkpoint interval, ``keep``, ``overwrite`` and their combination with ``resume``."""
+def _check_blocks(cfg: DictConfig) -> None:
+    """The blocks passed whole take only keys their reader knows: ``loss`` (diffusion_loss),
+    ``optim`` (adamw and the EMA), ``sampler`` (the chosen sampler's options)."""
+    from .losses import check_loss_options
+    from .optim import optimizer_args
+    from .samplers import check_sampler_options
+
+    check_loss_options(to_plain(cfg.loss))
+    optimizer_args(to_plain(cfg.optim))
+    block = {k: v for k, v in to_plain(cfg.sampler).items()
+             if k not in ("name", "steps", "guidance") and v is not None}
+    try:
+        check_sampler_options(str(cfg.sampler.name), block)
+    except ValueError as exc:
+        raise ConfigError(f"sampler: {exc}") from None
+
+
+# numeric settings: (dotted key, int or float, lowest value, highest value, null allowed)
+NUMBERS = (
+    ("seed", int, 0, 2 ** 63 - 1, False), ("threads", int, 1, None, True),
+    ("optim.lr", float, 1e-12, None, False), ("optim.weight_decay", float, 0, None, False),
+    ("optim.warmup", int, 0, None, False), ("optim.ema_decay", float, 0, 1, True),
+    ("eval.every_n_steps", int, 0, None, True), ("eval.n_samples", int, 1, None, False),
+    ("eval.n_ref", int, 1, None, False), ("eval.batch_size", int, 1, None, True),
+    ("eval.seed", int, 0, 2 ** 63 - 1, False), ("sampler.steps", int, 1, None, False),
+    ("sampler.guidance", float, 0, None, True), ("loss.p_uncond", float, 0, 1, False),
+    ("loss.sigma_data", float, 1e-12, None, False),
+    ("loss.min_snr_gamma", float, 1e-12, None, False), ("loss.p_std", float, 1e-12, None, False),
+    ("loss.p_mean", float, -1e6, None, False),
+    ("trainer.max_steps", int, -1, None, False), ("trainer.max_epochs", int, -1, None, True),
+    ("trainer.num_nodes", int, 1, None, False), ("trainer.log_every_n_steps", int, 1, None, False),
+    ("trainer.gradient_clip_val", float, 0, None, True),
+    ("trainer.accumulate_grad_batches", int, 1, None, False),
+    ("checkpoint.every_n_train_steps", int, 0, None, True),
+    ("checkpoint.every_n_minutes", float, 0, None, True), ("checkpoint.keep", int, -1, None, False),
+)
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """Every numeric setting has the right type and range; one line names the key, the value
+    and what to give instead."""
+    import math
+
     from ._util import is_number
 
-    ck = cfg.get("checkpoint") or {}
-    for key, kind, low in (("every_n_train_steps", int, 0), ("every_n_minutes", float, 0),
-                           ("keep", int, -1)):
-        value = ck.get(key)
-        if value is None and key != "keep":
+    for key, kind, low, high, nullable in NUMBERS:
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value == "<absent>" or (value is None and nullable):
             continue
-        if not is_number(value, kind, low):
+        ok = is_number(value, kind, low) and (high is None or value <= high) and (
+            kind is int or math.isfinite(value))
+        if not ok:
             what = "an integer" if kind is int else "a number"
-            raise ConfigError(f"checkpoint.{key}={value!r}: give {what} >= {low}"
-                              + ("" if key == "keep" else " (or null to turn it off)"))
+            span = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise ConfigError(f"{key}={value!r}: give {what} {span}"
+                              + (" (or null)" if nullable else ""))
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """``trainer.devices``, which Lightning would only reject with a traceback."""
+    devices = cfg.trainer.get("devices", "auto")
+    ok = devices in ("auto", -1) or isinstance(devices, str) and devices.replace(",", "").isdigit() \
+        or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1) \
+        or (OmegaConf.is_list(devices) and len(devices) > 0)
+    if not ok:
+        raise ConfigError(f"trainer.devices={devices!r}: give a count >= 1, a list of device "
+                          "indices ([0,1]), or auto")
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """What this machine must have for the config: a CUDA GPU for ``trainer.accelerator=gpu``
+    (checked before any data is built; :func:`validate` checks only the config)."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA "
+                          "GPU that torch can use; train with trainer=cpu (or install a CUDA "
+                          "build of torch)")
+
+
+def _check_run_options(cfg: DictConfig) -> None:
+    """``overwrite`` and its combination with ``resume``."""
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite={overwrite!r}: give true or false")

@@ -7,6 +7,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
+from .errors import DataError
+
 __all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoader", "train_loader",
            "eval_loader", "prepare_data_module"]
 
@@ -34,7 +36,7 @@ class TensorDictDataset(Dataset):
         from .conditions import cond_batch_size
 
         if cond is not None and cond_batch_size(cond) != len(x):
-            raise ValueError(f"{len(x)} samples but {cond_batch_size(cond)} conditions")
+            raise DataError(f"{len(x)} samples but {cond_batch_size(cond)} conditions")
         self.x, self.cond = x, cond
 
     def __len__(self) -> int:

@@ -25,6 +25,7 @@ from .io import atomic_save_figure, atomic_write_json
 from .samplers import SAMPLERS, Denoiser, sample, timesteps
 from .schedules import VPSchedule, get_schedule
 from .toy import GaussianMixture
+from .errors import UserError
 
 __all__ = ["spiral_mixture", "moment_errors", "run_demo", "cmd_demo"]
 
@@ -112,7 +113,7 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 2000, steps: int = 20,
     from matplotlib.figure import Figure
 
     if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2 (the number of samples), got {n!r}")
+        raise UserError(f"n must be an integer >= 2 (the number of samples), got {n!r}")
     sched = get_schedule(schedule)
     mixture = spiral_mixture()
     model = mixture.model(sched, PREDICTION)
@@ -212,15 +213,15 @@ def cmd_demo(args: Sequence[str]) -> int:
     for a in args:
         key, sep, value = a.partition("=")
         if not sep:
-            raise ValueError(f"bad argument {a!r} for `omnidiff demo`; write key=value (keys: "
+            raise UserError(f"bad argument {a!r} for `omnidiff demo`; write key=value (keys: "
                              f"{', '.join(sorted(DEMO_KEYS))})")
         if key not in DEMO_KEYS:
-            raise ValueError(f"unknown option {key!r} for `omnidiff demo`; choose from: "
+            raise UserError(f"unknown option {key!r} for `omnidiff demo`; choose from: "
                              f"{', '.join(sorted(DEMO_KEYS))}")
         try:
             kwargs[key] = DEMO_KEYS[key](value)
         except ValueError:
-            raise ValueError(f"`omnidiff demo` option {key}= needs an integer, got "
+            raise UserError(f"`omnidiff demo` option {key}= needs an integer, got "
                              f"{value!r}") from None
     if "out" in kwargs:
         kwargs["out_dir"] = kwargs.pop("out")

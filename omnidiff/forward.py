@@ -13,6 +13,7 @@ import torch
 
 from ._util import append_dims
 from .schedules import Schedule
+from .errors import UserError
 
 __all__ = ["q_sample", "markov_step"]
 
@@ -25,7 +26,7 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule,
     float64 copy of a video batch would double its memory).
     """
     if t.shape != x0.shape[:1]:
-        raise ValueError(f"t must have shape (B,) = {tuple(x0.shape[:1])}, got {tuple(t.shape)}")
+        raise UserError(f"t must have shape (B,) = {tuple(x0.shape[:1])}, got {tuple(t.shape)}")
     alpha, sigma = schedule.alpha_sigma(t)  # (B,) float64
     a = append_dims(alpha.to(x0.dtype), x0.ndim)
     s = append_dims(sigma.to(x0.dtype), x0.ndim)

@@ -23,6 +23,7 @@ from ._util import append_dims
 from .conditions import cat_conds
 from .predictions import target, to_x0_eps
 from .schedules import Schedule, get_schedule
+from .errors import UserError
 
 __all__ = ["classifier_free", "conditional", "cfg_rule", "rescale_rule", "interval_rule"]
 
@@ -55,12 +56,12 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
     if scale is None:
         return conditional(model, cond)
     if cond is None:
-        raise ValueError("guidance needs a condition: pass cond=... (labels, a tensor or a "
+        raise UserError("guidance needs a condition: pass cond=... (labels, a tensor or a "
                          "dict of them), or guidance=None for an unconditional model")
     rule = cfg_rule(float(scale))
     if rescale or interval is not None:
         if schedule is None or prediction is None:
-            raise ValueError("guidance rescale / interval need schedule= and prediction= "
+            raise UserError("guidance rescale / interval need schedule= and prediction= "
                              "(the model's), to read x0 and the noise level from x_t")
         schedule = get_schedule(schedule)
         if rescale:
@@ -112,7 +113,7 @@ def interval_rule(inner: Rule, interval: tuple[float, float], schedule: Schedule
     output elsewhere. Per sample, by a mask: no host sync."""
     lo, hi = (float(v) for v in interval)
     if not 0.0 <= lo < hi:
-        raise ValueError(f"guidance interval must be (sigma_lo, sigma_hi) with 0 <= lo < hi, "
+        raise UserError(f"guidance interval must be (sigma_lo, sigma_hi) with 0 <= lo < hi, "
                          f"got {interval}")
 
     def rule(c, u, x_t, t):

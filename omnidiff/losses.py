@@ -13,17 +13,19 @@ Weightings are defined on the x0-space error and carried into the prediction's s
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
 
 from ._util import check_choice
+from .errors import ConfigError, UserError
 from .forward import q_sample
 from .predictions import PREDICTIONS, target, x0_scale
 from .schedules import Schedule
 
 __all__ = ["TIME_SAMPLING", "WEIGHTINGS", "sample_time", "loss_weight", "cfg_drop_mask",
-           "diffusion_loss"]
+           "diffusion_loss", "check_loss_options", "LOSS_KEYS"]
 
 TIME_SAMPLING = ("uniform", "logit_normal", "edm_lognormal")
 WEIGHTINGS = ("uniform", "min_snr", "edm")
@@ -68,7 +70,7 @@ def cfg_drop_mask(batch: int, p_uncond: float, *, generator: torch.Generator | N
                   device=None) -> torch.Tensor:
     """(batch,) bool: True where the condition is replaced by the domain's null condition."""
     if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
+        raise UserError(f"p_uncond must be in [0, 1], got {p_uncond}")
     return torch.rand(batch, generator=generator, device=device) < p_uncond
 
 
@@ -76,6 +78,7 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
                    prediction: str = "eps", time_sampling: str = "uniform",
                    weighting: str = "uniform", cond: Any = None,
                    p_uncond: float = 0.1, sigma_data: float = 1.0, min_snr_gamma: float = 5.0,
+                   p_mean: float = -1.2, p_std: float = 1.2,
                    generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoising loss for a batch x0: (B, *event).
@@ -84,11 +87,14 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
     per-sample loss (B,)). With ``cond`` given (of any kind: labels, a tensor, a dict; passed
     through untouched), a ``p_uncond`` fraction of the batch is trained unconditionally (the
     ``drop`` mask: the network substitutes its own null condition) for classifier-free guidance.
-    ``x_t`` and the target stay in ``x0``'s dtype.
+    ``x_t`` and the target stay in ``x0``'s dtype. ``min_snr_gamma`` is the ``min_snr``
+    weighting's cap, ``p_mean`` / ``p_std`` the ``edm_lognormal`` time sampling's parameters.
+    A training config's ``loss:`` block is passed here whole (every key is one of these).
     """
     check_choice("prediction", prediction, PREDICTIONS)
     b = x0.shape[0]
-    t = sample_time(b, schedule, time_sampling, generator=generator, device=x0.device)
+    t = sample_time(b, schedule, time_sampling, generator=generator, device=x0.device,
+                    p_mean=p_mean, p_std=p_std)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = q_sample(x0, t, schedule, noise)
     drop = None
@@ -104,3 +110,18 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
                     sigma_data=sigma_data).to(per_sample.dtype)
     per_sample = w * per_sample
     return per_sample.mean(), per_sample
+
+
+# the keys of a config's ``loss:`` block: diffusion_loss's settings (not its data)
+LOSS_KEYS = tuple(k for k in inspect.signature(diffusion_loss).parameters
+                  if k not in ("model", "x0", "schedule", "cond", "generator"))
+
+
+def check_loss_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (a config's ``loss:`` block) after checking that every key is one of
+    :func:`diffusion_loss`'s settings."""
+    unknown = sorted(set(options) - set(LOSS_KEYS))
+    if unknown:
+        raise ConfigError(f"loss.{unknown[0]} is not a loss option; choose from: "
+                          f"{', '.join(LOSS_KEYS)}")
+    return options

@@ -16,12 +16,9 @@ import torch
 
 from .conditions import ConditionError, CondSpec, as_spec, index_cond, map_cond
 from .model import DiffusionModel
+from .errors import PipelineError
 
 __all__ = ["Pipeline", "load", "generate_samples", "PipelineError"]
-
-
-class PipelineError(ValueError):
-    """A user-facing mistake in a generate/save/metrics call (one line)."""
 
 
 def _auto_batch(n: int, event_shape: Sequence[int]) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from .domain import REQUIRED_ATTRS, Domain
+from .errors import PluginError, UnknownDomainError
 
 __all__ = ["GROUP", "DomainInfo", "UnknownDomainError", "DomainContractError", "available",
            "get_domain", "describe"]
@@ -17,13 +18,7 @@ __all__ = ["GROUP", "DomainInfo", "UnknownDomainError", "DomainContractError", "
 GROUP = "omnidiff.domains"
 
 
-class UnknownDomainError(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class DomainContractError(TypeError):
-    """A plugin loaded but breaks the :class:`~omnidiff.domain.Domain` contract."""
+DomainContractError = PluginError  # the name this module used before omnidiff.errors
 
 
 @dataclass(frozen=True)
@@ -81,10 +76,10 @@ def get_domain(name: str) -> Domain:
             "(a plugin registers under the entry-point group 'omnidiff.domains')")
     try:
         domain = _load(eps[name])
-    except DomainContractError:
+    except PluginError:
         raise
     except Exception as exc:  # a broken plugin is reported by name (a stray TypeError too)
-        raise RuntimeError(f"domain plugin {name!r} ({eps[name].value}) failed to load: "
+        raise PluginError(f"domain plugin {name!r} ({eps[name].value}) failed to load: "
                            f"{type(exc).__name__}: {exc}") from exc
     _cache[name] = domain
     return domain

@@ -23,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from .errors import RunFolderError
+
 __all__ = ["RunFolderError", "RUN_ENTRIES", "LOCK_NAME", "run_dir_for", "latest_run",
            "resume_target", "holds_run", "check_reuse", "clear_run", "RunLock",
            "check_compatible", "finished_step", "remove_stale_temporaries"]
@@ -34,10 +36,6 @@ RUN_ENTRIES = ("config.yaml", "model.pt", "metrics.json", "loss.png", "checkpoin
                "samples", "ranks", "generated")
 # any of these means the folder holds a run (an empty or foreign folder does not)
 _RUN_MARKS = ("config.yaml", "model.pt", "metrics.json", "checkpoints")
-
-
-class RunFolderError(ValueError):
-    """A run folder cannot be used as asked (one line naming the fix)."""
 
 
 def _rank0() -> bool:
@@ -278,7 +276,9 @@ class RunLock:
 # (the domain is checked before, with its own message)
 _MUST_MATCH = {"model_cfg": "model", "schedule_cfg": "schedule",
                "event_shape": "the data's event shape", "cond_spec": "the data's condition",
-               "prediction": "loss.prediction", "sigma_data": "loss.sigma_data"}
+               "loss": "loss"}
+# the loss settings a network's weights depend on (the others may change on resume)
+_LOSS_MUST_MATCH = ("prediction", "sigma_data")
 
 
 def _first_difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
@@ -300,9 +300,14 @@ def check_compatible(ckpt: Path, saved: Mapping[str, Any], current: Mapping[str,
                      current_state: Mapping[str, Any] | None = None) -> None:
     """One line naming the first setting in which the checkpoint's hyper-parameters
     (``saved``) differ from this run's (``current``), then any weight whose shape differs."""
-    from .checkpoint import payload_cond_spec
+    from .checkpoint import loss_settings, payload_cond_spec
 
-    saved = {**saved, "cond_spec": payload_cond_spec(saved).to_dict()}
+    def essential(hp: Mapping[str, Any]) -> dict[str, Any]:
+        loss = loss_settings(hp)
+        return {k: loss[k] for k in _LOSS_MUST_MATCH if k in loss}
+
+    saved = {**saved, "cond_spec": payload_cond_spec(saved).to_dict(), "loss": essential(saved)}
+    current = {**current, "loss": essential(current)}
     for name, label in _MUST_MATCH.items():
         if name not in saved or name not in current:
             continue

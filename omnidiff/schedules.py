@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 __all__ = ["Schedule", "VPSchedule", "LinearSchedule", "CosineSchedule", "SigmoidSchedule",
            "EDMSchedule", "FlowSchedule", "SCHEDULES", "get_schedule"]
 
@@ -158,7 +160,7 @@ class CosineSchedule(VPSchedule):
 
     def __init__(self, s: float = 0.008, t_max: float = 0.9946, shift: float = 1.0):
         if not shift > 0:
-            raise ValueError(f"schedule.shift={shift} must be positive (1: Nichol & Dhariwal's "
+            raise UserError(f"schedule.shift={shift} must be positive (1: Nichol & Dhariwal's "
                              f"cosine; above 1: noisier)")
         self.s, self.shift = s, float(shift)
         self.t_max = t_max  # alpha-bar reaches 0 at t = 1; stop where it is still resolvable
@@ -222,7 +224,7 @@ class EDMSchedule(Schedule):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"edm schedule needs 0 < sigma_min < sigma_max, got "
+            raise UserError(f"edm schedule needs 0 < sigma_min < sigma_max, got "
                              f"sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
         self.t_min = sigma_min / sigma_max
@@ -269,8 +271,8 @@ def get_schedule(name: str | Schedule, **kwargs: Any) -> Schedule:
     if isinstance(name, Schedule):
         return name
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+        raise UserError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
     try:
         return SCHEDULES[name](**kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad arguments for schedule {name!r}: {exc}") from None
+        raise UserError(f"bad arguments for schedule {name!r}: {exc}") from None

@@ -19,6 +19,7 @@ import torch
 from ._util import append_dims
 from .predictions import target
 from .schedules import Schedule, get_schedule
+from .errors import UserError
 
 __all__ = ["GaussianMixture", "eight_gaussians", "random_mixture"]
 
@@ -135,7 +136,7 @@ def random_mixture(dim: int, *, components: int = 8, width: str = "narrow",
     normalised)."""
     widths = {"narrow": (0.02, 0.1), "wide": (0.2, 0.8)}
     if width not in widths:
-        raise ValueError(f"unknown width {width!r}; choose one of: {', '.join(widths)}")
+        raise UserError(f"unknown width {width!r}; choose one of: {', '.join(widths)}")
     g = torch.Generator().manual_seed(int(seed))
     lo, hi = widths[width]
     k, f64 = components, torch.float64

@@ -42,8 +42,10 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from .conditions import as_spec, spec_of
 from .data import prepare_data_module
-from .losses import diffusion_loss
+from .errors import ConfigError, DataError, blamed_on
+from .losses import check_loss_options, diffusion_loss
 from .model import DiffusionModel
+from .optim import adamw, optimizer_args
 from .registry import get_domain
 from .runs import resume_target, run_dir_for
 from .schedules import get_schedule
@@ -52,56 +54,55 @@ __all__ = ["DiffusionModule", "train", "run_dir_for", "resume_target", "build_ca
 
 
 class DiffusionModule(LightningModule):
-    """A domain's network + a schedule + a prediction type, trained with ``diffusion_loss``.
+    """A domain's network + a schedule, trained with ``diffusion_loss``.
 
-    Batches are dicts ``{"x": (B, *event), "cond": ...}`` (``cond`` of the kind ``cond_spec``
-    declares: labels, a tensor, a dict; only for conditional data). ``cond_spec`` is a
-    :class:`~omnidiff.conditions.CondSpec`, its ``to_dict()``, or a class count (the older
-    ``num_classes=`` keyword is read the same way). Logs
-    ``train/loss`` every step and ``val/loss`` per validation.
+    The config's blocks come whole: ``loss`` holds :func:`~omnidiff.losses.diffusion_loss`'s
+    keyword arguments (``prediction``, ``time_sampling``, ``weighting``, ``p_uncond``,
+    ``sigma_data``, ``min_snr_gamma``, ...), ``optim`` :func:`~omnidiff.optim.adamw`'s (plus
+    the EMA's keys, read by the callback). Batches are dicts ``{"x": (B, *event), "cond":
+    ...}`` (``cond`` of the kind ``cond_spec`` declares: labels, a tensor, a dict; only for
+    conditional data). ``cond_spec`` is a :class:`~omnidiff.conditions.CondSpec`, its
+    ``to_dict()``, or a class count. Logs ``train/loss`` every step and ``val/loss`` per
+    validation.
     """
 
     def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
-                 event_shape: Sequence[int], cond_spec: Any = None, prediction: str = "eps",
-                 time_sampling: str = "uniform", weighting: str = "uniform",
-                 p_uncond: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 warmup: int = 0, sigma_data: float = 1.0,
-                 data_cfg: dict[str, Any] | None = None, num_classes: int | None = None):
+                 event_shape: Sequence[int], cond_spec: Any = None,
+                 loss: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
+                 data_cfg: dict[str, Any] | None = None):
         super().__init__()
         event_shape = [int(s) for s in event_shape]
-        # num_classes: hyper-parameters of runs before conditions of every kind
-        spec = as_spec(cond_spec if cond_spec is not None or num_classes is None
-                       else int(num_classes))
+        spec = as_spec(cond_spec)
+        loss = check_loss_options(dict(loss or {}))
+        optim = dict(optim or {})
+        optimizer_args(optim)  # unknown keys fail here, not at the first step
         self.save_hyperparameters({
             "domain": str(domain), "model_cfg": dict(model_cfg),
             "schedule_cfg": dict(schedule_cfg), "event_shape": event_shape,
-            "cond_spec": spec.to_dict(), "prediction": str(prediction),
-            "time_sampling": str(time_sampling), "weighting": str(weighting),
-            "p_uncond": float(p_uncond), "lr": float(lr), "weight_decay": float(weight_decay),
-            "warmup": int(warmup), "sigma_data": float(sigma_data),
+            "cond_spec": spec.to_dict(), "loss": loss, "optim": optim,
             "data_cfg": dict(data_cfg or {})})
         self.cond_spec = spec
         self.domain = get_domain(domain)
         self.schedule = get_schedule(**schedule_cfg)
-        net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
-        self.model = DiffusionModel(net, self.schedule, prediction, sigma_data=sigma_data)
+        with blamed_on(ConfigError, f"model: the {domain!r} network rejects its options"):
+            net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
+        self.model = DiffusionModel(net, self.schedule, loss.get("prediction", "eps"),
+                                    sigma_data=float(loss.get("sigma_data", 1.0)))
 
     # ---- steps ---------------------------------------------------------------------------
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
               ) -> torch.Tensor:
-        hp = self.hparams
         x = batch["x"]  # (B, *event)
+        options = dict(self.hparams.loss)
         cond = None
         if self.cond_spec.conditional:
-            if batch.get("cond") is None:
-                raise ValueError(f"the model is conditioned on {self.cond_spec.describe()} but "
-                                 "a training batch has no 'cond'; the data module must yield "
-                                 "{'x': ..., 'cond': ...}")
-            cond = batch["cond"]
-        loss, _ = diffusion_loss(self.model, x, schedule=self.schedule,
-                                 prediction=hp.prediction, time_sampling=hp.time_sampling,
-                                 weighting=hp.weighting, cond=cond, p_uncond=hp.p_uncond,
-                                 sigma_data=hp.sigma_data, generator=generator)
+            cond = batch.get("cond")
+            if cond is None:
+                raise DataError(f"the model is conditioned on {self.cond_spec.describe()} but "
+                                "a training batch has no 'cond'; the data module must yield "
+                                "{'x': ..., 'cond': ...}")
+        loss, _ = diffusion_loss(self.model, x, schedule=self.schedule, cond=cond,
+                                 generator=generator, **options)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -118,19 +119,8 @@ class DiffusionModule(LightningModule):
                  batch_size=batch["x"].shape[0], sync_dist=True)
         return loss
 
-    # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        decay, no_decay = [], []
-        for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr)
-        warmup = max(0, int(hp.warmup))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw(self.parameters(), **optimizer_args(dict(self.hparams.optim)))
 
     # ---- checkpoints stay loadable with weights_only=True -------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -265,13 +255,13 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
                       UserWarning, stacklevel=2)
         ema_decay = None
     if ema_decay is not None:
-        callbacks.append(EMA(decay=float(ema_decay)))
+        callbacks.append(EMA(decay=float(ema_decay),
+                             warmup=bool(cfg.optim.get("ema_warmup", True))))
     callbacks.append(InferenceExport(run_dir / "model.pt"))
     callbacks.append(SampleCallback(
-        run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0), n=int(cfg.eval.n_samples),
-        n_ref=int(cfg.eval.n_ref), batch_size=cfg.eval.get("batch_size"),
-        seed=int(cfg.eval.seed), sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
-        guidance=cfg.sampler.get("guidance"), clip_x0=to_plain(cfg.sampler.get("clip_x0"))))
+        run_dir, sampler=to_plain(cfg.sampler), every_n_steps=int(cfg.eval.every_n_steps or 0),
+        n=int(cfg.eval.n_samples), n_ref=int(cfg.eval.n_ref),
+        batch_size=cfg.eval.get("batch_size"), seed=int(cfg.eval.seed)))
     callbacks.append(RankDigest(run_dir / "ranks"))
     ck = cfg.checkpoint
     callbacks.append(model_checkpoint(run_dir / "checkpoints",
@@ -292,18 +282,17 @@ def _build_module(cfg: Any) -> tuple[Any, DiffusionModule]:
 
     domain = get_domain(str(cfg.domain))
     data_cfg = to_plain(cfg.data)
-    dm = domain.build_data(**data_cfg)
+    with blamed_on(ConfigError, f"data: the {cfg.domain!r} data rejects its options"):
+        dm = domain.build_data(**data_cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
+    with blamed_on(DataError, "data"):
+        prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
     module = DiffusionModule(
         str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
         event_shape=tuple(int(s) for s in dm.event_shape), cond_spec=spec_of(dm),
-        prediction=cfg.loss.prediction, time_sampling=cfg.loss.time_sampling,
-        weighting=cfg.loss.weighting, p_uncond=float(cfg.loss.p_uncond),
-        lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay),
-        warmup=int(cfg.optim.warmup), sigma_data=float(cfg.loss.sigma_data), data_cfg=data_cfg)
+        loss=to_plain(cfg.loss), optim=to_plain(cfg.optim), data_cfg=data_cfg)
     return dm, module
 
 
@@ -311,6 +300,7 @@ def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
     """The Lightning Trainer of a run (its callbacks, the CSV log, atomic checkpoints); writes
     no file yet."""
     import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from .checkpoint import AtomicCheckpointIO
     from .config import to_plain
@@ -325,8 +315,13 @@ def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
     if str(trainer_cfg.get("strategy", "auto")) in ("auto", "ddp", "ddp_spawn", "ddp_fork",
                                                      "single_device"):
         plugins.append(AtomicCheckpointIO())
-    return pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
-                      callbacks=build_callbacks(cfg, run_dir), plugins=plugins or None)
+    callbacks = build_callbacks(cfg, run_dir)
+    try:
+        with blamed_on(ConfigError, "trainer: Lightning rejects the options"):
+            return pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
+                              callbacks=callbacks, plugins=plugins or None)
+    except MisconfigurationException as exc:
+        raise ConfigError(f"trainer: Lightning rejects the options: {exc}") from None
 
 
 def _prepare_folder(run_dir: Path, ckpt: Path | None, resume_step: int | None,
@@ -374,6 +369,7 @@ def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
 def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> None:
     """``metrics.json`` (final and periodic metrics, loss summary, timings) and loss.png."""
     from .callbacks import SampleCallback
+    from .config import to_plain
     from .io import atomic_write_json
     from .plots import plot_loss_from_csv
 
@@ -386,8 +382,7 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> Non
     summary["final"] = sample_cb.final_metrics
     summary["history"] = sample_cb.history
     summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")
-    summary["sampler"] = dict(sampler=str(cfg.sampler.name), steps=int(cfg.sampler.steps),
-                              guidance=cfg.sampler.get("guidance"))
+    summary["sampler"] = dict(to_plain(cfg.sampler))
     atomic_write_json(_plain(summary), run_dir / "metrics.json")
 
 
@@ -402,11 +397,12 @@ def train(cfg: Any) -> Path:
 
     from omegaconf import OmegaConf
 
-    from .config import validate
+    from .config import check_machine, validate
     from .io import atomic_write_text
     from .runs import RUN_DIR_ENV, RunLock, check_reuse, finished_step, resume_target
 
     validate(cfg)
+    check_machine(cfg)
     dm, module = _build_module(cfg)
     run_dir, ckpt = resume_target(cfg)
     run_dir = run_dir.absolute()

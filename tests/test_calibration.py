@@ -106,7 +106,7 @@ def test_grid_keys_name_the_solver_options():
 def points_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     m = DiffusionModule("points", {"name": "mlp", "width": 16, "depth": 1}, {"name": "cosine"},
-                        event_shape=(2,), prediction="v",
+                        event_shape=(2,), loss={"prediction": "v"},
                         data_cfg={"kind": "density", "name": "moons", "train_size": 256,
                                   "val_size": 64, "batch_size": 64})
     return save_inference(m, tmp_path_factory.mktemp("cal") / "model.pt")

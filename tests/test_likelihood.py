@@ -76,7 +76,7 @@ def test_pipeline_and_cli_likelihood(tmp_path, capsys):
 
     torch.manual_seed(0)
     m = DiffusionModule("points", {"name": "mlp", "width": 16, "depth": 1}, {"name": "cosine"},
-                        event_shape=(2,), num_classes=0, prediction="v",
+                        event_shape=(2,), cond_spec=0, loss={"prediction": "v"},
                         data_cfg={"kind": "density", "name": "moons", "train_size": 256,
                                   "val_size": 32, "batch_size": 32})
     ckpt = save_inference(m, tmp_path / "model.pt")

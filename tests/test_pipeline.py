@@ -19,7 +19,8 @@ CLOUDS = {"kind": "cloud", "name": "shapes", "num_points": 16, "train_size": 256
 def _module(data_cfg, model_cfg, event_shape, num_classes):
     torch.manual_seed(0)
     return DiffusionModule("points", model_cfg, {"name": "cosine"}, event_shape=event_shape,
-                           num_classes=num_classes, prediction="v", data_cfg=data_cfg)
+                           cond_spec=num_classes, loss={"prediction": "v"},
+                           data_cfg=data_cfg)
 
 
 @pytest.fixture(scope="module")

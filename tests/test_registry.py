@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from omnidiff import registry
+from omnidiff.errors import PluginError
 
 FAKE_MODULES = ("fake_omni_broken", "fake_omni_hollow", "fake_omni_misnamed",
                 "fake_omni_badinit", "fake_omni_good")
@@ -109,14 +110,14 @@ def test_broken_plugins_are_reported_by_name(fake_plugins):
 
 
 def test_broken_plugin_errors_name_the_plugin(fake_plugins):
-    with pytest.raises(RuntimeError, match=r"domain plugin 'broken' \(fake_omni_broken:"):
+    with pytest.raises(PluginError, match=r"domain plugin 'broken' \(fake_omni_broken:"):
         registry.get_domain("broken")
     with pytest.raises(TypeError, match=r"domain plugin 'hollow' .* lacks build_network"):
         registry.get_domain("hollow")
     with pytest.raises(registry.DomainContractError, match="must agree"):
         registry.get_domain("misnamed")
     # a TypeError raised inside the plugin itself is still attributed to the plugin
-    with pytest.raises(RuntimeError, match=r"domain plugin 'badinit' .* failed to load"):
+    with pytest.raises(PluginError, match=r"domain plugin 'badinit' .* failed to load"):
         registry.get_domain("badinit")
     assert "broken" not in registry._cache and "good" not in registry._cache
     assert registry.get_domain("good").name == "good"

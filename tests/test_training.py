@@ -90,8 +90,8 @@ def test_short_training_lowers_loss(tmp_path):
     data_cfg = {"kind": "density", "name": "eight_gaussians", "train_size": 4096,
                 "val_size": 256, "batch_size": 128}
     m = DiffusionModule("points", {"name": "mlp", "width": 64, "depth": 2},
-                        {"name": "cosine"}, event_shape=(2,), prediction="eps", lr=3e-3,
-                        warmup=10, data_cfg=data_cfg)
+                        {"name": "cosine"}, event_shape=(2,), loss={"prediction": "eps"},
+                        optim={"lr": 3e-3, "warmup": 10}, data_cfg=data_cfg)
     dm = m.domain.build_data(**data_cfg)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
@@ -113,7 +113,8 @@ def test_hparams_are_plain_python():
     from omnidiff.training import DiffusionModule
 
     m = DiffusionModule("points", {"name": "mlp", "width": 8, "depth": 1}, {"name": "flow"},
-                        event_shape=(2,), prediction="flow", data_cfg={"path": None})
+                        event_shape=(2,), loss={"prediction": "flow"},
+                        data_cfg={"path": None})
     hp = dict(m.hparams)
     allowed = (str, int, float, bool, type(None), list, dict)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnidiff.errors import DataError
 from omnidiff.io import atomic_path
 
 __all__ = ["AUDIO_SUFFIXES", "AudioFileError", "read_audio", "write_wav", "find_audio"]
@@ -24,7 +25,7 @@ __all__ = ["AUDIO_SUFFIXES", "AudioFileError", "read_audio", "write_wav", "find_
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-class AudioFileError(ValueError):
+class AudioFileError(DataError):
     """An audio file or folder that cannot be used (one line, naming the fix)."""
 
 

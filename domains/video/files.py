@@ -12,13 +12,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from omnidiff.errors import DataError
+
 __all__ = ["VideoFileError", "read_clip", "find_clips", "IMAGE_EXTS", "VIDEO_EXTS"]
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
-class VideoFileError(ValueError):
+class VideoFileError(DataError):
     """A clip file or folder that cannot be used (one line for the user)."""
 
 

@@ -9,6 +9,7 @@ the prediction type.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -20,10 +21,12 @@ from .denoiser import Denoiser, coefficients
 from .exponential import (ddim, ddpm, deis, dpmpp_2m, dpmpp_2m_sde, dpmpp_2s_ancestral,
                           dpmpp_3m, pc, unipc)
 from .grids import GRIDS, explicit_grid, timesteps
+from ..errors import UserError
 from .ode import euler, euler_ancestral, heun, lms, rk45
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
-           "timesteps", "resolve_grid", "default_grid",
+           "timesteps", "resolve_grid", "default_grid", "check_sampler_options",
+           "sampler_option_names",
            "Denoiser"]
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
@@ -54,6 +57,30 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
     SAMPLERS[name] = fn
 
 
+# options sample() itself reads (the rest go to the sampler function)
+SAMPLE_OPTIONS = ("grid", "clip_x0", "state_dtype", "stats")
+
+
+def sampler_option_names(sampler: str) -> list[str] | None:
+    """The options ``sampler`` takes: its keyword arguments and :func:`sample`'s own (None when
+    it accepts any keyword)."""
+    params = inspect.signature(SAMPLERS[sampler]).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    own = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "generator"]
+    return own + list(SAMPLE_OPTIONS)
+
+
+def check_sampler_options(sampler: str, options: dict[str, Any]) -> None:
+    """One line naming an option that ``sampler`` does not take, and the ones it does."""
+    check_choice("sampler", sampler, SAMPLERS)
+    names = sampler_option_names(sampler)
+    unknown = [k for k in options if names is not None and k not in names]
+    if unknown:
+        raise UserError(f"sampler {sampler!r} takes no option {unknown[0]!r}; its options: "
+                        f"{', '.join(names)}")
+
+
 def default_grid(schedule: Schedule) -> str:
     """The named grid used when none is given: karras for ``edm``, uniform for ``flow``,
     uniform in log-SNR for the VP schedules."""
@@ -69,7 +96,7 @@ def resolve_grid(schedule: Schedule, steps: int | None, grid: Any
         return timesteps(schedule, DEFAULT_STEPS if steps is None else steps, grid), grid
     ts = explicit_grid(schedule, grid)
     if steps is not None and steps != len(ts) - 1:
-        raise ValueError(f"steps={steps} does not match the explicit grid's {len(ts) - 1} "
+        raise UserError(f"steps={steps} does not match the explicit grid's {len(ts) - 1} "
                          "steps; leave steps out (it follows from the grid)")
     return ts, "explicit"
 
@@ -102,10 +129,10 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     Returns (B, *event) in the noise's dtype.
     """
     schedule = get_schedule(schedule)
-    check_choice("sampler", sampler, SAMPLERS)
+    check_sampler_options(sampler, options)
     check_choice("prediction", prediction, PREDICTIONS)
     if prediction == "eps" and coefficients(schedule, schedule.t_max)[0] <= 0:
-        raise ValueError(f"prediction 'eps' cannot be sampled on the {schedule.name!r} schedule: "
+        raise UserError(f"prediction 'eps' cannot be sampled on the {schedule.name!r} schedule: "
                          "alpha(t_max) = 0 (zero terminal SNR) makes x0 = (x - sigma eps) / "
                          "alpha undefined; train with v, x0 or flow prediction")
     ts, grid = resolve_grid(schedule, steps, grid)

@@ -41,6 +41,7 @@ from ..schedules import Schedule, get_schedule
 from .denoiser import coefficients
 from .grids import GRIDS, LAMBDA_FLOOR, explicit_grid, timesteps
 from .helpers import time_of
+from ..errors import UserError
 
 __all__ = ["calibrate_grid", "grid_error", "grid_key", "stored_grid"]
 
@@ -188,14 +189,14 @@ def _check(sampler: str, steps: Any, noise: torch.Tensor, options: dict) -> None
     from . import SAMPLERS, STOCHASTIC
     check_choice("sampler", sampler, SAMPLERS)
     if sampler in STOCHASTIC or sampler == "rk45" or float(options.get("eta", 0.0)) != 0.0:
-        raise ValueError(f"calibrate a deterministic sampler (an ODE solver), not {sampler!r}"
+        raise UserError(f"calibrate a deterministic sampler (an ODE solver), not {sampler!r}"
                          f"{' with eta' if 'eta' in options else ''}: a grid is fitted to the "
                          "solution of the probability-flow ODE")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2 to calibrate (1 step has only the "
+        raise UserError(f"steps must be an integer >= 2 to calibrate (1 step has only the "
                          f"start to choose), got {steps!r}")
     if noise.ndim < 2 or noise.shape[0] < 2:
-        raise ValueError(f"noise must be a batch (B >= 2, *event), got {tuple(noise.shape)}")
+        raise UserError(f"noise must be a batch (B >= 2, *event), got {tuple(noise.shape)}")
 
 
 def _named_starts(schedule: Schedule, steps: int, start: Any) -> dict[str, torch.Tensor]:
@@ -205,7 +206,7 @@ def _named_starts(schedule: Schedule, steps: int, start: Any) -> dict[str, torch
     if start is not None:
         ts, label = resolve_grid(schedule, steps, start)
         if len(ts) - 1 != steps:
-            raise ValueError(f"start grid has {len(ts) - 1} steps, not steps={steps}")
+            raise UserError(f"start grid has {len(ts) - 1} steps, not steps={steps}")
         starts[label if isinstance(start, str) else "start"] = ts
     return starts
 

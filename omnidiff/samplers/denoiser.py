@@ -10,6 +10,7 @@ import torch
 from .._util import append_dims, check_choice
 from ..predictions import PREDICTIONS, check_output, linear_map
 from ..schedules import Schedule
+from ..errors import UserError
 
 __all__ = ["Denoiser", "coefficients", "derivatives", "lincomb", "parse_clip"]
 
@@ -73,7 +74,7 @@ def parse_clip(spec: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
         except ValueError:
             p = -1.0
         if not 0.0 < p <= 1.0:
-            raise ValueError(f"clip_x0={spec!r}: the quantile must be in (0, 1], e.g. "
+            raise UserError(f"clip_x0={spec!r}: the quantile must be in (0, 1], e.g. "
                              "'dynamic:0.995'")
 
         def dynamic(x0: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ def parse_clip(spec: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     except (TypeError, ValueError, IndexError):
         lo, hi = 1.0, 0.0
     if not lo < hi:
-        raise ValueError(f"clip_x0={spec!r} is not a clip range: give c > 0 (for [-c, c]), "
+        raise UserError(f"clip_x0={spec!r} is not a clip range: give c > 0 (for [-c, c]), "
                          "[lo, hi] with lo < hi, or 'dynamic' / 'dynamic:0.995'")
     return lambda x0: x0.clamp(lo, hi)
 

@@ -24,6 +24,7 @@ import torch
 from .denoiser import Denoiser, coefficients, lincomb
 from .helpers import (ancestral_split, exp_moments, exp_step, lagrange_integrals, langevin,
                       multistep_order, randn, time_of)
+from ..errors import UserError
 
 __all__ = ["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "dpmpp_2s_ancestral",
            "deis", "unipc", "pc"]
@@ -64,7 +65,7 @@ def ddim(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta: float = 0.
     q(x_next | x, x0_hat) exactly (ancestral sampling, Ho et al. 2020).
     """
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+        raise UserError(f"eta must be in [0, 1], got {eta}")
     for t, t_next in _pairs(ts):
         x = ddim_step(denoise, x, t, t_next, eta, generator)
     return x
@@ -157,7 +158,7 @@ def deis(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 3,
     Order 1 is DDIM; order 3 is DPM-Solver++(3M)'s update (see the module docstring).
     """
     if order < 1:
-        raise ValueError(f"deis order must be >= 1, got {order}")
+        raise UserError(f"deis order must be >= 1, got {order}")
     hist: list = []
     lof = _lof(lower_order_final, ts)
     for i, (t, t_next) in enumerate(_pairs(ts)):
@@ -209,7 +210,7 @@ def unipc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 2
     as in :func:`dpmpp_3m`.
     """
     if variant not in ("bh1", "bh2"):
-        raise ValueError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
+        raise UserError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
     hist: list = []
     last = None  # what UniC needs from the previous predictor step
     lof = _lof(lower_order_final, ts)

@@ -29,6 +29,7 @@ import torch
 
 from .._util import check_choice
 from ..schedules import Schedule
+from ..errors import UserError
 
 __all__ = ["GRIDS", "timesteps", "explicit_grid"]
 
@@ -50,7 +51,7 @@ def timesteps(schedule: Schedule, steps: int, grid: str = "uniform", *,
     """(steps + 1,) float64 times from t_max down to t_min, then 0."""
     check_choice("grid", grid, GRIDS)
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        raise UserError(f"steps must be an integer >= 1, got {steps!r}")
     lo, hi = schedule.t_min, schedule.t_max
     if grid == "diffwave":
         return _diffwave(schedule, steps)
@@ -77,7 +78,7 @@ def timesteps(schedule: Schedule, steps: int, grid: str = "uniform", *,
 def _diffwave(schedule: Schedule, steps: int) -> torch.Tensor:
     """The times of DiffWave's fast inference schedule on ``schedule`` (see the module doc)."""
     if steps != len(DIFFWAVE_FAST_BETAS):
-        raise ValueError(f"grid 'diffwave' is DiffWave's {len(DIFFWAVE_FAST_BETAS)}-step fast "
+        raise UserError(f"grid 'diffwave' is DiffWave's {len(DIFFWAVE_FAST_BETAS)}-step fast "
                          f"schedule; pass steps={len(DIFFWAVE_FAST_BETAS)} (got {steps})")
     gamma = torch.cumprod(1 - _f64(DIFFWAVE_FAST_BETAS), 0)  # alpha^2 at each level
     lam = 0.5 * torch.log(gamma / (1 - gamma))  # log-SNR, least noisy first
@@ -92,25 +93,25 @@ def explicit_grid(schedule: Schedule, grid) -> torch.Tensor:
     try:
         ts = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"grid must be a name ({', '.join(GRIDS)}) or a 1D list/tensor of "
+        raise UserError(f"grid must be a name ({', '.join(GRIDS)}) or a 1D list/tensor of "
                          f"decreasing times, got {type(grid).__name__}") from None
     if ts.ndim != 1:
-        raise ValueError(f"grid must be 1D (decreasing times), got shape {tuple(ts.shape)}")
+        raise UserError(f"grid must be 1D (decreasing times), got shape {tuple(ts.shape)}")
     if ts.numel() and ts[-1] != 0:
         ts = torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
     lo, hi = schedule.t_min, schedule.t_max
     if ts.numel() < 2:
-        raise ValueError("grid needs at least one evaluation time before the final 0, e.g. "
+        raise UserError("grid needs at least one evaluation time before the final 0, e.g. "
                          f"[{hi:g}, 0]")
     inner = ts[:-1]
     if not torch.isfinite(inner).all():
-        raise ValueError(f"grid holds a non-finite time: {inner.tolist()}")
+        raise UserError(f"grid holds a non-finite time: {inner.tolist()}")
     if (inner[1:] >= inner[:-1]).any():
-        raise ValueError(f"grid times must be strictly decreasing (from t_max = {hi:g} "
+        raise UserError(f"grid times must be strictly decreasing (from t_max = {hi:g} "
                          f"towards 0), got {ts.tolist()}")
     eps = 1e-12
     if inner[0] > hi + eps or inner[-1] < lo - eps:
-        raise ValueError(f"grid times must lie in the trained range [t_min, t_max] = "
+        raise UserError(f"grid times must lie in the trained range [t_min, t_max] = "
                          f"[{lo:g}, {hi:g}] (then a final 0) on the {schedule.name!r} schedule, "
                          f"got {inner[0].item():g} ... {inner[-1].item():g}")
     return ts

@@ -27,6 +27,7 @@ import torch
 from numpy.polynomial import polynomial as P
 
 from .denoiser import Denoiser, coefficients, lincomb
+from ..errors import UserError
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
            "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments", "poly_moments",
@@ -165,7 +166,7 @@ class Chart:
 
     def __init__(self, denoise: Denoiser, time: str):
         if time not in CHARTS:
-            raise ValueError(f"unknown time variable {time!r}; choose one of: {', '.join(CHARTS)}")
+            raise UserError(f"unknown time variable {time!r}; choose one of: {', '.join(CHARTS)}")
         self.denoise, self.time, self.schedule = denoise, time, denoise.schedule
 
     def u(self, t: float) -> float:
@@ -174,7 +175,7 @@ class Chart:
             return t
         if self.time == "sigma":
             if a <= 0:
-                raise ValueError("time='sigma' needs alpha > 0, but this schedule has zero "
+                raise UserError("time='sigma' needs alpha > 0, but this schedule has zero "
                                  "SNR at t_max (flow): use time='t' or time='lambda'")
             return s / a
         return lam
