@@ -46,7 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs",
+__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs", "wants_data",
            "lazy_exports"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
@@ -100,6 +100,15 @@ def data_kwargs(fn: Any, data: Any) -> dict[str, Any]:
     return {"data": data} if ok else {}
 
 
+def wants_data(domain: Any, method: str) -> bool:
+    """Whether the domain's ``method`` (``save_artifacts``, ``metrics``) reads the data module,
+    so that callers build it only then (a data module may need Lightning; inference does
+    not). A :class:`LazyDomain` answers for the function behind the method."""
+    part = getattr(domain, "part_for", None)
+    fn = part(method) if part is not None else getattr(domain, method)
+    return bool(data_kwargs(fn, True))
+
+
 def _resolve(spec: str, package: str) -> Any:
     """``".module:attr"`` (relative to ``package``) or ``"pkg.module:attr"`` -> the object."""
     import importlib
@@ -151,6 +160,11 @@ class LazyDomain:
 
     def _part(self, spec: str) -> Any:
         return _resolve(spec, type(self).__module__)
+
+    def part_for(self, method: str) -> Any:
+        """The function behind ``save_artifacts`` or ``metrics``."""
+        return self._part({"save_artifacts": self.artifact_writer,
+                           "metrics": self.metrics_fn}[method])
 
     def build_data(self, **data_cfg: Any) -> DomainData:
         return self._part(self.data_factory)(**data_cfg)

@@ -400,11 +400,11 @@ class Pipeline:
              prefix: str = "samples") -> list[Path]:
         """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``."""
         self._check(samples, any_shape=self.cond_spec.variable_shape)
-        from .domain import data_kwargs
+        from .domain import wants_data
 
-        save = self.domain.save_artifacts
-        return [Path(p) for p in save(samples, Path(out_dir), cond=self._cond_for(samples, cond),
-                                      prefix=prefix, **data_kwargs(save, self.data()))]
+        extra = {"data": self.data()} if wants_data(self.domain, "save_artifacts") else {}
+        return [Path(p) for p in self.domain.save_artifacts(
+            samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix, **extra)]
 
     def reference(self, n: int, seed: int = 0) -> tuple[torch.Tensor, Any]:
         """``n`` held-out samples from the training data's config and their conditions

@@ -242,7 +242,7 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     rank digests, progress bar)."""
     from .callbacks import (EMA, FiniteLossGuard, GracefulInterrupt, RankDigest, SampleCallback,
                             progress_bar)
-    from .checkpoint import InferenceExport, model_checkpoint
+    from .checkpointing import InferenceExport, model_checkpoint
     from .config import to_plain
 
     strategy = str(cfg.trainer.get("strategy", "auto")).lower()
@@ -302,7 +302,7 @@ def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
     import lightning.pytorch as pl
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from .checkpoint import AtomicCheckpointIO
+    from .checkpointing import AtomicCheckpointIO
     from .config import to_plain
 
     trainer_cfg = dict(to_plain(cfg.trainer))

@@ -125,7 +125,7 @@ def test_lightning_ckpt_loads_weights_only(tmp_path):
     import lightning.pytorch as pl
 
     from omnidiff.callbacks import EMA
-    from omnidiff.checkpoint import model_checkpoint
+    from omnidiff.checkpointing import model_checkpoint
 
     m = _module(DENSITY, {"name": "mlp", "width": 16, "depth": 1}, (2,), 0)
     dm = m.domain.build_data(**DENSITY)
