@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import UserError
@@ -21,7 +23,9 @@ def check_choice(kind: str, value: str, choices) -> str:
 
 
 def is_number(value, kind: type, low: float) -> bool:
-    """Whether ``value`` is an ``int`` (``kind=int``: a whole number) or any number
-    (``kind=float``) of at least ``low``; booleans are not numbers (user options)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+    """Whether ``value`` is an ``int`` (``kind=int``: a whole number) or a finite number
+    (``kind=float``) of at least ``low``; booleans, NaN and inf are not numbers (user
+    options)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= low
             and (kind is float or float(value).is_integer()))

@@ -249,6 +249,10 @@ class GracefulInterrupt(Callback):
         self._restore()
 
 
+# data beyond this magnitude is blamed for a non-finite loss (not the learning rate)
+OUT_OF_RANGE = 1e4
+
+
 class FiniteLossGuard(Callback):
     """Stop training at the first non-finite loss, before its gradients reach the weights.
 
@@ -258,9 +262,26 @@ class FiniteLossGuard(Callback):
     smaller learning rate. One host sync per step (Lightning's loss logging syncs anyway).
     """
 
+    _batch: Any = None  # the current batch, inspected only when the loss is not finite
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+                             ) -> None:
+        self._batch = batch
+
+    def _data_scale(self) -> float:
+        x = self._batch.get("x") if isinstance(getattr(self, "_batch", None), dict) else None
+        return float(x.detach().abs().max()) if isinstance(x, torch.Tensor) else 0.0
+
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
         if bool(torch.isfinite(loss.detach()).all()):
             return
+        scale = self._data_scale()
+        if scale > OUT_OF_RANGE:
+            raise NonFiniteLossError(
+                f"training stopped: the loss is not finite at step {trainer.global_step} and "
+                f"the batch's data reaches |x| = {scale:.3g}: the data is out of range for "
+                "diffusion, which expects about unit scale; normalise it (e.g. to [-1, 1] or "
+                "zero mean and unit variance)")
         step = trainer.global_step
         last = None
         for cb in trainer.checkpoint_callbacks:

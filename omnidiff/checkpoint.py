@@ -136,6 +136,26 @@ def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+PAYLOAD_KEYS = ("domain", "event_shape", "model", "schedule", "prediction", "state_dict")
+
+
+def _checked_payload(obj: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The inference dict has the keys a Pipeline reads, and finite weights (a run that
+    diverged would only sample NaN)."""
+    missing = [k for k in PAYLOAD_KEYS if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is damaged or hand-made: it lacks {', '.join(missing)}; "
+                              "re-export it from the run (omnidiff train ... resume=auto)")
+    bad = [k for k, v in obj["state_dict"].items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or inf weights ({len(bad)} tensors, e.g. "
+                              f"{bad[0]}): the run diverged; resume an earlier checkpoint "
+                              "with a lower optim.lr")
+    return obj
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load ``model.pt`` or a Lightning ``.ckpt`` (``weights_only=True``) as the inference dict."""
     path = Path(path)
@@ -165,9 +185,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path} was written by a newer omnidiff "
                                   f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
         _verify_weights(obj, path)
-        return obj
+        return _checked_payload(obj, path)
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
-        return _from_lightning(obj, path)
+        return _checked_payload(_from_lightning(obj, path), path)
     raise CheckpointError(f"{path} is not an omnidiff checkpoint; pass the model.pt or a .ckpt "
                           "written by `omnidiff train`")
 

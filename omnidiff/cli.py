@@ -143,6 +143,14 @@ def _report_run(run_dir: Path) -> None:
         print(f"model: {run_dir / 'model.pt'}   (omnidiff sample checkpoint={run_dir / 'model.pt'})")
 
 
+def _out_folder(value: Any, default: Path) -> Path:
+    """``out=``: a folder to write into (created); an existing file is a mistake."""
+    out = Path(str(value)).expanduser() if value not in (None, "") else default
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out={str(out)!r} is a file; pass a folder to write the samples into")
+    return out
+
+
 def cmd_sample(args: list[str]) -> int:
     from .io import atomic_write_json
     from .pipeline import load
@@ -151,37 +159,48 @@ def cmd_sample(args: list[str]) -> int:
     if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
         raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
     ckpt = Path(str(opts["checkpoint"]))
-    pipe = load(ckpt, device=opts.get("device"))
-    n = int(opts.get("n") or 64)
+    n = _number(opts, "n", int, None, 1)
+    steps, seed = _number(opts, "steps", int, None, 1), _number(opts, "seed", int, 0, 0)
+    guidance = _number(opts, "guidance", float, None, 0)
+    batch_size, n_ref = _number(opts, "batch_size", int, None, 1), _number(opts, "n_ref", int,
+                                                                          2048, 1)
     sampler = str(opts.get("sampler") or "dpmpp_2m")
-    steps = None if opts.get("steps") is None else int(opts["steps"])
-    seed = opts.get("seed", 0)
+    base = ckpt.parent if ckpt.is_file() else ckpt
+    out = _out_folder(opts.get("out"),
+                      base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    pipe = load(ckpt, device=opts.get("device"))
     cond = _cond_option(pipe, opts.get("cond"))
-    if cond is not None and "n" not in opts and not isinstance(cond, int):
-        n = None  # a list of labels, a file of conditions: they say how many samples
-    x = pipe.generate(n, sampler=sampler, steps=steps, guidance=opts.get("guidance"),
-                      cond=cond, seed=None if seed is None else int(seed),
-                      batch_size=opts.get("batch_size"),
+    if n is None:  # a list of labels, a file of conditions: they say how many samples
+        n = 64 if cond is None or isinstance(cond, int) else None
+    x = pipe.generate(n, sampler=sampler, steps=steps, guidance=guidance, cond=cond, seed=seed,
+                      batch_size=batch_size,
                       **{k: opts[k] for k in ("grid", "clip_x0") if k in opts},
                       **({"eta": opts["eta"]} if opts.get("eta") is not None else {}))
+    _check_finite_samples(x)
     n = int(x.shape[0])
-    if opts.get("out"):
-        out = Path(str(opts["out"]))
-    else:
-        base = ckpt.parent if ckpt.is_file() else ckpt
-        out = base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S")
     files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
     print(f"sampled with {sampler} on the {pipe.last_grid} grid")
     print(f"wrote {len(files)} file(s) to {out}:")
     for f in files:
         print(f"  {f}")
     if opts.get("metrics"):
-        m = pipe.metrics(x, n_ref=int(opts.get("n_ref") or 2048))
+        m = pipe.metrics(x, n_ref=n_ref)
         atomic_write_json({"checkpoint": str(ckpt), "n": n, "sampler": sampler, "steps": steps,
-                           "guidance": opts.get("guidance"), "seed": seed, "metrics": m},
+                           "guidance": guidance, "seed": seed, "metrics": m},
                           out / "metrics.json")
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
     return 0
+
+
+def _check_finite_samples(x: Any) -> None:
+    """Samples that are NaN / inf are not written (they would fill files with nothing)."""
+    import torch
+
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = int(bad.reshape(x.shape[0], -1).any(1).sum())
+        raise UsageError(f"{rows} of {x.shape[0]} samples hold NaN or inf; nothing was written. "
+                         "Lower guidance=, set clip_x0=, or try another sampler=")
 
 
 def _cond_option(pipe: Any, value: Any) -> Any:
@@ -206,9 +225,9 @@ def _number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float
     value = opts.get(key)
     if value is None:
         return default
-    if not is_number(value, kind, low):
+    if not is_number(value, kind, low) or abs(value) >= 2 ** 63:
         raise UsageError(f"{key}={value!r}: give {'an integer' if kind is int else 'a number'} "
-                         f">= {low:g}")
+                         f">= {low:g}" + (" below 2**63" if is_number(value, kind, low) else ""))
     return kind(value)
 
 
@@ -259,23 +278,26 @@ def cmd_likelihood(args: list[str]) -> int:
     if not data:
         raise UsageError("likelihood needs data=FILE.npy (n, *event) or data=reference "
                          "(the model's held-out data)")
+    n = _number(opts, "n", int, 512, 1)
+    numbers = dict(steps=_number(opts, "steps", int, 50, 1),
+                   rtol=_number(opts, "rtol", float, 1e-5, 1e-12),
+                   atol=_number(opts, "atol", float, 1e-5, 1e-12),
+                   dequantize=_number(opts, "dequantize", int, None, 2),
+                   seed=_number(opts, "seed", int, 0, 0),
+                   batch_size=_number(opts, "batch_size", int, None, 1))
+    path = Path(str(data))
+    if str(data) != "reference" and (not path.is_file() or path.suffix != ".npy"):
+        raise UsageError(f"data={data!r} is not a .npy file; pass an (n, *event) array "
+                         "saved with numpy.save, or data=reference")
     pipe = load(Path(str(opts["checkpoint"])), device=opts.get("device"))
-    n = int(opts.get("n") or 512)
     if str(data) == "reference":
         x, _ = pipe.reference(n)
     else:
-        path = Path(str(data))
-        if not path.is_file() or path.suffix != ".npy":
-            raise UsageError(f"data={data!r} is not a .npy file; pass an (n, *event) array "
-                             "saved with numpy.save, or data=reference")
-        x = torch.as_tensor(np.load(path)).float()[:n]
+        x = torch.as_tensor(np.load(path, allow_pickle=False))[:n]
+        if not x.is_floating_point():
+            x = x.float()
     r = pipe.log_likelihood(x, divergence=str(opts.get("divergence") or "auto"),
-                            solver=str(opts.get("solver") or "rk45"),
-                            steps=int(opts.get("steps") or 50),
-                            rtol=float(opts.get("rtol") or 1e-5),
-                            atol=float(opts.get("atol") or 1e-5),
-                            dequantize=opts.get("dequantize"), seed=opts.get("seed", 0),
-                            batch_size=opts.get("batch_size"))
+                            solver=str(opts.get("solver") or "rk45"), **numbers)
     se = float(r.nats.std()) / max(1, r.nats.numel()) ** 0.5
     print(f"n={r.nats.numel()}  log-likelihood: {float(r.nats.mean()):.4f} +- {se:.4f} nats "
           f"per sample, {float(r.bits_per_dim.mean()):.4f} bits/dim  (nfe {r.nfe})")

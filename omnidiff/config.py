@@ -225,6 +225,43 @@ def _precheck(overrides: list[str]) -> None:
                                   f"{hint}")
 
 
+def _block_keys(block: str) -> list[str] | None:
+    """The keys a block passed whole accepts (None: not known here)."""
+    import inspect
+
+    if block == "trainer":
+        from lightning.pytorch import Trainer
+        return [k for k in inspect.signature(Trainer.__init__).parameters if k != "self"]
+    if block == "loss":
+        from .losses import LOSS_KEYS
+        return list(LOSS_KEYS)
+    if block == "optim":
+        from .optim import EMA_KEYS, adamw
+        return [k for k in inspect.signature(adamw).parameters if k != "params"] + list(EMA_KEYS)
+    return None
+
+
+def _unknown_key_hint(msg: str) -> str:
+    """For ``Could not override 'a.b'``: the close key it may be a typo of, whether ``+a.b=``
+    would be accepted by the block's reader, or the generic ``+KEY=VALUE`` advice."""
+    import difflib
+
+    m = re.search(r"override '([\w.]+)'", msg)
+    key = m.group(1) if m else ""
+    block, _, name = key.rpartition(".")
+    known = _block_keys(block) if block and "." not in block else None
+    if known is None:
+        return "; to add a key the config does not have, write +KEY=VALUE"
+    if name in known:
+        return f"; {block}.{name} is not set in this config: write +{key}=VALUE"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {block}.{close[0]}?"
+    listed = ("the arguments of lightning.pytorch.Trainer" if block == "trainer"
+              else ", ".join(known))
+    return f"; {block} has no option {name!r} ({listed})"
+
+
 def _hydra_message(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     first = msg[0] if msg else type(exc).__name__
@@ -256,7 +293,7 @@ def compose(recipe: str | None = None, overrides: Iterable[str] = ()) -> DictCon
     except (HydraException, OmegaConfBaseException) as exc:
         msg = _hydra_message(exc)
         if "not in struct" in msg:
-            msg += "; to add a key the config does not have, write +KEY=VALUE"
+            msg += _unknown_key_hint(msg)
         raise ConfigError(f"bad config or override: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
@@ -357,16 +394,13 @@ NUMBERS = (
 def _check_numbers(cfg: DictConfig) -> None:
     """Every numeric setting has the right type and range; one line names the key, the value
     and what to give instead."""
-    import math
-
     from ._util import is_number
 
     for key, kind, low, high, nullable in NUMBERS:
         value = OmegaConf.select(cfg, key, default="<absent>")
         if value == "<absent>" or (value is None and nullable):
             continue
-        ok = is_number(value, kind, low) and (high is None or value <= high) and (
-            kind is int or math.isfinite(value))
+        ok = is_number(value, kind, low) and (high is None or value <= high)
         if not ok:
             what = "an integer" if kind is int else "a number"
             span = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"

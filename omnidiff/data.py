@@ -10,7 +10,39 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from .errors import DataError
 
 __all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoader", "train_loader",
-           "eval_loader", "prepare_data_module"]
+           "eval_loader", "prepare_data_module", "check_batch"]
+
+
+def check_batch(batch: Any, event_shape: tuple[int, ...], spec: Any,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, Any]:
+    """A training batch as the core reads it: a dict with ``x: (B, *event)`` (floating, finite
+    once cast to the network's ``dtype``) and, for conditional data, ``cond`` of the kind
+    ``spec`` declares. :class:`DataError` names what is wrong (the keys found, the shape)."""
+    from .conditions import ConditionError
+
+    if not isinstance(batch, dict) or "x" not in batch:
+        got = (f"a dict with keys {sorted(map(str, batch))}" if isinstance(batch, dict)
+               else type(batch).__name__)
+        raise DataError(f"batches must be dicts with 'x' (and 'cond' for conditional data); "
+                        f"got {got}")
+    x = batch["x"]
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()
+            and tuple(x.shape[1:]) == tuple(event_shape) and x.shape[0] >= 1):
+        raise DataError(f"batch['x'] must be a float tensor (B, *{tuple(event_shape)}); got "
+                        f"{getattr(x, 'dtype', type(x).__name__)} "
+                        f"{tuple(getattr(x, 'shape', ()))}")
+    if not bool(torch.isfinite(x.detach().to(dtype)).all()):
+        where = "" if bool(torch.isfinite(x).all()) else " (already before the cast)"
+        raise DataError(f"batch['x'] holds NaN or inf once cast to the network's {dtype}{where}: "
+                        "the data is out of range; clean or rescale it")
+    if not spec.conditional:
+        return x, None
+    try:
+        spec.check_batch(batch.get("cond"), x.shape[0])
+    except ConditionError as exc:
+        raise DataError(f"the data module declares {spec.describe()}: batch['cond']: {exc}"
+                        ) from None
+    return x, batch.get("cond")
 
 
 def prepare_data_module(dm: Any) -> Any:

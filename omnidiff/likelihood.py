@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from ._util import check_choice
+from .errors import DataError
 from .predictions import PREDICTIONS
 from .samplers.denoiser import Denoiser
 from .samplers.grids import timesteps
@@ -73,6 +74,19 @@ def _drift(denoise: Denoiser, x: torch.Tensor, t: float, z: torch.Tensor | None
     return v.detach(), div.detach()
 
 
+def _check_data(x: Any, dtype: torch.dtype) -> None:
+    """Data ``(n >= 1, *event)``, floating and finite in the network's ``dtype``, before any
+    solving (NaN data would otherwise run to the solver's step limit)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
+        raise DataError(f"likelihood needs data of shape (n >= 1, *event); got "
+                        f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    bad = ~torch.isfinite(x.detach().to(dtype if dtype.is_floating_point else torch.float32))
+    if bool(bad.any()):
+        rows = int(bad.reshape(x.shape[0], -1).any(1).sum())
+        raise DataError(f"the data holds NaN or inf (or values out of range for {dtype}) in "
+                        f"{rows} of {x.shape[0]} samples; drop or fix those rows")
+
+
 def log_likelihood(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                    x: torch.Tensor, *, schedule: Schedule | str, prediction: str,
                    divergence: str = "auto", solver: str = "rk45", steps: int = 50,
@@ -90,6 +104,7 @@ def log_likelihood(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     check_choice("prediction", prediction, PREDICTIONS)
     check_choice("divergence", divergence, DIVERGENCES)
     check_choice("solver", solver, SOLVERS)
+    _check_data(x, dtype or x.dtype)
     x = x.double()
     d = x[0].numel()
     if divergence == "auto":

@@ -18,7 +18,7 @@ from .conditions import ConditionError, CondSpec, as_spec, index_cond, map_cond
 from .model import DiffusionModel
 from .errors import PipelineError
 
-__all__ = ["Pipeline", "load", "generate_samples", "PipelineError"]
+__all__ = ["Pipeline", "load", "generate_samples", "PipelineError", "check_device"]
 
 
 def _auto_batch(n: int, event_shape: Sequence[int]) -> int:
@@ -74,15 +74,27 @@ def _batch_starts(n: int, bs: int, progress: bool | None):
     return starts
 
 
-def _check_request(sampler: str, steps: int | None, guidance: float | None, spec: CondSpec
-                   ) -> None:
+def _check_request(sampler: str, spec: CondSpec, **values: Any) -> None:
+    """A generate request's names and numbers: ``n``, ``steps``, ``batch_size`` integers
+    >= 1, ``seed`` an integer in [0, 2**63), ``guidance`` a finite number >= 0 (None: not
+    set); one :class:`PipelineError` naming the value otherwise."""
+    from ._util import is_number
     from .samplers import SAMPLERS
 
     if sampler not in SAMPLERS:
         raise PipelineError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    if steps is not None and int(steps) < 1:
-        raise PipelineError(f"steps must be at least 1, got {steps}")
-    if guidance is not None and not spec.conditional:
+    rules = {"n": (int, 1), "steps": (int, 1), "batch_size": (int, 1), "seed": (int, 0),
+             "guidance": (float, 0)}
+    for key, value in values.items():
+        kind, low = rules[key]
+        if value is None:
+            continue
+        ok = is_number(value, kind, low) and value < 2 ** 63
+        if not ok:
+            what = "an integer" if kind is int else "a finite number"
+            raise PipelineError(f"{key}={value!r}: give {what} >= {low}"
+                                + (" below 2**63" if key == "seed" else ""))
+    if values.get("guidance") is not None and not spec.conditional:
         raise PipelineError("guidance needs a conditional model; this one is unconditional "
                             "(drop guidance=)")
 
@@ -125,7 +137,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     from .samplers import sample
 
     spec = as_spec(cond_spec)
-    _check_request(sampler, steps, guidance, spec)
+    _check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
+                   batch_size=batch_size)
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     gen = torch.Generator().manual_seed(int(seed))
@@ -330,7 +343,7 @@ class Pipeline:
         from .guidance import classifier_free
         from .samplers.calibrate import calibrate_grid, grid_key
 
-        _check_request(sampler, steps, guidance, self.cond_spec)
+        _check_request(sampler, self.cond_spec, steps=steps, guidance=guidance, n=n, seed=seed)
         options = sampler_options(self.domain, options)
         if n is None:  # about 4k values: 256 2D points, 64 8x8 images or anything larger
             n = max(64, min(256, 4096 // max(1, math.prod(self.event_shape))))
@@ -472,4 +485,25 @@ def load(checkpoint: str | Path, device: torch.device | str | None = None) -> Pi
     Both are read with ``torch.load(weights_only=True)``."""
     from .checkpoint import read_checkpoint
 
+    device = check_device(device)  # before reading the file
     return Pipeline.from_payload(read_checkpoint(checkpoint), device=device)
+
+
+def check_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a torch device this machine has (None stays None: CUDA when available);
+    :class:`PipelineError` names the choices otherwise."""
+    if device is None or isinstance(device, torch.device) and device.type == "cpu":
+        return device
+    try:
+        dev = torch.device(device if isinstance(device, (str, torch.device)) else str(device))
+    except (RuntimeError, TypeError, ValueError):
+        raise PipelineError(f"device={device!r} is not a device; pass cpu, cuda, cuda:N or mps"
+                            ) from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}.get(dev.type, False)
+    if dev.type == "cuda" and available and dev.index is not None:
+        available = dev.index < torch.cuda.device_count()
+    if not available:
+        raise PipelineError(f"device={device!r} is not available on this machine; pass "
+                            "device=cpu (or leave it out: CUDA when there is one)")
+    return dev

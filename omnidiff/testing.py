@@ -163,7 +163,8 @@ def _check_data(domain: Any, data_cfg: dict[str, Any]) -> tuple[Any, tuple[int, 
 def _check_batch(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any
                  ) -> tuple[torch.Tensor, Any]:
     """One training batch: ``x: (B, *event)`` and its condition (None if unconditional)."""
-    from .conditions import ConditionError
+    from .data import check_batch
+    from .errors import DataError
 
     _require(hasattr(dm, "train_dataloader"), domain, "the data module needs train_dataloader()")
     loader = dm.train_dataloader()
@@ -173,22 +174,10 @@ def _check_batch(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any
              "continues at the same batch; build it with omnidiff.data.train_loader(dataset, "
              "batch_size, seed=...)")
     batch = next(iter(loader))
-    _require(isinstance(batch, dict) and "x" in batch, domain,
-             f"batches must be dicts with 'x' (and 'cond'); got {type(batch).__name__}")
-    x = batch["x"]
-    _require(isinstance(x, torch.Tensor) and x.is_floating_point()
-             and tuple(x.shape[1:]) == event_shape and x.shape[0] >= 1, domain,
-             f"batch['x'] must be a float tensor (B, *{event_shape}); got "
-             f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
-    _require(bool(torch.isfinite(x).all()), domain, "batch['x'] holds NaN or inf")
-    if not spec.conditional:
-        return x, None
-    cond = batch.get("cond")
     try:
-        spec.check_batch(cond, x.shape[0])
-    except ConditionError as exc:
-        _fail(domain, f"the data module declares {spec.describe()}: batch['cond']: {exc}")
-    return x, cond
+        return check_batch(batch, event_shape, spec)
+    except DataError as exc:
+        _fail(domain, str(exc))
 
 
 def _check_reference(domain: Any, dm: Any, n_ref: int, event_shape: tuple[int, ...], spec: Any,

@@ -41,7 +41,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from .conditions import as_spec, spec_of
-from .data import prepare_data_module
+from .data import check_batch, prepare_data_module
 from .errors import ConfigError, DataError, blamed_on
 from .losses import check_loss_options, diffusion_loss
 from .model import DiffusionModel
@@ -65,6 +65,8 @@ class DiffusionModule(LightningModule):
     ``to_dict()``, or a class count. Logs ``train/loss`` every step and ``val/loss`` per
     validation.
     """
+
+    _batch_checked = False  # the first training batch is checked (omnidiff.data.check_batch)
 
     def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
                  event_shape: Sequence[int], cond_spec: Any = None,
@@ -106,6 +108,10 @@ class DiffusionModule(LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if not self._batch_checked:  # the first batch, with the domain contract's wording
+            check_batch(batch, tuple(self.hparams.event_shape), self.cond_spec,
+                        self.model.net_dtype or torch.float32)
+            self._batch_checked = True
         loss = self._loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
                  batch_size=batch["x"].shape[0])

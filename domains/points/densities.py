@@ -129,11 +129,19 @@ def sample_density(name: str, n: int, generator: torch.Generator | None = None
 
 
 def check_finite(x: np.ndarray, path: Path) -> None:
+    """Every value finite, also once cast to the float32 the data is trained in."""
     bad = ~np.isfinite(x)
     if bad.any():
         rows = int(bad.reshape(len(x), -1).any(1).sum())
         raise ValueError(f"{path} contains NaN or infinite values in {rows} of {len(x)} "
                          "samples; drop or fill those rows and try again")
+    with np.errstate(over="ignore"):
+        overflow = ~np.isfinite(x.astype(np.float32))
+    if overflow.any():
+        rows = int(overflow.reshape(len(x), -1).any(1).sum())
+        raise ValueError(f"{path} is out of range: {rows} of {len(x)} samples overflow float32 "
+                         f"(|x| up to {float(np.abs(x).max()):.3g}); rescale the data to about "
+                         "unit scale")
 
 
 def _read_array(path: str | Path, expected: str) -> tuple[Path, np.ndarray, np.ndarray | None]:
