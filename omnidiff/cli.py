@@ -4,6 +4,7 @@
     omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
     omnidiff calibrate checkpoint=PATH [sampler= steps= guidance= ...]   fit a few-step grid
     omnidiff likelihood checkpoint=PATH data=FILE.npy|reference [n= divergence= solver= ...]
+    omnidiff check NAME [data.KEY=V model.KEY=V]   the domain contract test, without pytest
     omnidiff domains                               installed domain plugins and their recipes
     omnidiff recipes                               recipes with a one-line description
 
@@ -49,6 +50,9 @@ commands:
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
                                       exact log-likelihood (probability-flow ODE): nats
                                       and bits/dim
+  check NAME [data.KEY=V model.KEY=V n=4 steps=2 sampler=ddim]
+                                      run the domain contract test on an installed domain
+                                      (a plugin author's check; no pytest needed)
   domains                             list installed domains (name, package, version, status)
   recipes                             list recipes with a one-line description
   demo [out=demo_out n=2000 steps=20 sampler=dpmpp_2m seed=0 schedule=linear]
@@ -85,16 +89,20 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _kv(args: Sequence[str], allowed: set[str], command: str) -> dict[str, Any]:
+def _kv(args: Sequence[str], allowed: set[str], command: str,
+        prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``key=value`` arguments (values parsed as YAML); keys from ``allowed`` or starting with
+    one of ``prefixes``."""
+    keys = ", ".join(sorted(allowed) + [f"{p}KEY" for p in prefixes])
     out = {}
     for a in args:
         if "=" not in a:
             raise UsageError(f"bad argument {a!r} for `omnidiff {command}`; write key=value "
-                             f"(keys: {', '.join(sorted(allowed))})")
+                             f"(keys: {keys})")
         k, v = a.split("=", 1)
-        if k not in allowed:
+        if k not in allowed and not (prefixes and k.startswith(prefixes)):
             raise UsageError(f"unknown option {k!r} for `omnidiff {command}`; choose from: "
-                             f"{', '.join(sorted(allowed))}")
+                             f"{keys}")
         out[k] = _parse_value(v)
     return out
 
@@ -304,6 +312,45 @@ def cmd_likelihood(args: list[str]) -> int:
     return 0
 
 
+def cmd_check(args: list[str]) -> int:
+    """``omnidiff check NAME [data.KEY=V] [model.KEY=V] [n= steps= sampler=]``: the domain
+    contract test of :func:`omnidiff.testing.check_domain`, without pytest."""
+    import tempfile
+    import time
+
+    from .registry import get_domain
+    from .testing import DomainContractError, check_domain
+
+    if not args or "=" in args[0]:
+        raise UsageError("check needs a domain name: omnidiff check NAME [data.KEY=VALUE ...] "
+                         "[model.KEY=VALUE ...] (see `omnidiff domains`)")
+    name, opts = args[0], _kv(args[1:], {"n", "steps", "sampler"}, "check",
+                              prefixes=("data.", "model."))
+    data = {k[5:]: v for k, v in opts.items() if k.startswith("data.")}
+    model = {k[6:]: v for k, v in opts.items() if k.startswith("model.")}
+    domain = get_domain(name)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            report = check_domain(domain, data=data, model=model, out_dir=tmp,
+                                  n=_number(opts, "n", int, 4, 1),
+                                  steps=_number(opts, "steps", int, 2, 1),
+                                  sampler=str(opts.get("sampler") or "ddim"))
+        except (DomainContractError, UserError):
+            raise
+        except Exception as exc:  # the plugin's own code failed: say where, keep it short
+            if os.environ.get("OMNIDIFF_DEBUG"):
+                raise
+            raise DomainContractError(
+                f"domain {name!r} failed the contract check: {type(exc).__name__}: {exc} "
+                "(OMNIDIFF_DEBUG=1 shows the traceback)") from None
+    print(f"domain {name!r} passes the contract ({time.perf_counter() - t0:.1f} s): event "
+          f"{tuple(report['event_shape'])}, condition {report['cond']}, loss "
+          f"{report['loss']:.4g}, files {', '.join(report['files'])}")
+    print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in report["metrics"].items()))
+    return 0
+
+
 def cmd_domains(args: list[str]) -> int:
     from .config import list_recipes
     from .registry import describe
@@ -351,8 +398,7 @@ def cmd_demo(args: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "calibrate": cmd_calibrate,
-            "likelihood": cmd_likelihood,
-            "domains": cmd_domains,
+            "likelihood": cmd_likelihood, "check": cmd_check, "domains": cmd_domains,
             "recipes": cmd_recipes, "demo": cmd_demo}
 
 

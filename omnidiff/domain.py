@@ -137,7 +137,8 @@ class LazyDomain:
     domains (``omnidiff domains``) never imports Lightning, timm or matplotlib.
 
     A subclass sets ``name``, ``config_searchpath`` and four ``"module:attr"`` specs, relative
-    to the subclass's package when they start with a dot::
+    to the package of the class that sets them when they start with a dot (so a subclass of a
+    plugin's domain, defined in another package, keeps the plugin's parts)::
 
         class PointsDomain(LazyDomain):
             name = "points"
@@ -158,33 +159,40 @@ class LazyDomain:
     artifact_writer: str = ""
     metrics_fn: str = ""
 
-    def _part(self, spec: str) -> Any:
-        return _resolve(spec, type(self).__module__)
+    def _part(self, attr: str) -> Any:
+        """The object a spec attribute (``data_factory``, ...) names. A relative spec is
+        resolved against the package of the class that set it, so a subclass defined
+        elsewhere keeps its parent's parts."""
+        import sys
+
+        owner = next(c for c in type(self).__mro__ if attr in vars(c))
+        module = sys.modules[owner.__module__]
+        package = module.__name__ if hasattr(module, "__path__") else module.__package__
+        return _resolve(getattr(self, attr), package or owner.__module__)
 
     def part_for(self, method: str) -> Any:
         """The function behind ``save_artifacts`` or ``metrics``."""
-        return self._part({"save_artifacts": self.artifact_writer,
-                           "metrics": self.metrics_fn}[method])
+        return self._part({"save_artifacts": "artifact_writer", "metrics": "metrics_fn"}[method])
 
     def build_data(self, **data_cfg: Any) -> DomainData:
-        return self._part(self.data_factory)(**data_cfg)
+        return self._part("data_factory")(**data_cfg)
 
     def build_network(self, event_shape: tuple[int, ...], cond_spec: Any,
                       **model_cfg: Any) -> nn.Module:
         from .conditions import as_spec
-        return self._part(self.network_factory)(tuple(event_shape), as_spec(cond_spec),
+        return self._part("network_factory")(tuple(event_shape), as_spec(cond_spec),
                                                 **model_cfg)
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
                        cond: torch.Tensor | None = None, prefix: str = "samples",
                        data: Any = None) -> list[Path]:
-        fn = self._part(self.artifact_writer)
+        fn = self._part("artifact_writer")
         return fn(samples, out_dir, cond=cond, prefix=prefix, **data_kwargs(fn, data))
 
     def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
                 cond: torch.Tensor | None = None,
                 ref_cond: torch.Tensor | None = None, data: Any = None) -> dict[str, float]:
-        fn = self._part(self.metrics_fn)
+        fn = self._part("metrics_fn")
         return fn(samples, reference, cond=cond, ref_cond=ref_cond, **data_kwargs(fn, data))
 
     def __repr__(self) -> str:

@@ -31,12 +31,14 @@ import torch
 from torch import nn
 
 from .domain import REQUIRED_ATTRS, DomainData
+from .errors import PluginError
 
 __all__ = ["DomainContractError", "check_domain", "domain_defaults"]
 
 
-class DomainContractError(AssertionError):
-    """A domain breaks the contract of :mod:`omnidiff.domain`."""
+class DomainContractError(PluginError, AssertionError):
+    """A domain breaks the contract of :mod:`omnidiff.domain` (an assertion for pytest, a
+    plugin error for the command line)."""
 
 
 def _fail(domain: Any, what: str) -> None:
