@@ -352,7 +352,7 @@ def cmd_check(args: list[str]) -> int:
 
 
 def cmd_domains(args: list[str]) -> int:
-    from .config import list_recipes
+    from .config import domain_config_problem, list_recipes
     from .registry import describe
 
     if args:
@@ -368,7 +368,9 @@ def cmd_domains(args: list[str]) -> int:
         recipes = {}
     for r in rows:
         names = sorted(k for k, v in recipes.items() if (v.domain or v.origin) == r["name"])
-        status = r["status"] if r["status"] == "ok" else _one_line(r["status"])
+        problem = domain_config_problem(r["name"]) if r["status"] == "ok" else None
+        status = (r["status"] if r["status"] == "ok" and problem is None
+                  else _one_line(r["status"] if problem is None else f"broken: {problem}"))
         print(f"{r['name']:<10} {r['package'] or '?'} {r['version'] or '?'}  [{status}]")
         print(f"{'':<10} recipes: {', '.join(names) or '-'}")
     return 0

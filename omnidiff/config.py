@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "RecipeInfo", "compose", "check_machine", "list_recipes", "domain_searchpaths",
+__all__ = ["ConfigError", "RecipeInfo", "compose", "check_machine", "list_recipes",
+           "domain_config_problem", "domain_searchpaths",
            "group_options", "to_plain", "validate"]
 
 CONFIG_MODULE = "omnidiff.conf"
@@ -191,6 +192,48 @@ def _split(override: str) -> tuple[str, str | None]:
     return k.strip().lstrip("+~"), v.strip()
 
 
+def _broken_domains() -> str:
+    """``"; domain plugin(s) that failed to load (and may ship it): ..."`` or ``""``."""
+    from .registry import describe
+
+    broken = [f"{r['name']} ({r['status']})" for r in describe() if r["status"] != "ok"]
+    return ("; domain plugins that failed to load, and may ship it: " + "; ".join(broken)
+            if broken else "")
+
+
+def _check_recipe(name: str) -> None:
+    """The recipe exists (else the list, and the broken plugins that might ship it) and is a
+    ``# @package _global_`` file (else its keys would land under ``recipe.``)."""
+    recipes = list_recipes()
+    if name not in recipes:
+        raise ConfigError(f"unknown recipe {name!r}; available recipes: "
+                          f"{', '.join(sorted(recipes)) or 'none'} (see `omnidiff recipes`)"
+                          f"{_broken_domains()}")
+    info = recipes[name]
+    if "@package _global_" not in Path(info.path).read_text(encoding="utf-8"):
+        raise ConfigError(f"recipe {name!r} ({info.path}) does not start with "
+                          "'# @package _global_', so its settings would land under 'recipe.' "
+                          "and be ignored; add that line at the top")
+
+
+def domain_config_problem(name: str) -> str | None:
+    """Why the domain's ``domain/<name>.yaml`` cannot be used (None when it is fine or the
+    domain ships no configs)."""
+    from .registry import get_domain
+
+    sp = getattr(get_domain(name), "config_searchpath", None)
+    if not sp:
+        return None
+    root = _sp_root(sp)
+    f = root.joinpath("domain", f"{name}.yaml") if root is not None else None
+    if f is None or not f.is_file():
+        return (f"its config_searchpath {sp!r} has no domain/{name}.yaml (ship it as package "
+                "data)")
+    if "@package _global_" not in f.read_text(encoding="utf-8"):
+        return f"domain/{name}.yaml does not start with '# @package _global_'"
+    return None
+
+
 def _precheck(overrides: list[str]) -> None:
     """Turn the commonest mistakes into one clear line before Hydra sees them."""
     from .registry import available
@@ -200,11 +243,8 @@ def _precheck(overrides: list[str]) -> None:
         if value is None:
             raise ConfigError(f"bad override {o!r}: write key=value (e.g. trainer.max_steps=100); "
                               "use +key=value to add a key the config does not have")
-        if key == "recipe":
-            recipes = list_recipes()
-            if value not in recipes and value not in ("null", ""):
-                raise ConfigError(f"unknown recipe {value!r}; available recipes: "
-                                  f"{', '.join(sorted(recipes)) or 'none'} (see `omnidiff recipes`)")
+        if key == "recipe" and value not in ("null", ""):
+            _check_recipe(value)
         elif key == "domain":
             names = available()
             if value not in names:

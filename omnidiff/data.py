@@ -15,8 +15,9 @@ __all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoade
 
 def check_batch(batch: Any, event_shape: tuple[int, ...], spec: Any,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, Any]:
-    """A training batch as the core reads it: a dict with ``x: (B, *event)`` (floating, finite
-    once cast to the network's ``dtype``) and, for conditional data, ``cond`` of the kind
+    """A training batch as the core reads it: a dict with ``x: (B, *event)`` (any sizes of that
+    rank where the condition fixes the shape; floating, finite once cast to the network's
+    ``dtype``) and, for conditional data, ``cond`` of the kind
     ``spec`` declares. :class:`DataError` names what is wrong (the keys found, the shape)."""
     from .conditions import ConditionError
 
@@ -26,8 +27,10 @@ def check_batch(batch: Any, event_shape: tuple[int, ...], spec: Any,
         raise DataError(f"batches must be dicts with 'x' (and 'cond' for conditional data); "
                         f"got {got}")
     x = batch["x"]
-    if not (isinstance(x, torch.Tensor) and x.is_floating_point()
-            and tuple(x.shape[1:]) == tuple(event_shape) and x.shape[0] >= 1):
+    fits = isinstance(x, torch.Tensor) and (
+        x.dim() == len(event_shape) + 1 if getattr(spec, "variable_shape", False)  # a mel
+        else tuple(x.shape[1:]) == tuple(event_shape))  # fixes the length of its audio
+    if not (fits and x.is_floating_point() and x.shape[0] >= 1):
         raise DataError(f"batch['x'] must be a float tensor (B, *{tuple(event_shape)}); got "
                         f"{getattr(x, 'dtype', type(x).__name__)} "
                         f"{tuple(getattr(x, 'shape', ()))}")

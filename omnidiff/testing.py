@@ -51,17 +51,11 @@ def _require(cond: bool, domain: Any, what: str) -> None:
         _fail(domain, what)
 
 
-def _sp_root(sp: str):
-    from importlib import resources
-
-    if sp.startswith("pkg://"):
-        return resources.files(sp[len("pkg://"):].replace("/", "."))
-    return Path(sp[len("file://"):] if sp.startswith("file://") else sp)
-
-
 def domain_defaults(domain: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(data, model)`` defaults from the domain's ``domain/<name>.yaml`` (``{}`` without)."""
     from omegaconf import OmegaConf
+
+    from .config import _sp_root
 
     sp = getattr(domain, "config_searchpath", None)
     if not sp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -128,3 +129,76 @@ def test_unknown_domain_lists_plugins_too(fake_plugins):
         registry.get_domain("nothing")
     for name in ("broken", "good", "points", "image"):
         assert name in str(info.value)
+
+
+@pytest.fixture
+def sub_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plugin `sub` that subclasses the built-in points domain in another package, with its
+    own configs: a good domain yaml, a recipe without `# @package _global_`; and a plugin
+    `nocfg` whose config folder lacks domain/nocfg.yaml."""
+    dist = tmp_path / "fakesub-0.0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakesub\nVersion: 0.0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[omnidiff.domains]\nsub = fake_omni_sub:SubDomain\nnocfg = fake_omni_sub:NoCfgDomain\n")
+    conf = tmp_path / "subconf"
+    (conf / "domain").mkdir(parents=True)
+    (conf / "recipe").mkdir()
+    (tmp_path / "empty").mkdir()
+    points_yaml = Path(__file__).resolve().parents[1] / "domains/points/conf/domain/points.yaml"
+    (conf / "domain" / "sub.yaml").write_text(points_yaml.read_text())
+    (conf / "recipe" / "sub_bad.yaml").write_text(
+        "# forgot the package line\ndefaults:\n  - override /domain: sub\ntrainer:\n"
+        "  max_steps: 3\n")
+    (tmp_path / "fake_omni_sub.py").write_text(textwrap.dedent(f"""\
+        from omnidiff_domains.points import PointsDomain
+
+        class SubDomain(PointsDomain):  # relative specs still mean omnidiff_domains.points
+            name = "sub"
+            config_searchpath = "file://{conf}"
+
+        class NoCfgDomain(PointsDomain):
+            name = "nocfg"
+            config_searchpath = "file://{tmp_path / 'empty'}"
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_cache", {})
+    monkeypatch.delitem(sys.modules, "fake_omni_sub", raising=False)
+    yield tmp_path
+    sys.modules.pop("fake_omni_sub", None)
+
+
+def test_a_subclassed_lazy_domain_keeps_its_parents_parts(sub_plugin):
+    dm = registry.get_domain("sub").build_data(kind="density", name="moons", train_size=64,
+                                               val_size=16, batch_size=8)
+    assert type(dm).__module__ == "omnidiff_domains.points.data"
+
+
+def test_config_mistakes_of_a_plugin_are_named(sub_plugin, capsys):
+    from omnidiff.cli import main
+    from omnidiff.config import ConfigError, compose
+
+    with pytest.raises(ConfigError, match=r"'sub_bad' .* '# @package _global_'"):
+        compose("sub_bad")
+    assert main(["domains"]) == 0
+    out = capsys.readouterr().out
+    assert "nocfg" in out and "has no domain/nocfg.yaml" in out, out
+    assert re.search(r"^sub\s+fakesub 0.0.1\s+\[ok\]", out, re.M), out
+
+
+def test_unknown_recipe_mentions_broken_plugins(fake_plugins):
+    from omnidiff.config import ConfigError, compose
+
+    with pytest.raises(ConfigError, match=r"unknown recipe 'mine'.*broken \(broken: domain "
+                                          r"plugin 'broken'"):
+        compose("mine")
+
+
+def test_check_command_runs_the_contract(fake_plugins, capsys):
+    from omnidiff.cli import main
+
+    assert main(["check", "points", "data.train_size=256", "model.width=16"]) == 0
+    assert "domain 'points' passes the contract" in capsys.readouterr().out
+    assert main(["check", "good"]) == 2  # build_data returns None: one line naming it
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("omnidiff: error: domain 'good':"), err
