@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -125,3 +127,42 @@ def test_hparams_are_plain_python():
         if isinstance(v, list):
             [walk(x) for x in v]
     walk(hp)
+
+
+def test_config_blocks_reach_their_readers_whole(monkeypatch):
+    """loss.* goes whole to diffusion_loss (min_snr_gamma, the EDM log-normal's p_mean), the
+    sampler block to the training-time sampling, optim.* to AdamW."""
+    import warnings
+
+    from omnidiff.callbacks import SampleCallback
+    from omnidiff.config import compose, validate
+    from omnidiff.training import _build_module, build_callbacks
+
+    def loss_with(*overrides):
+        cfg = compose("points2d", ["data.train_size=512", "data.val_size=64", *overrides])
+        validate(cfg)
+        dm, module = _build_module(cfg)
+        batch = next(iter(dm.train_dataloader()))
+        return float(module._loss(batch, generator=torch.Generator().manual_seed(0))), module
+
+    base, _ = loss_with("loss.weighting=min_snr")
+    capped, _ = loss_with("loss.weighting=min_snr", "loss.min_snr_gamma=0.01")
+    assert capped < 0.1 * base, (base, capped)
+    import omnidiff.losses as losses
+
+    seen = {}
+    real = losses.sample_time
+    monkeypatch.setattr(losses, "sample_time", lambda *a, **k: seen.update(k) or real(*a, **k))
+    loss_with("loss.time_sampling=edm_lognormal", "loss.p_mean=-6", "loss.p_std=0.01")
+    assert (seen["p_mean"], seen["p_std"]) == (-6, 0.01)
+    _, module = loss_with("optim.lr=0.02", "+optim.betas=[0.5,0.6]")
+    opt = module.configure_optimizers()["optimizer"]
+    assert opt.defaults["lr"] == 0.02 and opt.defaults["betas"] == (0.5, 0.6)
+
+    cfg = compose("points2d", ["sampler=ddim", "+sampler.eta=0.5", "sampler.clip_x0=3"])
+    cb = next(c for c in build_callbacks(cfg, Path("unused"))
+              if isinstance(c, SampleCallback))
+    assert (cb.sampler, cb.options) == ("ddim", {"eta": 0.5, "clip_x0": 3})
+    with warnings.catch_warnings():  # training without a recipe uses defaults it recommends
+        warnings.simplefilter("error")
+        validate(compose(overrides=[]))
