@@ -16,9 +16,11 @@
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
 :func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
-train`` and returns the same dict. This module imports no Lightning (inference runs without
-it); the callbacks that write checkpoints during training are in :mod:`omnidiff.checkpointing`. Files of format 1 (written before conditions of every
+train`` and returns the same dict. Files of format 1 (written before conditions of every
 kind) carry only ``num_classes``; :func:`payload_cond_spec` reads them as labels.
+
+This module imports no Lightning (inference runs without it); the callbacks that write
+checkpoints during training are in :mod:`omnidiff.checkpointing`.
 """
 
 from __future__ import annotations

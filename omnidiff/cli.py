@@ -169,6 +169,8 @@ def cmd_sample(args: list[str]) -> int:
     ckpt = Path(str(opts["checkpoint"]))
     n = _number(opts, "n", int, None, 1)
     steps, seed = _number(opts, "steps", int, None, 1), _number(opts, "seed", int, 0, 0)
+    if "seed" in opts and opts["seed"] is None:
+        seed = None  # seed=null: a random seed
     guidance = _number(opts, "guidance", float, None, 0)
     batch_size, n_ref = _number(opts, "batch_size", int, None, 1), _number(opts, "n_ref", int,
                                                                           2048, 1)

@@ -276,8 +276,8 @@ def _block_keys(block: str) -> list[str] | None:
         from .losses import LOSS_KEYS
         return list(LOSS_KEYS)
     if block == "optim":
-        from .optim import EMA_KEYS, adamw
-        return [k for k in inspect.signature(adamw).parameters if k != "params"] + list(EMA_KEYS)
+        from .optim import OPTIM_KEYS
+        return list(OPTIM_KEYS)
     return None
 
 

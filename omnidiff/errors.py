@@ -93,15 +93,17 @@ class TrainingPreempted(OmnidiffError, RuntimeError):
 
 
 @contextmanager
-def blamed_on(kind: type[UserError], what: str) -> Iterator[None]:
-    """Report a ``ValueError`` / ``TypeError`` raised by code that reads the user's input
-    (a plugin building its data from ``data:``, its network from ``model:``) as ``kind``,
-    prefixed with what was being read, so the command line prints it as one line. omnidiff's
-    own errors pass through unchanged."""
+def blamed_on(kind: type[UserError], what: str,
+              also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Report a ``ValueError`` / ``TypeError`` (and the types in ``also``) raised by code that
+    reads the user's input (a plugin building its data from ``data:``, its network from
+    ``model:``, Lightning its Trainer from ``trainer:``) as ``kind``, prefixed with what was
+    being read, so the command line prints it as one line. omnidiff's own errors pass through
+    unchanged."""
     try:
         yield
     except UserError:
         raise
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, *also) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise kind(f"{what}: {text}") from exc

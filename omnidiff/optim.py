@@ -14,7 +14,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["EMA_KEYS", "adamw", "optimizer_args", "ema_decay_at", "ema_update"]
+__all__ = ["EMA_KEYS", "OPTIM_KEYS", "adamw", "optimizer_args", "ema_decay_at", "ema_update"]
 
 EMA_KEYS = ("ema_decay", "ema_warmup")
 
@@ -38,15 +38,17 @@ def adamw(params: Iterable[torch.nn.Parameter], *, lr: float = 1e-3, weight_deca
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+# the keys of a config's ``optim:`` block: adamw's settings and the EMA's
+OPTIM_KEYS = tuple(p for p in inspect.signature(adamw).parameters if p != "params") + EMA_KEYS
+
+
 def optimizer_args(optim: dict[str, Any]) -> dict[str, Any]:
-    """The ``optim:`` block without the EMA's keys, checked against :func:`adamw`."""
-    args = {k: v for k, v in optim.items() if k not in EMA_KEYS}
-    known = [p for p in inspect.signature(adamw).parameters if p != "params"]
-    unknown = sorted(set(args) - set(known))
+    """The ``optim:`` block without the EMA's keys, checked against :data:`OPTIM_KEYS`."""
+    unknown = sorted(set(optim) - set(OPTIM_KEYS))
     if unknown:
         raise ConfigError(f"optim.{unknown[0]} is not an optimizer option; choose from: "
-                          f"{', '.join(known + list(EMA_KEYS))}")
-    return args
+                          f"{', '.join(OPTIM_KEYS)}")
+    return {k: v for k, v in optim.items() if k not in EMA_KEYS}
 
 
 def ema_decay_at(n: int, decay: float, warmup: bool = True) -> float:

@@ -86,7 +86,7 @@ class DiffusionModule(LightningModule):
         self.cond_spec = spec
         self.domain = get_domain(domain)
         self.schedule = get_schedule(**schedule_cfg)
-        with blamed_on(ConfigError, f"model: the {domain!r} network rejects its options"):
+        with blamed_on(ConfigError, "model"):
             net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
         self.model = DiffusionModel(net, self.schedule, loss.get("prediction", "eps"),
                                     sigma_data=float(loss.get("sigma_data", 1.0)))
@@ -288,7 +288,7 @@ def _build_module(cfg: Any) -> tuple[Any, DiffusionModule]:
 
     domain = get_domain(str(cfg.domain))
     data_cfg = to_plain(cfg.data)
-    with blamed_on(ConfigError, f"data: the {cfg.domain!r} data rejects its options"):
+    with blamed_on(ConfigError, "data"):
         dm = domain.build_data(**data_cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -322,12 +322,10 @@ def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
                                                      "single_device"):
         plugins.append(AtomicCheckpointIO())
     callbacks = build_callbacks(cfg, run_dir)
-    try:
-        with blamed_on(ConfigError, "trainer: Lightning rejects the options"):
-            return pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
-                              callbacks=callbacks, plugins=plugins or None)
-    except MisconfigurationException as exc:
-        raise ConfigError(f"trainer: Lightning rejects the options: {exc}") from None
+    with blamed_on(ConfigError, "trainer: Lightning rejects the options",
+                   also=(MisconfigurationException,)):
+        return pl.Trainer(**trainer_cfg, default_root_dir=str(run_dir), logger=logger,
+                          callbacks=callbacks, plugins=plugins or None)
 
 
 def _prepare_folder(run_dir: Path, ckpt: Path | None, resume_step: int | None,

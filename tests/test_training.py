@@ -66,7 +66,9 @@ def test_no_recipe_uses_default_domain():
     (["domain=nope"], "unknown domain"),
     (["schedule=nope"], "unknown schedule"),
     (["sampler=nope"], "unknown sampler"),
-    (["trainer.nope=3"], "+KEY=VALUE"),
+    (["nope.key=3"], "+KEY=VALUE"),
+    (["trainer.nope=3"], "trainer has no option"),
+    (["trainer.max_step=3"], "did you mean trainer.max_steps"),
     (["oops"], "bad override"),
 ])
 def test_compose_errors(overrides, needle):
