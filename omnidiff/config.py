@@ -460,12 +460,15 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 
 def check_machine(cfg: DictConfig) -> None:
-    """What this machine must have for the config: a CUDA GPU for ``trainer.accelerator=gpu``
-    (checked before any data is built; :func:`validate` checks only the config)."""
+    """What this machine must have for the config: a GPU for ``trainer.accelerator=gpu`` (CUDA
+    or, as Lightning reads it, Apple's MPS), CUDA for ``cuda`` (checked before any data is
+    built; :func:`validate` checks only the config)."""
     import torch
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    has_gpu = torch.cuda.is_available() or (accelerator == "gpu"
+                                            and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not has_gpu:
         raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA "
                           "GPU that torch can use; train with trainer=cpu (or install a CUDA "
                           "build of torch)")
