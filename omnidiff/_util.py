@@ -8,7 +8,9 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["append_dims", "check_choice", "is_number"]
+__all__ = ["append_dims", "check_choice", "is_number", "number_problem", "INT64_MAX"]
+
+INT64_MAX = 2 ** 63 - 1  # the largest seed a torch.Generator takes
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -29,3 +31,19 @@ def is_number(value, kind: type, low: float) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and value >= low
             and (kind is float or float(value).is_integer()))
+
+
+def number_problem(key: str, value, kind: type, low: float, high: float | None = None
+                   ) -> str | None:
+    """None when ``value`` is a number for ``key`` (:func:`is_number`, and at most ``high``);
+    otherwise the one-line message naming the key, the value and what to give."""
+    if is_number(value, kind, low) and (high is None or value <= high):
+        return None
+    what = "an integer" if kind is int else "a number"
+    if high is None or high == INT64_MAX and not is_number(value, kind, low):
+        span = f">= {low:g}"  # the int64 bound is named only when it is the one broken
+    elif high == INT64_MAX:
+        span = f">= {low:g} below 2**63"
+    else:
+        span = f"in [{low:g}, {high:g}]"
+    return f"{key}={value!r}: give {what} {span}"

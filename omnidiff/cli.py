@@ -230,14 +230,14 @@ def _cond_option(pipe: Any, value: Any) -> Any:
 def _number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
     """``opts[key]`` as an ``int`` or ``float`` of at least ``low`` (``default`` when absent or
     null); anything else is a one-line usage error naming the key."""
-    from ._util import is_number
+    from ._util import INT64_MAX, number_problem
 
     value = opts.get(key)
     if value is None:
         return default
-    if not is_number(value, kind, low) or abs(value) >= 2 ** 63:
-        raise UsageError(f"{key}={value!r}: give {'an integer' if kind is int else 'a number'} "
-                         f">= {low:g}" + (" below 2**63" if is_number(value, kind, low) else ""))
+    problem = number_problem(key, value, kind, low, INT64_MAX)
+    if problem:
+        raise UsageError(problem)
     return kind(value)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from ._util import INT64_MAX
 from .errors import ConfigError
 
 __all__ = ["ConfigError", "RecipeInfo", "compose", "check_machine", "list_recipes",
@@ -412,12 +413,12 @@ def _check_blocks(cfg: DictConfig) -> None:
 
 # numeric settings: (dotted key, int or float, lowest value, highest value, null allowed)
 NUMBERS = (
-    ("seed", int, 0, 2 ** 63 - 1, False), ("threads", int, 1, None, True),
+    ("seed", int, 0, INT64_MAX, False), ("threads", int, 1, None, True),
     ("optim.lr", float, 1e-12, None, False), ("optim.weight_decay", float, 0, None, False),
     ("optim.warmup", int, 0, None, False), ("optim.ema_decay", float, 0, 1, True),
     ("eval.every_n_steps", int, 0, None, True), ("eval.n_samples", int, 1, None, False),
     ("eval.n_ref", int, 1, None, False), ("eval.batch_size", int, 1, None, True),
-    ("eval.seed", int, 0, 2 ** 63 - 1, False), ("sampler.steps", int, 1, None, False),
+    ("eval.seed", int, 0, INT64_MAX, False), ("sampler.steps", int, 1, None, False),
     ("sampler.guidance", float, 0, None, True), ("loss.p_uncond", float, 0, 1, False),
     ("loss.sigma_data", float, 1e-12, None, False),
     ("loss.min_snr_gamma", float, 1e-12, None, False), ("loss.p_std", float, 1e-12, None, False),
@@ -434,18 +435,15 @@ NUMBERS = (
 def _check_numbers(cfg: DictConfig) -> None:
     """Every numeric setting has the right type and range; one line names the key, the value
     and what to give instead."""
-    from ._util import is_number
+    from ._util import number_problem
 
     for key, kind, low, high, nullable in NUMBERS:
         value = OmegaConf.select(cfg, key, default="<absent>")
         if value == "<absent>" or (value is None and nullable):
             continue
-        ok = is_number(value, kind, low) and (high is None or value <= high)
-        if not ok:
-            what = "an integer" if kind is int else "a number"
-            span = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
-            raise ConfigError(f"{key}={value!r}: give {what} {span}"
-                              + (" (or null)" if nullable else ""))
+        problem = number_problem(key, value, kind, low, high)
+        if problem:
+            raise ConfigError(problem + (" (or null)" if nullable else ""))
 
 
 def _check_trainer(cfg: DictConfig) -> None:

@@ -78,7 +78,7 @@ def _check_request(sampler: str, spec: CondSpec, **values: Any) -> None:
     """A generate request's names and numbers: ``n``, ``steps``, ``batch_size`` integers
     >= 1, ``seed`` an integer in [0, 2**63), ``guidance`` a finite number >= 0 (None: not
     set); one :class:`PipelineError` naming the value otherwise."""
-    from ._util import is_number
+    from ._util import INT64_MAX, number_problem
     from .samplers import SAMPLERS
 
     if sampler not in SAMPLERS:
@@ -86,14 +86,9 @@ def _check_request(sampler: str, spec: CondSpec, **values: Any) -> None:
     rules = {"n": (int, 1), "steps": (int, 1), "batch_size": (int, 1), "seed": (int, 0),
              "guidance": (float, 0)}
     for key, value in values.items():
-        kind, low = rules[key]
-        if value is None:
-            continue
-        ok = is_number(value, kind, low) and value < 2 ** 63
-        if not ok:
-            what = "an integer" if kind is int else "a finite number"
-            raise PipelineError(f"{key}={value!r}: give {what} >= {low}"
-                                + (" below 2**63" if key == "seed" else ""))
+        problem = None if value is None else number_problem(key, value, *rules[key], INT64_MAX)
+        if problem:
+            raise PipelineError(problem)
     if values.get("guidance") is not None and not spec.conditional:
         raise PipelineError("guidance needs a conditional model; this one is unconditional "
                             "(drop guidance=)")
