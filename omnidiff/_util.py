@@ -8,7 +8,8 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["append_dims", "check_choice", "is_number", "number_problem", "INT64_MAX"]
+__all__ = ["append_dims", "check_choice", "is_number", "number_problem", "INT64_MAX",
+           "nonfinite_rows"]
 
 INT64_MAX = 2 ** 63 - 1  # the largest seed a torch.Generator takes
 
@@ -16,6 +17,11 @@ INT64_MAX = 2 ** 63 - 1  # the largest seed a torch.Generator takes
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """Right-pad ``v: (B,)`` with singleton dims to broadcast against a ``(B, *event)`` tensor."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def nonfinite_rows(x: torch.Tensor) -> int:
+    """How many samples of ``x: (B, ...)`` hold a NaN or inf."""
+    return int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
 
 
 def check_choice(kind: str, value: str, choices) -> str:

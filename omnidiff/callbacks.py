@@ -269,7 +269,7 @@ class FiniteLossGuard(Callback):
         self._batch = batch
 
     def _data_scale(self) -> float:
-        x = self._batch.get("x") if isinstance(getattr(self, "_batch", None), dict) else None
+        x = self._batch.get("x") if isinstance(self._batch, dict) else None
         return float(x.detach().abs().max()) if isinstance(x, torch.Tensor) else 0.0
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:

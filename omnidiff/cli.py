@@ -204,11 +204,10 @@ def cmd_sample(args: list[str]) -> int:
 
 def _check_finite_samples(x: Any) -> None:
     """Samples that are NaN / inf are not written (they would fill files with nothing)."""
-    import torch
+    from ._util import nonfinite_rows
 
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        rows = int(bad.reshape(x.shape[0], -1).any(1).sum())
+    rows = nonfinite_rows(x)
+    if rows:
         raise UsageError(f"{rows} of {x.shape[0]} samples hold NaN or inf; nothing was written. "
                          "Lower guidance=, set clip_x0=, or try another sampler=")
 
@@ -338,7 +337,7 @@ def cmd_check(args: list[str]) -> int:
                                   n=_number(opts, "n", int, 4, 1),
                                   steps=_number(opts, "steps", int, 2, 1),
                                   sampler=str(opts.get("sampler") or "ddim"))
-        except (DomainContractError, UserError):
+        except UserError:  # a broken promise (DomainContractError) or a bad option
             raise
         except Exception as exc:  # the plugin's own code failed: say where, keep it short
             if os.environ.get("OMNIDIFF_DEBUG"):
@@ -355,7 +354,7 @@ def cmd_check(args: list[str]) -> int:
 
 def cmd_domains(args: list[str]) -> int:
     from .config import domain_config_problem, list_recipes
-    from .registry import describe
+    from .registry import describe, get_domain
 
     if args:
         raise UsageError("`omnidiff domains` takes no arguments")
@@ -370,7 +369,8 @@ def cmd_domains(args: list[str]) -> int:
         recipes = {}
     for r in rows:
         names = sorted(k for k, v in recipes.items() if (v.domain or v.origin) == r["name"])
-        problem = domain_config_problem(r["name"]) if r["status"] == "ok" else None
+        problem = (domain_config_problem(get_domain(r["name"])) if r["status"] == "ok"
+                   else None)
         status = (r["status"] if r["status"] == "ok" and problem is None
                   else _one_line(r["status"] if problem is None else f"broken: {problem}"))
         print(f"{r['name']:<10} {r['package'] or '?'} {r['version'] or '?'}  [{status}]")

@@ -217,12 +217,10 @@ def _check_recipe(name: str) -> None:
                           "and be ignored; add that line at the top")
 
 
-def domain_config_problem(name: str) -> str | None:
-    """Why the domain's ``domain/<name>.yaml`` cannot be used (None when it is fine or the
+def domain_config_problem(domain: Any) -> str | None:
+    """Why a domain's ``domain/<name>.yaml`` cannot be used (None when it is fine or the
     domain ships no configs)."""
-    from .registry import get_domain
-
-    sp = getattr(get_domain(name), "config_searchpath", None)
+    sp, name = getattr(domain, "config_searchpath", None), domain.name
     if not sp:
         return None
     root = _sp_root(sp)

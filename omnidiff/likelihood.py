@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._util import check_choice
+from ._util import check_choice, nonfinite_rows
 from .errors import DataError
 from .predictions import PREDICTIONS
 from .samplers.denoiser import Denoiser
@@ -80,9 +80,8 @@ def _check_data(x: Any, dtype: torch.dtype) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
         raise DataError(f"likelihood needs data of shape (n >= 1, *event); got "
                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    bad = ~torch.isfinite(x.detach().to(dtype if dtype.is_floating_point else torch.float32))
-    if bool(bad.any()):
-        rows = int(bad.reshape(x.shape[0], -1).any(1).sum())
+    rows = nonfinite_rows(x.detach().to(dtype if dtype.is_floating_point else torch.float32))
+    if rows:
         raise DataError(f"the data holds NaN or inf (or values out of range for {dtype}) in "
                         f"{rows} of {x.shape[0]} samples; drop or fix those rows")
 

@@ -55,7 +55,7 @@ def domain_defaults(domain: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(data, model)`` defaults from the domain's ``domain/<name>.yaml`` (``{}`` without)."""
     from omegaconf import OmegaConf
 
-    from .config import _sp_root
+    from .config import _sp_root, domain_config_problem
 
     sp = getattr(domain, "config_searchpath", None)
     if not sp:
@@ -64,17 +64,14 @@ def domain_defaults(domain: Any) -> tuple[dict[str, Any], dict[str, Any]]:
              f"config_searchpath must be None or a 'pkg://package.conf' / 'file://' path; "
              f"got {sp!r}")
     try:
-        f = _sp_root(sp).joinpath("domain", f"{domain.name}.yaml")
-        text = f.read_text(encoding="utf-8")
-    except Exception as exc:
-        _fail(domain, f"config_searchpath {sp!r} has no readable domain/{domain.name}.yaml "
-                      f"({type(exc).__name__}: {exc}); ship it as package data")
+        problem = domain_config_problem(domain)  # the file exists, with its package line
+    except Exception as exc:  # a pkg:// package that does not import
+        problem = f"config_searchpath {sp!r} cannot be read ({type(exc).__name__}: {exc})"
+    _require(problem is None, domain, str(problem))
+    text = _sp_root(sp).joinpath("domain", f"{domain.name}.yaml").read_text(encoding="utf-8")
     cfg = OmegaConf.to_container(OmegaConf.create(text), resolve=True) or {}
     _require("model" in cfg and "data" in cfg, domain,
-             f"domain/{domain.name}.yaml must define both 'model:' and 'data:' "
-             "(and start with '# @package _global_')")
-    _require("@package _global_" in text, domain,
-             f"domain/{domain.name}.yaml must start with '# @package _global_'")
+             f"domain/{domain.name}.yaml must define both 'model:' and 'data:'")
     return dict(cfg["data"] or {}), dict(cfg["model"] or {})
 
 

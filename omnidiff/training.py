@@ -95,7 +95,6 @@ class DiffusionModule(LightningModule):
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
               ) -> torch.Tensor:
         x = batch["x"]  # (B, *event)
-        options = dict(self.hparams.loss)
         cond = None
         if self.cond_spec.conditional:
             cond = batch.get("cond")
@@ -104,7 +103,7 @@ class DiffusionModule(LightningModule):
                                 "a training batch has no 'cond'; the data module must yield "
                                 "{'x': ..., 'cond': ...}")
         loss, _ = diffusion_loss(self.model, x, schedule=self.schedule, cond=cond,
-                                 generator=generator, **options)
+                                 generator=generator, **self.hparams.loss)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
