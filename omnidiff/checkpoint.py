@@ -77,7 +77,22 @@ def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> d
         "schedule": dict(hp.schedule_cfg), "prediction": str(loss.get("prediction", "eps")),
         "sigma_data": float(loss.get("sigma_data", 1.0)), "data": dict(hp.data_cfg),
         "ema": bool(ema), "global_step": int(global_step), "state_dict": state,
+        **_embedded_autoencoder(hp, module.state_dict()),
     }
+
+
+def _embedded_autoencoder(hp: Any, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``{"autoencoder": its payload}`` for a latent model (its DiffusionModule's
+    ``autoencoder.*`` weights and hyper-parameters), ``{}`` otherwise."""
+    cfg = hp.get("autoencoder")
+    if not cfg:
+        return {}
+    cfg = dict(cfg)
+    ae_state = {k[len("autoencoder."):]: v.detach().to("cpu", copy=True).contiguous()
+                for k, v in state.items() if k.startswith("autoencoder.")}
+    return {"autoencoder": {"domain": str(hp["domain"]), "data_shape": cfg.pop("data_shape"),
+                            "ae": cfg, "state_dict": ae_state,
+                            "weights_sha256": state_digest(ae_state)}}
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -88,7 +103,7 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     for name, value in sorted(state.items()):
         t = value.detach().to("cpu").contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -114,6 +129,9 @@ def _verify_weights(obj: dict[str, Any], path: Path) -> None:
 
 def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     hp = ckpt.get("hyper_parameters") or {}
+    if hp.get("stage") == "autoencoder":
+        raise CheckpointError(f"{path} is a checkpoint of an autoencoder run; its model.pt is the "
+                              "autoencoder a latent model takes (autoencoder=<model.pt>)")
     loss = loss_settings(hp)
     needed = ("domain", "model_cfg", "schedule_cfg", "event_shape")
     if "prediction" not in loss:
@@ -134,7 +152,7 @@ def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
         "prediction": loss["prediction"], "sigma_data": float(loss.get("sigma_data", 1.0)),
         "data": dict(hp.get("data_cfg") or {}),
         "ema": "current_model_state" in ckpt, "global_step": int(ckpt.get("global_step", 0)),
-        "state_dict": state,
+        "state_dict": state, **_embedded_autoencoder(hp, ckpt["state_dict"]),
     }
 
 
@@ -158,6 +176,22 @@ def _checked_payload(obj: dict[str, Any], path: Path) -> dict[str, Any]:
     return obj
 
 
+def read_file(path: Path, hint: str) -> Any:
+    """``torch.load(path, weights_only=True)``; one :class:`CheckpointError` ending in ``hint``
+    for a missing file, a file that is not a PyTorch one, or one holding unsafe objects."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found; {hint}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not an omnidiff checkpoint (not a PyTorch file); {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+        why = ("it holds objects that cannot be loaded safely with weights_only=True"
+               if unsafe else f"torch.load failed: {type(exc).__name__}")
+        raise CheckpointError(f"{path} is not an omnidiff checkpoint ({why}); {hint}") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load ``model.pt`` or a Lightning ``.ckpt`` (``weights_only=True``) as the inference dict."""
     path = Path(path)
@@ -172,16 +206,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the model.pt (or a "
                               ".ckpt) written by `omnidiff train`")
-    hint = "pass the model.pt or a .ckpt written by `omnidiff train`"
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not an omnidiff checkpoint (not a PyTorch file); {hint}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
-        why = ("it holds objects that cannot be loaded safely with weights_only=True"
-               if unsafe else f"torch.load failed: {type(exc).__name__}")
-        raise CheckpointError(f"{path} is not an omnidiff checkpoint ({why}); {hint}") from None
+    obj = read_file(path, "pass the model.pt or a .ckpt written by `omnidiff train`")
+    if isinstance(obj, dict) and obj.get("kind") == "autoencoder":
+        raise CheckpointError(f"{path} is an autoencoder, not a diffusion model: train a latent "
+                              f"model on it (omnidiff train recipe=... autoencoder={path})")
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("format_version", 1)) > FORMAT_VERSION:
             raise CheckpointError(f"{path} was written by a newer omnidiff "

@@ -14,7 +14,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .checkpoint import save_inference
+from .checkpoint import save_inference, write_inference
 from .io import atomic_path
 
 __all__ = ["InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
@@ -32,7 +32,11 @@ class InferenceExport(Callback):
         from lightning.pytorch.callbacks import WeightAveraging
 
         ema = any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
-        save_inference(pl_module, self.dest, ema=ema, global_step=trainer.global_step)
+        own = getattr(pl_module, "export_payload", None)  # a module with its own format
+        if own is not None:
+            write_inference(own(ema=ema, global_step=trainer.global_step), self.dest)
+        else:
+            save_inference(pl_module, self.dest, ema=ema, global_step=trainer.global_step)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -147,8 +147,12 @@ def _report_run(run_dir: Path) -> None:
               f"in {summary.get('global_step')} steps ({summary.get('train_seconds')} s)")
     if final:
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k != "step"))
-    if (run_dir / "model.pt").exists():
-        print(f"model: {run_dir / 'model.pt'}   (omnidiff sample checkpoint={run_dir / 'model.pt'})")
+    model = run_dir / "model.pt"
+    if model.exists() and summary.get("stage") == "autoencoder":
+        print(f"autoencoder: {model}   (omnidiff train recipe=... autoencoder={model} trains a "
+              "latent diffusion model on it)")
+    elif model.exists():
+        print(f"model: {model}   (omnidiff sample checkpoint={model})")
 
 
 def _out_folder(value: Any, default: Path) -> Path:
@@ -309,7 +313,9 @@ def cmd_likelihood(args: list[str]) -> int:
                             solver=str(opts.get("solver") or "rk45"), **numbers)
     se = float(r.nats.std()) / max(1, r.nats.numel()) ** 0.5
     print(f"n={r.nats.numel()}  log-likelihood: {float(r.nats.mean()):.4f} +- {se:.4f} nats "
-          f"per sample, {float(r.bits_per_dim.mean()):.4f} bits/dim  (nfe {r.nfe})")
+          f"per sample, {float(r.bits_per_dim.mean()):.4f} bits/dim  (nfe {r.nfe})"
+          + ("  [latent space: the density of the autoencoder's latents]"
+             if r.space == "latent" else ""))
     return 0
 
 

@@ -277,6 +277,9 @@ def _block_keys(block: str) -> list[str] | None:
     if block == "optim":
         from .optim import OPTIM_KEYS
         return list(OPTIM_KEYS)
+    if block == "ae":
+        from .autoencoder import AE_KEYS
+        return list(AE_KEYS)
     return None
 
 
@@ -401,12 +404,38 @@ def _check_blocks(cfg: DictConfig) -> None:
 
     check_loss_options(to_plain(cfg.loss))
     optimizer_args(to_plain(cfg.optim))
+    _check_stage(cfg)
     block = {k: v for k, v in to_plain(cfg.sampler).items()
              if k not in ("name", "steps", "guidance") and v is not None}
     try:
         check_sampler_options(str(cfg.sampler.name), block)
     except ValueError as exc:
         raise ConfigError(f"sampler: {exc}") from None
+
+
+AUTOENCODER_REQUIRED = "required"  # a latent recipe's `autoencoder:` until the user names one
+
+
+def _check_stage(cfg: DictConfig) -> None:
+    """``stage`` and what it reads: the ``ae:`` block to train an autoencoder, the
+    ``autoencoder=`` file (checked when read) to train on its latents; not both."""
+    from .autoencoder import check_ae_options
+
+    if cfg.get("autoencoder") == AUTOENCODER_REQUIRED:  # a latent recipe, not given one
+        raise ConfigError(f"recipe {cfg.get('recipe')} trains a diffusion model on an "
+                          "autoencoder's latents: pass autoencoder=<the model.pt of its "
+                          "autoencoder run, e.g. runs/<recipe>_ae/<time>/model.pt>")
+    stage = cfg.get("stage", "diffusion")
+    if stage not in ("diffusion", "autoencoder"):
+        raise ConfigError(f"stage={stage!r}: choose diffusion or autoencoder")
+    if stage == "autoencoder":
+        check_ae_options(to_plain(cfg.get("ae") or {}))
+        if cfg.get("autoencoder"):
+            raise ConfigError("stage=autoencoder trains an autoencoder; autoencoder= names one "
+                              "to train a latent diffusion model on: pass one of them")
+    elif cfg.get("autoencoder") is not None and not isinstance(cfg.autoencoder, str):
+        raise ConfigError(f"autoencoder={cfg.autoencoder!r}: give the path of an autoencoder's "
+                          "model.pt")
 
 
 # numeric settings: (dotted key, int or float, lowest value, highest value, null allowed)
@@ -427,6 +456,8 @@ NUMBERS = (
     ("trainer.accumulate_grad_batches", int, 1, None, False),
     ("checkpoint.every_n_train_steps", int, 0, None, True),
     ("checkpoint.every_n_minutes", float, 0, None, True), ("checkpoint.keep", int, -1, None, False),
+    ("ae.latent_channels", int, 1, None, False), ("ae.blocks", int, 0, None, False),
+    ("ae.kl_weight", float, 0, None, False),
 )
 
 

@@ -44,11 +44,14 @@ EXACT_MAX_DIM = 16  # "auto" uses the exact divergence up to this many dimension
 @dataclass
 class LogLikelihood:
     """nats: (B,) log-likelihood per sample (nats); bits_per_dim: (B,) = -nats / (D ln 2);
-    nfe: velocity evaluations (each also costs D or 1 backward passes for the divergence)."""
+    nfe: velocity evaluations (each also costs D or 1 backward passes for the divergence);
+    space: where the density lives ("latent" for a latent model: D is the latents' size, and
+    the autoencoder's change of volume is not included)."""
 
     nats: torch.Tensor
     bits_per_dim: torch.Tensor
     nfe: int
+    space: str = "data"  # "latent": of the autoencoder's latents (a latent diffusion model)
 
 
 def _rademacher(shape, generator, device) -> torch.Tensor:

@@ -113,9 +113,11 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      guidance: float | None = None,
                      cond: Any = None, seed: int | None = None, batch_size: int | None = None,
                      device: torch.device | str | None = None, progress: bool | None = None,
-                     shape_for: Callable[[Any], Sequence[int]] | None = None, **options: Any
-                     ) -> tuple[torch.Tensor, Any]:
-    """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None).
+                     shape_for: Callable[[Any], Sequence[int]] | None = None,
+                     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     **options: Any) -> tuple[torch.Tensor, Any]:
+    """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
+    (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
 
     ``cond_spec`` is the model's :class:`~omnidiff.conditions.CondSpec` (a legacy class count
     reads as labels); ``cond`` is checked against it, and ``n`` may follow from it. When the
@@ -155,6 +157,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
             x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
                         sampler=sampler, steps=None if steps is None else int(steps),
                         generator=dev_gen, **options)
+            if decode is not None:
+                x0 = decode(x0)  # (b, *sample_shape)
             out.append(x0.float().cpu())
     finally:
         model.train(was_training)
@@ -185,6 +189,9 @@ class Pipeline:
         self.domain = domain
         self.domain_name = domain_name
         self.event_shape = tuple(int(s) for s in event_shape)
+        # a sample's shape as data: the event's, unless the domain decodes (latent diffusion)
+        self.sample_shape = tuple(getattr(domain, "sample_shape", None) or self.event_shape)
+        self.decode = getattr(domain, "decode", None)
         self.cond_spec: CondSpec = as_spec(cond_spec)
         self.data_cfg = dict(data_cfg or {})
         self.info = dict(info or {})
@@ -216,6 +223,8 @@ class Pipeline:
 
     def to(self, device: torch.device | str) -> "Pipeline":
         self.model.to(device)
+        if getattr(self.domain, "autoencoder", None) is not None:
+            self.domain.autoencoder.to(device)
         return self
 
     def __repr__(self) -> str:
@@ -297,7 +306,8 @@ class Pipeline:
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
                                    guidance=guidance, cond=cond, seed=seed,
                                    batch_size=batch_size, device=self.device,
-                                   progress=progress, shape_for=self._shape_for, **options)
+                                   progress=progress, shape_for=self._shape_for,
+                                   decode=self.decode, **options)
         self.last_cond, self._last_samples = used, x
         return x
 
@@ -368,7 +378,7 @@ class Pipeline:
         """Exact log-likelihood of data ``x: (n, *event)`` through the probability-flow ODE.
 
         Returns :class:`~omnidiff.likelihood.LogLikelihood` (``nats`` and ``bits_per_dim``
-        per sample, ``nfe``). ``divergence``: exact | hutchinson | auto; ``solver``: rk45 |
+        per sample, ``nfe``; a latent model's are of the encoded data, ``space="latent"``). ``divergence``: exact | hutchinson | auto; ``solver``: rk45 |
         heun (``steps``); ``dequantize``: levels of discrete data in [-1, 1] (e.g. 256).
         ``cond``: the condition of each sample (None: the model's null condition).
         """
@@ -377,6 +387,12 @@ class Pipeline:
 
         self._check(x)
         cond = self._checked_cond(cond, x.shape[0])
+        space = "data"
+        if self.decode is not None:  # a latent model: the density of the data's latents
+            if dequantize:
+                raise PipelineError("dequantize= applies to discrete data, not to the latents "
+                                    "a latent model's likelihood is computed on; drop it")
+            x, space = self.domain.encode(x.to(self.device)).cpu(), "latent"
         gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
         bs = int(batch_size) if batch_size else _auto_batch(x.shape[0], self.event_shape)
         dtype = next(self.model.parameters()).dtype
@@ -391,7 +407,7 @@ class Pipeline:
             nfe += r.nfe
         return LogLikelihood(nats=torch.cat([r.nats.cpu() for r in parts]),
                              bits_per_dim=torch.cat([r.bits_per_dim.cpu() for r in parts]),
-                             nfe=nfe)
+                             nfe=nfe, space=space)
 
     def _checked_cond(self, cond: Any, n: int) -> Any:
         return _check_cond(self.cond_spec, cond, n)[0]
@@ -436,12 +452,14 @@ class Pipeline:
         return {k: float(v) for k, v in out.items()}
 
     def _check(self, samples: torch.Tensor, any_shape: bool = False) -> None:
+        """Data of this model: ``(n, *sample_shape)`` (any sizes of that rank with
+        ``any_shape``)."""
         ok = isinstance(samples, torch.Tensor) and (
-            samples.dim() == len(self.event_shape) + 1 if any_shape
-            else tuple(samples.shape[1:]) == self.event_shape)
+            samples.dim() == len(self.sample_shape) + 1 if any_shape
+            else tuple(samples.shape[1:]) == self.sample_shape)
         if not ok:
             shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
-            raise PipelineError(f"samples must have shape (n, {', '.join(map(str, self.event_shape))})"
+            raise PipelineError(f"samples must have shape (n, {', '.join(map(str, self.sample_shape))})"
                                 f" for this model, got {shape}")
 
     @classmethod
@@ -450,7 +468,15 @@ class Pipeline:
         from .checkpoint import payload_cond_spec
         from .registry import get_domain
 
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         domain = get_domain(payload["domain"])
+        if payload.get("autoencoder"):  # latent diffusion: samples are decoded to data
+            from .autoencoder import read_autoencoder
+            from .latent import LatentDomain
+
+            ae = read_autoencoder(payload["autoencoder"], "the checkpoint's autoencoder")
+            domain = LatentDomain(domain, ae.to(device))
         event_shape = tuple(int(s) for s in payload["event_shape"])
         spec = payload_cond_spec(payload)
         net = domain.build_network(event_shape, spec, **payload["model"])
@@ -466,10 +492,8 @@ class Pipeline:
                 f"from its config ({len(ours - theirs)} missing, {len(theirs - ours)} unexpected"
                 f", or mismatched shapes): was it written by another version of the domain "
                 f"plugin (checkpoint: omnidiff {payload.get('omnidiff_version')})?") from exc
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device).eval()
-        info = {k: v for k, v in payload.items() if k != "state_dict"}
+        info = {k: v for k, v in payload.items() if k not in ("state_dict", "autoencoder")}
         return cls(model, domain=domain, domain_name=payload["domain"], event_shape=event_shape,
                    cond_spec=spec, data_cfg=payload.get("data") or {}, info=info)
 

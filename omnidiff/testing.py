@@ -173,6 +173,12 @@ def _check_batch(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any
         _fail(domain, str(exc))
 
 
+def _sample_shape(dm: Any, event_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A sample's shape as data: the event's, or the data module's ``sample_shape`` where the
+    event is a code of the data (latent diffusion)."""
+    return tuple(getattr(dm, "sample_shape", None) or event_shape)
+
+
 def _check_reference(domain: Any, dm: Any, n_ref: int, event_shape: tuple[int, ...], spec: Any,
                      seed: int) -> tuple[torch.Tensor, Any]:
     from .conditions import ConditionError
@@ -181,8 +187,9 @@ def _check_reference(domain: Any, dm: Any, n_ref: int, event_shape: tuple[int, .
     _require(isinstance(ref, tuple) and len(ref) == 2, domain,
              "reference(n, generator) must return a pair (samples, conditions or None)")
     ref_x, ref_c = ref
-    _require(isinstance(ref_x, torch.Tensor) and tuple(ref_x.shape) == (n_ref, *event_shape),
-             domain, f"reference({n_ref}) must return samples ({n_ref}, *{event_shape}); got "
+    shape = _sample_shape(dm, event_shape)
+    _require(isinstance(ref_x, torch.Tensor) and tuple(ref_x.shape) == (n_ref, *shape),
+             domain, f"reference({n_ref}) must return samples ({n_ref}, *{shape}); got "
                      f"{tuple(getattr(ref_x, 'shape', ()))}")
     if spec.conditional:
         try:
@@ -292,11 +299,12 @@ def _check_sampling(domain: Any, dm: Any, dmodel: Any, n: int, event_shape: tupl
     samples, used = generate_samples(
         dmodel, n, event_shape=event_shape, cond_spec=spec, cond=cond, sampler=sampler,
         steps=steps, guidance=2.0 if spec.conditional else None, seed=seed, progress=False,
-        shape_for=getattr(dm, "event_shape_for", None))
-    ok = samples.shape[0] == n and samples.dim() == len(event_shape) + 1 and (
-        spec.variable_shape or tuple(samples.shape[1:]) == event_shape)
+        shape_for=getattr(dm, "event_shape_for", None), decode=getattr(domain, "decode", None))
+    shape = _sample_shape(dm, event_shape)
+    ok = samples.shape[0] == n and samples.dim() == len(shape) + 1 and (
+        spec.variable_shape or tuple(samples.shape[1:]) == shape)
     _require(ok and bool(torch.isfinite(samples).all()), domain,
-             f"sampling gave {tuple(samples.shape)} (expected ({n}, *{event_shape}), finite)")
+             f"sampling gave {tuple(samples.shape)} (expected ({n}, *{shape}), finite)")
     return samples, used
 
 

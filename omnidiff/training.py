@@ -50,10 +50,29 @@ from .registry import get_domain
 from .runs import resume_target, run_dir_for
 from .schedules import get_schedule
 
-__all__ = ["DiffusionModule", "train", "run_dir_for", "resume_target", "build_callbacks"]
+__all__ = ["DiffusionModule", "PlainCheckpoints", "train", "run_dir_for", "resume_target", "build_callbacks"]
 
 
-class DiffusionModule(LightningModule):
+class PlainCheckpoints:
+    """A LightningModule mix-in: checkpoints stay loadable with ``weights_only=True`` (hparams
+    as plain python) and carry omnidiff's version and the global RNG, which drives noise and
+    time sampling, so a resumed run continues it."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = _plain(checkpoint[key])
+        checkpoint.pop("hparams_type", None)
+        checkpoint["omnidiff_version"] = _version()
+        checkpoint["omnidiff_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("omnidiff_rng") or {}
+        if isinstance(rng.get("torch"), torch.Tensor):
+            torch.set_rng_state(rng["torch"])
+
+
+class DiffusionModule(PlainCheckpoints, LightningModule):
     """A domain's network + a schedule, trained with ``diffusion_loss``.
 
     The config's blocks come whole: ``loss`` holds :func:`~omnidiff.losses.diffusion_loss`'s
@@ -71,7 +90,7 @@ class DiffusionModule(LightningModule):
     def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
                  event_shape: Sequence[int], cond_spec: Any = None,
                  loss: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
-                 data_cfg: dict[str, Any] | None = None):
+                 data_cfg: dict[str, Any] | None = None, autoencoder: Any = None):
         super().__init__()
         event_shape = [int(s) for s in event_shape]
         spec = as_spec(cond_spec)
@@ -82,9 +101,16 @@ class DiffusionModule(LightningModule):
             "domain": str(domain), "model_cfg": dict(model_cfg),
             "schedule_cfg": dict(schedule_cfg), "event_shape": event_shape,
             "cond_spec": spec.to_dict(), "loss": loss, "optim": optim,
-            "data_cfg": dict(data_cfg or {})})
+            "data_cfg": dict(data_cfg or {}),
+            "autoencoder": None if autoencoder is None else _ae_config(autoencoder)})
         self.cond_spec = spec
         self.domain = get_domain(domain)
+        if autoencoder is not None:  # latent diffusion: the frozen autoencoder rides along
+            from .latent import LatentDomain
+
+            # frozen; left in train mode with the module (it has no dropout or batch norm)
+            self.autoencoder = _ae_module(autoencoder).requires_grad_(False).train()
+            self.domain = LatentDomain(self.domain, self.autoencoder)
         self.schedule = get_schedule(**schedule_cfg)
         with blamed_on(ConfigError, "model"):
             net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
@@ -127,20 +153,22 @@ class DiffusionModule(LightningModule):
     def configure_optimizers(self):
         return adamw(self.parameters(), **optimizer_args(dict(self.hparams.optim)))
 
-    # ---- checkpoints stay loadable with weights_only=True -------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
-            if key in checkpoint:
-                checkpoint[key] = _plain(checkpoint[key])
-        checkpoint.pop("hparams_type", None)
-        checkpoint["omnidiff_version"] = _version()
-        # the global RNG drives noise and time sampling: keep it so a resumed run continues
-        checkpoint["omnidiff_rng"] = {"torch": torch.get_rng_state()}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("omnidiff_rng") or {}
-        if isinstance(rng.get("torch"), torch.Tensor):
-            torch.set_rng_state(rng["torch"])
+def _ae_config(autoencoder: Any) -> dict[str, Any]:
+    """The hyper-parameters of a latent model's autoencoder (its weights are in state_dict)."""
+    if isinstance(autoencoder, dict):
+        return dict(autoencoder)
+    return {"data_shape": list(autoencoder.data_shape), **autoencoder.options}
+
+
+def _ae_module(autoencoder: Any) -> Any:
+    """An Autoencoder, or one built from :func:`_ae_config` (weights loaded afterwards)."""
+    from .autoencoder import Autoencoder
+
+    if isinstance(autoencoder, dict):
+        cfg = dict(autoencoder)
+        return Autoencoder(cfg.pop("data_shape"), **cfg)
+    return autoencoder
 
 
 def _version() -> str:
@@ -263,10 +291,19 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
         callbacks.append(EMA(decay=float(ema_decay),
                              warmup=bool(cfg.optim.get("ema_warmup", True))))
     callbacks.append(InferenceExport(run_dir / "model.pt"))
-    callbacks.append(SampleCallback(
-        run_dir, sampler=to_plain(cfg.sampler), every_n_steps=int(cfg.eval.every_n_steps or 0),
-        n=int(cfg.eval.n_samples), n_ref=int(cfg.eval.n_ref),
-        batch_size=cfg.eval.get("batch_size"), seed=int(cfg.eval.seed)))
+    if cfg.get("stage", "diffusion") == "autoencoder":
+        from .autoencoder_training import ReconstructionCallback
+
+        callbacks.append(ReconstructionCallback(
+            run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0),
+            n=min(int(cfg.eval.n_samples), 64), n_ref=int(cfg.eval.n_ref),
+            seed=int(cfg.eval.seed)))
+    else:
+        callbacks.append(SampleCallback(
+            run_dir, sampler=to_plain(cfg.sampler),
+            every_n_steps=int(cfg.eval.every_n_steps or 0), n=int(cfg.eval.n_samples),
+            n_ref=int(cfg.eval.n_ref), batch_size=cfg.eval.get("batch_size"),
+            seed=int(cfg.eval.seed)))
     callbacks.append(RankDigest(run_dir / "ranks"))
     ck = cfg.checkpoint
     callbacks.append(model_checkpoint(run_dir / "checkpoints",
@@ -278,14 +315,23 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     return callbacks
 
 
-def _build_module(cfg: Any) -> tuple[Any, DiffusionModule]:
-    """The data module (built and prepared) and the training module, from a validated config.
-    Bad data or model options fail here, before a run folder exists."""
+def _build_module(cfg: Any) -> tuple[Any, Any]:
+    """The data module (built and prepared) and the training module, from a validated config:
+    a :class:`DiffusionModule` (on an autoencoder's latents when ``autoencoder=`` names one),
+    or an :class:`~omnidiff.autoencoder_training.AutoencoderModule` for
+    ``stage=autoencoder``. Bad data or model options fail here, before a run folder exists."""
     import lightning.pytorch as pl
 
     from .config import to_plain
 
     domain = get_domain(str(cfg.domain))
+    ae = None
+    if cfg.get("stage", "diffusion") == "diffusion" and cfg.get("autoencoder"):
+        from .autoencoder import load_autoencoder
+        from .latent import LatentDomain
+
+        ae = load_autoencoder(str(cfg.autoencoder), domain=str(cfg.domain))[0]
+        domain = LatentDomain(domain, ae)
     data_cfg = to_plain(cfg.data)
     with blamed_on(ConfigError, "data"):
         dm = domain.build_data(**data_cfg)
@@ -294,10 +340,16 @@ def _build_module(cfg: Any) -> tuple[Any, DiffusionModule]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with blamed_on(DataError, "data"):
         prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
+    event_shape = tuple(int(s) for s in dm.event_shape)
+    if cfg.get("stage", "diffusion") == "autoencoder":
+        from .autoencoder_training import AutoencoderModule
+
+        return dm, AutoencoderModule(str(cfg.domain), to_plain(cfg.ae), event_shape=event_shape,
+                                     optim=to_plain(cfg.optim), data_cfg=data_cfg)
     module = DiffusionModule(
         str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
-        event_shape=tuple(int(s) for s in dm.event_shape), cond_spec=spec_of(dm),
-        loss=to_plain(cfg.loss), optim=to_plain(cfg.optim), data_cfg=data_cfg)
+        event_shape=event_shape, cond_spec=spec_of(dm), loss=to_plain(cfg.loss),
+        optim=to_plain(cfg.optim), data_cfg=data_cfg, autoencoder=ae)
     return dm, module
 
 
@@ -371,7 +423,6 @@ def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
 
 def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> None:
     """``metrics.json`` (final and periodic metrics, loss summary, timings) and loss.png."""
-    from .callbacks import SampleCallback
     from .config import to_plain
     from .io import atomic_write_json
     from .plots import plot_loss_from_csv
@@ -381,11 +432,14 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> Non
     csv_log = run_dir / "logs" / "metrics.csv"
     if csv_log.exists():
         summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))
-    sample_cb = next(c for c in trainer.callbacks if isinstance(c, SampleCallback))
-    summary["final"] = sample_cb.final_metrics
-    summary["history"] = sample_cb.history
+    evaluation = next(c for c in trainer.callbacks if hasattr(c, "final_metrics"))
+    summary["final"] = evaluation.final_metrics
+    summary["history"] = evaluation.history
     summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")
-    summary["sampler"] = dict(to_plain(cfg.sampler))
+    if cfg.get("stage", "diffusion") == "autoencoder":
+        summary["stage"] = "autoencoder"
+    else:
+        summary["sampler"] = dict(to_plain(cfg.sampler))
     atomic_write_json(_plain(summary), run_dir / "metrics.json")
 
 

@@ -150,7 +150,8 @@ def _check_spec(spec: CondSpec) -> None:
 
 
 class DiffWave(nn.Module):
-    """DiffWave over waveforms ``(B, 1, samples)``.
+    """DiffWave over waveforms ``(B, 1, samples)`` (or any ``in_channels`` signals in time:
+    the latents of an audio autoencoder).
 
     Args:
         cond: the condition specification: none, labels, a spectrogram
@@ -159,10 +160,11 @@ class DiffWave(nn.Module):
         layers: residual layers (DiffWave base 30, SC09 unconditional 36).
         channels: residual channels (base 64, unconditional 256).
         cycle: dilation cycle length: layer i dilates by ``2 ** (i % cycle)`` (base 10).
+        in_channels: channels of the signal (1 for a waveform).
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
-                 channels: int = 64, cycle: int = 10):
+                 channels: int = 64, cycle: int = 10, in_channels: int = 1):
         super().__init__()
         self.cond_spec = spec = as_spec(cond)
         _check_spec(spec)
@@ -180,7 +182,7 @@ class DiffWave(nn.Module):
             self.null_mel = nn.Parameter(torch.zeros(n_mels, 1))  # (M, 1), any frame count
         self.hop = int(hop) if hop else None
         self.layers, self.channels, self.cycle = layers, channels, cycle
-        self.input = nn.Conv1d(1, channels, 1)
+        self.input = nn.Conv1d(in_channels, channels, 1)
         nn.init.kaiming_normal_(self.input.weight)
         # time + the global (label) condition; a spectrogram alone has no global part
         self.embed = Conditioning(NoCond() if self.mel_key is None and self.has_mel else spec,
@@ -190,7 +192,7 @@ class DiffWave(nn.Module):
                                  for i in range(layers))
         self.skip_proj = nn.Conv1d(channels, channels, 1)
         nn.init.kaiming_normal_(self.skip_proj.weight)
-        self.output = nn.Conv1d(channels, 1, 1)
+        self.output = nn.Conv1d(channels, in_channels, 1)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
@@ -222,8 +224,8 @@ class DiffWave(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, 1, T), t: (B,), cond: labels (B,) / mel (B, M, T / hop) / a dict of both,
-        drop: (B,) bool -> (B, 1, T)."""
+        """x: (B, Cin, T), t: (B,), cond: labels (B,) / mel (B, M, T / hop) / a dict of both,
+        drop: (B,) bool -> (B, Cin, T)."""
         b, _, length = x.shape
         emb = F.silu(self.embed(t, self._global(cond), drop, b))  # (B, 512)
         temb = self.time_proj(emb).to(x.dtype).view(b, self.layers, self.channels, 1)
@@ -234,22 +236,23 @@ class DiffWave(nn.Module):
             h, skip = layer(h, temb[:, i], mel)  # (B, C, T) each
             skips = skip.clone() if skips is None else skips.add_(skip)  # in place, no stack
         h = F.relu(self.skip_proj(skips * (1 / math.sqrt(self.layers))))  # (B, C, T)
-        return self.output(h)  # (B, 1, T)
+        return self.output(h)  # (B, Cin, T)
 
 
 def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: bool = False,
                    **cfg: Any) -> DiffWave:
-    """A :class:`DiffWave` for waveforms of ``event_shape = (1, samples)``; ``compile`` runs
+    """A :class:`DiffWave` for signals of ``event_shape = (channels, samples)``: mono
+    waveforms (1, samples), or an audio autoencoder's latents; ``compile`` runs
     ``nn.Module.compile`` in place."""
-    if len(event_shape) != 2 or event_shape[0] != 1:
-        raise ValueError(f"DiffWave needs mono waveforms, event_shape (1, samples); got "
+    if len(event_shape) != 2:
+        raise ValueError(f"DiffWave needs signals in time, event_shape (channels, samples); got "
                          f"{tuple(event_shape)}")
     known = {"hop", "layers", "channels", "cycle"}
     unknown = set(cfg) - known
     if unknown:
         raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "
                         f"{', '.join(sorted(known | {'compile'}))}")
-    net = DiffWave(cond, **cfg)
+    net = DiffWave(cond, in_channels=int(event_shape[0]), **cfg)
     if compile:
         net.compile()
     return net

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from omnidiff.reconstruction import stft_distance
+
 from .mel import MelSpec
 from .pitch import pitch_stats
 
@@ -50,22 +52,10 @@ def _resolutions(sample_rate: int) -> list[int]:
 
 
 def mr_stft(a: torch.Tensor, b: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Multi-resolution STFT distance per clip (Yamamoto et al. 2020, Parallel WaveGAN):
-    spectral convergence + mean |log magnitude| difference, averaged over three FFT sizes
-    around 16 / 32 / 64 ms with hop = n_fft / 4. a, b: (N, 1, T) -> (N,)."""
-    a, b = a.reshape(a.shape[0], -1).float(), b.reshape(b.shape[0], -1).float()
+    """Multi-resolution STFT distance per clip (:func:`omnidiff.reconstruction.stft_distance`,
+    Parallel WaveGAN's) over three FFT sizes around 16 / 32 / 64 ms. a, b: (N, 1, T) -> (N,)."""
     t = min(a.shape[-1], b.shape[-1])
-    a, b = a[:, :t], b[:, :t]
-    total = torch.zeros(a.shape[0])
-    sizes = _resolutions(sample_rate)
-    for n_fft in sizes:
-        win = torch.hann_window(n_fft)
-        sa, sb = (torch.stft(v, n_fft, n_fft // 4, window=win, return_complex=True).abs()
-                  for v in (a, b))  # (N, bins, frames)
-        sc = (sa - sb).flatten(1).norm(dim=1) / sb.flatten(1).norm(dim=1).clamp_min(1e-7)
-        mag = (sa.clamp_min(1e-5).log() - sb.clamp_min(1e-5).log()).abs().mean((1, 2))
-        total += sc + mag
-    return total / len(sizes)
+    return stft_distance(a[..., :t].cpu(), b[..., :t].cpu(), _resolutions(sample_rate))
 
 
 def vocoder_table(samples: torch.Tensor, originals: torch.Tensor, mels: torch.Tensor,
