@@ -32,6 +32,12 @@ Contract (checked by ``omnidiff.testing.check_domain`` over every registered dom
 * Both may also take a keyword ``data``: the core then passes the data module the samples came
   from (a sample rate, class names, spectrogram settings: facts of the data that a file writer
   or a metric needs). Callers use :func:`data_kwargs`, so plugins without it keep working.
+* Optional, for a domain whose event is a code of its data (latent diffusion,
+  :class:`~omnidiff.latent.LatentDomain`): ``decode(z) -> x`` and ``sample_shape`` (a sample's
+  shape as data). The core then decodes samples before ``save_artifacts`` and ``metrics``
+  (``Pipeline.generate`` returns data), the data module's ``reference`` returns data of
+  ``sample_shape`` (it may say so itself, as ``sample_shape``), and ``encode(x) -> z`` maps
+  data into the event space (likelihoods).
 * Optional on the data module: ``duration(x) -> float`` (seconds of a batch of samples, for
   signals in time): evaluations then report ``rtf``, the real-time factor of sampling;
   ``pipeline_attrs``: names of data-module attributes that :class:`~omnidiff.pipeline.Pipeline`

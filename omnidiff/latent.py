@@ -48,7 +48,7 @@ class LatentDomain:
 
     def __init__(self, base: Any, autoencoder: torch.nn.Module):
         self.base = base
-        self.autoencoder = autoencoder.eval()
+        self.autoencoder = autoencoder  # its mode is its owner's: GroupNorm only, no dropout
         self.name = base.name
         self.config_searchpath = getattr(base, "config_searchpath", None)
         self.sample_defaults = dict(getattr(base, "sample_defaults", {}) or {})
