@@ -74,7 +74,8 @@ class LatentDomain:
         return encode_batches(self.autoencoder, x)
 
     def build_data(self, **data_cfg: Any) -> Any:
-        """The base domain's data module with latents (:class:`~omnidiff.latent_data.LatentData`)."""
+        """The base domain's data module with latents
+        (:class:`~omnidiff.latent_data.LatentData`)."""
         from .latent_data import LatentData
 
         return LatentData(self.base.build_data(**data_cfg), self.autoencoder)

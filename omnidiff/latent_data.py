@@ -45,8 +45,8 @@ class _EncodedLoader:
 
 
 class LatentData(pl.LightningDataModule):
-    """The base domain's data module with latents for ``x``. Attributes it does not define (``classes``,
-    ``sample_rate``, ``condition``, ...) are the base module's."""
+    """The base domain's data module with latents for ``x``. Attributes it does not define
+    (``classes``, ``sample_rate``, ``condition``, ...) are the base module's."""
 
     def __init__(self, base: Any, autoencoder: torch.nn.Module):
         super().__init__()

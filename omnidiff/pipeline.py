@@ -378,8 +378,9 @@ class Pipeline:
         """Exact log-likelihood of data ``x: (n, *event)`` through the probability-flow ODE.
 
         Returns :class:`~omnidiff.likelihood.LogLikelihood` (``nats`` and ``bits_per_dim``
-        per sample, ``nfe``; a latent model's are of the encoded data, ``space="latent"``). ``divergence``: exact | hutchinson | auto; ``solver``: rk45 |
-        heun (``steps``); ``dequantize``: levels of discrete data in [-1, 1] (e.g. 256).
+        per sample, ``nfe``; a latent model's are of the encoded data, ``space="latent"``).
+        ``divergence``: exact | hutchinson | auto; ``solver``: rk45 | heun (``steps``);
+        ``dequantize``: levels of discrete data in [-1, 1] (e.g. 256).
         ``cond``: the condition of each sample (None: the model's null condition).
         """
         from .guidance import conditional
@@ -459,8 +460,9 @@ class Pipeline:
             else tuple(samples.shape[1:]) == self.sample_shape)
         if not ok:
             shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
-            raise PipelineError(f"samples must have shape (n, {', '.join(map(str, self.sample_shape))})"
-                                f" for this model, got {shape}")
+            want = ", ".join(map(str, self.sample_shape))
+            raise PipelineError(f"samples must have shape (n, {want}) for this model, got "
+                                f"{shape}")
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], device: torch.device | str | None = None

@@ -50,7 +50,8 @@ from .registry import get_domain
 from .runs import resume_target, run_dir_for
 from .schedules import get_schedule
 
-__all__ = ["DiffusionModule", "PlainCheckpoints", "train", "run_dir_for", "resume_target", "build_callbacks"]
+__all__ = ["DiffusionModule", "PlainCheckpoints", "train", "run_dir_for", "resume_target",
+           "build_callbacks"]
 
 
 class PlainCheckpoints:
