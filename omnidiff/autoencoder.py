@@ -48,22 +48,30 @@ class Autoencoder(nn.Module):
 
     ``channels``: width per level (each level after the first halves every grid axis);
     ``latent_channels``: channels of the latent grid; ``blocks``: residual blocks per level;
-    ``kind``: ``vae`` | ``ae``. Options the training reads (``kl_weight``, ``recon``) are kept
-    with the others so that the checkpoint says how it was trained.
+    ``kind``: ``vae`` | ``ae``; ``channel_axis``: where the channels are in ``data_shape`` (0
+    for ``(C, *grid)``, 1 for a clip ``(T, C, H, W)``: the latents keep the data's layout, with
+    ``latent_channels`` on that axis). Options the training reads (``kl_weight``, ``recon``)
+    are kept with the others so that the checkpoint says how it was trained.
     """
 
     def __init__(self, data_shape: Sequence[int], *, channels: Sequence[int] = (32, 64, 64),
                  latent_channels: int = 4, blocks: int = 1, kind: str = "vae",
-                 kl_weight: float = 1e-6, recon: str = "l1"):
+                 kl_weight: float = 1e-6, recon: str = "l1", channel_axis: int = 0):
         super().__init__()
         from .nn.autoencoder import ConvDecoder, ConvEncoder
 
         self.data_shape = tuple(int(s) for s in data_shape)
         self.options = {"channels": [int(c) for c in channels],
                         "latent_channels": int(latent_channels), "blocks": int(blocks),
-                        "kind": str(kind), "kl_weight": float(kl_weight), "recon": str(recon)}
-        _check_shape(self.data_shape, self.options["channels"], self.options["kind"])
-        dims, c_in = len(self.data_shape) - 1, self.data_shape[0]
+                        "kind": str(kind), "kl_weight": float(kl_weight), "recon": str(recon),
+                        "channel_axis": int(channel_axis)}
+        self.axis = int(channel_axis) + 1  # in a batch (B, *data)
+        if not 0 <= int(channel_axis) < len(self.data_shape):
+            raise ConfigError(f"channel_axis={channel_axis} is not an axis of samples "
+                              f"{self.data_shape}")
+        grid = self.data_shape[:channel_axis] + self.data_shape[channel_axis + 1:]
+        _check_shape(self.data_shape, grid, self.options["channels"], self.options["kind"])
+        dims, c_in = len(grid), self.data_shape[channel_axis]
         moments = 2 if kind == "vae" else 1
         self.encoder = ConvEncoder(dims, c_in, moments * int(latent_channels), channels, blocks)
         self.decoder = ConvDecoder(dims, int(latent_channels), c_in, channels, blocks)
@@ -78,8 +86,11 @@ class Autoencoder(nn.Module):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        f = self.factor
-        return (self.options["latent_channels"], *(s // f for s in self.data_shape[1:]))
+        """The data's layout, every grid axis divided by :attr:`factor`, ``latent_channels``
+        on the channel axis."""
+        shape = [s // self.factor for s in self.data_shape]
+        shape[self.axis - 1] = self.options["latent_channels"]
+        return tuple(shape)
 
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
@@ -87,15 +98,17 @@ class Autoencoder(nn.Module):
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Posterior mean and log-variance (None for ``kind=ae``), unnormalised.
         x: (B, *data) -> (B, *latent) each."""
-        h = self.encoder(x.to(self._dtype()))  # (B, moments * Cz, *latent_grid)
+        h = self.encoder(x.to(self._dtype()).movedim(self.axis, 1))  # (B, m * Cz, *grid / f)
+        h = h.movedim(1, self.axis)  # (B, *latent) with m * Cz channels
         if self.options["kind"] == "ae":
             return h, None
-        mean, logvar = h.chunk(2, dim=1)  # (B, Cz, *latent_grid) each
+        mean, logvar = h.chunk(2, dim=self.axis)  # (B, *latent) each
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Unnormalised latents (B, *latent) -> data (B, *data)."""
-        return self.decoder(z.to(self._dtype()))
+        x = self.decoder(z.to(self._dtype()).movedim(self.axis, 1))  # (B, C, *grid)
+        return x.movedim(1, self.axis)  # (B, *data)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Data (B, *data) -> normalised latents (B, *latent) (the posterior mean)."""
@@ -154,15 +167,16 @@ def check_ae_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _check_shape(data_shape: tuple[int, ...], channels: list[int], kind: str) -> None:
-    """A grid whose every axis divides by the autoencoder's factor."""
+def _check_shape(data_shape: tuple[int, ...], grid: tuple[int, ...], channels: list[int],
+                 kind: str) -> None:
+    """A 1-, 2- or 3-D grid whose every axis divides by the autoencoder's factor."""
     if kind not in KINDS:
         raise ConfigError(f"ae.kind={kind!r}: choose vae or ae")
-    if not 2 <= len(data_shape) <= 4:
-        raise ConfigError(f"the autoencoder takes samples (C, *grid) with a 1-, 2- or 3-D grid;"
-                          f" this data's samples are {data_shape}")
+    if not 1 <= len(grid) <= 3:
+        raise ConfigError(f"the autoencoder takes samples with channels and a 1-, 2- or 3-D "
+                          f"grid; this data's samples are {data_shape}")
     f = 2 ** (len(channels) - 1)
-    bad = [s for s in data_shape[1:] if s % f]
+    bad = [s for s in grid if s % f]
     if bad:
         raise ConfigError(f"samples {data_shape} do not divide by the autoencoder's factor {f} "
                           f"({len(channels)} levels in ae.channels): use fewer levels or a size "

@@ -345,7 +345,8 @@ def _build_module(cfg: Any) -> tuple[Any, Any]:
     if cfg.get("stage", "diffusion") == "autoencoder":
         from .autoencoder_training import AutoencoderModule
 
-        return dm, AutoencoderModule(str(cfg.domain), to_plain(cfg.ae), event_shape=event_shape,
+        ae_cfg = {"channel_axis": int(getattr(dm, "channel_axis", 0)), **to_plain(cfg.ae)}
+        return dm, AutoencoderModule(str(cfg.domain), ae_cfg, event_shape=event_shape,
                                      optim=to_plain(cfg.optim), data_cfg=data_cfg)
     module = DiffusionModule(
         str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),

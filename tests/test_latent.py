@@ -22,20 +22,34 @@ RUN = ["trainer.enable_progress_bar=false", "threads=1", "eval.n_samples=40", "e
        "data.batch_size=32", "checkpoint.every_n_minutes=null"]
 
 
-@pytest.mark.parametrize("shape,channels,latent", [
-    ((1, 64), [4, 8, 8], (3, 16)),            # a signal
-    ((1, 8, 8), [4, 8], (3, 4, 4)),           # an image
-    ((3, 4, 8, 8), [4, 8], (3, 2, 4, 4)),     # a clip (frames, height, width)
+@pytest.mark.parametrize("shape,axis,channels,latent", [
+    ((1, 64), 0, [4, 8, 8], (3, 16)),              # a signal
+    ((1, 8, 8), 0, [4, 8], (3, 4, 4)),             # an image
+    ((3, 4, 8, 8), 0, [4, 8], (3, 2, 4, 4)),       # a volume
+    ((4, 2, 8, 8), 1, [4, 8], (2, 3, 4, 4)),       # a clip (T, C, H, W): channels second
 ])
-def test_autoencoder_shapes_over_ranks(shape, channels, latent):
-    ae = Autoencoder(shape, channels=channels, latent_channels=3, kind="vae")
+def test_autoencoder_shapes_over_ranks(shape, axis, channels, latent):
+    ae = Autoencoder(shape, channels=channels, latent_channels=3, kind="vae", channel_axis=axis)
     x = torch.randn(2, *shape)
     z = ae.encode(x)
     assert ae.latent_shape == latent and tuple(z.shape) == (2, *latent)
     assert tuple(ae.decode(z).shape) == (2, *shape)
     mean, logvar = ae.moments(x)
     assert mean.shape == logvar.shape == z.shape
-    assert Autoencoder(shape, channels=channels, kind="ae").moments(x)[1] is None
+    assert Autoencoder(shape, channels=channels, kind="ae", channel_axis=axis
+                       ).moments(x)[1] is None
+
+
+def test_clip_autoencoder_convolves_over_time_and_space_not_channels():
+    """A (T, C, H, W) clip is C channels over a 3-D (T, H, W) grid, not T channels."""
+    ae = Autoencoder((8, 3, 8, 8), channels=[4, 4], latent_channels=2, channel_axis=1)
+    first, last = ae.encoder.net[0], ae.decoder.net[-1]
+    assert isinstance(first, torch.nn.Conv3d) and first.in_channels == 3
+    assert isinstance(last, torch.nn.Conv3d) and last.out_channels == 3
+    x = torch.zeros(1, 8, 3, 8, 8)
+    x[:, :, 1] = 1.0  # the green channel on, in every frame
+    with torch.no_grad():
+        assert ae.decode_raw(ae.moments(x)[0]).shape == x.shape
 
 
 def test_autoencoder_refuses_sizes_that_do_not_divide():
@@ -166,6 +180,35 @@ def test_contract_on_the_latent_domain(ae_run, tmp_path):
                                  "attn_resolutions": [], "norm_groups": 8,
                                  "num_head_channels": 8}, out_dir=tmp_path)
     assert report["event_shape"] == (2, 4, 4) and "class_acc" in report["metrics"]
+
+
+def _fitted(ae, dm):
+    """Fit the latent statistics of an untrained autoencoder on a few training batches."""
+    ae.fit_latent_stats(b["x"] for _, b in zip(range(2), dm.train_dataloader()))
+    return ae.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("name,data,model,channels", [
+    ("audio", {"train_size": 24, "val_size": 12, "batch_size": 4, "clip_seconds": 0.05},
+     {"layers": 3, "channels": 8, "cycle": 2}, [4, 8]),
+    ("video", {"train_size": 16, "val_size": 8, "batch_size": 4, "frames": 4, "size": 16,
+               "digit_size": 8}, {"depth": 2, "width": 24, "heads": 2, "patch": [1, 4, 4]},
+     [4, 8]),
+])
+def test_contract_on_latent_audio_and_video(name, data, model, channels, tmp_path):
+    """Any registered domain runs on latents: 1D signals and (T, C, H, W) clips."""
+    from omnidiff.data import prepare_data_module
+    from omnidiff.latent import LatentDomain
+    from omnidiff.registry import get_domain
+    from omnidiff.testing import check_domain, domain_defaults
+
+    base = get_domain(name)
+    dm = prepare_data_module(base.build_data(**{**domain_defaults(base)[0], **data}))
+    ae = Autoencoder(dm.event_shape, channels=channels, latent_channels=2,
+                     channel_axis=getattr(dm, "channel_axis", 0))
+    report = check_domain(LatentDomain(base, _fitted(ae, dm)), data=data, model=model,
+                          out_dir=tmp_path)
+    assert report["event_shape"] == ae.latent_shape and report["files"]
 
 
 # ---- a bad autoencoder file is one line ------------------------------------------------------

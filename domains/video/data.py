@@ -157,6 +157,8 @@ class VideoData(pl.LightningDataModule):
                 "y_test": sub(y, te if n_te else tr), "classes": classes}
 
     # ------------------------------------------------------------------ contract
+    channel_axis = 1  # samples are (T, C, H, W): an autoencoder convolves over (T, H, W)
+
     @property
     def event_shape(self) -> tuple[int, ...]:
         return (self.frames, self.channels, self.size, self.size)
