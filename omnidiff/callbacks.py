@@ -153,8 +153,8 @@ class SampleCallback(Callback):
             module.model, self.n, event_shape=hp.event_shape, cond_spec=spec,
             cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
             guidance=self.guidance, seed=self.seed, batch_size=self.batch_size, progress=False,
-            shape_for=getattr(dm, "event_shape_for", None), decode=getattr(domain, "decode", None),
-            **sampler_options(domain, self.options))
+            shape_for=getattr(dm, "event_shape_for", None),
+            decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
         seconds = time.perf_counter() - t0
         domain.save_artifacts(x, self.run_dir / "samples", cond=conds, prefix=prefix,
                               **data_kwargs(domain.save_artifacts, dm))

@@ -14,14 +14,15 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .checkpoint import save_inference, write_inference
+from .checkpoint import write_inference
 from .io import atomic_path
 
 __all__ = ["InferenceExport", "AtomicCheckpointIO", "model_checkpoint"]
 
 
 class InferenceExport(Callback):
-    """Write ``model.pt`` when fitting ends (after EMA weights were copied into the module)."""
+    """Write ``model.pt`` when fitting ends (after EMA weights were copied into the module):
+    the training module's ``export_payload(ema=, global_step=)``."""
 
     def __init__(self, dest: str | os.PathLike):
         self.dest = Path(dest)
@@ -32,11 +33,9 @@ class InferenceExport(Callback):
         from lightning.pytorch.callbacks import WeightAveraging
 
         ema = any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
-        own = getattr(pl_module, "export_payload", None)  # a module with its own format
-        if own is not None:
-            write_inference(own(ema=ema, global_step=trainer.global_step), self.dest)
-        else:
-            save_inference(pl_module, self.dest, ema=ema, global_step=trainer.global_step)
+        # each training module knows its own model.pt (a diffusion model's, an autoencoder's)
+        write_inference(pl_module.export_payload(ema=ema, global_step=trainer.global_step),
+                        self.dest)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

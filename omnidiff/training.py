@@ -154,6 +154,12 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
     def configure_optimizers(self):
         return adamw(self.parameters(), **optimizer_args(dict(self.hparams.optim)))
 
+    def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
+        """The inference dict (``model.pt``) of the current weights."""
+        from .checkpoint import export_payload
+
+        return export_payload(self, ema=ema, global_step=global_step)
+
 
 def _ae_config(autoencoder: Any) -> dict[str, Any]:
     """The hyper-parameters of a latent model's autoencoder (its weights are in state_dict)."""
