@@ -123,7 +123,7 @@ def main() -> None:
         ae_run, ae_seconds = _train(spec["ae"], [], out / "autoencoder")
         ae_path = ae_run / "model.pt"
     else:
-        ae_path, ae_seconds = Path(args.autoencoder), float("nan")
+        ae_path, ae_seconds = Path(args.autoencoder), 0.0
     ae_metrics = torch.load(ae_path, weights_only=True).get("metrics", {})
     pixel_recipe, pixel_over = spec["pixel"]
     runs = {"pixel": _train(pixel_recipe, pixel_over + _timed(args.seconds), out / "pixel"),
@@ -143,7 +143,8 @@ def main() -> None:
                       "sample_step_ms": ms[(name, "sample_step")],
                       "decode_ms": ms[(name, "decode")], "sample_seconds": seconds,
                       **{k: metrics.get(k, float("nan")) for k in spec["metrics"]}}
-    print(f"\n{args.problem}: autoencoder {ae_path} (trained {ae_seconds:.0f} s; "
+    trained = "given" if args.autoencoder else f"trained {ae_seconds:.0f} s"
+    print(f"\n{args.problem}: autoencoder {ae_path} ({trained}; "
           + ", ".join(f"{k}={v:.4g}" for k, v in ae_metrics.items()
                       if isinstance(v, float)) + ")")
     print(f"both models trained for {args.seconds} s; sampling: {spec['n']} samples, dpmpp_2m "

@@ -188,6 +188,29 @@ def _fitted(ae, dm):
     return ae.eval().requires_grad_(False)
 
 
+def test_streamed_latents_match_the_cached_ones(ae_run, monkeypatch):
+    """Data too large to cache is encoded batch by batch: the same batches, the same order,
+    resumable like the base loader."""
+    import omnidiff.latent_data as ld
+    from omnidiff.data import prepare_data_module
+    from omnidiff.latent import LatentDomain
+    from omnidiff.registry import get_domain
+
+    ae, _ = load_autoencoder(ae_run / "model.pt")
+    domain = LatentDomain(get_domain("image"), ae)
+    cached = prepare_data_module(domain.build_data(name="digits", batch_size=16))
+    monkeypatch.setattr(ld, "CACHE_BYTES", 0)
+    streamed = prepare_data_module(domain.build_data(name="digits", batch_size=16))
+    a, b = cached.train_dataloader(), streamed.train_dataloader()
+    assert isinstance(b, ld._EncodedLoader) and len(a) == len(b)
+    for (ba, bb) in zip(a, b):
+        assert ba["x"].shape == (16, 2, 4, 4)
+        torch.testing.assert_close(ba["x"], bb["x"], atol=1e-5, rtol=1e-5)
+        assert torch.equal(ba["cond"], bb["cond"])
+        break
+    assert b.state_dict() == b.loader.state_dict()
+
+
 @pytest.mark.parametrize("name,data,model,channels", [
     ("audio", {"train_size": 24, "val_size": 12, "batch_size": 4, "clip_seconds": 0.05},
      {"layers": 3, "channels": 8, "cycle": 2}, [4, 8]),
