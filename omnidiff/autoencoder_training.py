@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import LightningModule
 
 from .autoencoder import Autoencoder, autoencoder_payload, check_ae_options
+from .callbacks import Evaluation
 from .errors import ConfigError, blamed_on
 from .optim import adamw, optimizer_args
 from .reconstruction import reconstruction_loss
@@ -104,20 +105,22 @@ class AutoencoderModule(PlainCheckpoints, LightningModule):
                                    metrics={**self.latent_stats, "ema": bool(ema)})
 
 
-class ReconstructionCallback(Callback):
+class ReconstructionCallback(Evaluation):
     """Every ``every_n_steps`` steps (0: never) and when fitting ends: reconstruct ``n_ref``
     held-out samples, write the domain's artifacts of the first ``n`` originals and their
     reconstructions (``<run>/samples``) and log the domain's metrics of the reconstructions
     against the originals (with the originals' conditions), plus ``recon_l1`` / ``recon_mse``
     and ``psnr`` (for data in [-1, 1])."""
 
+    log_prefix = "recon"
+    final_prefix = "reconstructions"
+
     def __init__(self, run_dir: str | Path, *, every_n_steps: int = 0, n: int = 64,
                  n_ref: int = 512, seed: int = 0):
+        """``n`` originals and reconstructions are written; ``n_ref`` are scored."""
+        super().__init__(every_n_steps)
         self.run_dir = Path(run_dir)
-        self.every_n_steps, self.n, self.n_ref, self.seed = (int(every_n_steps), int(n),
-                                                             int(n_ref), int(seed))
-        self.history: list[dict[str, Any]] = []
-        self.final_metrics: dict[str, Any] = {}
+        self.n, self.n_ref, self.seed = int(n), int(n_ref), int(seed)
         self._reference: tuple[torch.Tensor, Any] | None = None
 
     @torch.no_grad()
@@ -152,24 +155,5 @@ class ReconstructionCallback(Callback):
                        recon_seconds=round(seconds, 3))
         return metrics
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        step = trainer.global_step
-        if (self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps
-                or not trainer.is_global_zero):
-            return
-        metrics = self._run(trainer, pl_module, f"step{step:07d}")
-        self.history.append({"step": step, **metrics})
-        for logger in trainer.loggers:
-            logger.log_metrics({f"recon/{k}": v for k, v in metrics.items()}, step=step)
-
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero:
-            return
-        self.final_metrics = {"step": trainer.global_step,
-                              **self._run(trainer, pl_module, "reconstructions"),
-                              **pl_module.latent_stats}
-        for logger in trainer.loggers:
-            logger.log_metrics({f"final/{k}": v for k, v in self.final_metrics.items()
-                                if k != "step"}, step=trainer.global_step)
-            logger.save()
+    def _final_extras(self, pl_module: Any) -> dict[str, Any]:
+        return dict(pl_module.latent_stats)

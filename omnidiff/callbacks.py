@@ -13,9 +13,9 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
 from .errors import NonFiniteLossError, TrainingPreempted
 
-__all__ = ["EMA", "SampleCallback", "progress_bar", "averaged_module", "FiniteLossGuard",
-           "NonFiniteLossError", "RankDigest", "weights_digest", "GracefulInterrupt",
-           "TrainingPreempted"]
+__all__ = ["EMA", "Evaluation", "SampleCallback", "progress_bar", "averaged_module",
+           "FiniteLossGuard", "NonFiniteLossError", "RankDigest", "weights_digest",
+           "GracefulInterrupt", "TrainingPreempted"]
 
 
 class EMA(EMAWeightAveraging):
@@ -86,7 +86,54 @@ def averaged_module(trainer: Any, pl_module: Any) -> Any:
     return pl_module
 
 
-class SampleCallback(Callback):
+class Evaluation(Callback):
+    """Evaluate every ``every_n_steps`` optimizer steps (0: never), on the EMA weights, and when
+    fitting ends, on rank 0: a subclass's ``_run(trainer, module, prefix) -> metrics``. The
+    periodic metrics are logged as ``<log_prefix>/<name>`` and kept in :attr:`history`, the
+    final ones (plus :meth:`_final_extras`) as ``final/<name>`` in :attr:`final_metrics`."""
+
+    log_prefix = "eval"
+    final_prefix = "samples"  # the artifacts' file prefix of the final evaluation
+
+    def __init__(self, every_n_steps: int = 0):
+        self.every_n_steps = int(every_n_steps)
+        self.history: list[dict[str, Any]] = []
+        self.final_metrics: dict[str, Any] = {}
+        self._last_step = -1
+
+    def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _final_extras(self, pl_module: Any) -> dict[str, Any]:
+        return {}
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if (self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps
+                or step == self._last_step or not trainer.is_global_zero):
+            return
+        self._last_step = step
+        metrics = self._run(trainer, averaged_module(trainer, pl_module), f"step{step:07d}")
+        self.history.append({"step": step, **metrics})
+        for logger in trainer.loggers:
+            logger.log_metrics({f"{self.log_prefix}/{k}": v for k, v in metrics.items()},
+                               step=step)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # EMAWeightAveraging has copied the averaged weights into pl_module at on_train_end
+        if not trainer.is_global_zero:
+            return
+        self.final_metrics = {"step": trainer.global_step,
+                              **self._run(trainer, pl_module, self.final_prefix),
+                              **self._final_extras(pl_module)}
+        for logger in trainer.loggers:
+            logger.log_metrics({f"final/{k}": v for k, v in self.final_metrics.items()
+                                if k != "step"}, step=trainer.global_step)
+            logger.save()
+
+
+class SampleCallback(Evaluation):
     """Every ``every_n_steps`` optimizer steps (0: never) and when fitting ends, draw ``n``
     samples from the EMA model, write the domain's artifacts under ``<run>/samples`` and its
     metrics (against ``n_ref`` reference samples of the data module) to the logger.
@@ -97,26 +144,25 @@ class SampleCallback(Callback):
     The final metrics are kept in :attr:`final_metrics`, the periodic ones in :attr:`history`.
     """
 
+    log_prefix = "sample"
+
     def __init__(self, run_dir: str | Path, *, sampler: dict[str, Any] | None = None,
                  every_n_steps: int = 0, n: int = 512, n_ref: int = 2048, seed: int = 0,
                  batch_size: int | None = None):
         """``sampler``: a config's ``sampler:`` block, whole (``name``, ``steps``,
         ``guidance`` and any option of that sampler: ``clip_x0``, ``eta``, ``grid``, ...;
         null options are left to the domain's defaults)."""
+        super().__init__(every_n_steps)
         block = {k: v for k, v in (sampler or {}).items() if v is not None}
         self.sampler = str(block.pop("name", "dpmpp_2m"))
         self.steps = int(block.pop("steps", 20))
         self.guidance = block.pop("guidance", None)
         self.options = block
         self.run_dir = Path(run_dir)
-        self.every_n_steps = int(every_n_steps)
         self.n, self.n_ref = int(n), int(n_ref)
         self.seed, self.batch_size = int(seed), batch_size
-        self.history: list[dict[str, Any]] = []
-        self.final_metrics: dict[str, Any] = {}
         self._reference: tuple[torch.Tensor, Any] | None = None
         self._conds: Any = None
-        self._last_step = -1
 
     def _ref(self, trainer: Any) -> tuple[torch.Tensor, Any]:
         if self._reference is None:
@@ -166,29 +212,6 @@ class SampleCallback(Callback):
         if callable(duration):  # signals in time: sampling seconds per second of output
             metrics["rtf"] = seconds / max(float(duration(x)), 1e-9)
         return metrics
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        step = trainer.global_step
-        if (self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps
-                or step == self._last_step or not trainer.is_global_zero):
-            return
-        self._last_step = step
-        metrics = self._run(trainer, averaged_module(trainer, pl_module), f"step{step:07d}")
-        self.history.append({"step": step, **metrics})
-        for logger in trainer.loggers:
-            logger.log_metrics({f"sample/{k}": v for k, v in metrics.items()}, step=step)
-
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        # EMAWeightAveraging has copied the averaged weights into pl_module at on_train_end
-        if not trainer.is_global_zero:
-            return
-        self.final_metrics = {"step": trainer.global_step,
-                              **self._run(trainer, pl_module, "samples")}
-        for logger in trainer.loggers:
-            logger.log_metrics({f"final/{k}": v for k, v in self.final_metrics.items()
-                                if k != "step"}, step=trainer.global_step)
-            logger.save()
 
 
 class GracefulInterrupt(Callback):

@@ -31,6 +31,8 @@ commands:
   train recipe=NAME [key=value ...]   train a model (Hydra overrides; see `omnidiff recipes`)
         e.g. omnidiff train recipe=points2d trainer.max_steps=500 out=runs/try
              omnidiff train recipe=points2d data.path=my_points.npy
+             omnidiff train recipe=image_digits32_ae            (stage=autoencoder)
+             omnidiff train recipe=image_digits32_latent autoencoder=RUN/model.pt
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
          out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
@@ -49,7 +51,7 @@ commands:
   likelihood checkpoint=PATH data=FILE.npy|reference [n=512 divergence=auto solver=rk45
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
                                       exact log-likelihood (probability-flow ODE): nats
-                                      and bits/dim
+                                      and bits/dim (of the latents, for a latent model)
   check NAME [data.KEY=V model.KEY=V n=4 steps=2 sampler=ddim]
                                       run the domain contract test on an installed domain
                                       (a plugin author's check; no pytest needed)

@@ -431,6 +431,7 @@ def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
 
 def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> None:
     """``metrics.json`` (final and periodic metrics, loss summary, timings) and loss.png."""
+    from .callbacks import Evaluation
     from .config import to_plain
     from .io import atomic_write_json
     from .plots import plot_loss_from_csv
@@ -440,7 +441,7 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> Non
     csv_log = run_dir / "logs" / "metrics.csv"
     if csv_log.exists():
         summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))
-    evaluation = next(c for c in trainer.callbacks if hasattr(c, "final_metrics"))
+    evaluation = next(c for c in trainer.callbacks if isinstance(c, Evaluation))
     summary["final"] = evaluation.final_metrics
     summary["history"] = evaluation.history
     summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")

@@ -272,6 +272,15 @@ def test_bad_autoencoder_files_fail_with_one_line(ae_run, latent_run, tmp_path, 
     assert "(1, 8, 8)" in line and "(1, 16, 16)" in line
     # an autoencoder is not a diffusion model
     assert "is an autoencoder" in _one_line(capsys, ["sample", f"checkpoint={good}", "n=2"])
+    # a latent model whose embedded autoencoder was edited
+    latent = torch.load(latent_run / "model.pt", weights_only=True)
+    emb = dict(latent["autoencoder"])
+    emb["state_dict"] = {k: v + 1 if v.is_floating_point() else v
+                         for k, v in emb["state_dict"].items()}
+    edited = tmp_path / "edited_latent.pt"
+    torch.save({**latent, "autoencoder": emb}, edited)
+    line = _one_line(capsys, ["sample", f"checkpoint={edited}", "n=2", f"out={tmp_path / 'o'}"])
+    assert "the checkpoint's autoencoder" in line and "checksum" in line
     assert not (tmp_path / "never").exists()
 
 
