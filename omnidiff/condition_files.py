@@ -37,12 +37,12 @@ def _from_data(pipe: Any, obj: Any) -> Any | None:
     """``obj`` read as data of the model's kind -> its condition, or None if it is not."""
     if not isinstance(obj, torch.Tensor) or not obj.is_floating_point():
         return None
-    rank = len(pipe.event_shape)
+    rank = len(pipe.sample_shape)
     if obj.dim() not in (rank, rank + 1) or getattr(pipe.data(), "condition", None) is None:
         return None
     x = obj if obj.dim() == rank + 1 else obj[None]
     fixed = not pipe.cond_spec.variable_shape
-    if fixed and tuple(x.shape[1:]) != pipe.event_shape:
+    if fixed and tuple(x.shape[1:]) != pipe.sample_shape:
         return None
     try:
         return pipe.condition(x.float())
@@ -76,7 +76,7 @@ def read_condition_file(pipe: Any, path: Path) -> Any:
     except ConditionError as exc:
         cond = _from_data(pipe, obj)
         if cond is None:
-            shape = ", ".join(map(str, pipe.event_shape))
+            shape = ", ".join(map(str, pipe.sample_shape))
             raise PipelineError(f"{path}: {exc}" + (
                 f" (or data (n, {shape}) to compute it from)"
                 if getattr(pipe.data(), "condition", None) is not None else "")) from None

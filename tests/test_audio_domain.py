@@ -110,8 +110,8 @@ def test_diffwave_errors_are_clear():
         DiffWave(TensorCond((8, None)))
     with pytest.raises(ValueError, match="labels and/or a spectrogram"):
         DiffWave(TensorCond((3,)))
-    with pytest.raises(ValueError, match="mono waveforms"):
-        build_diffwave((2, 400), None)
+    with pytest.raises(ValueError, match="signals in time"):
+        build_diffwave((1, 20, 20), None)
     with pytest.raises(TypeError, match="unknown audio model option"):
         build_diffwave((1, 400), None, width=3)
     net = DiffWave(TensorCond((8, None)), hop=50, layers=1, channels=4, cycle=1)
