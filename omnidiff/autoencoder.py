@@ -79,6 +79,15 @@ class Autoencoder(nn.Module):
         self.register_buffer("shift", torch.zeros(()))
         self.register_buffer("scale", torch.ones(()))
 
+    def config(self) -> dict[str, Any]:
+        """Everything that rebuilds this network (:meth:`from_config`); not its weights."""
+        return {"data_shape": list(self.data_shape), **self.options}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Autoencoder":
+        cfg = dict(config)
+        return cls(cfg.pop("data_shape"), **cfg)
+
     @property
     def factor(self) -> int:
         """How much every grid axis shrinks."""

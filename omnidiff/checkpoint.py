@@ -87,11 +87,11 @@ def _embedded_autoencoder(hp: Any, state: dict[str, torch.Tensor]) -> dict[str, 
     cfg = hp.get("autoencoder")
     if not cfg:
         return {}
-    cfg = dict(cfg)
+    options = {k: v for k, v in cfg.items() if k != "data_shape"}
     ae_state = {k[len("autoencoder."):]: v.detach().to("cpu", copy=True).contiguous()
                 for k, v in state.items() if k.startswith("autoencoder.")}
-    return {"autoencoder": {"domain": str(hp["domain"]), "data_shape": cfg.pop("data_shape"),
-                            "ae": cfg, "state_dict": ae_state,
+    return {"autoencoder": {"domain": str(hp["domain"]), "data_shape": cfg["data_shape"],
+                            "ae": options, "state_dict": ae_state,
                             "weights_sha256": state_digest(ae_state)}}
 
 

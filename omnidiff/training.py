@@ -83,7 +83,9 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
     ...}`` (``cond`` of the kind ``cond_spec`` declares: labels, a tensor, a dict; only for
     conditional data). ``cond_spec`` is a :class:`~omnidiff.conditions.CondSpec`, its
     ``to_dict()``, or a class count. Logs ``train/loss`` every step and ``val/loss`` per
-    validation.
+    validation. With ``autoencoder`` (an :class:`~omnidiff.autoencoder.Autoencoder` or its
+    ``config()``) it is a latent model: ``event_shape`` is the latents', batches hold latents,
+    and the frozen autoencoder is a submodule (in every checkpoint) that decodes its samples.
     """
 
     _batch_checked = False  # the first training batch is checked (omnidiff.data.check_batch)
@@ -95,6 +97,7 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
         super().__init__()
         event_shape = [int(s) for s in event_shape]
         spec = as_spec(cond_spec)
+        ae = _autoencoder(autoencoder)
         loss = check_loss_options(dict(loss or {}))
         optim = dict(optim or {})
         optimizer_args(optim)  # unknown keys fail here, not at the first step
@@ -103,14 +106,14 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
             "schedule_cfg": dict(schedule_cfg), "event_shape": event_shape,
             "cond_spec": spec.to_dict(), "loss": loss, "optim": optim,
             "data_cfg": dict(data_cfg or {}),
-            "autoencoder": None if autoencoder is None else _ae_config(autoencoder)})
+            "autoencoder": None if ae is None else ae.config()})
         self.cond_spec = spec
         self.domain = get_domain(domain)
-        if autoencoder is not None:  # latent diffusion: the frozen autoencoder rides along
+        if ae is not None:  # latent diffusion: the frozen autoencoder rides along
             from .latent import LatentDomain
 
             # frozen; left in train mode with the module (it has no dropout or batch norm)
-            self.autoencoder = _ae_module(autoencoder).requires_grad_(False).train()
+            self.autoencoder = ae.requires_grad_(False).train()
             self.domain = LatentDomain(self.domain, self.autoencoder)
         self.schedule = get_schedule(**schedule_cfg)
         with blamed_on(ConfigError, "model"):
@@ -161,21 +164,14 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
         return export_payload(self, ema=ema, global_step=global_step)
 
 
-def _ae_config(autoencoder: Any) -> dict[str, Any]:
-    """The hyper-parameters of a latent model's autoencoder (its weights are in state_dict)."""
-    if isinstance(autoencoder, dict):
-        return dict(autoencoder)
-    return {"data_shape": list(autoencoder.data_shape), **autoencoder.options}
-
-
-def _ae_module(autoencoder: Any) -> Any:
-    """An Autoencoder, or one built from :func:`_ae_config` (weights loaded afterwards)."""
+def _autoencoder(autoencoder: Any) -> Any:
+    """An Autoencoder, one rebuilt from its ``config()`` (a Lightning checkpoint's
+    hyper-parameters; the weights come with the state dict), or None."""
+    if autoencoder is None or isinstance(autoencoder, torch.nn.Module):
+        return autoencoder
     from .autoencoder import Autoencoder
 
-    if isinstance(autoencoder, dict):
-        cfg = dict(autoencoder)
-        return Autoencoder(cfg.pop("data_shape"), **cfg)
-    return autoencoder
+    return Autoencoder.from_config(autoencoder)
 
 
 def _version() -> str:
