@@ -157,15 +157,23 @@ def test_latent_model_generates_data_and_writes_the_base_artifacts(latent_run, t
     assert ll.space == "latent" and ll.bits_per_dim.shape == (3,)
 
 
-def test_latent_model_resumes_and_loads_from_its_lightning_checkpoint(latent_run):
-    import omnidiff
+def test_latent_model_resumes_and_loads_from_its_lightning_checkpoint(latent_run, ae_run,
+                                                                       tmp_path):
+    import shutil
 
+    import omnidiff
     from omnidiff.checkpoint import read_checkpoint
 
     payload = read_checkpoint(latent_run / "checkpoints" / "last.ckpt")
     assert payload["autoencoder"]["data_shape"] == [1, 8, 8]
     pipe = omnidiff.load(latent_run / "checkpoints" / "last.ckpt", device="cpu")
     assert pipe.generate(2, steps=2, seed=0).shape == (2, 1, 8, 8)
+    # a copy of the run continues from its last.ckpt to a later step
+    run = tmp_path / "run"
+    shutil.copytree(latent_run, run)
+    _train([f"autoencoder={ae_run / 'model.pt'}", f"out={run}", "resume=auto",
+            "trainer.max_steps=70", "sampler.steps=4", *UNET_TINY, *RUN], recipe="image_digits")
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 70
 
 
 def test_contract_on_the_latent_domain(ae_run, tmp_path):
