@@ -66,7 +66,7 @@ def _step_times(pipes: dict, batch: int, guidance: float, repeats: int) -> dict:
     latent model also the decoder's time per sample batch."""
     from omnidiff.guidance import classifier_free
 
-    steps, setups = {}, {}
+    setups = {}
     for name, pipe in pipes.items():
         model = pipe.model
         x = torch.randn(batch, *pipe.event_shape)

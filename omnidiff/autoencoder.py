@@ -119,6 +119,10 @@ class Autoencoder(nn.Module):
         x = self.decoder(z.to(self._dtype()).movedim(self.axis, 1))  # (B, C, *grid)
         return x.movedim(1, self.axis)  # (B, *data)
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Data (B, *data) through the posterior mean and back (no normalisation involved)."""
+        return self.decode_raw(self.moments(x)[0])
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Data (B, *data) -> normalised latents (B, *latent) (the posterior mean)."""
         return (self.moments(x)[0] - self.shift) * self.scale
@@ -237,10 +241,11 @@ def read_autoencoder(payload: dict[str, Any], where: str = "the autoencoder") ->
     return ae.eval().requires_grad_(False)
 
 
-def load_autoencoder(path: str | os.PathLike, *, domain: str | None = None,
-                     data_shape: Sequence[int] | None = None) -> tuple[Autoencoder, dict]:
+def load_autoencoder(path: str | os.PathLike, *, domain: str | None = None
+                     ) -> tuple[Autoencoder, dict]:
     """The autoencoder in ``path`` (its ``model.pt`` or run folder) and its payload, checked
-    against the ``domain`` and the data's ``data_shape`` it is to be used with."""
+    against the ``domain`` it is to be used with (the data's shape is checked when the latent
+    data module is set up, :class:`~omnidiff.latent_data.LatentData`)."""
     from .checkpoint import read_file
 
     path = Path(path)
@@ -255,19 +260,8 @@ def load_autoencoder(path: str | os.PathLike, *, domain: str | None = None,
     if int(obj.get("format_version", 1)) > AE_FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer omnidiff "
                               f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
-    ae = read_autoencoder(obj, str(path))
-    if domain is not None and obj["domain"] != domain:
+    if domain is not None and obj.get("domain", domain) != domain:  # before building it
         raise CheckpointError(f"{path} is an autoencoder of the {obj['domain']!r} domain, not "
                               f"of {domain!r}; train one on this domain's data first")
-    if data_shape is not None and tuple(data_shape) != ae.data_shape:
-        raise CheckpointError(f"{path} encodes samples of shape {ae.data_shape}, this data's are "
-                              f"{tuple(data_shape)}; use the data settings of its run "
-                              f"(data: {_short(obj.get('data'))})")
-    return ae, obj
+    return read_autoencoder(obj, str(path)), obj
 
-
-def _short(data_cfg: Any) -> str:
-    keep = {k: v for k, v in (data_cfg or {}).items()
-            if k in ("name", "image_size", "channels", "clip_seconds", "sample_rate", "frames",
-                     "size")}
-    return ", ".join(f"{k}={v}" for k, v in keep.items()) or "see its config.yaml"

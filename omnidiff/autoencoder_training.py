@@ -82,8 +82,7 @@ class AutoencoderModule(PlainCheckpoints, LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x = batch["x"]
-        loss = self.recon(self.autoencoder.decode_raw(self.autoencoder.moments(x)[0]).float(),
-                          x.float()).mean()
+        loss = self.recon(self.autoencoder.reconstruct(x).float(), x.float()).mean()
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=x.shape[0], sync_dist=True)
         return loss
@@ -136,7 +135,7 @@ class ReconstructionCallback(Evaluation):
         was_training = ae.training
         ae.eval()
         device = next(ae.parameters()).device
-        recon = torch.cat([ae.decode_raw(ae.moments(c.to(device))[0]).float().cpu()
+        recon = torch.cat([ae.reconstruct(c.to(device)).float().cpu()
                            for c in ref.split(256)])  # (n_ref, *event)
         ae.train(was_training)
         seconds = time.perf_counter() - t0

@@ -129,6 +129,7 @@ class LatentData(pl.LightningDataModule):
 
     def _encode_all(self, dataset: Any) -> tuple[torch.Tensor, Any]:
         """Every item of ``dataset`` (in order) as latents, with its conditions."""
+        from .conditions import cat_conds
         from .data import collate_batch, eval_loader
 
         zs, conds = [], []
@@ -136,16 +137,8 @@ class LatentData(pl.LightningDataModule):
         for batch in eval_loader(dataset, ENCODE_BATCH, collate_fn=collate_batch):
             zs.append(encode_batches(ae, batch["x"]).cpu())
             conds.append(batch.get("cond"))
-        return torch.cat(zs), _cat_conds(conds)
+        return torch.cat(zs), cat_conds(conds)
 
     def __repr__(self) -> str:
         return f"LatentData({self.base!r}, latents {self.event_shape})"
 
-
-def _cat_conds(conds: list[Any]) -> Any:
-    """Batched conditions (labels, tensors or dicts of them; None) concatenated."""
-    if not conds or conds[0] is None:
-        return None
-    if isinstance(conds[0], dict):
-        return {k: _cat_conds([c[k] for c in conds]) for k in conds[0]}
-    return torch.cat(conds)
