@@ -13,6 +13,9 @@
            written before it was added carry none and load unchecked),
     grids: {key: dict} (optional: time grids fitted by ``omnidiff calibrate``, keyed by
            sampler, solver options and steps, see omnidiff.samplers.calibrate.grid_key),
+    sampler, consistency, distilled (optional: a distilled student's default sampler
+           {name, steps}, its consistency parametrisation {scale}, and how it was made;
+           see student_fields),
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
 :func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
@@ -37,7 +40,7 @@ from .io import atomic_torch_save
 
 __all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "write_inference",
            "read_checkpoint", "payload_cond_spec", "state_digest", "grids_destination",
-           "write_grids", "loss_settings"]
+           "write_grids", "loss_settings", "student_fields"]
 
 FORMAT = "omnidiff"
 FORMAT_VERSION = 2
@@ -79,6 +82,21 @@ def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> d
         "ema": bool(ema), "global_step": int(global_step), "state_dict": state,
         **_embedded_autoencoder(hp, module.state_dict()),
     }
+
+
+def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
+    """What a distilled student's ``model.pt`` adds (from its run's ``distill`` options):
+    ``consistency`` (the parametrisation of :class:`~omnidiff.consistency.ConsistencyModel`,
+    CD and CT), ``sampler`` (its default: consistency, or euler after reflow, at ``steps``)
+    and ``distilled`` (method, teacher, solver and the guidance distilled into it)."""
+    method = distill["method"]
+    out: dict[str, Any] = {
+        "sampler": {"name": "euler" if method == "reflow" else "consistency",
+                    "steps": int(distill.get("steps") or 2)},
+        "distilled": {k: distill.get(k) for k in ("method", "teacher", "solver", "guidance")}}
+    if method != "reflow":
+        out["consistency"] = {"scale": float(distill.get("scale") or 10.0)}
+    return out
 
 
 def _embedded_autoencoder(hp: Any, state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -153,6 +171,7 @@ def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
         "data": dict(hp.get("data_cfg") or {}),
         "ema": "current_model_state" in ckpt, "global_step": int(ckpt.get("global_step", 0)),
         "state_dict": state, **_embedded_autoencoder(hp, ckpt["state_dict"]),
+        **(student_fields(hp["distill"]) if hp.get("distill") else {}),
     }
 
 

@@ -1,6 +1,7 @@
 """The ``omnidiff`` command.
 
     omnidiff train recipe=NAME [key=value ...]     train; writes a run directory
+    omnidiff distill teacher=PATH [method=cd|ct|reflow ...]   a few-step student of a model
     omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
     omnidiff calibrate checkpoint=PATH [sampler= steps= guidance= ...]   fit a few-step grid
     omnidiff likelihood checkpoint=PATH data=FILE.npy|reference [n= divergence= solver= ...]
@@ -33,6 +34,14 @@ commands:
              omnidiff train recipe=points2d data.path=my_points.npy
              omnidiff train recipe=image_digits32_ae            (stage=autoencoder)
              omnidiff train recipe=image_digits32_latent autoencoder=RUN/model.pt
+        --print-config  show the composed config and exit
+  distill teacher=PATH [method=cd|ct|reflow recipe=NAME key=value ...]
+                                      a few-step student of a trained model: consistency
+                                      distillation (cd), consistency training (ct; no
+                                      teacher needed: recipe=NAME) or reflow (flow models);
+                                      its model.pt samples in 1-4 steps (sampler=consistency)
+        e.g. omnidiff distill teacher=runs/points2d/RUN/model.pt
+             omnidiff distill method=ct recipe=distill_points2d
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
          out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
@@ -136,6 +145,29 @@ def cmd_train(args: list[str]) -> int:
     return 0
 
 
+def cmd_distill(args: list[str]) -> int:
+    """``omnidiff distill teacher=PATH [method=cd|ct|reflow] [recipe=NAME] [overrides]``."""
+    from omegaconf import OmegaConf
+
+    from .distillation import distill_config
+
+    print_config = "--print-config" in args
+    args = [a for a in args if a != "--print-config"]
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        raise UsageError(f"unknown flag {flags[0]!r}; overrides are key=value "
+                         "(e.g. teacher=runs/points2d/RUN/model.pt method=cd)")
+    cfg = distill_config(args)
+    if print_config:
+        print(OmegaConf.to_yaml(cfg), end="")
+        return 0
+    from .training import train
+
+    run_dir = train(cfg)
+    _report_run(run_dir)
+    return 0
+
+
 def _report_run(run_dir: Path) -> None:
     import json
     summary = {}
@@ -180,7 +212,7 @@ def cmd_sample(args: list[str]) -> int:
     guidance = _number(opts, "guidance", float, None, 0)
     batch_size, n_ref = _number(opts, "batch_size", int, None, 1), _number(opts, "n_ref", int,
                                                                           2048, 1)
-    sampler = str(opts.get("sampler") or "dpmpp_2m")
+    sampler = opts.get("sampler") or None  # None: the model's default (dpmpp_2m, consistency)
     base = ckpt.parent if ckpt.is_file() else ckpt
     out = _out_folder(opts.get("out"),
                       base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -195,6 +227,7 @@ def cmd_sample(args: list[str]) -> int:
     _check_finite_samples(x)
     n = int(x.shape[0])
     files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
+    sampler = pipe.last_sampler
     print(f"sampled with {sampler} on the {pipe.last_grid} grid")
     print(f"wrote {len(files)} file(s) to {out}:")
     for f in files:
@@ -409,7 +442,7 @@ def cmd_demo(args: list[str]) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "calibrate": cmd_calibrate,
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "calibrate": cmd_calibrate,
             "likelihood": cmd_likelihood, "check": cmd_check, "domains": cmd_domains,
             "recipes": cmd_recipes, "demo": cmd_demo}
 

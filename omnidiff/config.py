@@ -280,6 +280,9 @@ def _block_keys(block: str) -> list[str] | None:
     if block == "ae":
         from .autoencoder import AE_KEYS
         return list(AE_KEYS)
+    if block == "distill":
+        from .distillation import DISTILL_KEYS
+        return list(DISTILL_KEYS)
     return None
 
 
@@ -426,8 +429,11 @@ def _check_stage(cfg: DictConfig) -> None:
                           "autoencoder's latents: pass autoencoder=<the model.pt of its "
                           "autoencoder run, e.g. runs/<recipe>_ae/<time>/model.pt>")
     stage = cfg.get("stage", "diffusion")
-    if stage not in ("diffusion", "autoencoder"):
-        raise ConfigError(f"stage={stage!r}: choose diffusion or autoencoder")
+    if stage not in ("diffusion", "autoencoder", "distill"):
+        raise ConfigError(f"stage={stage!r}: choose diffusion, autoencoder or distill")
+    if stage == "distill":
+        from .distillation import distill_options
+        distill_options(to_plain(cfg.get("distill") or {}))
     if stage == "autoencoder":
         check_ae_options(to_plain(cfg.get("ae") or {}))
         if cfg.get("autoencoder"):
@@ -458,6 +464,12 @@ NUMBERS = (
     ("checkpoint.every_n_minutes", float, 0, None, True), ("checkpoint.keep", int, -1, None, False),
     ("ae.latent_channels", int, 1, None, False), ("ae.blocks", int, 0, None, False),
     ("ae.kl_weight", float, 0, None, False),
+    ("distill.guidance", float, 0, None, True), ("distill.levels", int, 2, None, False),
+    ("distill.p_std", float, 1e-12, None, False), ("distill.p_mean", float, -1e6, None, False),
+    ("distill.huber_c", float, 0, None, True), ("distill.target_ema", float, 0, 0.9999999, True),
+    ("distill.scale", float, 1e-12, None, False), ("distill.pairs", int, 1, None, False),
+    ("distill.teacher_steps", int, 1, None, False), ("distill.steps", int, 1, None, False),
+    ("distill.total_steps", int, 1, None, True),
 )
 
 

@@ -28,20 +28,26 @@ from .errors import UserError
 __all__ = ["classifier_free", "conditional", "cfg_rule", "rescale_rule", "interval_rule"]
 
 
-def conditional(model: Callable[..., torch.Tensor], cond: Any
+def conditional(model: Callable[..., torch.Tensor], cond: Any,
+                drop: torch.Tensor | None = None
                 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Bind a condition without guidance: ``fn(x_t, t) = model(x_t, t, cond=cond)``."""
+    """Bind a condition without guidance: ``fn(x_t, t) = model(x_t, t, cond=cond, drop=drop)``
+    (``drop``: (B,) bool, rows whose condition the network replaces by its null one)."""
     def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model(x_t, t, cond=cond, drop=None)
+        return model(x_t, t, cond=cond, drop=drop)
     return fn
 
 
 def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
                     scale: float | None, *, rescale: float = 0.0,
                     interval: tuple[float, float] | None = None,
-                    schedule: Schedule | str | None = None, prediction: str | None = None
+                    schedule: Schedule | str | None = None, prediction: str | None = None,
+                    drop: torch.Tensor | None = None
                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``model(x_t, t, cond=, drop=)`` -> guided ``fn(x_t, t)``; ``scale=None``: no guidance.
+    ``drop`` (B,) bool marks rows that are unconditional already (their conditional half is
+    the null condition too, so they get the unconditional output: a distillation teacher
+    under the student's condition dropout).
 
     The combination of the conditional output c and the unconditional u is built from
     composable rules (:func:`cfg_rule`, then :func:`rescale_rule` if ``rescale > 0``, then
@@ -54,7 +60,7 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
       al. 2024). Both halves are still evaluated in one call (no host sync on t).
     """
     if scale is None:
-        return conditional(model, cond)
+        return conditional(model, cond, drop)
     if cond is None:
         raise UserError("guidance needs a condition: pass cond=... (labels, a tensor or a "
                          "dict of them), or guidance=None for an unconditional model")
@@ -71,10 +77,10 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
 
     def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x_t.shape[0]
-        drop = torch.cat([torch.zeros(b, dtype=torch.bool, device=x_t.device),
-                          torch.ones(b, dtype=torch.bool, device=x_t.device)])
+        first = torch.zeros(b, dtype=torch.bool, device=x_t.device) if drop is None else drop
+        both = torch.cat([first, torch.ones(b, dtype=torch.bool, device=x_t.device)])
         out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=cat_conds([cond, cond]),
-                    drop=drop)
+                    drop=both)
         c, u = out.chunk(2)
         return rule(c, u, x_t, t)
     fn.cfg_batches = 2  # for NFE accounting: one call evaluates the network on 2 halves

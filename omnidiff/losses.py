@@ -79,7 +79,7 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
                    weighting: str = "uniform", cond: Any = None,
                    p_uncond: float = 0.1, sigma_data: float = 1.0, min_snr_gamma: float = 5.0,
                    p_mean: float = -1.2, p_std: float = 1.2,
-                   generator: torch.Generator | None = None
+                   generator: torch.Generator | None = None, noise: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoising loss for a batch x0: (B, *event).
 
@@ -90,12 +90,15 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
     ``x_t`` and the target stay in ``x0``'s dtype. ``min_snr_gamma`` is the ``min_snr``
     weighting's cap, ``p_mean`` / ``p_std`` the ``edm_lognormal`` time sampling's parameters.
     A training config's ``loss:`` block is passed here whole (every key is one of these).
+    ``noise`` (B, *event), when given, is the noise paired with each x0 (reflow's pairs);
+    otherwise it is drawn.
     """
     check_choice("prediction", prediction, PREDICTIONS)
     b = x0.shape[0]
     t = sample_time(b, schedule, time_sampling, generator=generator, device=x0.device,
                     p_mean=p_mean, p_std=p_std)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = q_sample(x0, t, schedule, noise)
     drop = None
     if cond is not None:
@@ -114,7 +117,7 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
 
 # the keys of a config's ``loss:`` block: diffusion_loss's settings (not its data)
 LOSS_KEYS = tuple(k for k in inspect.signature(diffusion_loss).parameters
-                  if k not in ("model", "x0", "schedule", "cond", "generator"))
+                  if k not in ("model", "x0", "schedule", "cond", "generator", "noise"))
 
 
 def check_loss_options(options: dict[str, Any]) -> dict[str, Any]:

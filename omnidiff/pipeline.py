@@ -115,6 +115,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      device: torch.device | str | None = None, progress: bool | None = None,
                      shape_for: Callable[[Any], Sequence[int]] | None = None,
                      decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     noise: torch.Tensor | None = None,
                      **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
@@ -129,6 +130,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     None), so results do not depend on ``batch_size`` for deterministic fixed-step samplers
     (``rk45`` shares its adaptive steps across a batch: its results agree to its tolerance). A
     label-conditional model with ``cond=None`` draws labels uniformly from that generator.
+    ``noise`` (n, *event), when given, is the starting noise (n follows from it): reflow's
+    pairs keep it beside the sample it leads to.
     """
     from .guidance import classifier_free
     from .samplers import sample
@@ -139,7 +142,10 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     gen = torch.Generator().manual_seed(int(seed))
-    noise, cond = _noise_and_cond(spec, cond, n, gen, event_shape, shape_for)
+    if noise is None:
+        noise, cond = _noise_and_cond(spec, cond, n, gen, event_shape, shape_for)
+    else:
+        cond, _ = _prepare_cond(spec, cond, noise.shape[0], gen)
     n = noise.shape[0]
     device, dtype = _device_dtype(model, device)
     # stochastic samplers draw from a device generator seeded from the CPU one
@@ -197,6 +203,7 @@ class Pipeline:
         self.info = dict(info or {})
         self.last_cond: Any = None
         self.last_grid: str | None = None
+        self.last_sampler: str | None = None
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
         self._data: Any = None
@@ -273,7 +280,15 @@ class Pipeline:
         return read_condition_file(self, Path(path))
 
     # ---- sampling -------------------------------------------------------------------------
-    def generate(self, n: int | None = None, *, sampler: str = "dpmpp_2m",
+    @property
+    def default_sampler(self) -> dict[str, Any]:
+        """``{"name", "steps"}`` used when ``generate`` gets no sampler: dpmpp_2m at 20 steps,
+        or what a distilled student's model.pt names (consistency at 2 steps, ...)."""
+        from .samplers import DEFAULT_STEPS
+
+        return dict(self.info.get("sampler") or {"name": "dpmpp_2m", "steps": DEFAULT_STEPS})
+
+    def generate(self, n: int | None = None, *, sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, cond: Any = None,
                  seed: int | None = None, batch_size: int | None = None,
                  progress: bool | None = None, **options: Any) -> torch.Tensor:
@@ -284,7 +299,9 @@ class Pipeline:
         batch ``(n, *shape)``; or a dict of these for a named set. ``n`` may be left out when
         ``cond`` fixes it; a condition that fixes the sample's shape (a vocoder's mel) sets
         the shape of the noise. ``guidance``: classifier-free guidance scale (one batched call
-        per step). ``steps``: 20 unless an explicit ``grid`` fixes it. ``options`` go to the
+        per step). ``sampler`` / ``steps``: :attr:`default_sampler` (dpmpp_2m at 20 steps;
+        a distilled student's own, e.g. consistency at 2) unless given or an explicit ``grid``
+        fixes the steps; the sampler used is in :attr:`last_sampler`. ``options`` go to the
         sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in [-1, 1]), ``eta=``,
         ``order=``, ... (see :func:`omnidiff.samplers.sample`), over the domain's
         ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
@@ -298,10 +315,14 @@ class Pipeline:
         :meth:`metrics`.
         """
         options = sampler_options(self.domain, options)
+        default = self.default_sampler
         if steps is None and not _explicit(options.get("grid")):
             from .samplers import DEFAULT_STEPS
-            steps = DEFAULT_STEPS
+            steps = int(default["steps"]) if sampler in (None, default["name"]) \
+                else DEFAULT_STEPS
+        sampler = sampler or str(default["name"])
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
+        self.last_sampler = sampler
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
                                    guidance=guidance, cond=cond, seed=seed,
@@ -330,7 +351,7 @@ class Pipeline:
             raise PipelineError(f"no calibrated grid for {key} in this checkpoint (it has: "
                                 f"{have}); run `omnidiff calibrate checkpoint=... "
                                 f"sampler={sampler} steps={steps}` first")
-        return None, default_grid(self.model.schedule)
+        return None, default_grid(self.model.schedule, sampler)
 
     @torch.no_grad()
     def calibrate(self, sampler: str = "dpmpp_2m", steps: int = 5, *, n: int | None = None,
@@ -482,8 +503,12 @@ class Pipeline:
         event_shape = tuple(int(s) for s in payload["event_shape"])
         spec = payload_cond_spec(payload)
         net = domain.build_network(event_shape, spec, **payload["model"])
-        model = DiffusionModel(net, dict(payload["schedule"]), payload["prediction"],
-                               sigma_data=float(payload["sigma_data"]))
+        kind, extra = DiffusionModel, {}
+        if payload.get("consistency"):  # a distilled student: its output is f(x_t, t)
+            from .consistency import ConsistencyModel
+            kind, extra = ConsistencyModel, {"scale": float(payload["consistency"]["scale"])}
+        model = kind(net, dict(payload["schedule"]), payload["prediction"],
+                     sigma_data=float(payload["sigma_data"]), **extra)
         try:
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:

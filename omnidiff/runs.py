@@ -276,7 +276,8 @@ class RunLock:
 # (the domain is checked before, with its own message)
 _MUST_MATCH = {"model_cfg": "model", "schedule_cfg": "schedule",
                "event_shape": "the data's event shape", "cond_spec": "the data's condition",
-               "loss": "loss", "ae": "ae", "autoencoder": "the autoencoder"}
+               "loss": "loss", "ae": "ae", "autoencoder": "the autoencoder",
+               "distill": "distill"}
 # the loss settings a network's weights depend on (the others may change on resume)
 _LOSS_MUST_MATCH = ("prediction", "sigma_data")
 

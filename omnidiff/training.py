@@ -122,18 +122,22 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
                                     sigma_data=float(loss.get("sigma_data", 1.0)))
 
     # ---- steps ---------------------------------------------------------------------------
+    def _batch_cond(self, batch: dict[str, Any]) -> Any:
+        """The batch's condition (None for an unconditional model)."""
+        if not self.cond_spec.conditional:
+            return None
+        cond = batch.get("cond")
+        if cond is None:
+            raise DataError(f"the model is conditioned on {self.cond_spec.describe()} but "
+                            "a training batch has no 'cond'; the data module must yield "
+                            "{'x': ..., 'cond': ...}")
+        return cond
+
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
               ) -> torch.Tensor:
-        x = batch["x"]  # (B, *event)
-        cond = None
-        if self.cond_spec.conditional:
-            cond = batch.get("cond")
-            if cond is None:
-                raise DataError(f"the model is conditioned on {self.cond_spec.describe()} but "
-                                "a training batch has no 'cond'; the data module must yield "
-                                "{'x': ..., 'cond': ...}")
-        loss, _ = diffusion_loss(self.model, x, schedule=self.schedule, cond=cond,
-                                 generator=generator, **self.hparams.loss)
+        loss, _ = diffusion_loss(self.model, batch["x"], schedule=self.schedule,
+                                 cond=self._batch_cond(batch), generator=generator,
+                                 **self.hparams.loss)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -321,19 +325,30 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
 def _build_module(cfg: Any) -> tuple[Any, Any]:
     """The data module (built and prepared) and the training module, from a validated config:
     a :class:`DiffusionModule` (on an autoencoder's latents when ``autoencoder=`` names one),
-    or an :class:`~omnidiff.autoencoder_training.AutoencoderModule` for
-    ``stage=autoencoder``. Bad data or model options fail here, before a run folder exists."""
+    an :class:`~omnidiff.autoencoder_training.AutoencoderModule` for ``stage=autoencoder``,
+    or a :class:`~omnidiff.distillation.DistillModule` for ``stage=distill``. Bad data or model options fail here, before a run folder exists."""
     import lightning.pytorch as pl
 
     from .config import to_plain
 
     domain = get_domain(str(cfg.domain))
-    ae = None
-    if cfg.get("stage", "diffusion") == "diffusion" and cfg.get("autoencoder"):
+    stage = cfg.get("stage", "diffusion")
+    ae, teacher = None, None
+    if stage == "diffusion" and cfg.get("autoencoder"):
         from .autoencoder import load_autoencoder
-        from .latent import LatentDomain
 
         ae = load_autoencoder(str(cfg.autoencoder), domain=str(cfg.domain))[0]
+    if stage == "distill":
+        from .distillation import teacher_payload
+
+        teacher = teacher_payload(cfg)
+        if teacher is not None and teacher.get("autoencoder"):  # a latent teacher
+            from .autoencoder import read_autoencoder
+
+            ae = read_autoencoder(teacher["autoencoder"], "the teacher's autoencoder")
+    if ae is not None:
+        from .latent import LatentDomain
+
         domain = LatentDomain(domain, ae)
     data_cfg = to_plain(cfg.data)
     with blamed_on(ConfigError, "data"):
@@ -344,7 +359,11 @@ def _build_module(cfg: Any) -> tuple[Any, Any]:
     with blamed_on(DataError, "data"):
         prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
     event_shape = tuple(int(s) for s in dm.event_shape)
-    if cfg.get("stage", "diffusion") == "autoencoder":
+    if stage == "distill":
+        from .distillation import build_distill
+
+        return dm, build_distill(cfg, dm, str(cfg.domain), teacher, ae)
+    if stage == "autoencoder":
         from .autoencoder_training import AutoencoderModule
 
         ae_cfg = {"channel_axis": int(getattr(dm, "channel_axis", 0)), **to_plain(cfg.ae)}

@@ -17,6 +17,7 @@ import torch
 from .._util import check_choice
 from ..predictions import PREDICTIONS
 from ..schedules import Schedule, get_schedule
+from .consistency import consistency
 from .denoiser import Denoiser, coefficients
 from .exponential import (ddim, ddpm, deis, dpmpp_2m, dpmpp_2m_sde, dpmpp_2s_ancestral,
                           dpmpp_3m, pc, unipc)
@@ -44,11 +45,14 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "lms": lms,
     "pc": pc,
     "rk45": rk45,
+    "consistency": consistency,
 }
 # samplers that draw fresh noise (their result is a sample, not an ODE solution)
-STOCHASTIC = ("ddpm", "dpmpp_2m_sde", "dpmpp_2s_ancestral", "euler_ancestral", "pc")
+STOCHASTIC = ("ddpm", "dpmpp_2m_sde", "dpmpp_2s_ancestral", "euler_ancestral", "pc",
+              "consistency")
 
 DEFAULT_GRID = {"edm": "karras", "flow": "uniform"}  # VP schedules: uniform in log-SNR
+SAMPLER_GRID = {"consistency": "logsnr_trailing"}  # samplers with a grid of their own
 DEFAULT_STEPS = 20
 
 
@@ -81,18 +85,20 @@ def check_sampler_options(sampler: str, options: dict[str, Any]) -> None:
                         f"{', '.join(names)}")
 
 
-def default_grid(schedule: Schedule) -> str:
-    """The named grid used when none is given: karras for ``edm``, uniform for ``flow``,
-    uniform in log-SNR for the VP schedules."""
-    return DEFAULT_GRID.get(schedule.name, "logsnr")
+def default_grid(schedule: Schedule, sampler: str | None = None) -> str:
+    """The named grid used when none is given: the sampler's own (``consistency``:
+    logsnr_trailing), else karras for ``edm``, uniform for ``flow``, uniform in log-SNR for
+    the VP schedules."""
+    return SAMPLER_GRID.get(sampler) or DEFAULT_GRID.get(schedule.name, "logsnr")
 
 
-def resolve_grid(schedule: Schedule, steps: int | None, grid: Any
+def resolve_grid(schedule: Schedule, steps: int | None, grid: Any, sampler: str | None = None
                  ) -> tuple[torch.Tensor, str]:
-    """(times, grid label) for :func:`sample`: a named grid, or an explicit one checked by
-    :func:`~omnidiff.samplers.grids.explicit_grid` (``steps``, if given, must match it)."""
+    """(times, grid label) for :func:`sample`: a named grid (default: :func:`default_grid`),
+    or an explicit one checked by :func:`~omnidiff.samplers.grids.explicit_grid` (``steps``,
+    if given, must match it)."""
     if grid is None or isinstance(grid, str):
-        grid = grid or default_grid(schedule)
+        grid = grid or default_grid(schedule, sampler)
         return timesteps(schedule, DEFAULT_STEPS if steps is None else steps, grid), grid
     ts = explicit_grid(schedule, grid)
     if steps is not None and steps != len(ts) - 1:
@@ -135,7 +141,7 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
         raise UserError(f"prediction 'eps' cannot be sampled on the {schedule.name!r} schedule: "
                          "alpha(t_max) = 0 (zero terminal SNR) makes x0 = (x - sigma eps) / "
                          "alpha undefined; train with v, x0 or flow prediction")
-    ts, grid = resolve_grid(schedule, steps, grid)
+    ts, grid = resolve_grid(schedule, steps, grid, sampler)
     steps = len(ts) - 1
     ts = ts.tolist()  # python floats: no device sync in loops
     denoise = Denoiser(model, schedule, prediction, noise.dtype, clip_x0=clip_x0)

@@ -10,6 +10,10 @@ step, so ``steps`` first-order steps cost exactly ``steps`` model evaluations.
 * ``karras``   — uniform in (sigma/alpha)^(1/rho), rho = 7 (Karras et al. 2022, EDM).
 * ``trailing`` — t_max * (1 - i/steps) (Lin et al. 2023: start exactly at the last trained
   time and space the rest evenly, without landing on t_min).
+* ``logsnr_trailing`` — the first ``steps`` of ``steps + 1`` times uniform in log-SNR from
+  t_max to t_min: it never lands on t_min. The ``consistency`` sampler's default: it re-noises
+  each clean estimate to the next time, and a time at t_min would add nothing. Two steps put
+  the second near sigma / alpha = 1 (Song et al. 2023 use 0.82 for data of std 0.5).
 * ``diffwave`` — DiffWave's 6-step fast schedule (Kong et al. 2021, sec. 4 / appendix B): the
   inference noise levels beta = 1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5, aligned to the trained
   schedule at the times where alpha^2(t) equals their cumulative product of (1 - beta). With
@@ -33,7 +37,7 @@ from ..errors import UserError
 
 __all__ = ["GRIDS", "timesteps", "explicit_grid"]
 
-GRIDS = ("uniform", "logsnr", "karras", "trailing", "diffwave")
+GRIDS = ("uniform", "logsnr", "karras", "trailing", "logsnr_trailing", "diffwave")
 DIFFWAVE_FAST_BETAS = (1e-4, 1e-3, 1e-2, 5e-2, 0.2, 0.5)
 
 # log-SNR grids start no noisier than sigma/alpha = 200 (lambda = -5.3); a zero-terminal-SNR
@@ -66,12 +70,17 @@ def timesteps(schedule: Schedule, steps: int, grid: str = "uniform", *,
         lam_lo = schedule.log_snr(_f64(lo))
         if grid == "logsnr":
             lam = torch.linspace(float(lam_hi), float(lam_lo), steps, dtype=torch.float64)
+        elif grid == "logsnr_trailing":
+            lam = torch.linspace(float(lam_hi), float(lam_lo), steps + 1,
+                                 dtype=torch.float64)[:-1]
         else:  # karras: uniform in s^(1/rho) with s = sigma/alpha = exp(-lambda)
             s_hi, s_lo = torch.exp(-lam_hi) ** (1 / rho), torch.exp(-lam_lo) ** (1 / rho)
             ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
             lam = -rho * torch.log(s_hi + ramp * (s_lo - s_hi))
         ts = schedule.t_of_lambda(lam).clamp(lo, hi)
-        ts[0], ts[-1] = hi, lo  # exact ends despite round-off in the inverse
+        ts[0] = hi  # exact ends despite round-off in the inverse
+        if grid != "logsnr_trailing":
+            ts[-1] = lo
     return torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
 
 
