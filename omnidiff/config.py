@@ -469,7 +469,7 @@ NUMBERS = (
     ("distill.huber_c", float, 0, None, True), ("distill.target_ema", float, 0, 0.9999999, True),
     ("distill.scale", float, 1e-12, None, False), ("distill.pairs", int, 1, None, False),
     ("distill.teacher_steps", int, 1, None, False), ("distill.steps", int, 1, None, False),
-    ("distill.total_steps", int, 1, None, True),
+    ("distill.total_steps", int, 1, None, True), ("distill.level_groups", int, 1, None, True),
 )
 
 

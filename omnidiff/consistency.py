@@ -150,9 +150,15 @@ def level_weights(schedule: Schedule, ts: torch.Tensor, kind: str = "uniform") -
 
 
 def sample_levels(probs: torch.Tensor, batch: int, *, generator: torch.Generator | None = None,
-                  device: Any = None) -> torch.Tensor:
-    """(batch,) long indices n of the lower level of each training pair, drawn from ``probs``."""
-    return torch.multinomial(probs.to(device), batch, replacement=True, generator=generator)
+                  device: Any = None, groups: int | None = None) -> torch.Tensor:
+    """(batch,) long indices n of the lower level of each training pair, drawn from ``probs``:
+    one per sample, or ``groups`` draws each shared by a contiguous block of the batch (fewer
+    solver calls per step in distillation, at the price of more correlated batches)."""
+    draws = batch if not groups else min(int(groups), batch)
+    n = torch.multinomial(probs.to(device), draws, replacement=True, generator=generator)
+    if draws == batch:
+        return n
+    return n.repeat_interleave(-(-batch // draws))[:batch]
 
 
 # ---- the distance ---------------------------------------------------------------------------
@@ -224,7 +230,8 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
                      x0: torch.Tensor, *, schedule: Schedule, levels: torch.Tensor,
                      probs: torch.Tensor, weights: torch.Tensor, point: StepFn,
                      cond: Any = None, p_uncond: float = 0.1, distance: str = "pseudo_huber",
-                     c: float | None = None, generator: torch.Generator | None = None
+                     c: float | None = None, generator: torch.Generator | None = None,
+                     level_groups: int | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Consistency loss of a batch x0: (B, *event) (Song et al. 2023, eq. 7 / 10).
 
@@ -234,13 +241,15 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
     at ``levels[n]``, by ``distance`` (``pseudo_huber`` with constant ``c``, default
     :func:`huber_c`; or ``l2``), weighted per pair by ``weights``. Conditions are dropped for
     a ``p_uncond`` fraction of the batch, as in :func:`~omnidiff.losses.diffusion_loss`.
+    ``level_groups``: draw that many pairs per batch, each shared by a block of it (see
+    :func:`sample_levels`; None: one per sample).
     Returns (mean loss, per-sample loss (B,)).
     """
     from .losses import cfg_drop_mask
 
     check_choice("consistency distance", distance, DISTANCES)
     b, dev = x0.shape[0], x0.device
-    n = sample_levels(probs, b, generator=generator, device=dev)  # (B,)
+    n = sample_levels(probs, b, generator=generator, device=dev, groups=level_groups)  # (B,)
     ts = levels.to(dev)
     t_lo, t_hi = ts[n], ts[n + 1]  # (B,) float64
     noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
