@@ -43,9 +43,11 @@ commands:
         e.g. omnidiff distill teacher=runs/points2d/RUN/model.pt
              omnidiff distill method=ct recipe=distill_points2d
         --print-config  show the composed config and exit
-  sample checkpoint=PATH [n=64 sampler=dpmpp_2m steps=20 guidance=null seed=0 cond=null
+  sample checkpoint=PATH [n=64 sampler=(the model's) steps=(its) guidance=null seed=0 cond=null
          out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
-                                      draw samples and write the domain's artifacts; grid=
+                                      draw samples and write the domain's artifacts (the
+                                      default sampler: dpmpp_2m at 20 steps, a distilled
+                                      student's own: consistency at 2); grid=
                                       a name, calibrated (the default when model.pt holds
                                       one for this sampler and steps) or times [1,0.5,0.1];
                                       cond= labels (3, [1,2]) or a FILE: .npy/.pt holding

@@ -183,9 +183,12 @@ class DistillModule(DiffusionModule):
             generator=generator, level_groups=opts.get("level_groups"))
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """The target network follows the student: ``target <- mu target + (1 - mu) student``
-        (Song et al. 2023's EMA target; mu = 0 keeps no copy: the student, stop-gradient)."""
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """After each optimizer step the target network follows the student: ``target <- mu
+        target + (1 - mu) student`` (Song et al. 2023's EMA target; mu = 0 keeps no copy: the
+        student itself, stop-gradient). Here, not in ``on_train_batch_end``, which runs after
+        the callbacks that write checkpoints."""
+        super().optimizer_step(*args, **kwargs)
         if self.target is None:
             return
         mu = float(self.hparams["distill"]["target_ema"])
@@ -306,9 +309,8 @@ def distill_config(args: list[str]) -> Any:
 
         default = student_fields({**to_plain(cfg.distill), "method": method})["sampler"]
         cfg.sampler = {"name": default["name"], "steps": default["steps"], "guidance": None}
-    if cfg.distill.get("total_steps") is None:
-        cfg.distill.total_steps = int(cfg.trainer.max_steps) if cfg.trainer.max_steps > 0 \
-            else None
+    if method == "ct" and cfg.distill.get("total_steps") is None and cfg.trainer.max_steps > 0:
+        cfg.distill.total_steps = int(cfg.trainer.max_steps)  # the curriculum's length
     OmegaConf.set_struct(cfg, True)
     return cfg
 

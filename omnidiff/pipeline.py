@@ -407,6 +407,10 @@ class Pipeline:
         from .guidance import conditional
         from .likelihood import LogLikelihood, log_likelihood
 
+        if getattr(self.model, "net_prediction", None) is not None:
+            raise PipelineError("a consistency student maps noise to data in a few jumps and "
+                                "has no probability-flow ODE of its own; compute likelihoods "
+                                "with its teacher (model.pt's distilled.teacher)")
         self._check(x)
         cond = self._checked_cond(cond, x.shape[0])
         space = "data"

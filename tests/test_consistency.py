@@ -269,3 +269,19 @@ def test_guidance_respects_rows_already_dropped():
     drop = torch.tensor([False, True, False, True])
     out = classifier_free(model, cond, 3.0, drop=drop)(x, torch.zeros(4))
     assert out[:, 0].tolist() == [3.0, 0.0, 9.0, 0.0]
+
+
+def test_a_distillation_resumes_to_the_same_student(teachers, tmp_path, capsys):
+    """Stopped after 4 steps and resumed to 8, a CD run ends with the weights of an unbroken
+    8-step run (teacher, EMA target and RNG come back with the checkpoint)."""
+    base = ["distill", f"teacher={teachers['cosine']}", "distill.level_groups=3", *TINY]
+    assert _cli([*base, f"out={tmp_path / 'whole'}", "trainer.max_steps=8"], capsys)[0] == 0
+    part = tmp_path / "part"
+    assert _cli([*base, f"out={part}", "trainer.max_steps=4"], capsys)[0] == 0
+    code, out, err = _cli([*base, f"out={part}", "trainer.max_steps=8", "resume=auto"], capsys)
+    assert code == 0, err
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    b = torch.load(part / "model.pt", weights_only=True)
+    assert b["global_step"] == 8
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
