@@ -122,52 +122,49 @@ def _kv(args: Sequence[str], allowed: set[str], command: str,
 
 # ---- commands ------------------------------------------------------------------------------
 
-def cmd_train(args: list[str]) -> int:
+def _compose_run(args: list[str], compose: Any, example: str) -> Any:
+    """The composed config of a training command, or None after ``--print-config`` printed
+    it; a flag other than that is a one-line usage error."""
     from omegaconf import OmegaConf
-
-    from .config import compose
 
     print_config = "--print-config" in args
     args = [a for a in args if a != "--print-config"]
     flags = [a for a in args if a.startswith("-")]
     if flags:
-        raise UsageError(f"unknown flag {flags[0]!r}; overrides are key=value "
-                         "(e.g. trainer.max_steps=100)")
-    cfg = compose(overrides=args)
+        raise UsageError(f"unknown flag {flags[0]!r}; overrides are key=value (e.g. {example})")
+    cfg = compose(args)
     if print_config:
         print(OmegaConf.to_yaml(cfg), end="")
+        return None
+    return cfg
+
+
+def _train_and_report(cfg: Any) -> int:
+    from .training import train
+
+    _report_run(train(cfg))
+    return 0
+
+
+def cmd_train(args: list[str]) -> int:
+    from .config import compose
+
+    cfg = _compose_run(args, lambda a: compose(overrides=a), "trainer.max_steps=100")
+    if cfg is None:
         return 0
     if not cfg.get("recipe") and not any(a.startswith("domain=") for a in args):
         print("omnidiff: no recipe given; training the default domain "
               f"{cfg.domain!r} (see `omnidiff recipes`)", file=sys.stderr)
-    from .training import train
-
-    run_dir = train(cfg)
-    _report_run(run_dir)
-    return 0
+    return _train_and_report(cfg)
 
 
 def cmd_distill(args: list[str]) -> int:
-    """``omnidiff distill teacher=PATH [method=cd|ct|reflow] [recipe=NAME] [overrides]``."""
-    from omegaconf import OmegaConf
-
+    """``omnidiff distill teacher=PATH [method=cd|ct|reflow] [recipe=NAME] [overrides]``: a
+    few-step student (:mod:`omnidiff.distillation`), trained like any run."""
     from .distillation import distill_config
 
-    print_config = "--print-config" in args
-    args = [a for a in args if a != "--print-config"]
-    flags = [a for a in args if a.startswith("-")]
-    if flags:
-        raise UsageError(f"unknown flag {flags[0]!r}; overrides are key=value "
-                         "(e.g. teacher=runs/points2d/RUN/model.pt method=cd)")
-    cfg = distill_config(args)
-    if print_config:
-        print(OmegaConf.to_yaml(cfg), end="")
-        return 0
-    from .training import train
-
-    run_dir = train(cfg)
-    _report_run(run_dir)
-    return 0
+    cfg = _compose_run(args, distill_config, "teacher=runs/points2d/RUN/model.pt method=cd")
+    return 0 if cfg is None else _train_and_report(cfg)
 
 
 def _report_run(run_dir: Path) -> None:
