@@ -27,7 +27,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 
 # problem -> teacher recipe, distillation recipe, metrics shown (the first is the ratio's),
 # the teacher's guidance, samples, and whether CT runs beside CD

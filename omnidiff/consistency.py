@@ -90,10 +90,6 @@ class ConsistencyModel(DiffusionModel):
         skip = append_dims(c_skip.to(x_t.dtype), x_t.ndim)
         return skip * x_t + append_dims(c_out.to(x_t.dtype), x_t.ndim) * x0.to(x_t.dtype)
 
-    def config(self) -> dict[str, float]:
-        """What model.pt stores to rebuild the parametrisation (``consistency``)."""
-        return {"scale": self.scale}
-
 
 # ---- noise levels ---------------------------------------------------------------------------
 

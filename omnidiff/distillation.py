@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError
 from .training import DiffusionModule
 
 __all__ = ["DistillModule", "METHODS", "DISTILL_KEYS", "distill_options", "distill_config",
@@ -52,7 +52,6 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
     """A config's ``distill:`` block with each method's defaults filled in, checked: known
     keys, a method, a deterministic solver, the choices of :mod:`omnidiff.consistency`."""
     from . import consistency as cm
-    from ._util import check_choice
     from .samplers import SAMPLERS, STOCHASTIC
 
     unknown = sorted(set(block) - set(DISTILL_KEYS))
@@ -74,11 +73,12 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
                           f"fixed-step sampler: {', '.join(ode)}")
     opts["solver"] = solver
     if method != "reflow":
-        with _as_config_error():
-            check_choice("level sampling", opts["level_sampling"], cm.LEVEL_SAMPLING)
-            check_choice("consistency weighting", opts["weighting"], cm.WEIGHTINGS)
-            check_choice("consistency distance", opts.get("distance") or "pseudo_huber",
-                         cm.DISTANCES)
+        for key, choices in (("level_sampling", cm.LEVEL_SAMPLING),
+                             ("weighting", cm.WEIGHTINGS), ("distance", cm.DISTANCES)):
+            value = opts.get(key) or ("pseudo_huber" if key == "distance" else None)
+            if value not in choices:
+                raise ConfigError(f"distill.{key}={value!r}: choose one of: "
+                                  f"{', '.join(choices)}")
     if method in ("cd", "reflow") and not opts.get("teacher"):
         raise ConfigError(f"method={method} learns from a teacher: pass teacher=<the model.pt "
                           "of a trained run> (method=ct trains without one)")
@@ -88,18 +88,6 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"distill.curriculum={curriculum!r}: give [s0, s1], the first and "
                           "last number of CT's noise levels (2 <= s0 <= s1), e.g. [10, 1280]")
     return opts
-
-
-class _as_config_error:
-    """Turn a ``check_choice`` error into a :class:`ConfigError` naming the ``distill.`` key."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        if exc is not None and isinstance(exc, UserError) and not isinstance(exc, ConfigError):
-            raise ConfigError(f"distill: {exc}") from None
-        return False
 
 
 class DistillModule(DiffusionModule):
