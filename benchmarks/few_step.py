@@ -2,7 +2,8 @@
 
 For a problem the benchmark trains (or takes) a teacher, distils it by consistency
 distillation (``omnidiff distill``, CD), and, for points2d, trains a consistency model from
-data alone (CT, no teacher); then it samples every model with the same noise seed and
+data alone (CT, no teacher) and reflows a flow-schedule teacher (its Euler steps against the
+student's); then it samples every model with the same noise seed and
 reports quality and sampling time per sample:
 
 * the teacher at 20 NFE (dpmpp_2m, its reference quality) and at 1, 2 and 4 steps of DDIM
@@ -17,7 +18,8 @@ guidance; the student has it distilled in) and the Fréchet distance of its feat
 
 Usage::
 
-    python benchmarks/few_step.py points2d [--teacher PATH] [--cd PATH] [--ct PATH] [--out DIR]
+    python benchmarks/few_step.py points2d [--teacher PATH] [--cd PATH] [--ct PATH]
+                                           [--flow-teacher PATH] [--reflow PATH] [--out DIR]
     python benchmarks/few_step.py digits   [--teacher PATH] [--cd PATH] [--out DIR]
 """
 
@@ -27,16 +29,17 @@ import argparse
 import time
 from pathlib import Path
 
-
 # problem -> teacher recipe, distillation recipe, metrics shown (the first is the ratio's),
 # the teacher's guidance, samples, and whether CT runs beside CD
 PROBLEMS = {
     "points2d": dict(teacher="points2d", distill="distill_points2d",
-                     metrics=("sliced_w2", "mmd_rbf"), guidance=None, n=4096, ct=True),
+                     metrics=("sliced_w2", "mmd_rbf"), guidance=None, n=4096, ct=True,
+                     reflow=True),
     "digits": dict(teacher="image_digits", distill="distill_image_digits",
                    metrics=("class_acc", "fd", "precision", "recall"), guidance=2.0, n=500,
-                   ct=False),
+                   ct=False, reflow=False),
 }
+FLOW = ["schedule=flow", "loss=flow"]  # a flow-schedule teacher for reflow
 
 
 def _run(command: str, args: list[str], out: Path) -> tuple[Path, float]:
@@ -69,6 +72,8 @@ def main() -> None:
     ap.add_argument("--teacher", help="the teacher's model.pt (default: train it)")
     ap.add_argument("--cd", help="a CD student's model.pt (default: distil the teacher)")
     ap.add_argument("--ct", help="a CT student's model.pt (points2d; default: train it)")
+    ap.add_argument("--flow-teacher", help="a flow-schedule teacher (points2d; default: train)")
+    ap.add_argument("--reflow", help="its reflowed student's model.pt (default: reflow it)")
     ap.add_argument("--out", default="runs/bench_few_step")
     args = ap.parse_args()
     p = PROBLEMS[args.problem]
@@ -85,6 +90,14 @@ def main() -> None:
     ct = Path(args.ct) if args.ct else None
     if p["ct"] and ct is None:
         ct, times["ct"] = _run("distill", ["method=ct", f"recipe={p['distill']}"], out / "ct")
+    flow = Path(args.flow_teacher) if args.flow_teacher else None
+    reflow = Path(args.reflow) if args.reflow else None
+    if p["reflow"] and flow is None:
+        flow, times["flow teacher"] = _run("train", [f"recipe={p['teacher']}", *FLOW],
+                                           out / "flow_teacher")
+    if p["reflow"] and reflow is None:
+        reflow, times["reflow"] = _run("distill", ["method=reflow", f"teacher={flow}"],
+                                       out / "reflow")
     rows = []
     tp = omnidiff.load(teacher, device="cpu")
     rows.append(_evaluate(tp, "teacher", "dpmpp_2m", 20, p["guidance"], p["n"], p["metrics"]))
@@ -99,6 +112,16 @@ def main() -> None:
         for k in (1, 2, 4):
             rows.append(_evaluate(sp, label, "consistency", k, None, p["n"], p["metrics"]))
     key, ref = p["metrics"][0], rows[0][p["metrics"][0]]
+    if flow is not None:  # reflow: the flow teacher and its straightened student, by Euler
+        fp = omnidiff.load(flow, device="cpu")
+        rows.append(_evaluate(fp, "flow teacher", "dpmpp_2m", 20, None, p["n"], p["metrics"]))
+        for k in (1, 2, 4):  # Euler on the trailing grid: steps spaced evenly from t_max
+            rows.append(_evaluate(fp, "flow teacher", "euler", k, None, p["n"], p["metrics"],
+                                  grid="trailing"))
+        rp = omnidiff.load(reflow, device="cpu")
+        for k in (1, 2, 4):
+            rows.append(_evaluate(rp, "reflow student", "euler", k, None, p["n"],
+                                  p["metrics"]))
     print(f"\n{args.problem}: {p['n']} samples per row, seed 0; ratio = {key} / the teacher's "
           "at 20 NFE")
     print("| model | sampler | grid | NFE | " + " | ".join(p["metrics"])

@@ -14,7 +14,7 @@
     grids: {key: dict} (optional: time grids fitted by ``omnidiff calibrate``, keyed by
            sampler, solver options and steps, see omnidiff.samplers.calibrate.grid_key),
     sampler, consistency, distilled (optional: a distilled student's default sampler
-           {name, steps}, its consistency parametrisation {scale}, and how it was made;
+           {name, steps, grid (optional)}, its consistency parametrisation {scale}, and how it was made;
            see student_fields),
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
@@ -87,12 +87,16 @@ def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> d
 def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
     """What a distilled student's ``model.pt`` adds (from its run's ``distill`` options):
     ``consistency`` (the parametrisation of :class:`~omnidiff.consistency.ConsistencyModel`,
-    CD and CT), ``sampler`` (its default: consistency, or euler after reflow, at ``steps``)
+    CD and CT), ``sampler`` (its default: consistency, or euler on the trailing grid after
+    reflow, at ``steps``)
     and ``distilled`` (method, teacher, solver and the guidance distilled into it)."""
     method = distill["method"]
+    # after reflow: Euler on the trailing grid (t_max (1 - i / steps); the default uniform one
+    # would spend a step of two at t_min)
+    sampler = ({"name": "euler", "grid": "trailing"} if method == "reflow"
+               else {"name": "consistency"})
     out: dict[str, Any] = {
-        "sampler": {"name": "euler" if method == "reflow" else "consistency",
-                    "steps": int(distill.get("steps") or 2)},
+        "sampler": {**sampler, "steps": int(distill.get("steps") or 2)},
         "distilled": {k: distill.get(k) for k in ("method", "teacher", "solver", "guidance")}}
     if method != "reflow":
         out["consistency"] = {"scale": float(distill.get("scale") or 10.0)}

@@ -282,8 +282,10 @@ class Pipeline:
     # ---- sampling -------------------------------------------------------------------------
     @property
     def default_sampler(self) -> dict[str, Any]:
-        """``{"name", "steps"}`` used when ``generate`` gets no sampler: dpmpp_2m at 20 steps,
-        or what a distilled student's model.pt names (consistency at 2 steps, ...)."""
+        """``{"name", "steps"[, "grid"]}`` used when ``generate`` gets no sampler: dpmpp_2m at
+        20 steps, or what a distilled student's model.pt names (consistency at 2 steps; euler
+        at 2 on the trailing grid after reflow); its grid also applies when that sampler is
+        named without a grid."""
         from .samplers import DEFAULT_STEPS
 
         return dict(self.info.get("sampler") or {"name": "dpmpp_2m", "steps": DEFAULT_STEPS})
@@ -316,6 +318,8 @@ class Pipeline:
         """
         options = sampler_options(self.domain, options)
         default = self.default_sampler
+        if sampler in (None, default["name"]) and default.get("grid") and "grid" not in options:
+            options["grid"] = default["grid"]
         if steps is None and not _explicit(options.get("grid")):
             from .samplers import DEFAULT_STEPS
             steps = int(default["steps"]) if sampler in (None, default["name"]) \

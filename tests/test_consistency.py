@@ -236,7 +236,15 @@ def test_consistency_training_without_a_teacher_and_reflow(teachers, tmp_path, c
                            "distill.teacher_steps=4", *TINY], capsys)
     assert code == 0, err
     payload = torch.load(run / "model.pt", weights_only=True)
-    assert payload["sampler"]["name"] == "euler" and "consistency" not in payload
+    assert payload["sampler"] == {"name": "euler", "grid": "trailing", "steps": 2}
+    assert "consistency" not in payload
+    import omnidiff
+
+    pipe = omnidiff.load(run / "model.pt", device="cpu")
+    pipe.generate(8, seed=0)
+    assert (pipe.last_sampler, pipe.last_grid) == ("euler", "trailing")
+    pipe.generate(8, seed=0, sampler="heun")
+    assert pipe.last_grid == "uniform"  # another sampler: the schedule's own grid
 
 
 @pytest.mark.parametrize("args, message", [
