@@ -29,14 +29,15 @@ import argparse
 import time
 from pathlib import Path
 
-# problem -> teacher recipe, distillation recipe, metrics shown (the first is the ratio's),
+# problem -> teacher recipe, distillation recipe, metrics shown (the first, lower is better, is
+# the ratio's),
 # the teacher's guidance, samples, and whether CT runs beside CD
 PROBLEMS = {
     "points2d": dict(teacher="points2d", distill="distill_points2d",
                      metrics=("sliced_w2", "mmd_rbf"), guidance=None, n=4096, ct=True,
                      reflow=True),
     "digits": dict(teacher="image_digits", distill="distill_image_digits",
-                   metrics=("class_acc", "fd", "precision", "recall"), guidance=2.0, n=500,
+                   metrics=("fd", "class_acc", "precision", "recall"), guidance=2.0, n=500,
                    ct=False, reflow=False),
 }
 FLOW = ["schedule=flow", "loss=flow"]  # a flow-schedule teacher for reflow
