@@ -244,11 +244,13 @@ def _teacher_recipe(teacher: Path) -> str | None:
     """The recipe the teacher's run used (its run folder's config.yaml), if any."""
     import yaml
 
-    cfg_file = (teacher if teacher.is_dir() else teacher.parent) / "config.yaml"
-    try:
-        return (yaml.safe_load(cfg_file.read_text()) or {}).get("recipe")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
+    run = teacher if teacher.is_dir() else teacher.parent
+    for folder in (run, run.parent):  # model.pt beside config.yaml, or checkpoints/*.ckpt
+        try:
+            return (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("recipe")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+    return None
 
 
 def _distill_recipe(args: list[str], payload: dict[str, Any] | None, teacher: str | None
@@ -280,6 +282,10 @@ def distill_config(args: list[str]) -> Any:
     teacher = given.get("distill.teacher")
     teacher = None if teacher in (None, "", "null") else teacher
     payload = read_checkpoint(teacher) if teacher else None
+    if payload is not None and payload.get("distilled"):
+        raise ConfigError(f"{teacher} is itself a distilled student (method "
+                          f"{payload['distilled'].get('method')}); distil its teacher "
+                          f"({payload['distilled'].get('teacher')}) instead")
     cfg = compose(overrides=_distill_recipe(args, payload, teacher) + ["stage=distill"] + args)
     OmegaConf.set_struct(cfg, False)
     if payload is not None:

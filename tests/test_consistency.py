@@ -219,6 +219,11 @@ def test_distill_writes_a_student_that_samples_in_two_steps(teachers, tmp_path, 
     code, out, err = _cli(["sample", f"checkpoint={run / 'model.pt'}", "n=8",
                            f"out={tmp_path / 'gen'}"], capsys)
     assert code == 0 and "sampled with consistency" in out, err
+    with pytest.raises(Exception, match="no probability-flow ODE"):
+        pipe.log_likelihood(x)
+    code, _, err = _cli(["distill", f"teacher={run / 'model.pt'}", f"out={tmp_path / 'no'}"],
+                        capsys)
+    assert code == 2 and "itself a distilled student" in err
 
 
 def test_consistency_training_without_a_teacher_and_reflow(teachers, tmp_path, capsys):

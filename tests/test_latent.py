@@ -176,6 +176,28 @@ def test_latent_model_resumes_and_loads_from_its_lightning_checkpoint(latent_run
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 70
 
 
+def test_a_latent_teacher_distils_into_a_latent_student(latent_run, tmp_path):
+    """CD of a guided latent digits model: the student runs on the same (embedded)
+    autoencoder, samples data in two steps, and serves from its model.pt alone."""
+    import omnidiff
+    from omnidiff.distillation import distill_config
+    from omnidiff.training import train
+
+    out = tmp_path / "student"
+    cfg = distill_config([f"teacher={latent_run / 'model.pt'}", f"out={out}",
+                          "trainer.max_steps=4", "distill.guidance=2.0", "distill.levels=6",
+                          "distill.level_groups=2", "eval.n_samples=16", "eval.n_ref=16",
+                          "trainer.enable_progress_bar=false", "threads=1"])
+    train(cfg)
+    payload = torch.load(out / "model.pt", weights_only=True)
+    assert payload["autoencoder"]["data_shape"] == [1, 8, 8]
+    assert payload["distilled"]["guidance"] == 2.0
+    pipe = omnidiff.load(out / "model.pt", device="cpu")
+    x = pipe.generate(4, cond=[1, 2, 3, 4], seed=0)
+    assert pipe.last_sampler == "consistency" and x.shape == (4, 1, 8, 8)
+    assert {"class_acc", "fd"} <= set(json.loads((out / "metrics.json").read_text())["final"])
+
+
 def test_contract_on_the_latent_domain(ae_run, tmp_path):
     from omnidiff.latent import LatentDomain
     from omnidiff.registry import get_domain
