@@ -13,9 +13,9 @@
            written before it was added carry none and load unchecked),
     grids: {key: dict} (optional: time grids fitted by ``omnidiff calibrate``, keyed by
            sampler, solver options and steps, see omnidiff.samplers.calibrate.grid_key),
-    sampler, consistency, distilled (optional: a distilled student's default sampler
-           {name, steps, grid (optional)}, its consistency parametrisation {scale}, and how it was made;
-           see student_fields),
+    sampler, consistency, distilled (optional, a distilled student's: its default sampler
+           {name, steps[, grid]}, its consistency parametrisation {scale}, and how it was
+           made; see student_fields),
     state_dict: {name: Tensor}  (the DiffusionModel's weights: EMA weights when trained with EMA)
 
 :func:`read_checkpoint` accepts that file or a Lightning ``.ckpt`` written by ``omnidiff
@@ -88,8 +88,8 @@ def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
     """What a distilled student's ``model.pt`` adds (from its run's ``distill`` options):
     ``consistency`` (the parametrisation of :class:`~omnidiff.consistency.ConsistencyModel`,
     CD and CT), ``sampler`` (its default: consistency, or euler on the trailing grid after
-    reflow, at ``steps``)
-    and ``distilled`` (method, teacher, solver and the guidance distilled into it)."""
+    reflow, at ``steps``) and ``distilled`` (method, teacher, solver and the guidance
+    distilled into it)."""
     method = distill["method"]
     # after reflow: Euler on the trailing grid (t_max (1 - i / steps); the default uniform one
     # would spend a step of two at t_min)

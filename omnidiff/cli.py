@@ -441,9 +441,9 @@ def cmd_demo(args: list[str]) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "calibrate": cmd_calibrate,
-            "likelihood": cmd_likelihood, "check": cmd_check, "domains": cmd_domains,
-            "recipes": cmd_recipes, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample,
+            "calibrate": cmd_calibrate, "likelihood": cmd_likelihood, "check": cmd_check,
+            "domains": cmd_domains, "recipes": cmd_recipes, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

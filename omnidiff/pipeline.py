@@ -318,12 +318,12 @@ class Pipeline:
         """
         options = sampler_options(self.domain, options)
         default = self.default_sampler
-        if sampler in (None, default["name"]) and default.get("grid") and "grid" not in options:
+        own = sampler in (None, default["name"])  # the model's own sampler: its steps, grid
+        if own and default.get("grid") and "grid" not in options:
             options["grid"] = default["grid"]
         if steps is None and not _explicit(options.get("grid")):
             from .samplers import DEFAULT_STEPS
-            steps = int(default["steps"]) if sampler in (None, default["name"]) \
-                else DEFAULT_STEPS
+            steps = int(default["steps"]) if own else DEFAULT_STEPS
         sampler = sampler or str(default["name"])
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
         self.last_sampler = sampler
@@ -411,7 +411,9 @@ class Pipeline:
         from .guidance import conditional
         from .likelihood import LogLikelihood, log_likelihood
 
-        if getattr(self.model, "net_prediction", None) is not None:
+        from .consistency import ConsistencyModel
+
+        if isinstance(self.model, ConsistencyModel):
             raise PipelineError("a consistency student maps noise to data in a few jumps and "
                                 "has no probability-flow ODE of its own; compute likelihoods "
                                 "with its teacher (model.pt's distilled.teacher)")
