@@ -217,8 +217,13 @@ def test_grids(schedule, grid):
         ts = timesteps(sched, steps, grid)
         assert ts.shape == (steps + 1,) and ts.dtype == F64
         assert float(ts[0]) == sched.t_max and float(ts[-1]) == 0.0
-        if steps > 1 and grid != "trailing":
+        if steps > 1 and grid not in ("trailing", "logsnr_trailing"):
             assert float(ts[-2]) == sched.t_min
+        if steps > 1 and grid == "logsnr_trailing":  # never lands on t_min: even log-SNR steps
+            assert float(ts[-2]) > sched.t_min
+            lam = sched.log_snr(ts[1:-1])
+            torch.testing.assert_close(lam[1:] - lam[:-1], (lam[1:] - lam[:-1])[:1].expand(
+                steps - 2), rtol=1e-6, atol=1e-9)
         assert (ts[1:] < ts[:-1]).all(), ts
         assert (ts[:-1] >= sched.t_min).all()
 
