@@ -45,7 +45,6 @@ DISTILL_KEYS = ("teacher", "method", "solver", "guidance", "levels", "curriculum
                 "level_sampling", "weighting", "p_mean", "p_std", "distance", "huber_c",
                 "target_ema", "scale", "level_groups", "pairs", "teacher_steps", "steps",
                 "total_steps")
-STUDENT_SAMPLER = {"cd": "consistency", "ct": "consistency", "reflow": "euler"}
 
 
 def distill_options(block: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +281,9 @@ def distill_config(args: list[str]) -> Any:
     teacher = given.get("distill.teacher")
     teacher = None if teacher in (None, "", "null") else teacher
     payload = read_checkpoint(teacher) if teacher else None
+    if teacher:  # recorded absolute: a resumed run finds it from any folder
+        args = [a for a in args if not a.startswith("distill.teacher=")]
+        args.append(f"distill.teacher={Path(teacher).expanduser().resolve()}")
     if payload is not None and payload.get("distilled"):
         raise ConfigError(f"{teacher} is itself a distilled student (method "
                           f"{payload['distilled'].get('method')}); distil its teacher "
@@ -302,7 +304,7 @@ def distill_config(args: list[str]) -> Any:
         from .checkpoint import student_fields
 
         default = student_fields({**to_plain(cfg.distill), "method": method})["sampler"]
-        cfg.sampler = {"name": default["name"], "steps": default["steps"], "guidance": None}
+        cfg.sampler = {**default, "guidance": None}  # its guidance is distilled in
     if method == "ct" and cfg.distill.get("total_steps") is None and cfg.trainer.max_steps > 0:
         cfg.distill.total_steps = int(cfg.trainer.max_steps)  # the curriculum's length
     OmegaConf.set_struct(cfg, True)

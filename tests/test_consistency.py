@@ -205,6 +205,7 @@ def test_distill_writes_a_student_that_samples_in_two_steps(teachers, tmp_path, 
     payload = torch.load(run / "model.pt", weights_only=True)
     assert payload["sampler"] == {"name": "consistency", "steps": 2}
     assert payload["distilled"]["method"] == "cd" and payload["consistency"]["scale"] == 10.0
+    assert payload["distilled"]["teacher"] == str(teachers["cosine"].resolve())
     pipe = omnidiff.load(run / "model.pt", device="cpu")
     assert isinstance(pipe.model, cm.ConsistencyModel)
     x = pipe.generate(16, seed=0)
