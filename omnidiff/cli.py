@@ -152,6 +152,11 @@ def cmd_train(args: list[str]) -> int:
     cfg = _compose_run(args, lambda a: compose(overrides=a), "trainer.max_steps=100")
     if cfg is None:
         return 0
+    if cfg.get("stage") == "distill":  # the teacher's settings are applied by distill only
+        what, recipe = ((f"recipe {cfg.recipe}", f" recipe={cfg.recipe}") if cfg.get("recipe")
+                        else ("stage=distill", ""))
+        raise UsageError(f"{what} trains a few-step student: run `omnidiff distill "
+                         f"teacher=<model.pt>{recipe}` (method=ct needs no teacher)")
     if not cfg.get("recipe") and not any(a.startswith("domain=") for a in args):
         print("omnidiff: no recipe given; training the default domain "
               f"{cfg.domain!r} (see `omnidiff recipes`)", file=sys.stderr)

@@ -271,6 +271,12 @@ def test_distill_mistakes_are_one_line_before_any_run_folder(args, message, teac
     assert not out.exists()
 
 
+def test_train_sends_a_distillation_recipe_to_distill(capsys, tmp_path):
+    code, _, err = _cli(["train", "recipe=distill_points2d", f"out={tmp_path / 'no'}"], capsys)
+    assert code == 2 and "omnidiff distill teacher=" in err and "recipe=distill_points2d" in err
+    assert not (tmp_path / "no").exists()
+
+
 def test_guidance_respects_rows_already_dropped():
     """A distillation teacher under the student's condition dropout: dropped rows get the
     unconditional output, the others the guided one."""
