@@ -23,6 +23,8 @@ def test_every_recipe_composes(recipe):
     cfg = compose(recipe)
     if cfg.get("autoencoder") == "required":  # a latent recipe: the autoencoder run's model.pt
         cfg = compose(recipe, ["autoencoder=ae/model.pt"])
+    if cfg.get("stage") == "distill":  # a distillation recipe: omnidiff distill teacher=...
+        cfg = compose(recipe, ["distill.teacher=teacher/model.pt"])
     validate(cfg)
     assert cfg.recipe == recipe and cfg.domain
     assert "model" in cfg and "data" in cfg and cfg.trainer.max_steps > 0
