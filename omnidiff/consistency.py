@@ -42,8 +42,7 @@ from .schedules import Schedule
 __all__ = ["ConsistencyModel", "boundary_coefficients", "discretization", "curriculum",
            "level_probabilities", "level_weights", "sample_levels", "pseudo_huber",
            "huber_c", "teacher_step", "distillation_points", "training_step_point",
-           "consistency_loss",
-           "LEVEL_SAMPLING", "WEIGHTINGS", "DISTANCES"]
+           "consistency_loss", "LEVEL_SAMPLING", "WEIGHTINGS", "DISTANCES"]
 
 LEVEL_SAMPLING = ("uniform", "lognormal")
 WEIGHTINGS = ("uniform", "ict")
@@ -56,7 +55,10 @@ def boundary_coefficients(schedule: Schedule, t: torch.Tensor, *, sigma_data: fl
 
     With ``u = scale * (sigma~(t) - sigma~(t_min)) / sigma_data`` (``sigma~ = sigma / alpha``):
     ``c_skip = 1 / (1 + u^2)`` and ``c_out = 1 - c_skip``. At ``t_min`` u is exactly 0, so
-    ``c_skip = 1`` and ``c_out = 0``; at zero terminal SNR (alpha = 0) ``c_skip = 0``.
+    ``c_skip = 1`` and ``c_out = 0``; at zero terminal SNR (alpha = 0) ``c_skip = 0``. Song et
+    al.'s c_skip with its c_out scaling a raw network output; here c_out weighs the network's
+    x0 estimate (whatever it predicts), so above a few ``sigma_data / scale`` the student is
+    its teacher's denoiser at the start, and the mix stays convex.
     """
     # t_min in t's own dtype: a float32 t_min then gives u = 0 exactly, as a float64 one does
     t0 = torch.full_like(t, schedule.t_min).double()
