@@ -326,7 +326,8 @@ def _build_module(cfg: Any) -> tuple[Any, Any]:
     """The data module (built and prepared) and the training module, from a validated config:
     a :class:`DiffusionModule` (on an autoencoder's latents when ``autoencoder=`` names one),
     an :class:`~omnidiff.autoencoder_training.AutoencoderModule` for ``stage=autoencoder``,
-    or a :class:`~omnidiff.distillation.DistillModule` for ``stage=distill``. Bad data or model options fail here, before a run folder exists."""
+    or a :class:`~omnidiff.distillation.DistillModule` for ``stage=distill``. Bad data or
+    model options fail here, before a run folder exists."""
     import lightning.pytorch as pl
 
     from .config import to_plain
