@@ -148,7 +148,16 @@ def _train_and_report(cfg: Any) -> int:
 
 def cmd_train(args: list[str]) -> int:
     from .config import compose
+    from .sweeps import MULTIRUN_FLAGS, train_sweep
+    from .training import train
 
+    if any(a in MULTIRUN_FLAGS for a in args):
+        rest = [a for a in args if a not in MULTIRUN_FLAGS]
+        flags = [a for a in rest if a.startswith("-")]
+        if flags:
+            raise UsageError(f"{flags[0]!r} does not go with -m; a sweep takes key=value "
+                             "overrides (e.g. optim.lr=1e-3,3e-3 loss=v,eps)")
+        return train_sweep(rest, train, _report_run)
     cfg = _compose_run(args, lambda a: compose(overrides=a), "trainer.max_steps=100")
     if cfg is None:
         return 0
@@ -202,47 +211,71 @@ def _out_folder(value: Any, default: Path) -> Path:
 
 
 def cmd_sample(args: list[str]) -> int:
-    from .io import atomic_write_json
     from .pipeline import load
+    from .sweeps import MULTIRUN_FLAGS, sample_sweep
 
+    if any(a in MULTIRUN_FLAGS for a in args):
+        return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS],
+                            lambda a: _kv(a, SAMPLE_KEYS, "sample"), _sample_into)
     opts = _kv(args, SAMPLE_KEYS, "sample")
     if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
         raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
     ckpt = Path(str(opts["checkpoint"]))
-    n = _number(opts, "n", int, None, 1)
-    steps, seed = _number(opts, "steps", int, None, 1), _number(opts, "seed", int, 0, 0)
-    if "seed" in opts and opts["seed"] is None:
-        seed = None  # seed=null: a random seed
-    guidance = _number(opts, "guidance", float, None, 0)
-    batch_size, n_ref = _number(opts, "batch_size", int, None, 1), _number(opts, "n_ref", int,
-                                                                          2048, 1)
-    sampler = opts.get("sampler") or None  # None: the model's default (dpmpp_2m, consistency)
     base = ckpt.parent if ckpt.is_file() else ckpt
     out = _out_folder(opts.get("out"),
                       base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    pipe = load(ckpt, device=opts.get("device"))
+    _sample_request(opts)  # bad numbers fail before the model is read
+    _sample_into(load(ckpt, device=opts.get("device")), opts, out)
+    return 0
+
+
+def _sample_request(opts: dict[str, Any]) -> dict[str, Any]:
+    """``Pipeline.generate``'s keyword arguments from ``omnidiff sample``'s options (numbers
+    checked, one line naming a bad one)."""
+    seed = _number(opts, "seed", int, 0, 0)
+    if "seed" in opts and opts["seed"] is None:
+        seed = None  # seed=null: a random seed
+    request = dict(n=_number(opts, "n", int, None, 1),
+                   sampler=opts.get("sampler") or None,  # None: the model's own default
+                   steps=_number(opts, "steps", int, None, 1), seed=seed,
+                   guidance=_number(opts, "guidance", float, None, 0),
+                   batch_size=_number(opts, "batch_size", int, None, 1),
+                   **{k: opts[k] for k in ("grid", "clip_x0") if k in opts})
+    if opts.get("eta") is not None:
+        request["eta"] = opts["eta"]
+    return request
+
+
+def _sample_into(pipe: Any, opts: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Draw samples with ``omnidiff sample``'s options, write the domain's artifacts to
+    ``out`` and, with ``metrics=true``, ``out/metrics.json``; returns what it recorded."""
+    import time
+
+    from .io import atomic_write_json
+
+    request = _sample_request(opts)
     cond = _cond_option(pipe, opts.get("cond"))
-    if n is None:  # a list of labels, a file of conditions: they say how many samples
-        n = 64 if cond is None or isinstance(cond, int) else None
-    x = pipe.generate(n, sampler=sampler, steps=steps, guidance=guidance, cond=cond, seed=seed,
-                      batch_size=batch_size,
-                      **{k: opts[k] for k in ("grid", "clip_x0") if k in opts},
-                      **({"eta": opts["eta"]} if opts.get("eta") is not None else {}))
+    if request["n"] is None:  # a list of labels, a file of conditions: they say how many
+        request["n"] = 64 if cond is None or isinstance(cond, int) else None
+    t0 = time.perf_counter()
+    x = pipe.generate(cond=cond, **request)
+    seconds = time.perf_counter() - t0
     _check_finite_samples(x)
-    n = int(x.shape[0])
     files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
-    sampler = pipe.last_sampler
-    print(f"sampled with {sampler} on the {pipe.last_grid} grid")
+    print(f"sampled with {pipe.last_sampler} on the {pipe.last_grid} grid "
+          f"({pipe.last_stats.get('nfe')} NFE, {seconds:.2f} s)")
     print(f"wrote {len(files)} file(s) to {out}:")
     for f in files:
         print(f"  {f}")
+    record = {"checkpoint": str(opts.get("checkpoint")), "domain": pipe.domain_name,
+              "n": int(x.shape[0]), "sampler": pipe.last_sampler, "steps": request["steps"],
+              "grid": pipe.last_grid, "guidance": request["guidance"], "seed": request["seed"],
+              **pipe.last_stats, "sample_seconds": round(seconds, 3)}
     if opts.get("metrics"):
-        m = pipe.metrics(x, n_ref=n_ref)
-        atomic_write_json({"checkpoint": str(ckpt), "n": n, "sampler": sampler, "steps": steps,
-                           "guidance": guidance, "seed": seed, "metrics": m},
-                          out / "metrics.json")
-        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
-    return 0
+        record["metrics"] = pipe.metrics(x, n_ref=_number(opts, "n_ref", int, 2048, 1))
+        atomic_write_json(record, out / "metrics.json")
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items()))
+    return record
 
 
 def _check_finite_samples(x: Any) -> None:
@@ -440,6 +473,40 @@ def cmd_recipes(args: list[str]) -> int:
     return 0
 
 
+def cmd_compare(args: list[str]) -> int:
+    """``omnidiff compare PATH... [out=DIR] [metric=NAME]``: the table and figure of
+    :mod:`omnidiff.compare` (written into a lone sweep folder by default)."""
+    from .compare import write_comparison
+    from .sweeps import read_manifest
+
+    opts, paths = {}, []
+    for a in args:
+        key, eq, value = a.partition("=")
+        if eq and key in ("out", "metric"):
+            opts[key] = value
+        elif a.startswith("-"):
+            raise UsageError(f"unknown flag {a!r}; compare takes folders and out=DIR metric=NAME")
+        else:
+            paths.append(Path(a))
+    if not paths:
+        raise UsageError("compare needs run or sweep folders: omnidiff compare PATH... "
+                         "[out=DIR] [metric=NAME]")
+    missing = [p for p in paths if not p.is_dir()]
+    if missing:
+        raise UsageError(f"{missing[0]} is not a folder; pass run folders, sweep folders or "
+                         "folders holding them")
+    if opts.get("out"):
+        out = _out_folder(opts["out"], Path("."))
+    elif len(paths) == 1 and read_manifest(paths[0]) is not None:
+        out = paths[0]
+    else:
+        out = Path("comparisons") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    text, files = write_comparison(paths, out, metric=opts.get("metric") or None)
+    print(text, end="")
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def cmd_demo(args: list[str]) -> int:
     from .demo import cmd_demo as run
 
@@ -447,6 +514,7 @@ def cmd_demo(args: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample,
+            "compare": cmd_compare,
             "calibrate": cmd_calibrate, "likelihood": cmd_likelihood, "check": cmd_check,
             "domains": cmd_domains, "recipes": cmd_recipes, "demo": cmd_demo}
 

@@ -162,6 +162,9 @@ class LazyDomain:
     # optional: sampler options this domain's samples should get unless the caller says
     # otherwise (read with getattr, so a plugin without it is fine), e.g. {"clip_x0": 1.0}
     sample_defaults: dict[str, Any] = {}
+    # optional: the metric `omnidiff compare` and sweeps plot and mark, or names to try in
+    # order (the first that a run reports); without it, the first metric
+    main_metric: str | tuple[str, ...] | None = None
     data_factory: str = ""
     network_factory: str = ""
     artifact_writer: str = ""

@@ -115,7 +115,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      device: torch.device | str | None = None, progress: bool | None = None,
                      shape_for: Callable[[Any], Sequence[int]] | None = None,
                      decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                     noise: torch.Tensor | None = None,
+                     noise: torch.Tensor | None = None, stats: dict | None = None,
                      **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
@@ -131,7 +131,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     (``rk45`` shares its adaptive steps across a batch: its results agree to its tolerance). A
     label-conditional model with ``cond=None`` draws labels uniformly from that generator.
     ``noise`` (n, *event), when given, is the starting noise (n follows from it): reflow's
-    pairs keep it beside the sample it leads to.
+    pairs keep it beside the sample it leads to. ``stats``, if a dict, receives ``steps``,
+    ``nfe`` (denoiser calls per sample) and ``network_evals`` (network passes per sample: 2
+    per call under guidance), averaged over batches where an adaptive sampler differs.
     """
     from .guidance import classifier_free
     from .samplers import sample
@@ -154,21 +156,37 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     bs = int(batch_size) if batch_size else _auto_batch(n, event_shape)
     was_training = model.training
     model.eval()
-    out = []
+    out, counts = [], []
     try:
         for i in _batch_starts(n, bs, progress):
             x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
             c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
             fn = classifier_free(model, c, guidance)
+            st: dict[str, Any] = {}
             x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
                         sampler=sampler, steps=None if steps is None else int(steps),
-                        generator=dev_gen, **options)
+                        generator=dev_gen, stats=st, **options)
+            counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
             if decode is not None:
                 x0 = decode(x0)  # (b, *sample_shape)
             out.append(x0.float().cpu())
     finally:
         model.train(was_training)
+    if stats is not None:
+        stats.update(_mean_counts(counts))
     return torch.cat(out), cond
+
+
+def _mean_counts(counts: list[tuple[int, int, int, int]]) -> dict[str, float | int]:
+    """Per-sample ``steps``, ``nfe`` and ``network_evals`` over batches ``(size, steps, nfe,
+    network evals)``: the common value, or the sample-weighted mean when batches differ."""
+    total = sum(c[0] for c in counts)
+    out: dict[str, float | int] = {}
+    for j, key in enumerate(("steps", "nfe", "network_evals"), 1):
+        values = {c[j] for c in counts}
+        out[key] = (values.pop() if len(values) == 1
+                    else round(sum(c[0] * c[j] for c in counts) / total, 2))
+    return out
 
 
 def sampler_options(domain: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +222,7 @@ class Pipeline:
         self.last_cond: Any = None
         self.last_grid: str | None = None
         self.last_sampler: str | None = None
+        self.last_stats: dict[str, Any] = {}  # steps, nfe, network_evals of the last generate
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
         self._data: Any = None
@@ -326,13 +345,13 @@ class Pipeline:
             steps = int(default["steps"]) if own else DEFAULT_STEPS
         sampler = sampler or str(default["name"])
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
-        self.last_sampler = sampler
+        self.last_sampler, self.last_stats = sampler, {}
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
                                    guidance=guidance, cond=cond, seed=seed,
                                    batch_size=batch_size, device=self.device,
                                    progress=progress, shape_for=self._shape_for,
-                                   decode=self.decode, **options)
+                                   decode=self.decode, stats=self.last_stats, **options)
         self.last_cond, self._last_samples = used, x
         return x
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from .io import atomic_save_figure
 
-__all__ = ["read_csv_log", "loss_figure", "plot_loss_from_csv", "pick_for_grid"]
+__all__ = ["read_csv_log", "loss_figure", "plot_loss_from_csv", "pick_for_grid", "smooth"]
 
 
 def read_csv_log(path: str | Path, key: str) -> tuple[list[int], list[float]]:
@@ -58,7 +58,7 @@ def pick_for_grid(n: int, cond: Any = None, per_class: int = 10, max_items: int 
     return torch.arange(min(n, max_items))
 
 
-def _smooth(values: Sequence[float], window: int) -> list[float]:
+def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average."""
     out, acc = [], 0.0
     for i, v in enumerate(values):
@@ -78,7 +78,7 @@ def loss_figure(steps: Sequence[int], losses: Sequence[float],
     ax = fig.add_subplot()
     ax.plot(steps, losses, color="tab:blue", alpha=0.3, lw=0.8, label="train/loss")
     if len(losses) > 10:
-        ax.plot(steps, _smooth(losses, max(5, len(losses) // 20)), color="tab:blue", lw=1.6,
+        ax.plot(steps, smooth(losses, max(5, len(losses) // 20)), color="tab:blue", lw=1.6,
                 label="train/loss (smoothed)")
     if val is not None and len(val[0]):
         ax.plot(val[0], val[1], "o-", color="tab:orange", lw=1.2, ms=3, label="val/loss")

@@ -33,6 +33,7 @@ class AudioDomain(LazyDomain):
     artifact_writer = ".artifacts:save_artifacts"
     metrics_fn = ".metrics:audio_metrics"
     sample_defaults = {"clip_x0": 1.0}  # waveforms live in [-1, 1]
+    main_metric = ("mrstft", "mel_profile_db")  # a vocoder's, else every model's
 
 
 __getattr__ = lazy_exports(__name__, {"AudioData": ".data:AudioData",

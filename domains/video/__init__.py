@@ -34,6 +34,7 @@ class VideoDomain(LazyDomain):
     artifact_writer = ".artifacts:save_artifacts"
     metrics_fn = ".metrics:video_metrics"
     sample_defaults = {"clip_x0": 1.0}  # pixels live in [-1, 1]
+    main_metric = "fd"  # what `omnidiff compare` plots first
 
 
 __getattr__ = lazy_exports(__name__, {"VideoData": ".data:VideoData", "VideoDiT": ".dit:VideoDiT"})
