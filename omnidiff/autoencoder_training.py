@@ -141,9 +141,11 @@ class ReconstructionCallback(Evaluation):
         seconds = time.perf_counter() - t0
         k = min(self.n, ref.shape[0])
         for what, x in (("originals", ref[:k]), (prefix, recon[:k])):
-            domain.save_artifacts(x, self.run_dir / "samples", cond=index_cond(ref_cond,
-                                                                               slice(0, k)),
-                                  prefix=what, **data_kwargs(domain.save_artifacts, dm))
+            # the reconstructions' files are what TensorBoard shows
+            self.files = domain.save_artifacts(x, self.run_dir / "samples",
+                                               cond=index_cond(ref_cond, slice(0, k)),
+                                               prefix=what,
+                                               **data_kwargs(domain.save_artifacts, dm))
         metrics = {k_: float(v) for k_, v in domain.metrics(
             recon, ref, cond=ref_cond, ref_cond=ref_cond,
             **data_kwargs(domain.metrics, dm)).items()}

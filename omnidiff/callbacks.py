@@ -12,6 +12,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
 from .errors import NonFiniteLossError, TrainingPreempted
+from .tensorboard import log_artifacts
 
 __all__ = ["EMA", "Evaluation", "SampleCallback", "progress_bar", "averaged_module",
            "FiniteLossGuard", "NonFiniteLossError", "RankDigest", "weights_digest",
@@ -90,7 +91,9 @@ class Evaluation(Callback):
     """Evaluate every ``every_n_steps`` optimizer steps (0: never), on the EMA weights, and when
     fitting ends, on rank 0: a subclass's ``_run(trainer, module, prefix) -> metrics``. The
     periodic metrics are logged as ``<log_prefix>/<name>`` and kept in :attr:`history`, the
-    final ones (plus :meth:`_final_extras`) as ``final/<name>`` in :attr:`final_metrics`."""
+    final ones (plus :meth:`_final_extras`) as ``final/<name>`` in :attr:`final_metrics`. The
+    artifact files a run writes (a subclass keeps them in :attr:`files`) go to the TensorBoard
+    logger, if there is one (:mod:`omnidiff.tensorboard`)."""
 
     log_prefix = "eval"
     final_prefix = "samples"  # the artifacts' file prefix of the final evaluation
@@ -99,6 +102,7 @@ class Evaluation(Callback):
         self.every_n_steps = int(every_n_steps)
         self.history: list[dict[str, Any]] = []
         self.final_metrics: dict[str, Any] = {}
+        self.files: list[Path] = []  # the artifacts of the latest evaluation
         self._last_step = -1
 
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
@@ -114,11 +118,13 @@ class Evaluation(Callback):
                 or step == self._last_step or not trainer.is_global_zero):
             return
         self._last_step = step
-        metrics = self._run(trainer, averaged_module(trainer, pl_module), f"step{step:07d}")
+        prefix = f"step{step:07d}"
+        metrics = self._run(trainer, averaged_module(trainer, pl_module), prefix)
         self.history.append({"step": step, **metrics})
         for logger in trainer.loggers:
             logger.log_metrics({f"{self.log_prefix}/{k}": v for k, v in metrics.items()},
                                step=step)
+        log_artifacts(trainer.loggers, self.files, step, prefix)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         # EMAWeightAveraging has copied the averaged weights into pl_module at on_train_end
@@ -127,6 +133,7 @@ class Evaluation(Callback):
         self.final_metrics = {"step": trainer.global_step,
                               **self._run(trainer, pl_module, self.final_prefix),
                               **self._final_extras(pl_module)}
+        log_artifacts(trainer.loggers, self.files, trainer.global_step, self.final_prefix)
         for logger in trainer.loggers:
             logger.log_metrics({f"final/{k}": v for k, v in self.final_metrics.items()
                                 if k != "step"}, step=trainer.global_step)
@@ -202,8 +209,9 @@ class SampleCallback(Evaluation):
             shape_for=getattr(dm, "event_shape_for", None),
             decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
         seconds = time.perf_counter() - t0
-        domain.save_artifacts(x, self.run_dir / "samples", cond=conds, prefix=prefix,
-                              **data_kwargs(domain.save_artifacts, dm))
+        self.files = domain.save_artifacts(x, self.run_dir / "samples", cond=conds,
+                                           prefix=prefix,
+                                           **data_kwargs(domain.save_artifacts, dm))
         ref, ref_cond = self._ref(trainer)
         metrics = {k: float(v) for k, v in domain.metrics(
             x, ref, cond=conds, ref_cond=ref_cond, **data_kwargs(domain.metrics, dm)).items()}

@@ -396,6 +396,20 @@ def validate(cfg: DictConfig) -> None:
     _check_blocks(cfg)
     _check_eps_conditioning(get_schedule(**to_plain(cfg.schedule)), str(cfg.loss.prediction))
     _check_run_options(cfg)
+    _check_logger(cfg)
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """A logger omnidiff knows, and the package it needs."""
+    from . import tensorboard
+
+    name = str(cfg.get("logger", {}).get("name", "csv"))
+    if name not in ("csv", "tensorboard", "none"):
+        raise ConfigError(f"unknown logger {name!r}; choose one of: csv, tensorboard, none "
+                          "(logger=NAME)")
+    if name == "tensorboard" and not tensorboard.available():
+        raise ConfigError("logger=tensorboard needs the tensorboard package: pip install "
+                          "'omnidiff[tensorboard]' (or train with logger=csv)")
 
 
 def _check_blocks(cfg: DictConfig) -> None:

@@ -86,15 +86,20 @@ class _Choices:
         return sorted(self.options_of(group))
 
 
-def parse_sweep(args: Sequence[str], options_of: Callable[[str], Sequence[str]]) -> Sweep:
+def parse_sweep(args: Sequence[str], options_of: Callable[[str], Sequence[str]],
+                verbatim: Sequence[str] = ("out", "resume")) -> Sweep:
     """Split ``key=value`` arguments into shared overrides and the jobs of their cartesian
-    product. ``options_of(group)`` lists the names ``group=glob(...)`` filters."""
+    product. ``options_of(group)`` lists the names ``group=glob(...)`` filters; the keys in
+    ``verbatim`` (paths, which may hold ``,`` and ``=``) are shared as they are."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     parser = OverridesParser.create(config_loader=_Choices(options_of))  # type: ignore[arg-type]
     fixed, keys, values = [], [], []
     for arg in args:
+        if arg.partition("=")[0] in verbatim:
+            fixed.append(arg)
+            continue
         try:
             (o,) = parser.parse_overrides([arg])
             if not o.is_sweep_override():
@@ -384,10 +389,8 @@ def sample_sweep(args: list[str], parse: Callable[[list[str]], dict[str, Any]],
     any sampling), ``sample_into(pipeline, options, folder)`` draws and writes one job."""
     from .pipeline import load
 
-    sweep = parse_sweep(args, _sampler_choices)
-    if "checkpoint" in sweep.keys:
-        raise UsageError("a sampler sweep reads one checkpoint; sweep each model on its own and "
-                         "compare the sweep folders with `omnidiff compare A B`")
+    sweep = parse_sweep(args, _sampler_choices, verbatim=("checkpoint", "out", "resume",
+                                                          "cond"))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
     options = {}
     for i, job in enumerate(sweep.jobs, 1):

@@ -8,6 +8,7 @@ config and writes a self-contained run directory::
     <run>/config.yaml          resolved config
     <run>/checkpoints/*.ckpt   Lightning checkpoints (last.ckpt always)
     <run>/logs/metrics.csv     CSV log (train/loss per step, val/loss, sample metrics)
+    <run>/logs/tensorboard/    with logger=tensorboard: the same scalars and the samples
     <run>/samples/             the domain's artifacts (during training and final)
     <run>/metrics.json         final metrics, loss summary, timings
     <run>/loss.png             the loss curve
@@ -388,10 +389,14 @@ def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
 
     trainer_cfg = dict(to_plain(cfg.trainer))
     logger: Any = False
-    if cfg.logger.name == "csv":
+    if cfg.logger.name in ("csv", "tensorboard"):  # TensorBoard beside the CSV log
         # flush every logged step, so a killed run keeps its loss curve up to the kill
-        logger = _ResumableCSVLogger(save_dir=str(run_dir), name="logs", version="",
-                                     flush_logs_every_n_steps=1, keep_before=resume_step)
+        logger = [_ResumableCSVLogger(save_dir=str(run_dir), name="logs", version="",
+                                      flush_logs_every_n_steps=1, keep_before=resume_step)]
+    if cfg.logger.name == "tensorboard":
+        from .tensorboard import tensorboard_logger
+
+        logger.append(tensorboard_logger(run_dir))
     plugins = []
     if str(trainer_cfg.get("strategy", "auto")) in ("auto", "ddp", "ddp_spawn", "ddp_fork",
                                                      "single_device"):
