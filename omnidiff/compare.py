@@ -31,7 +31,7 @@ __all__ = ["Entry", "collect", "main_metric", "higher_is_better", "table", "mark
            "summary_figure", "write_comparison"]
 
 # bookkeeping columns: (column, the key in metrics.json)
-_BOOK = (("steps", "global_step"), ("train_s", "train_seconds"), ("loss_first", "loss_first"),
+_BOOK = (("train_steps", "global_step"), ("train_s", "train_seconds"), ("loss_first", "loss_first"),
          ("loss_last", "loss_last"), ("nfe", "nfe"), ("sample_s", "sample_seconds"))
 _NOT_MAIN = ("step", "sample_seconds", "rtf", "finite_frac", "recon_seconds")
 _NOT_SETTINGS = ("out", "resume", "overwrite")
