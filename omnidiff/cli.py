@@ -1,6 +1,8 @@
 """The ``omnidiff`` command.
 
     omnidiff train recipe=NAME [key=value ...]     train; writes a run directory
+    omnidiff train -m recipe=NAME a=1,2 b=x,y      a sweep: one run per job, a summary
+    omnidiff compare PATH... [out= metric=]        one table + figure over runs and sweeps
     omnidiff distill teacher=PATH [method=cd|ct|reflow ...]   a few-step student of a model
     omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
     omnidiff calibrate checkpoint=PATH [sampler= steps= guidance= ...]   fit a few-step grid
@@ -34,7 +36,15 @@ commands:
              omnidiff train recipe=points2d data.path=my_points.npy
              omnidiff train recipe=image_digits32_ae            (stage=autoencoder)
              omnidiff train recipe=image_digits32_latent autoencoder=RUN/model.pt
+             omnidiff train recipe=points2d logger=tensorboard   (tensorboard --logdir runs:
+                 scalars and the samples; pip install 'omnidiff[tensorboard]')
         --print-config  show the composed config and exit
+        -m / --multirun  a sweep in Hydra's syntax (a=1,2  choice()  range(1,4)
+                         schedule=glob(*)): the jobs run one after another, each in its own
+                         run folder under out= (default runs/sweeps/<time>); a failed job is
+                         recorded and the sweep goes on; resume=auto continues a stopped sweep
+                         (finished jobs skipped); summary.csv / .md / .png at the end
+        e.g. omnidiff train -m recipe=points2d optim.lr=1e-3,3e-3 loss=v,eps
   distill teacher=PATH [method=cd|ct|reflow recipe=NAME key=value ...]
                                       a few-step student of a trained model: consistency
                                       distillation (cd), consistency training (ct; no
@@ -53,6 +63,14 @@ commands:
                                       cond= labels (3, [1,2]) or a FILE: .npy/.pt holding
                                       conditions or data to compute them from (n follows
                                       from it), or a format the domain reads (.wav, .png)
+        -m  a sampler sweep of one checkpoint (sampler=ddim,dpmpp_2m steps=5,10,20
+            guidance=1,2): each job's samples and metrics.json in its own folder under out=
+            (default <run>/generated/sweep-<time>), then the table and metric-vs-NFE plot
+  compare PATH... [out=DIR metric=NAME]
+                                      runs, sweeps or folders of them side by side:
+                                      summary.csv / .md (parameters, status, steps,
+                                      seconds, loss, final metrics) and summary.png (loss
+                                      curves + the main metric; sampler runs: metric vs NFE)
   calibrate checkpoint=PATH [sampler=dpmpp_2m steps=5 guidance=null n=null seed=1000003
          out=null device=null rtol=1e-6 max_evals=null]
                                       fit the time grid that makes a sampler most accurate

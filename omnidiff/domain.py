@@ -38,6 +38,10 @@ Contract (checked by ``omnidiff.testing.check_domain`` over every registered dom
   (``Pipeline.generate`` returns data), the data module's ``reference`` returns data of
   ``sample_shape`` (it may say so itself, as ``sample_shape``), and ``encode(x) -> z`` maps
   data into the event space (likelihoods).
+* Optional: ``main_metric``, the metric name (or names to try in order) that sweeps and
+  ``omnidiff compare`` plot and mark (:mod:`omnidiff.compare`). The files ``save_artifacts``
+  returns are what ``logger=tensorboard`` shows (:mod:`omnidiff.tensorboard`): ``.png``,
+  ``.wav`` and ``.gif`` need nothing more from a domain.
 * Optional on the data module: ``channel_axis`` (default 0), where the channels are in
   ``event_shape`` (a clip ``(T, C, H, W)``: 1), for the autoencoder of latent diffusion.
 * Optional on the data module: ``duration(x) -> float`` (seconds of a batch of samples, for
