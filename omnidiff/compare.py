@@ -32,7 +32,8 @@ __all__ = ["Entry", "collect", "main_metric", "higher_is_better", "table", "mark
 
 # bookkeeping columns: (column, the key in metrics.json)
 _BOOK = (("train_steps", "global_step"), ("train_s", "train_seconds"), ("loss_first", "loss_first"),
-         ("loss_last", "loss_last"), ("nfe", "nfe"), ("sample_s", "sample_seconds"))
+         ("loss_last", "loss_last"), ("nfe", "nfe"), ("network_evals", "network_evals"),
+         ("sample_s", "sample_seconds"))
 _NOT_MAIN = ("step", "sample_seconds", "rtf", "finite_frac", "recon_seconds")
 _NOT_SETTINGS = ("out", "resume", "overwrite")
 _MAX_DIFFERENCES = 12  # settings shown for runs compared outside a sweep
@@ -323,6 +324,7 @@ def summary_figure(entries: Sequence[Entry], metric: str | None) -> Any:
         panels.append(lambda ax: _loss_panel(ax, train))
         if metric:
             panels.append(lambda ax: _metric_panel(ax, train, metric))
+    n_nfe = 0
     if sample and metric:
         scales = list(dict.fromkeys(e.summary.get("guidance") for e in sample))
         for g in scales:
@@ -330,11 +332,18 @@ def summary_figure(entries: Sequence[Entry], metric: str | None) -> Any:
             title = f"{metric} against NFE" + (f", guidance={g}" if len(scales) > 1 else "")
             panels.append(lambda ax, group=group, title=title: _nfe_panel(ax, group, metric,
                                                                           title))
+        n_nfe = len(scales)
     if not panels:
         return None
     fig = Figure(figsize=(5.6 * len(panels), 4.2), dpi=110)
-    for i, draw in enumerate(panels, 1):
-        draw(fig.add_subplot(1, len(panels), i))
+    axes = [fig.add_subplot(1, len(panels), i) for i in range(1, len(panels) + 1)]
+    for draw, ax in zip(panels, axes):
+        draw(ax)
+    nfe_axes = axes[len(axes) - n_nfe:] if n_nfe > 1 else []
+    if nfe_axes:  # one metric scale across the guidance panels
+        lows, highs = zip(*(ax.get_ylim() for ax in nfe_axes))
+        for ax in nfe_axes:
+            ax.set_ylim(min(lows), max(highs))
     fig.tight_layout()
     return fig
 

@@ -85,11 +85,13 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 class TrainingPreempted(OmnidiffError, RuntimeError):
     """Training stopped on SIGTERM or Ctrl-C after saving a checkpoint (the message says
-    where). ``exit_code`` is what a shell reports for that signal: 143 or 130."""
+    where). ``exit_code`` is what a shell reports for that signal: 143 or 130. ``what``: the
+    message without the command that continues the run (a sweep names its own)."""
 
-    def __init__(self, message: str, exit_code: int = 143):
+    def __init__(self, message: str, exit_code: int = 143, what: str | None = None):
         super().__init__(message)
         self.exit_code = int(exit_code)
+        self.what = what or message
 
 
 @contextmanager

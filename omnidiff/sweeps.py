@@ -52,7 +52,7 @@ class Job:
 
     overrides: list[str]
     name: str
-    status: str = "pending"  # pending | done | skipped (finished earlier) | failed | stopped
+    status: str = "pending"  # pending | done | finished earlier (skipped) | failed | stopped
     seconds: float | None = None
     error: str | None = None
 
@@ -237,7 +237,7 @@ def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path
             job_dir = folder / job.name
             what = " ".join(job.overrides) or "(no swept option)"
             if finished(job, job_dir):
-                job.status = "skipped"
+                job.status = "finished earlier"
                 print(f"omnidiff sweep: job {i}/{n} [{what}] finished earlier: skipped",
                       flush=True)
                 continue
@@ -250,9 +250,9 @@ def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path
             except (TrainingPreempted, KeyboardInterrupt) as exc:
                 job.status = "stopped"
                 _write_manifest(folder, command, sweep, started)
-                code = getattr(exc, "exit_code", 130)
-                raise TrainingPreempted(f"sweep stopped in job {i}/{n} ({exc or 'Ctrl-C'}); "
-                                        f"`{again}` continues it", code) from None
+                code, what = getattr(exc, "exit_code", 130), getattr(exc, "what", "Ctrl-C")
+                raise TrainingPreempted(f"sweep stopped in job {i}/{n} ({what}); `{again}` "
+                                        "continues it", code) from None
             except Exception as exc:
                 if os.environ.get("OMNIDIFF_DEBUG"):
                     raise

@@ -443,10 +443,11 @@ def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
                       if getattr(c, "preempted", None)), None)
         signal_name = next((c.signal_name for c in trainer.callbacks
                             if isinstance(c, GracefulInterrupt)), "SIGTERM")
-        where = (f"saved {saved}; `omnidiff train ... resume=auto out={run_dir}` continues it"
-                 if saved else "no checkpoint could be written")
-        raise TrainingPreempted(f"stopped by {signal_name} after step {trainer.global_step}; "
-                                f"{where}", 130 if signal_name == "SIGINT" else 143) from None
+        what = (f"stopped by {signal_name} after step {trainer.global_step}; "
+                + (f"saved {saved}" if saved else "no checkpoint could be written"))
+        again = f"; `omnidiff train ... resume=auto out={run_dir}` continues it" if saved else ""
+        raise TrainingPreempted(what + again, 130 if signal_name == "SIGINT" else 143,
+                                what=what) from None
     return time.perf_counter() - t0
 
 

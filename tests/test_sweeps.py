@@ -162,7 +162,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_jobs(tmp_path, 
     assert "resuming" in out and "(step 3)" in out
     assert first.stat().st_mtime_ns == stamp  # job 1 was not run again
     jobs = json.loads((folder / "sweep.json").read_text())["jobs"]
-    assert [j["status"] for j in jobs] == ["skipped", "done", "done"]
+    assert [j["status"] for j in jobs] == ["finished earlier", "done", "done"]
     assert [r["train_steps"] for r in _rows(folder / "summary.csv")] == ["6", "6", "6"]
     # without resume=auto the finished sweep is not touched
     assert main(args) == 2

@@ -25,7 +25,7 @@ class PointsDomain(LazyDomain):
 
     name = "points"
     config_searchpath = "pkg://omnidiff_domains.points.conf"
-    main_metric = "sliced_w2"  # what `omnidiff compare` plots first
+    main_metric = ("sliced_w2", "mmd_cd")  # what `omnidiff compare` plots (2D sets, clouds)
     data_factory = ".data:PointsData"
     network_factory = ".networks:build_network"
     artifact_writer = ".artifacts:save_artifacts"
