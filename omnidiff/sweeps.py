@@ -24,6 +24,7 @@ resumes from its checkpoint.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shlex
@@ -121,15 +122,9 @@ def parse_sweep(args: Sequence[str], options_of: Callable[[str], Sequence[str]],
             raise UsageError(f"{key} is swept twice; give its values in one override")
         keys.append(key)
         values.append([f"{key}={v}" for v in choices])
-    combos = _product(values)
+    combos = list(itertools.product(*values))  # the last key varies fastest, as in Hydra
     names = job_names(combos)
     return Sweep(fixed, keys, [Job(list(c), n) for c, n in zip(combos, names)])
-
-
-def _product(values: list[list[str]]) -> list[tuple[str, ...]]:
-    import itertools
-
-    return list(itertools.product(*values))
 
 
 def job_names(combos: Iterable[Sequence[str]]) -> list[str]:
