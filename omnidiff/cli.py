@@ -233,18 +233,26 @@ def cmd_sample(args: list[str]) -> int:
     from .sweeps import MULTIRUN_FLAGS, sample_sweep
 
     if any(a in MULTIRUN_FLAGS for a in args):
-        return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS],
-                            lambda a: _kv(a, SAMPLE_KEYS, "sample"), _sample_into)
-    opts = _kv(args, SAMPLE_KEYS, "sample")
-    if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
-        raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
+        return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS], _sample_options,
+                            _sample_into)
+    opts = _sample_options(args)
     ckpt = Path(str(opts["checkpoint"]))
     base = ckpt.parent if ckpt.is_file() else ckpt
     out = _out_folder(opts.get("out"),
                       base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    _sample_request(opts)  # bad numbers fail before the model is read
     _sample_into(load(ckpt, device=opts.get("device")), opts, out)
     return 0
+
+
+def _sample_options(args: list[str]) -> dict[str, Any]:
+    """``omnidiff sample``'s options, checked (keys, numbers, a checkpoint) before the model is
+    read."""
+    opts = _kv(args, SAMPLE_KEYS, "sample")
+    if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
+        raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
+    _sample_request(opts)
+    _number(opts, "n_ref", int, 2048, 1)
+    return opts
 
 
 def _sample_request(opts: dict[str, Any]) -> dict[str, Any]:

@@ -50,10 +50,13 @@ class Entry:
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     swept: bool = False  # params are a sweep's overrides (else: settings that differ)
+    command: str | None = None  # a sweep's: train | sample
 
     @property
     def kind(self) -> str:
         """``train`` (a run of omnidiff train) or ``sample`` (omnidiff sample metrics=true)."""
+        if self.command in ("train", "sample"):
+            return self.command
         return "sample" if "metrics" in self.summary and "final" not in self.summary else "train"
 
     @property
@@ -84,7 +87,7 @@ def _sweep_entries(folder: Path, manifest: dict[str, Any]) -> list[Entry]:
             status = "done"
         params = dict(o.partition("=")[::2] for o in job.get("overrides", []))
         out.append(Entry(str(job.get("name")), path, params, status, summary, job.get("error"),
-                         swept=True))
+                         swept=True, command=manifest.get("command")))
     return out
 
 

@@ -394,8 +394,6 @@ def sample_sweep(args: list[str], parse: Callable[[list[str]], dict[str, Any]],
         except UserError as exc:
             raise type(exc)(f"job {i} [{' '.join(job.overrides)}]: {exc}") from None
     first = options[sweep.jobs[0].name]
-    if not first.get("checkpoint"):
-        raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
     ckpt = Path(str(first["checkpoint"]))
     base = ckpt.parent if ckpt.is_file() else ckpt
     folder, resuming = sweep_folder(sweep, new_folder(base / "generated", "sweep-"))

@@ -188,6 +188,10 @@ def test_sampler_sweep_writes_each_combination_and_a_metric_vs_nfe_plot(sweep2, 
         assert float(r["sliced_w2"]) == pytest.approx(record["metrics"]["sliced_w2"])
         assert list((folder / r["name"]).glob("samples*.png"))
     assert _is_png(folder / "summary.png")
+    # a bad value in one combination fails before any sampling
+    code = main(["sample", f"checkpoint={ckpt}", "-m", "steps=2,0", f"out={tmp_path / 'bad'}"])
+    assert code == 2 and "job 2 [steps=0]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_compare_runs_outside_a_sweep_shows_the_settings_that_differ(sweep2, tmp_path, capsys):
