@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import TrainingPreempted, UsageError, UserError
+from .errors import TrainingPreempted, UsageError, UserError, one_line
 
 __all__ = ["main"]
 
@@ -105,11 +105,6 @@ LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "
 # mistakes the user fixes: omnidiff's own, and files that are missing or cannot be read
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).strip().split()) or type(exc).__name__
-    return text if len(text) < 600 else text[:597] + "..."
 
 
 def _parse_value(text: str) -> Any:
@@ -476,7 +471,7 @@ def cmd_domains(args: list[str]) -> int:
         problem = (domain_config_problem(get_domain(r["name"])) if r["status"] == "ok"
                    else None)
         status = (r["status"] if r["status"] == "ok" and problem is None
-                  else _one_line(r["status"] if problem is None else f"broken: {problem}"))
+                  else one_line(r["status"] if problem is None else f"broken: {problem}"))
         print(f"{r['name']:<10} {r['package'] or '?'} {r['version'] or '?'}  [{status}]")
         print(f"{'':<10} recipes: {', '.join(names) or '-'}")
     return 0
@@ -568,12 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("omnidiff: interrupted", file=sys.stderr)
         return 130
     except TrainingPreempted as exc:
-        print(f"omnidiff: {_one_line(exc)}", file=sys.stderr)
+        print(f"omnidiff: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code  # 128 + the signal, as a shell reports a process it stopped
     except USER_ERRORS as exc:
         if os.environ.get("OMNIDIFF_DEBUG"):
             raise
-        print(f"omnidiff: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"omnidiff: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -29,7 +29,7 @@ from typing import Iterator
 __all__ = ["OmnidiffError", "UserError", "UsageError", "ConfigError", "DataError",
            "ConditionError", "CheckpointError", "PipelineError", "RunFolderError",
            "UnknownDomainError", "PluginError", "NonFiniteLossError", "TrainingPreempted",
-           "blamed_on"]
+           "blamed_on", "one_line"]
 
 
 class OmnidiffError(Exception):
@@ -109,3 +109,9 @@ def blamed_on(kind: type[UserError], what: str,
     except (ValueError, TypeError, *also) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise kind(f"{what}: {text}") from exc
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An error (or a text) on one line of at most 600 characters, as the CLI prints it."""
+    text = " ".join(str(exc).strip().split()) or type(exc).__name__
+    return text if len(text) < 600 else text[:597] + "..."

@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import RunFolderError, TrainingPreempted, UsageError, UserError
+from .errors import RunFolderError, TrainingPreempted, UsageError, UserError, one_line
 
 __all__ = ["Sweep", "Job", "MULTIRUN_FLAGS", "SWEEP_FILE", "parse_sweep", "job_names",
            "sweep_folder", "read_manifest", "run_sweep", "train_sweep", "sample_sweep"]
@@ -251,7 +251,8 @@ def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path
             except Exception as exc:
                 if os.environ.get("OMNIDIFF_DEBUG"):
                     raise
-                job.status, job.error = "failed", _one_line(exc)
+                kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
+                job.status, job.error = "failed", one_line(f"{kind}{exc}")
                 _write_error(job_dir, exc)
                 print(f"omnidiff sweep: job {i}/{n} failed: {job.error} (traceback: "
                       f"{job_dir / 'error.log'}); going on", file=sys.stderr, flush=True)
@@ -262,12 +263,6 @@ def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path
     return sweep.jobs
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
-    return (kind + text)[:500] or type(exc).__name__
-
-
 def _write_error(job_dir: Path, exc: BaseException) -> None:
     from .io import atomic_write_text
 
@@ -275,11 +270,11 @@ def _write_error(job_dir: Path, exc: BaseException) -> None:
     atomic_write_text(text, job_dir / "error.log")
 
 
-def report(folder: Path, jobs: list[Job], again: str, metric: str | None = None) -> int:
+def report(folder: Path, jobs: list[Job], again: str) -> int:
     """Write and print the comparison of a finished sweep; 1 when a job failed, else 0."""
     from .compare import write_comparison
 
-    table, files = write_comparison([folder], folder, metric=metric)
+    table, files = write_comparison([folder], folder)
     print(table)
     print(f"sweep: {folder}  ({', '.join(str(f.name) for f in files)})")
     failed = [j for j in jobs if j.status == "failed"]
