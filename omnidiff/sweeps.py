@@ -329,6 +329,12 @@ def train_sweep(args: list[str], train: Callable[[Any], Path],
     from .config import compose, validate
 
     sweep = parse_sweep(args, config_choices)
+    worker = _ddp_worker_job(sweep)
+    if worker is not None:  # a process Lightning's DDP launcher started for one job
+        job_dir, job = worker
+        train(compose(overrides=_job_overrides(sweep, job, job_dir,
+                                               sweep.fixed_value("resume") == "auto")))
+        return 0
     folder, resuming = sweep_folder(sweep, new_folder(SWEEPS_DIR), SWEEPS_DIR)
     folder = folder.absolute()
     overwrite = str(sweep.fixed_value("overwrite")).lower() == "true"
@@ -348,13 +354,52 @@ def train_sweep(args: list[str], train: Callable[[Any], Path],
     again = "omnidiff train -m " + shlex.join(_continuing(args, folder))
 
     def run(job: Job, job_dir: Path) -> None:
-        on_done(train(configs[job.name]))
+        env = {k: os.environ.get(k) for k in _DDP_ENV}
+        try:
+            on_done(train(configs[job.name]))
+        finally:
+            _leave_ddp(env)
 
     def finished(job: Job, job_dir: Path) -> bool:
         return resuming and not overwrite and _train_finished(configs[job.name], job_dir)
 
     jobs = run_sweep(folder, sweep, "train", run, finished, again)
     return report(folder, jobs, again)
+
+
+# what Lightning's DDP launcher sets in the first process (with LOCAL_RANK set, the next job's
+# Trainer would take its processes for started by a scheduler and wait for them forever)
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def _leave_ddp(env: dict[str, str | None]) -> None:
+    """After a DDP job: end its process group (Lightning keeps it for another ``fit`` in the
+    same processes; the next job starts new ones) and restore the launcher's variables."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _ddp_worker_job(sweep: Sweep) -> tuple[Path, Job] | None:
+    """In a process that Lightning's DDP launcher started (it reruns the command with
+    ``LOCAL_RANK`` > 0 while the first process trains one job, whose folder it has put in
+    ``OMNIDIFF_RUN_DIR``): that job and its folder. None in the first process."""
+    from .runs import RUN_DIR_ENV
+
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if os.environ.get("LOCAL_RANK", "0") == "0" or not run_dir:
+        return None
+    job = next((j for j in sweep.jobs if j.name == Path(run_dir).name), None)
+    if job is None:
+        raise UsageError(f"this DDP process was started for {run_dir}, which is not a job of "
+                         "this sweep")
+    return Path(run_dir), job
 
 
 def _continuing(args: Sequence[str], folder: Path) -> list[str]:

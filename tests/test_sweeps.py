@@ -214,3 +214,30 @@ def test_compare_runs_outside_a_sweep_shows_the_settings_that_differ(sweep2, tmp
     assert "metric='nope' is not among" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_ddp_sweep_runs_every_job_on_two_processes(tmp_path):
+    """Lightning's DDP launcher reruns the command for rank 1: that process trains only the
+    job rank 0 is on, and each job gets fresh processes (no stale process group)."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("omnidiff")
+    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "omnidiff.cli"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    for key in ("OMNIDIFF_RUN_DIR", "LOCAL_RANK", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK"):
+        env.pop(key, None)
+    folder = tmp_path / "ddp"
+    r = subprocess.run(cli + ["train", "-m", *TINY, "trainer.accelerator=cpu",
+                              "trainer.devices=2", "trainer.strategy=ddp",
+                              "trainer.max_steps=6", "eval.n_samples=16", "seed=0,1",
+                              f"out={folder}"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    for job in ("seed=0", "seed=1"):
+        ranks = [json.loads((folder / job / "ranks" / f"rank{k}.json").read_text())
+                 for k in (0, 1)]
+        assert [d["world_size"] for d in ranks] == [2, 2]
+        assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert [r["status"] for r in _rows(folder / "summary.csv")] == ["done", "done"]
+    assert not (tmp_path / "runs").exists()  # rank 1 started no sweep of its own
