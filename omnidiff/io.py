@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
-           "atomic_save_figure", "atomic_save_npy", "save_raw"]
+           "atomic_save_figure", "atomic_save_npy", "save_raw", "read_json"]
 
 
 @contextlib.contextmanager
@@ -53,6 +53,15 @@ def atomic_write_text(text: str, dest: str | os.PathLike) -> Path:
 
 def atomic_write_json(obj: Any, dest: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", dest)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None when it is missing or cannot be read (a file being
+    written by another process, cut short by a kill)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def atomic_save_npy(arr: Any, dest: str | os.PathLike) -> Path:

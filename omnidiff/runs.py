@@ -198,10 +198,9 @@ class RunLock:
         self.held = False
 
     def _owner(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
+        from .io import read_json
+
+        return read_json(self.path)
 
     def _refuse(self, owner: Mapping[str, Any] | None, alive: bool | None) -> RunFolderError:
         if owner is None:

@@ -147,12 +147,9 @@ def job_names(combos: Iterable[Sequence[str]]) -> list[str]:
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """A sweep folder's ``sweep.json`` (None when there is none or it cannot be read)."""
-    import json
+    from .io import read_json
 
-    try:
-        return json.loads((Path(folder) / SWEEP_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(folder) / SWEEP_FILE)
 
 
 def _write_manifest(folder: Path, command: str, sweep: Sweep, started: str) -> None:
@@ -313,11 +310,10 @@ def quoted(text: str) -> str:
 
 def _train_finished(cfg: Any, job_dir: Path) -> bool:
     """A job whose run wrote ``metrics.json`` at (or past) this config's ``max_steps``."""
-    import json
+    from .io import read_json
 
-    try:
-        summary = json.loads((job_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+    summary = read_json(job_dir / "metrics.json")
+    if summary is None:
         return False
     max_steps = int(cfg.trainer.get("max_steps") or -1)
     return max_steps <= 0 or int(summary.get("global_step", 0)) >= max_steps
