@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
+from .io import read_json
 
-__all__ = ["Entry", "collect", "main_metric", "higher_is_better", "table", "markdown",
+__all__ = ["Entry", "collect", "main_metric", "higher_is_better", "best_of", "table", "markdown",
            "summary_figure", "write_comparison"]
 
 # bookkeeping columns: (column, the key in metrics.json)
@@ -70,18 +71,11 @@ class Entry:
         return ", ".join(f"{k}={v}" for k, v in self.params.items()) or self.name
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _sweep_entries(folder: Path, manifest: dict[str, Any]) -> list[Entry]:
     out = []
     for job in manifest.get("jobs", []):
         path = folder / str(job.get("name"))
-        summary = _read_json(path / "metrics.json")
+        summary = read_json(path / "metrics.json") or {}
         status = str(job.get("status") or "pending")
         if summary and status in ("pending", "stopped"):
             status = "done"
@@ -101,7 +95,7 @@ def collect(paths: Sequence[str | Path]) -> list[Entry]:
         if manifest is not None:
             entries += _sweep_entries(p, manifest)
         elif (p / "metrics.json").is_file():
-            entries.append(Entry(p.name, p, summary=_read_json(p / "metrics.json")))
+            entries.append(Entry(p.name, p, summary=read_json(p / "metrics.json") or {}))
         elif p.is_dir() and (inner := sorted(q for q in p.iterdir() if q.is_dir() and (
                 (q / "metrics.json").is_file() or read_manifest(q) is not None))):
             entries += collect(inner)
@@ -164,6 +158,15 @@ def higher_is_better(name: str) -> bool:
     return bool(re.search(r"(^|_)(acc|coverage|precision|recall|frac|psnr|conf)(_|$)", name))
 
 
+def best_of(values: Sequence[float], metric: str) -> float | None:
+    """The best of ``values`` of ``metric`` (None when there are none)."""
+    return ((max if higher_is_better(metric) else min)(values)) if values else None
+
+
+def _metric_label(metric: str) -> str:
+    return f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)"
+
+
 def _domain_preference(domain: str | None) -> list[str]:
     if not domain:
         return []
@@ -220,17 +223,13 @@ def _cell(v: Any) -> str:
 
 def markdown(header: list[str], rows: list[list[Any]], metric: str | None = None) -> str:
     """A Markdown table; the best value of ``metric`` is in bold."""
-    best = None
-    if metric in header:
-        j = header.index(metric)
-        values = [r[j] for r in rows if isinstance(r[j], (int, float))]
-        if values:
-            best = max(values) if higher_is_better(metric) else min(values)
+    j = header.index(metric) if metric in header else None
+    best = None if j is None else best_of(
+        [r[j] for r in rows if isinstance(r[j], (int, float))], str(metric))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [_cell(v) for v in r]
-        if best is not None and r[header.index(metric)] == best:
-            j = header.index(metric)
+        if best is not None and r[j] == best:
             cells[j] = f"**{cells[j]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -246,9 +245,13 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
 
 # ---- the figure ---------------------------------------------------------------------------
 
+def _wide(values: Sequence[float]) -> bool:
+    """Whether the values are positive and span more than 10x (a log axis shows them)."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+
+
 def _log_scale_if_wide(ax: Any, values: Sequence[float], axis: str) -> None:
-    """A log scale on ``axis`` when the values are positive and span more than 10x."""
-    if values and min(values) > 0 and max(values) / min(values) > 10:
+    if _wide(values):
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
@@ -275,21 +278,18 @@ def _metric_panel(ax: Any, entries: Sequence[Entry], metric: str) -> None:
     (failed, still pending) shows its status."""
     values = [e.metrics.get(metric) for e in entries]
     found = [v for v in values if v is not None]
-    best = (max if higher_is_better(metric) else min)(found) if found else None
-    wide = bool(found) and min(found) > 0 and max(found) / min(found) > 10
-    left = min(found) / 2 if wide else 0.0  # bars start here (a log axis has no 0)
+    best = best_of(found, metric)
+    left = min(found) / 2 if _wide(found) else 0.0  # bars start here (a log axis has no 0)
     for y, (v, e) in enumerate(zip(values, entries)):
         if v is None:
             ax.text(left, y, f" {e.status}", va="center", fontsize=7, color="tab:red")
             continue
         ax.barh(y, v - left, left=left, color="tab:green" if v == best else "tab:blue")
         ax.text(v, y, f" {v:.4g}", va="center", fontsize=7)
-    if wide:
-        ax.set_xscale("log")
+    _log_scale_if_wide(ax, found, "x")
     ax.set_yticks(range(len(entries)), [e.label for e in entries], fontsize=7)
     ax.set_ylim(len(entries) - 0.5, -0.5)  # the first run on top
-    better = "higher" if higher_is_better(metric) else "lower"
-    ax.set(xlabel=f"{metric} ({better} is better)", title=f"final {metric}")
+    ax.set(xlabel=_metric_label(metric), title=f"final {metric}")
     ax.grid(alpha=0.3, axis="x")
 
 
@@ -306,9 +306,7 @@ def _nfe_panel(ax: Any, entries: Sequence[Entry], metric: str, title: str) -> No
         points.sort()
         ax.plot(*zip(*points), "o-", lw=1.4, ms=4, label=label)
     _log_scale_if_wide(ax, [v for pts in series.values() for _, v in pts], "y")
-    better = "higher" if higher_is_better(metric) else "lower"
-    ax.set(xlabel="NFE (denoiser calls per sample)", ylabel=f"{metric} ({better} is better)",
-           title=title)
+    ax.set(xlabel="NFE (denoiser calls per sample)", ylabel=_metric_label(metric), title=title)
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=7)
