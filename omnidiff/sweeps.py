@@ -74,6 +74,11 @@ class Sweep:
                 return v
         return None
 
+    @property
+    def overwrite(self) -> bool:
+        """``overwrite=true`` among the shared overrides: rerun finished jobs."""
+        return str(self.fixed_value("overwrite")).lower() == "true"
+
 
 class _Choices:
     """What ``glob(...)`` chooses from, in the shape Hydra's override parser asks a config
@@ -174,7 +179,6 @@ def sweep_folder(sweep: Sweep, default: Path, base: Path | None = None) -> tuple
     sweep folder; a folder that already holds a sweep is refused otherwise, unless
     ``overwrite=true`` reruns its jobs."""
     out, resume = sweep.fixed_value("out"), sweep.fixed_value("resume")
-    overwrite = str(sweep.fixed_value("overwrite")).lower() == "true"
     if resume in ("null", "", "false", "None"):
         resume = None
     if resume not in (None, "auto"):
@@ -195,7 +199,7 @@ def sweep_folder(sweep: Sweep, default: Path, base: Path | None = None) -> tuple
     held = read_manifest(folder) is not None
     if not held and folder.is_dir() and (folder / "metrics.json").exists():
         raise RunFolderError(f"{folder} holds a run, not a sweep; pick another out=")
-    if held and resume is None and not overwrite:
+    if held and resume is None and not sweep.overwrite:
         raise RunFolderError(f"{folder} holds a sweep; continue it with resume=auto (finished "
                              "jobs are skipped), pick another out=, or pass overwrite=true to "
                              "rerun every job")
@@ -333,18 +337,16 @@ def train_sweep(args: list[str], train: Callable[[Any], Path],
         return 0
     folder, resuming = sweep_folder(sweep, new_folder(SWEEPS_DIR), SWEEPS_DIR)
     folder = folder.absolute()
-    overwrite = str(sweep.fixed_value("overwrite")).lower() == "true"
-    configs = {}
-    for i, job in enumerate(sweep.jobs, 1):
-        try:
-            cfg = compose(overrides=_job_overrides(sweep, job, folder / job.name, resuming))
-            validate(cfg)
-        except UserError as exc:
-            raise type(exc)(f"job {i} [{' '.join(job.overrides)}]: {exc}") from None
+
+    def checked(job: Job) -> Any:
+        cfg = compose(overrides=_job_overrides(sweep, job, folder / job.name, resuming))
+        validate(cfg)
         if cfg.get("stage") == "distill":
             raise UsageError("a stage=distill recipe is swept by `omnidiff distill`, which "
                              "does not sweep yet; run one student per command")
-        configs[job.name] = cfg
+        return cfg
+
+    configs = _each_job(sweep, checked)
     print(f"omnidiff sweep: {len(sweep.jobs)} job(s) over {', '.join(sweep.keys) or 'nothing'}"
           f" in {folder}", flush=True)
     again = "omnidiff train -m " + shlex.join(_continuing(args, folder))
@@ -357,7 +359,7 @@ def train_sweep(args: list[str], train: Callable[[Any], Path],
             _leave_ddp(env)
 
     def finished(job: Job, job_dir: Path) -> bool:
-        return resuming and not overwrite and _train_finished(configs[job.name], job_dir)
+        return resuming and not sweep.overwrite and _train_finished(configs[job.name], job_dir)
 
     jobs = run_sweep(folder, sweep, "train", run, finished, again)
     return report(folder, jobs, again)
@@ -366,6 +368,17 @@ def train_sweep(args: list[str], train: Callable[[Any], Path],
 # what Lightning's DDP launcher sets in the first process (with LOCAL_RANK set, the next job's
 # Trainer would take its processes for started by a scheduler and wait for them forever)
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def _each_job(sweep: Sweep, check: Callable[[Job], Any]) -> dict[str, Any]:
+    """``{job name: check(job)}`` for every job before any runs; a mistake names its job."""
+    out = {}
+    for i, job in enumerate(sweep.jobs, 1):
+        try:
+            out[job.name] = check(job)
+        except UserError as exc:
+            raise type(exc)(f"job {i} [{' '.join(job.overrides)}]: {exc}") from None
+    return out
 
 
 def _leave_ddp(env: dict[str, str | None]) -> None:
@@ -423,12 +436,7 @@ def sample_sweep(args: list[str], parse: Callable[[list[str]], dict[str, Any]],
     sweep = parse_sweep(args, _sampler_choices, verbatim=("checkpoint", "out", "resume",
                                                           "cond"))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
-    options = {}
-    for i, job in enumerate(sweep.jobs, 1):
-        try:
-            options[job.name] = {**parse(shared + job.overrides), "metrics": True}
-        except UserError as exc:
-            raise type(exc)(f"job {i} [{' '.join(job.overrides)}]: {exc}") from None
+    options = _each_job(sweep, lambda job: {**parse(shared + job.overrides), "metrics": True})
     first = options[sweep.jobs[0].name]
     ckpt = Path(str(first["checkpoint"]))
     base = ckpt.parent if ckpt.is_file() else ckpt
