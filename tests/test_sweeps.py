@@ -84,8 +84,7 @@ def test_train_sweep_writes_a_run_per_job_a_table_and_a_figure(sweep2):
     assert [r.name for r in runs] == ["optim.lr=0.001", "optim.lr=0.01"]
     for run, lr in zip(runs, (0.001, 0.01)):
         assert (run / "model.pt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-        assert "lr: 0.001" in (run / "config.yaml").read_text() if lr == 0.001 else \
-            "lr: 0.01" in (run / "config.yaml").read_text()
+        assert f"lr: {lr}" in (run / "config.yaml").read_text()
     rows = _rows(sweep2 / "summary.csv")
     assert [r["optim.lr"] for r in rows] == ["0.001", "0.01"]
     for row, run in zip(rows, runs):  # the table holds each run's own numbers
