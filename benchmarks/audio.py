@@ -51,7 +51,7 @@ TONE_RUNS = [("ddpm", 6, "diffwave"), ("dpmpp_2m", 6, None), ("unipc", 6, None),
 
 
 def _ours(layers: int, channels: int, cycle: int):
-    from omnidiff.conditions import TensorCond
+    from omnidiff.core.conditions import TensorCond
     from omnidiff_domains.audio.diffwave import DiffWave
 
     return DiffWave(TensorCond((N_MELS, None)), hop=HOP, layers=layers, channels=channels,

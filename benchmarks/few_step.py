@@ -45,9 +45,9 @@ FLOW = ["schedule=flow", "loss=flow"]  # a flow-schedule teacher for reflow
 
 def _run(command: str, args: list[str], out: Path) -> tuple[Path, float]:
     """``omnidiff <command> args`` into ``out`` (replacing an earlier benchmark run)."""
-    from omnidiff.config import compose
-    from omnidiff.distillation import distill_config
-    from omnidiff.training import train
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.distill import distill_config
+    from omnidiff.tasks.train import train
 
     args = [f"out={out}", "overwrite=true", "trainer.enable_progress_bar=false", *args]
     cfg = compose(overrides=args) if command == "train" else distill_config(args)

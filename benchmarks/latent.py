@@ -46,8 +46,8 @@ PROBLEMS = {
 
 
 def _train(recipe: str, overrides: list[str], out: Path) -> tuple[Path, float]:
-    from omnidiff.config import compose
-    from omnidiff.training import train
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.train import train
 
     t0 = time.perf_counter()
     run = train(compose(recipe, [f"out={out}", "overwrite=true", "threads=2",
@@ -64,7 +64,7 @@ def _timed(seconds: int) -> list[str]:
 def _step_times(pipes: dict, batch: int, guidance: float, repeats: int) -> dict:
     """Median ms of a training step and of one guided sampling evaluation per model; for the
     latent model also the decoder's time per sample batch."""
-    from omnidiff.guidance import classifier_free
+    from omnidiff.core.guidance import classifier_free
 
     setups = {}
     for name, pipe in pipes.items():

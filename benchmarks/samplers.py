@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rivals import (budgeted, counted, diffusers_methods, kdiffusion_denoiser,  # noqa: E402
                      kdiffusion_methods, run_diffusers)
 
-from omnidiff.samplers import sample  # noqa: E402
-from omnidiff.samplers.calibrate import calibrate_grid  # noqa: E402
-from omnidiff.schedules import get_schedule  # noqa: E402
-from omnidiff.toy import eight_gaussians, random_mixture  # noqa: E402
+from omnidiff.samplers import sample
+from omnidiff.samplers.calibrate import calibrate_grid
+from omnidiff.core.schedules import get_schedule
+from omnidiff.core.gaussian_mixture import eight_gaussians, random_mixture
 
 NFES = (5, 10, 20, 50)
 NAMED = ("logsnr", "karras", "uniform", "trailing")

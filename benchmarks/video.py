@@ -34,7 +34,7 @@ SIZE, CHANNELS = 32, 1
 
 def _ours(frames: int, attention: str, depth: int, width: int, heads: int, patch: int,
           classes: int = 10):
-    from omnidiff.conditions import LabelCond
+    from omnidiff.core.conditions import LabelCond
     from omnidiff_domains.video.dit import VideoDiT
 
     return VideoDiT((frames, CHANNELS, SIZE, SIZE), LabelCond(classes), depth=depth, width=width,

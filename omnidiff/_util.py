@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Mapping
 
 import torch
 
-from .errors import UserError
+from omnidiff.errors import UserError
 
 __all__ = ["append_dims", "check_choice", "is_number", "number_problem", "INT64_MAX",
-           "nonfinite_rows"]
+           "nonfinite_rows", "map_cond"]
 
 INT64_MAX = 2 ** 63 - 1  # the largest seed a torch.Generator takes
 
@@ -53,3 +54,13 @@ def number_problem(key: str, value, kind: type, low: float, high: float | None =
     else:
         span = f"in [{low:g}, {high:g}]"
     return f"{key}={value!r}: give {what} {span}"
+
+
+def map_cond(fn: Callable[[torch.Tensor], torch.Tensor], cond: Any) -> Any:
+    """Apply ``fn`` to every tensor of a condition: a tensor, ``None`` (stays ``None``) or a
+    mapping of them (re-exported by :mod:`omnidiff.core.conditions`)."""
+    if cond is None:
+        return None
+    if isinstance(cond, Mapping):
+        return {k: map_cond(fn, v) for k, v in cond.items()}
+    return fn(cond)

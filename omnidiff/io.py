@@ -8,16 +8,24 @@ POSIX and Windows). On any error the temporary file is removed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from omnidiff._util import map_cond
+from omnidiff.errors import CheckpointError
+
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
-           "atomic_save_figure", "atomic_save_npy", "save_raw", "read_json"]
+           "atomic_save_figure", "atomic_save_npy", "save_raw", "read_json", "read_torch_file",
+           "state_digest", "FILE_FORMAT"]
+
+FILE_FORMAT = "omnidiff"  # the "format" field of every file omnidiff writes for itself
 
 
 @contextlib.contextmanager
@@ -88,10 +96,34 @@ def save_raw(samples: torch.Tensor, cond: Any, out_dir: str | os.PathLike,
     """The raw tensors an artifact writer keeps beside its pictures, atomically:
     ``<prefix>.pt`` (``{"samples", "cond"}``, on the CPU) and ``<prefix>.npy`` (the samples as
     float32)."""
-    from .conditions import map_cond
-
     out_dir = Path(out_dir)
     raw = samples.detach().float().cpu()
     cond = map_cond(lambda c: c.detach().cpu(), cond)
     return [atomic_torch_save({"samples": raw, "cond": cond}, out_dir / f"{prefix}.pt"),
             atomic_save_npy(raw, out_dir / f"{prefix}.npy")]
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict: names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, value in sorted(state.items()):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def read_torch_file(path: Path, hint: str) -> Any:
+    """``torch.load(path, weights_only=True)``; one :class:`CheckpointError` ending in ``hint``
+    for a missing file, a file that is not a PyTorch one, or one holding unsafe objects."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found; {hint}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not an omnidiff checkpoint (not a PyTorch file); {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        unsafe = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+        why = ("it holds objects that cannot be loaded safely with weights_only=True"
+               if unsafe else f"torch.load failed: {type(exc).__name__}")
+        raise CheckpointError(f"{path} is not an omnidiff checkpoint ({why}); {hint}") from None

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .io import atomic_save_figure
+from omnidiff.io import atomic_save_figure
 
 __all__ = ["read_csv_log", "loss_figure", "plot_loss_from_csv", "pick_for_grid", "smooth"]
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 import torch
 
-from omnidiff.conditions import LabelCond, NamedCond, NoCond, TensorCond
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff_domains.audio.data import AudioData
 from omnidiff_domains.audio.diffwave import DiffWave, MelUpsampler, build_diffwave, upsample_strides
 from omnidiff_domains.audio.files import AudioFileError, read_audio, write_wav

@@ -11,7 +11,7 @@ import soundfile
 import torch
 
 import omnidiff
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 
 TINY = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "threads=1",
         "data.train_size=32", "data.val_size=8", "data.batch_size=8", "eval.n_samples=4",
@@ -85,8 +85,8 @@ def test_a_short_vocoder_training_run_learns(tmp_path):
     """Loss falls and the re-syntheses move toward their spectrograms and level: a 4-layer
     vocoder on 0.05 s clips, 400 steps (following each clip's own pitch takes far longer:
     the recipe and benchmarks/audio.py measure that)."""
-    from omnidiff.config import compose
-    from omnidiff.training import train
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.train import train
 
     cfg = compose("audio_vocoder", [
         f"out={tmp_path / 'run'}", "trainer.max_steps=400", "trainer.enable_progress_bar=false",

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.checkpoint import save_inference, write_grids
-from omnidiff.cli import main
-from omnidiff.pipeline import PipelineError
+from omnidiff.model_file import save_inference, write_grids
+from omnidiff.cli.main import main
+from omnidiff.errors import PipelineError
 from omnidiff.samplers import GRIDS, sample, timesteps
 from omnidiff.samplers.calibrate import calibrate_grid, grid_error, grid_key
-from omnidiff.schedules import get_schedule
-from omnidiff.toy import random_mixture
-from omnidiff.training import DiffusionModule
+from omnidiff.core.schedules import get_schedule
+from omnidiff.core.gaussian_mixture import random_mixture
+from omnidiff.training.diffusion_module import DiffusionModule
 
 SCHED = get_schedule("linear")
 

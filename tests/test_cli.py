@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 
 # small enough for seconds on 2 CPU cores
 FAST = ["trainer.max_steps=12", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
@@ -128,8 +128,8 @@ def test_not_a_checkpoint_and_cond_for_unconditional(tmp_path, capsys):
     assert code == 2 and "not an omnidiff checkpoint" in err
     assert len(err.strip().splitlines()) == 1
 
-    from omnidiff.checkpoint import save_inference
-    from omnidiff.training import DiffusionModule
+    from omnidiff.model_file import save_inference
+    from omnidiff.training.diffusion_module import DiffusionModule
     m = DiffusionModule("points", {"name": "mlp", "width": 8, "depth": 1}, {"name": "cosine"},
                         event_shape=(2,), data_cfg={"kind": "density", "name": "moons"})
     ckpt = save_inference(m, tmp_path / "model.pt")
@@ -271,7 +271,7 @@ def _write_plugin(root: Path) -> None:
 
 @pytest.fixture
 def plugins(tmp_path, monkeypatch):
-    from omnidiff import registry
+    from omnidiff.plugins import registry
     root = tmp_path / "site"
     root.mkdir()
     _write_plugin(root)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from omnidiff.checkpoint import save_inference
-from omnidiff.cli import main
-from omnidiff.training import DiffusionModule
+from omnidiff.model_file import save_inference
+from omnidiff.cli.main import main
+from omnidiff.training.diffusion_module import DiffusionModule
 
 DATA = {"kind": "density", "name": "moons", "train_size": 256, "val_size": 32, "batch_size": 32}
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.config import compose
-from omnidiff.training import train
+from omnidiff.tasks.config import compose
+from omnidiff.tasks.train import train
 from omnidiff_domains.points.affine import undo_affine
 from omnidiff_domains.points.densities import sample_density
 from omnidiff_domains.points.metrics import sliced_wasserstein

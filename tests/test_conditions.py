@@ -11,12 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.conditions import (ConditionError, LabelCond, NamedCond, NoCond, TensorCond,
-                                 as_spec, cat_conds, index_cond, spec_of)
-from omnidiff.guidance import classifier_free
-from omnidiff.model import DiffusionModel
+from omnidiff.errors import ConditionError
+from omnidiff.core.conditions import (LabelCond, NamedCond, NoCond, TensorCond, as_spec, cat_conds,
+                                      index_cond, spec_of)
+from omnidiff.core.guidance import classifier_free
+from omnidiff.core.model import DiffusionModel
 from omnidiff.nn import null_where
-from omnidiff.pipeline import Pipeline, PipelineError
+from omnidiff.inference.pipeline import Pipeline
+from omnidiff.errors import PipelineError
 
 SPECS = [NoCond(), LabelCond(10), TensorCond((80, None)), TensorCond((3,), "float32"),
          TensorCond((4,), "bool"),
@@ -199,8 +201,8 @@ def test_condition_files(tmp_path):
 
 
 def test_loss_passes_any_condition_through_with_the_drop_mask():
-    from omnidiff.losses import diffusion_loss
-    from omnidiff.schedules import get_schedule
+    from omnidiff.core.losses import diffusion_loss
+    from omnidiff.core.schedules import get_schedule
 
     seen = {}
 
@@ -232,7 +234,7 @@ def test_guidance_concatenates_named_conditions():
 
 
 def test_optional_tensor_fields_are_filled_and_round_trip():
-    from omnidiff.conditions import LabelCond, NamedCond, TensorCond, as_spec
+    from omnidiff.core.conditions import LabelCond, NamedCond, TensorCond, as_spec
 
     spec = NamedCond({"label": LabelCond(3), "frames": TensorCond((2, 4), fill=0.0),
                       "mask": TensorCond((2,), fill=1.0)})

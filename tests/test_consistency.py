@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff import consistency as cm
-from omnidiff.cli import main
+from omnidiff.methods import consistency as cm
+from omnidiff.cli.main import main
 from omnidiff.samplers import sample
-from omnidiff.schedules import get_schedule
-from omnidiff.toy import GaussianMixture
+from omnidiff.core.schedules import get_schedule
+from omnidiff.core.gaussian_mixture import GaussianMixture
 
 
 class TinyNet(nn.Module):
@@ -280,7 +280,7 @@ def test_train_sends_a_distillation_recipe_to_distill(capsys, tmp_path):
 def test_guidance_respects_rows_already_dropped():
     """A distillation teacher under the student's condition dropout: dropped rows get the
     unconditional output, the others the guided one."""
-    from omnidiff.guidance import classifier_free
+    from omnidiff.core.guidance import classifier_free
 
     def model(x, t, cond=None, drop=None):
         c = cond.float()[:, None].where(~drop[:, None], torch.zeros(1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnidiff.data import EpochSampler, TensorDictDataset, collate_batch, train_loader
+from omnidiff.plugins.data import EpochSampler, TensorDictDataset, collate_batch, train_loader
 
 
 def _loader(n=50, bs=8, seed=3, **kw):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from omnidiff.demo import cmd_demo, moment_errors, run_demo, spiral_mixture
+from omnidiff.cli.main import cmd_demo
+from omnidiff.tasks.demo import moment_errors, run_demo, spiral_mixture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +85,7 @@ def test_cmd_demo_bad_input_is_one_clear_line(tmp_path, args, match):
 
 
 def test_cli_demo_when_wired(tmp_path, capsys):
-    from omnidiff import cli
+    from omnidiff.cli import main as cli
 
     if "demo" not in getattr(cli, "COMMANDS", {}):
         pytest.skip("`omnidiff demo` is not wired into omnidiff.cli yet")

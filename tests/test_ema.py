@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from omnidiff.optim import ema_decay_at, ema_update
+from omnidiff.training.optim import ema_decay_at, ema_update
 
 
 def test_decay_warms_up_to_the_configured_value():
@@ -30,8 +30,8 @@ def test_update_rule_is_the_warmed_up_lerp():
 
 
 def _sliced_w2(tmp_path, name, *overrides):
-    from omnidiff.config import compose
-    from omnidiff.training import train
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.train import train
 
     cfg = compose("points2d", ["trainer.max_steps=300", "trainer.enable_progress_bar=false",
                                "eval.n_samples=1024", "threads=1", f"out={tmp_path / name}",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 
 # a small, fast points run (the CLI's overrides)
 TINY = ["recipe=points2d", "threads=1", "data.train_size=2048", "data.batch_size=64",
@@ -194,7 +194,7 @@ def test_sigterm_mid_step_or_mid_validation_resumes_exactly(hook, step, tmp_path
     Every way the resumed run ends bit for bit where the unbroken one does."""
     import lightning.pytorch as pl
 
-    from omnidiff import training
+    from omnidiff.training import diffusion_module as training
 
     class Kill(pl.Callback):
         def __init__(self):
@@ -276,9 +276,9 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
 
 
 def test_fsdp_disables_ema_with_a_warning(tmp_path):
-    from omnidiff.callbacks import EMA, FiniteLossGuard
-    from omnidiff.config import compose, validate
-    from omnidiff.training import build_callbacks
+    from omnidiff.training.callbacks import EMA, FiniteLossGuard
+    from omnidiff.tasks.config import compose, validate
+    from omnidiff.tasks.train import build_callbacks
 
     cfg = compose("points2d", ["trainer.strategy=fsdp", "trainer.devices=2",
                                "trainer.num_nodes=2", "trainer.precision=bf16-mixed"])

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from omnidiff.forward import markov_step, q_sample
-from omnidiff.schedules import get_schedule
-from omnidiff.toy import GaussianMixture
+from omnidiff.core.forward import markov_step, q_sample
+from omnidiff.core.schedules import get_schedule
+from omnidiff.core.gaussian_mixture import GaussianMixture
 
 F64 = torch.float64
 N_MC = 20_000
@@ -142,7 +142,7 @@ def _float64_batches(fn, numel: int) -> list[str]:
 def test_training_arithmetic_stays_in_the_data_dtype(prediction):
     """q_sample and the loss target never upcast the (B, *event) batch to float64: only the
     per-sample coefficients are float64 (a float64 copy of a video batch doubles its memory)."""
-    from omnidiff.losses import diffusion_loss
+    from omnidiff.core.losses import diffusion_loss
 
     sched = get_schedule("flow" if prediction == "flow" else "cosine")
     x0 = torch.randn(4, 3, 8, 8, generator=gen(0))

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.guidance import classifier_free, conditional
-from omnidiff.model import DiffusionModel
+from omnidiff.core.guidance import classifier_free, conditional
+from omnidiff.core.model import DiffusionModel
 from omnidiff.nn import ClassEmbedding
 from omnidiff.samplers import sample
-from omnidiff.schedules import get_schedule
+from omnidiff.core.schedules import get_schedule
 
 F64 = torch.float64
 

@@ -213,8 +213,8 @@ def test_artifacts_grid(tmp_path):
 
 
 def test_registry_returns_the_image_domain():
-    from omnidiff.domain import Domain
-    from omnidiff.registry import get_domain
+    from omnidiff.plugins.contract import Domain
+    from omnidiff.plugins.registry import get_domain
 
     dom = get_domain("image")
     assert isinstance(dom, ImageDomain) and isinstance(dom, Domain)

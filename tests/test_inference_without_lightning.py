@@ -7,10 +7,10 @@ import subprocess
 import sys
 import textwrap
 
-from omnidiff.checkpoint import save_inference
-from omnidiff.registry import get_domain
-from omnidiff.testing import domain_defaults
-from omnidiff.training import DiffusionModule
+from omnidiff.model_file import save_inference
+from omnidiff.plugins.registry import get_domain
+from omnidiff.plugins.check import domain_defaults
+from omnidiff.training.diffusion_module import DiffusionModule
 
 BLOCK = """
 import sys

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from omnidiff.autoencoder import Autoencoder, load_autoencoder
+from omnidiff.methods.latent.autoencoder import Autoencoder, load_autoencoder
 from omnidiff.errors import CheckpointError, ConfigError
-from omnidiff.reconstruction import reconstruction_loss, stft_distance
+from omnidiff.methods.latent.losses import reconstruction_loss, stft_distance
 
 AE_TINY = ["ae.channels=[8,16]", "ae.latent_channels=2", "ae.blocks=1"]
 UNET_TINY = ["model.base_channels=16", "model.channel_mult=[1]", "model.num_res_blocks=1",
@@ -88,7 +88,7 @@ def test_stft_distance_and_reconstruction_losses():
 
 
 def test_diffwave_takes_multichannel_signals():
-    from omnidiff.conditions import LabelCond
+    from omnidiff.core.conditions import LabelCond
     from omnidiff_domains.audio.diffwave import build_diffwave
 
     net = build_diffwave((4, 40), LabelCond(3), layers=2, channels=8, cycle=2)
@@ -100,8 +100,8 @@ def test_diffwave_takes_multichannel_signals():
 
 
 def _train(overrides, recipe=None):
-    from omnidiff.config import compose
-    from omnidiff.training import train
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.train import train
 
     return train(compose(recipe, overrides))
 
@@ -162,7 +162,7 @@ def test_latent_model_resumes_and_loads_from_its_lightning_checkpoint(latent_run
     import shutil
 
     import omnidiff
-    from omnidiff.checkpoint import read_checkpoint
+    from omnidiff.model_file import read_checkpoint
 
     payload = read_checkpoint(latent_run / "checkpoints" / "last.ckpt")
     assert payload["autoencoder"]["data_shape"] == [1, 8, 8]
@@ -180,8 +180,8 @@ def test_a_latent_teacher_distils_into_a_latent_student(latent_run, tmp_path):
     """CD of a guided latent digits model: the student runs on the same (embedded)
     autoencoder, samples data in two steps, and serves from its model.pt alone."""
     import omnidiff
-    from omnidiff.distillation import distill_config
-    from omnidiff.training import train
+    from omnidiff.tasks.distill import distill_config
+    from omnidiff.tasks.train import train
 
     out = tmp_path / "student"
     cfg = distill_config([f"teacher={latent_run / 'model.pt'}", f"out={out}",
@@ -199,9 +199,9 @@ def test_a_latent_teacher_distils_into_a_latent_student(latent_run, tmp_path):
 
 
 def test_contract_on_the_latent_domain(ae_run, tmp_path):
-    from omnidiff.latent import LatentDomain
-    from omnidiff.registry import get_domain
-    from omnidiff.testing import check_domain
+    from omnidiff.methods.latent.domain import LatentDomain
+    from omnidiff.plugins.registry import get_domain
+    from omnidiff.plugins.check import check_domain
 
     ae, _ = load_autoencoder(ae_run / "model.pt")
     report = check_domain(LatentDomain(get_domain("image"), ae),
@@ -221,10 +221,10 @@ def _fitted(ae, dm):
 def test_streamed_latents_match_the_cached_ones(ae_run, monkeypatch):
     """Data too large to cache is encoded batch by batch: the same batches, the same order,
     resumable like the base loader."""
-    import omnidiff.latent_data as ld
-    from omnidiff.data import prepare_data_module
-    from omnidiff.latent import LatentDomain
-    from omnidiff.registry import get_domain
+    import omnidiff.methods.latent.data as ld
+    from omnidiff.plugins.data import prepare_data_module
+    from omnidiff.methods.latent.domain import LatentDomain
+    from omnidiff.plugins.registry import get_domain
 
     ae, _ = load_autoencoder(ae_run / "model.pt")
     domain = LatentDomain(get_domain("image"), ae)
@@ -250,10 +250,10 @@ def test_streamed_latents_match_the_cached_ones(ae_run, monkeypatch):
 ])
 def test_contract_on_latent_audio_and_video(name, data, model, channels, tmp_path):
     """Any registered domain runs on latents: 1D signals and (T, C, H, W) clips."""
-    from omnidiff.data import prepare_data_module
-    from omnidiff.latent import LatentDomain
-    from omnidiff.registry import get_domain
-    from omnidiff.testing import check_domain, domain_defaults
+    from omnidiff.plugins.data import prepare_data_module
+    from omnidiff.methods.latent.domain import LatentDomain
+    from omnidiff.plugins.registry import get_domain
+    from omnidiff.plugins.check import check_domain, domain_defaults
 
     base = get_domain(name)
     dm = prepare_data_module(base.build_data(**{**domain_defaults(base)[0], **data}))
@@ -268,7 +268,7 @@ def test_contract_on_latent_audio_and_video(name, data, model, channels, tmp_pat
 
 
 def _one_line(capsys, args):
-    from omnidiff.cli import main
+    from omnidiff.cli.main import main
 
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
@@ -315,7 +315,7 @@ def test_bad_autoencoder_files_fail_with_one_line(ae_run, latent_run, tmp_path, 
 
 
 def test_stage_and_autoencoder_options_are_checked(capsys, tmp_path):
-    from omnidiff.config import compose, validate
+    from omnidiff.tasks.config import compose, validate
 
     with pytest.raises(ConfigError, match="trains a diffusion model on an autoencoder"):
         validate(compose("image_digits32_latent"))

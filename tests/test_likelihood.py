@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from omnidiff.likelihood import log_likelihood
-from omnidiff.toy import eight_gaussians
+from omnidiff.samplers.likelihood import log_likelihood
+from omnidiff.core.gaussian_mixture import eight_gaussians
 
 GM = eight_gaussians()
 
@@ -69,10 +69,10 @@ def test_dequantisation():
 def test_pipeline_and_cli_likelihood(tmp_path, capsys):
     import numpy as np
 
-    from omnidiff.checkpoint import save_inference
-    from omnidiff.cli import main
-    from omnidiff.pipeline import load
-    from omnidiff.training import DiffusionModule
+    from omnidiff.model_file import save_inference
+    from omnidiff.cli.main import main
+    from omnidiff.inference.pipeline import load
+    from omnidiff.training.diffusion_module import DiffusionModule
 
     torch.manual_seed(0)
     m = DiffusionModule("points", {"name": "mlp", "width": 16, "depth": 1}, {"name": "cosine"},

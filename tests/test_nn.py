@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnidiff.conditions import LabelCond, NamedCond, NoCond, TensorCond
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff.nn import (ClassEmbedding, ConditionEmbedding, Conditioning, FinalLayer,
                          TransformerBlock, group_count, modulate, null_where)
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.checkpoint import CheckpointError, read_checkpoint, save_inference
-from omnidiff.pipeline import PipelineError
-from omnidiff.training import DiffusionModule
+from omnidiff.errors import CheckpointError
+from omnidiff.model_file import read_checkpoint, save_inference
+from omnidiff.errors import PipelineError
+from omnidiff.training.diffusion_module import DiffusionModule
 
 DENSITY = {"kind": "density", "name": "moons", "train_size": 512, "val_size": 64,
            "batch_size": 64}
@@ -124,8 +125,8 @@ def test_not_a_checkpoint(tmp_path):
 def test_lightning_ckpt_loads_weights_only(tmp_path):
     import lightning.pytorch as pl
 
-    from omnidiff.callbacks import EMA
-    from omnidiff.checkpointing import model_checkpoint
+    from omnidiff.training.callbacks import EMA
+    from omnidiff.training.checkpoints import model_checkpoint
 
     m = _module(DENSITY, {"name": "mlp", "width": 16, "depth": 1}, (2,), 0)
     dm = m.domain.build_data(**DENSITY)
@@ -161,5 +162,5 @@ def test_sampler_options_and_domain_sample_defaults(uncond_ckpt, monkeypatch):
 
 
 def test_image_domain_clips_x0_to_pixel_range():
-    from omnidiff.registry import get_domain
+    from omnidiff.plugins.registry import get_domain
     assert get_domain("image").sample_defaults == {"clip_x0": 1.0}

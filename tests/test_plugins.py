@@ -62,7 +62,7 @@ def _pip_install(src: Path, target: Path) -> None:
 
 @pytest.fixture
 def fresh_registry(monkeypatch):
-    from omnidiff import registry
+    from omnidiff.plugins import registry
     monkeypatch.setattr(registry, "_cache", {})
     yield
     for mod in [m for m in sys.modules if m.startswith("omnidiff_timeseries")]:
@@ -91,7 +91,7 @@ def test_timeseries_plugin_installs_lists_trains_and_generates(tmp_path, monkeyp
     assert (run / "model.pt").is_file() and (run / "samples" / "samples.png").is_file()
 
     # this process: `omnidiff domains` shows it with its origin and recipe
-    from omnidiff.cli import main
+    from omnidiff.cli.main import main
     monkeypatch.syspath_prepend(str(site))
     assert main(["domains"]) == 0
     out = capsys.readouterr().out
@@ -153,7 +153,7 @@ def test_broken_plugins_are_reported_by_name_in_a_fresh_process(tmp_path):
 def test_data_kwargs_reaches_only_functions_that_take_it():
     """Artifact writers and metrics may take ``data=`` (the data module); older plugins'
     functions without it are called as before."""
-    from omnidiff.domain import data_kwargs
+    from omnidiff.plugins.contract import data_kwargs
 
     def old(samples, out_dir, cond=None, prefix="samples"):
         return []

@@ -25,7 +25,7 @@ def gen(seed: int) -> torch.Generator:
 # -- registry and config -------------------------------------------------------------------
 
 def test_registry_returns_points_domain():
-    from omnidiff.registry import get_domain
+    from omnidiff.plugins.registry import get_domain
 
     dom = get_domain("points")
     assert isinstance(dom, PointsDomain)
@@ -33,7 +33,7 @@ def test_registry_returns_points_domain():
     assert dom.config_searchpath == "pkg://omnidiff_domains.points.conf"
     from lightning.pytorch import LightningDataModule
 
-    from omnidiff.domain import Domain, DomainData
+    from omnidiff.plugins.contract import Domain, DomainData
 
     assert isinstance(dom, Domain)
     dm = dom.build_data(train_size=10, val_size=10)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 from test_fault_tolerance import TINY
 
 

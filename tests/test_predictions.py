@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnidiff.forward import q_sample
-from omnidiff.predictions import PREDICTIONS, target, to_x0_eps, x0_scale
-from omnidiff.schedules import SCHEDULES, get_schedule
+from omnidiff.core.forward import q_sample
+from omnidiff.core.predictions import PREDICTIONS, target, to_x0_eps, x0_scale
+from omnidiff.core.schedules import SCHEDULES, get_schedule
 
 F64 = torch.float64
 ALL = sorted(SCHEDULES)

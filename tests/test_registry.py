@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omnidiff import registry
+from omnidiff.plugins import registry
 from omnidiff.errors import PluginError
 
 FAKE_MODULES = ("fake_omni_broken", "fake_omni_hollow", "fake_omni_misnamed",
@@ -175,8 +175,9 @@ def test_a_subclassed_lazy_domain_keeps_its_parents_parts(sub_plugin):
 
 
 def test_config_mistakes_of_a_plugin_are_named(sub_plugin, capsys):
-    from omnidiff.cli import main
-    from omnidiff.config import ConfigError, compose
+    from omnidiff.cli.main import main
+    from omnidiff.errors import ConfigError
+    from omnidiff.tasks.config import compose
 
     with pytest.raises(ConfigError, match=r"'sub_bad' .* '# @package _global_'"):
         compose("sub_bad")
@@ -187,7 +188,8 @@ def test_config_mistakes_of_a_plugin_are_named(sub_plugin, capsys):
 
 
 def test_unknown_recipe_mentions_broken_plugins(fake_plugins):
-    from omnidiff.config import ConfigError, compose
+    from omnidiff.errors import ConfigError
+    from omnidiff.tasks.config import compose
 
     with pytest.raises(ConfigError, match=r"unknown recipe 'mine'.*broken \(broken: domain "
                                           r"plugin 'broken'"):
@@ -195,7 +197,7 @@ def test_unknown_recipe_mentions_broken_plugins(fake_plugins):
 
 
 def test_check_command_runs_the_contract(fake_plugins, capsys):
-    from omnidiff.cli import main
+    from omnidiff.cli.main import main
 
     assert main(["check", "points", "data.train_size=256", "model.width=16"]) == 0
     assert "domain 'points' passes the contract" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 from test_fault_tolerance import TINY, _cli, _env, _step
 
 DEFAULT = ["train", "recipe=points2d", "trainer.enable_progress_bar=false"]
@@ -263,7 +263,7 @@ def test_a_flipped_bit_in_model_pt_is_caught_on_load(finished, tmp_path, capsys)
     import shutil
 
     import omnidiff
-    from omnidiff.checkpoint import CheckpointError
+    from omnidiff.errors import CheckpointError
 
     path = tmp_path / "model.pt"
     shutil.copy(finished / "model.pt", path)

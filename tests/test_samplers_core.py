@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 
-from omnidiff.predictions import PREDICTIONS
+from omnidiff.core.predictions import PREDICTIONS
 from omnidiff.samplers import GRIDS, SAMPLERS, sample, timesteps
-from omnidiff.schedules import SCHEDULES, get_schedule
-from omnidiff.toy import GaussianMixture
+from omnidiff.core.schedules import SCHEDULES, get_schedule
+from omnidiff.core.gaussian_mixture import GaussianMixture
 
 F64 = torch.float64
 BASE = ("ddpm", "ddim", "dpmpp_2m", "euler", "heun")
@@ -340,7 +340,7 @@ def test_eps_on_flow_schedule_is_a_clear_error():
 def test_denoiser_fast_paths_equal_the_prediction_inverse(prediction, schedule):
     """x0(), combine() and __call__ use float coefficients and fused kernels; they must equal
     predictions.to_x0_eps with per-sample tensors, for every parameterisation."""
-    from omnidiff.predictions import to_x0_eps
+    from omnidiff.core.predictions import to_x0_eps
     from omnidiff.samplers.denoiser import Denoiser
 
     sched = get_schedule(schedule)
@@ -394,7 +394,7 @@ def test_clip_x0_keeps_every_estimate_in_range(clip):
     """Modes at radius 2 sampled with x0 clipped into [-1, 1]: every x0 estimate, and so the
     sample, stays in range, and eps_hat stays consistent with x_t = alpha x0 + sigma eps."""
     from omnidiff.samplers.denoiser import Denoiser, coefficients
-    from omnidiff.toy import eight_gaussians
+    from omnidiff.core.gaussian_mixture import eight_gaussians
 
     sched = get_schedule("cosine")
     model = eight_gaussians().model(sched, "v")

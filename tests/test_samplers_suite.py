@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from omnidiff.guidance import classifier_free
+from omnidiff.core.guidance import classifier_free
 from omnidiff.samplers import SAMPLERS, STOCHASTIC, sample, timesteps
-from omnidiff.schedules import SCHEDULES, get_schedule
-from omnidiff.toy import GaussianMixture, eight_gaussians
+from omnidiff.core.schedules import SCHEDULES, get_schedule
+from omnidiff.core.gaussian_mixture import GaussianMixture, eight_gaussians
 
 GM = eight_gaussians()
 VALID = {"linear": "eps", "cosine": "v", "sigmoid": "x0", "edm": "x0", "flow": "flow"}
@@ -77,7 +77,7 @@ def test_rk45_controls_the_error_of_every_sample_in_a_batch():
     sample (a step passes when every sample's does) no sample of a large batch drifts off, and
     batches of 64 and 256 agree to the tolerance. (An RMS over the whole batch left samples
     of the 256-batch 960 tolerances off.)"""
-    from omnidiff.toy import random_mixture
+    from omnidiff.core.gaussian_mixture import random_mixture
 
     model = random_mixture(2, components=8, width="narrow", seed=0).model("cosine", "v")
     noise = _noise(256, seed=0)
@@ -205,7 +205,7 @@ def test_guidance_rescale_and_interval():
     # rescale pulls the over-saturated guided x0 std back toward the conditional one
     t = torch.full((64,), 0.5, dtype=torch.float64)
     xt = 0.5 * x
-    from omnidiff.predictions import to_x0_eps
+    from omnidiff.core.predictions import to_x0_eps
     x0 = {k: to_x0_eps(pred, f(xt, t), xt, t, get_schedule(sched))[0]
           for k, f in {"c": lambda u, v: model(u, v), "g": plain, "r": resc}.items()}
     sd = {k: v.std(1) for k, v in x0.items()}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from omnidiff.schedules import SCHEDULES, VPSchedule, get_schedule
+from omnidiff.core.schedules import SCHEDULES, VPSchedule, get_schedule
 
 ALL = sorted(SCHEDULES)
 VP = ["linear", "cosine", "sigmoid"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 from omnidiff.errors import UsageError
-from omnidiff.sweeps import job_names, parse_sweep
+from omnidiff.tasks.sweeps import job_names, parse_sweep
 
 TINY = ["recipe=points2d", "threads=1", "data.train_size=256", "data.val_size=32",
         "data.batch_size=64", "model.width=32", "model.depth=1", "eval.n_samples=64",
@@ -135,7 +135,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_jobs(tmp_path, 
     resume=auto skips job 1, resumes job 2 from its checkpoint and runs job 3."""
     import lightning.pytorch as pl
 
-    from omnidiff import training
+    from omnidiff.training import diffusion_module as training
 
     class Kill(pl.Callback):
         def on_train_batch_end(self, trainer, *args):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from omnidiff.cli import main
+from omnidiff.cli.main import main
 
 TINY = ["recipe=points2d", "threads=1", "data.train_size=256", "data.val_size=32",
         "data.batch_size=64", "model.width=32", "model.depth=1", "eval.n_samples=64",
@@ -55,7 +55,7 @@ def test_audio_and_gif_artifacts_reach_tensorboard(tmp_path):
     import soundfile
     from torch.utils.tensorboard import SummaryWriter
 
-    from omnidiff.tensorboard import MAX_MEDIA, write_media
+    from omnidiff.training.tensorboard import MAX_MEDIA, write_media
 
     out = tmp_path / "samples"
     (out / "step0000010_wav").mkdir(parents=True)
@@ -86,7 +86,7 @@ def test_audio_and_gif_artifacts_reach_tensorboard(tmp_path):
 
 
 def test_tensorboard_missing_is_one_line(monkeypatch, tmp_path, capsys):
-    from omnidiff import tensorboard
+    from omnidiff.training import tensorboard
 
     monkeypatch.setattr(tensorboard, "available", lambda: False)
     assert main(["train", *TINY, "logger=tensorboard", f"out={tmp_path / 'r'}"]) == 2

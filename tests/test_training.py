@@ -8,7 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from omnidiff.config import ConfigError, compose, group_options, list_recipes, validate
+from omnidiff.errors import ConfigError
+from omnidiff.tasks.config import compose, group_options, list_recipes, validate
 
 
 def test_recipes_exist():
@@ -33,7 +34,7 @@ def test_every_recipe_composes(recipe):
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "sigmoid", "edm", "flow"])
 def test_schedule_group(schedule):
-    from omnidiff.schedules import get_schedule
+    from omnidiff.core.schedules import get_schedule
 
     cfg = compose("points2d", [f"schedule={schedule}"])
     validate(cfg)
@@ -91,8 +92,8 @@ def test_short_training_lowers_loss(tmp_path):
     """Loss on a fixed batch (fixed noise and times) drops after 80 optimizer steps."""
     import lightning.pytorch as pl
 
-    from omnidiff.callbacks import EMA
-    from omnidiff.training import DiffusionModule
+    from omnidiff.training.callbacks import EMA
+    from omnidiff.training.diffusion_module import DiffusionModule
 
     torch.manual_seed(0)
     data_cfg = {"kind": "density", "name": "eight_gaussians", "train_size": 4096,
@@ -118,7 +119,7 @@ def test_short_training_lowers_loss(tmp_path):
 
 
 def test_hparams_are_plain_python():
-    from omnidiff.training import DiffusionModule
+    from omnidiff.training.diffusion_module import DiffusionModule
 
     m = DiffusionModule("points", {"name": "mlp", "width": 8, "depth": 1}, {"name": "flow"},
                         event_shape=(2,), loss={"prediction": "flow"},
@@ -140,21 +141,21 @@ def test_config_blocks_reach_their_readers_whole(monkeypatch):
     sampler block to the training-time sampling, optim.* to AdamW."""
     import warnings
 
-    from omnidiff.callbacks import SampleCallback
-    from omnidiff.config import compose, validate
-    from omnidiff.training import _build_module, build_callbacks
+    from omnidiff.training.callbacks import SampleCallback
+    from omnidiff.tasks.config import compose, validate
+    from omnidiff.tasks.train import build_module, build_callbacks
 
     def loss_with(*overrides):
         cfg = compose("points2d", ["data.train_size=512", "data.val_size=64", *overrides])
         validate(cfg)
-        dm, module = _build_module(cfg)
+        dm, module = build_module(cfg)
         batch = next(iter(dm.train_dataloader()))
         return float(module._loss(batch, generator=torch.Generator().manual_seed(0))), module
 
     base, _ = loss_with("loss.weighting=min_snr")
     capped, _ = loss_with("loss.weighting=min_snr", "loss.min_snr_gamma=0.01")
     assert capped < 0.1 * base, (base, capped)
-    import omnidiff.losses as losses
+    import omnidiff.core.losses as losses
 
     seen = {}
     real = losses.sample_time

@@ -12,7 +12,7 @@ Heavy imports (Lightning, torchaudio, matplotlib) happen on first use.
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain, lazy_exports
+from omnidiff.plugins.contract import LazyDomain, lazy_exports
 
 __all__ = ["AudioDomain", "AudioData", "DiffWave"]
 

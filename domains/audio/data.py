@@ -26,8 +26,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from omnidiff.conditions import LabelCond, NamedCond, NoCond, TensorCond
-from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
+from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 from .files import AudioFileError, find_audio, read_audio
 from .mel import MelSpec
@@ -109,7 +109,7 @@ class _Clips(Dataset):
         return {"x": x} if cond is None else {"x": x, "cond": cond}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from omnidiff.conditions import index_cond
+        from omnidiff.core.conditions import index_cond
 
         batch = self.__getitems__([i])
         return {k: index_cond(v, 0) for k, v in batch.items()}
@@ -283,7 +283,7 @@ class AudioData(pl.LightningDataModule):
         if self.cond != "none":
             chunks = [self.make_cond(x[i:i + 1024], labels[i:i + 1024])
                       for i in range(0, n, 1024)]
-            from omnidiff.conditions import cat_conds
+            from omnidiff.core.conditions import cat_conds
             cond = cat_conds(chunks)
         return x, cond
 

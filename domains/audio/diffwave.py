@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond, as_spec
+from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond, as_spec
 from omnidiff.nn import Conditioning, null_where
 
 __all__ = ["DiffWave", "MelUpsampler", "build_diffwave", "mel_field", "upsample_strides"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from omnidiff.reconstruction import stft_distance
+from omnidiff.methods.latent.losses import stft_distance
 
 from .mel import MelSpec
 from .pitch import pitch_stats

@@ -13,7 +13,7 @@ stays fast.
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain, lazy_exports
+from omnidiff.plugins.contract import LazyDomain, lazy_exports
 
 __all__ = ["ImageDomain", "ImageData", "UNet"]
 

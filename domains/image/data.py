@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from omnidiff.data import eval_loader, train_loader
+from omnidiff.plugins.data import eval_loader, train_loader
 
 __all__ = ["ImageData", "SOURCES", "digits_arrays", "default_cache_dir"]
 

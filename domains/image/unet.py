@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.conditions import as_spec
+from omnidiff.core.conditions import as_spec
 from omnidiff.nn import ConditionEmbedding, TimeEmbedding, group_norm
 
 __all__ = ["UNet", "build_unet"]

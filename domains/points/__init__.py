@@ -10,7 +10,7 @@ Heavy imports (Lightning, timm, matplotlib) happen on first use, so listing doma
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain, lazy_exports
+from omnidiff.plugins.contract import LazyDomain, lazy_exports
 
 __all__ = ["PointsDomain", "PointsData"]
 

@@ -26,8 +26,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from omnidiff.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond
-from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
+from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond
+from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 from .affine import AFFINE_DIM, apply_affine, cloud_properties, draw_affine
 from .clouds import (CLOUDS, SHAPES, digit_images, load_cloud_file, sample_digit_clouds,

@@ -25,7 +25,7 @@ from timm.layers import Mlp
 from torch import nn
 from torch.nn import functional as F
 
-from omnidiff.conditions import as_spec
+from omnidiff.core.conditions import as_spec
 from omnidiff.nn import Conditioning, FinalLayer, TransformerBlock
 
 __all__ = ["NETWORKS", "PointMLP", "SetTransformer", "build_network"]

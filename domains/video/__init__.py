@@ -13,7 +13,7 @@ Heavy imports (Lightning, timm, matplotlib, scikit-learn) happen on first use.
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain, lazy_exports
+from omnidiff.plugins.contract import LazyDomain, lazy_exports
 
 __all__ = ["VideoDomain", "VideoData", "VideoDiT"]
 

@@ -18,8 +18,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from omnidiff.conditions import LabelCond, NamedCond, NoCond, TensorCond
-from omnidiff.data import collate_batch, eval_loader, train_loader
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
+from omnidiff.plugins.data import collate_batch, eval_loader, train_loader
 
 from .files import find_clips, read_clip
 
@@ -65,7 +65,7 @@ class _Clips(Dataset):
         return {"x": x} if cond is None else {"x": x, "cond": cond}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from omnidiff.conditions import index_cond
+        from omnidiff.core.conditions import index_cond
 
         return {k: index_cond(v, 0) for k, v in self.__getitems__([i]).items()}
 

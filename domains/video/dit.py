@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from omnidiff.conditions import LabelCond, NamedCond, NoCond, as_spec
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, as_spec
 from omnidiff.nn import (Conditioning, FinalLayer, PatchEmbed, Rotary, TransformerBlock,
                          sincos_embedding, token_grid, unpatchify)
 

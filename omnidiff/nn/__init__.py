@@ -14,13 +14,26 @@ One file per concept:
 * :mod:`.norm` — the GroupNorm group-count helper.
 """
 
-from .adaln import FinalLayer, adaln_zero, gate, modulate
-from .embeddings import (ClassEmbedding, ConditionEmbedding, Conditioning, TimeEmbedding,
-                         null_where, timestep_embedding)
-from .norm import group_count, group_norm
-from .patches import PatchEmbed, patchify, sincos_1d, sincos_embedding, token_grid, unpatchify
-from .rope import Rotary, apply_rotary, rotary_tables
-from .transformer import SelfAttention, TransformerBlock
+from omnidiff.nn.adaln import FinalLayer, adaln_zero, gate, modulate
+from omnidiff.nn.embeddings import (
+                                    ClassEmbedding,
+                                    ConditionEmbedding,
+                                    Conditioning,
+                                    TimeEmbedding,
+                                    null_where,
+                                    timestep_embedding,
+)
+from omnidiff.nn.norm import group_count, group_norm
+from omnidiff.nn.patches import (
+                                    PatchEmbed,
+                                    patchify,
+                                    sincos_1d,
+                                    sincos_embedding,
+                                    token_grid,
+                                    unpatchify,
+)
+from omnidiff.nn.rope import Rotary, apply_rotary, rotary_tables
+from omnidiff.nn.transformer import SelfAttention, TransformerBlock
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import group_norm
+from omnidiff.nn.norm import group_norm
 
 __all__ = ["ConvEncoder", "ConvDecoder", "conv_nd"]
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ..conditions import CondSpec, LabelCond, NamedCond, TensorCond, as_spec
+from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, TensorCond, as_spec
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where"]

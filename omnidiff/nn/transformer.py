@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adaln import adaln_zero, gate, modulate
+from omnidiff.nn.adaln import adaln_zero, gate, modulate
 
 __all__ = ["SelfAttention", "TransformerBlock"]
 

@@ -14,16 +14,25 @@ from typing import Any, Callable
 
 import torch
 
-from .._util import check_choice
-from ..predictions import PREDICTIONS
-from ..schedules import Schedule, get_schedule
-from .consistency import consistency
-from .denoiser import Denoiser, coefficients
-from .exponential import (ddim, ddpm, deis, dpmpp_2m, dpmpp_2m_sde, dpmpp_2s_ancestral,
-                          dpmpp_3m, pc, unipc)
-from .grids import GRIDS, explicit_grid, timesteps
-from ..errors import UserError
-from .ode import euler, euler_ancestral, heun, lms, rk45
+from omnidiff._util import check_choice
+from omnidiff.core.predictions import PREDICTIONS
+from omnidiff.core.schedules import Schedule, get_schedule
+from omnidiff.errors import UserError
+from omnidiff.samplers.consistency import consistency
+from omnidiff.samplers.denoiser import Denoiser, coefficients
+from omnidiff.samplers.exponential import (
+    ddim,
+    ddpm,
+    deis,
+    dpmpp_2m,
+    dpmpp_2m_sde,
+    dpmpp_2s_ancestral,
+    dpmpp_3m,
+    pc,
+    unipc,
+)
+from omnidiff.samplers.grids import GRIDS, explicit_grid, timesteps
+from omnidiff.samplers.ode import euler, euler_ancestral, heun, lms, rk45
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
            "timesteps", "resolve_grid", "default_grid", "check_sampler_options",

@@ -36,12 +36,13 @@ from typing import Any, Callable
 
 import torch
 
-from .._util import check_choice
-from ..schedules import Schedule, get_schedule
-from .denoiser import coefficients
-from .grids import GRIDS, LAMBDA_FLOOR, explicit_grid, timesteps
-from .helpers import time_of
-from ..errors import UserError
+from omnidiff._util import check_choice
+from omnidiff.core.schedules import Schedule, get_schedule
+from omnidiff.errors import UserError
+from omnidiff.samplers import SAMPLERS, STOCHASTIC, resolve_grid, sample
+from omnidiff.samplers.denoiser import coefficients
+from omnidiff.samplers.grids import GRIDS, LAMBDA_FLOOR, explicit_grid, timesteps
+from omnidiff.samplers.helpers import time_of
 
 __all__ = ["calibrate_grid", "grid_error", "grid_key", "stored_grid"]
 
@@ -84,7 +85,6 @@ def grid_error(model: Callable, noise: torch.Tensor, reference: torch.Tensor, gr
                schedule: Schedule | str, prediction: str, sampler: str,
                **options: Any) -> torch.Tensor:
     """Per-sample endpoint errors (B,) of ``sampler`` on ``grid`` against ``reference``."""
-    from . import sample
     x = sample(model, noise, schedule=schedule, prediction=prediction, sampler=sampler,
                grid=grid, state_dtype=torch.float64, **options)
     return _errors(x, reference)
@@ -186,7 +186,6 @@ class _Search:
 
 
 def _check(sampler: str, steps: Any, noise: torch.Tensor, options: dict) -> None:
-    from . import SAMPLERS, STOCHASTIC
     check_choice("sampler", sampler, SAMPLERS)
     if sampler in STOCHASTIC or sampler == "rk45" or float(options.get("eta", 0.0)) != 0.0:
         raise UserError(f"calibrate a deterministic sampler (an ODE solver), not {sampler!r}"
@@ -201,7 +200,6 @@ def _check(sampler: str, steps: Any, noise: torch.Tensor, options: dict) -> None
 
 def _named_starts(schedule: Schedule, steps: int, start: Any) -> dict[str, torch.Tensor]:
     """Every general-purpose named grid at ``steps``, and the caller's ``start``."""
-    from . import resolve_grid
     starts = {g: timesteps(schedule, steps, g) for g in GRIDS if g != "diffwave"}
     if start is not None:
         ts, label = resolve_grid(schedule, steps, start)
@@ -239,8 +237,6 @@ def calibrate_grid(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     dict, receives the errors (mean / median / RMS) of the best named grid (``start``) and
     of the result, the sampler runs, the reference's NFE and the seconds taken.
     """
-    from . import sample
-
     schedule = get_schedule(schedule)
     _check(sampler, steps, noise, options)
     t0 = _time.perf_counter()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .denoiser import Denoiser, coefficients, lincomb
-from .helpers import randn
+from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
+from omnidiff.samplers.helpers import randn
 
 __all__ = ["consistency"]
 

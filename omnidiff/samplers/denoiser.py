@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 import torch
 
-from .._util import append_dims, check_choice
-from ..predictions import PREDICTIONS, check_output, linear_map
-from ..schedules import Schedule
-from ..errors import UserError
+from omnidiff._util import append_dims, check_choice
+from omnidiff.core.predictions import PREDICTIONS, check_output, linear_map
+from omnidiff.core.schedules import Schedule
+from omnidiff.errors import UserError
 
 __all__ = ["Denoiser", "coefficients", "derivatives", "lincomb", "parse_clip"]
 

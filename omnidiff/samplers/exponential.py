@@ -21,10 +21,18 @@ import math
 import numpy as np
 import torch
 
-from .denoiser import Denoiser, coefficients, lincomb
-from .helpers import (ancestral_split, exp_moments, exp_step, lagrange_integrals, langevin,
-                      multistep_order, randn, time_of)
-from ..errors import UserError
+from omnidiff.errors import UserError
+from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
+from omnidiff.samplers.helpers import (
+    ancestral_split,
+    exp_moments,
+    exp_step,
+    lagrange_integrals,
+    langevin,
+    multistep_order,
+    randn,
+    time_of,
+)
 
 __all__ = ["ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m", "dpmpp_2s_ancestral",
            "deis", "unipc", "pc"]

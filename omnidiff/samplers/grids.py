@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import torch
 
-from .._util import check_choice
-from ..schedules import Schedule
-from ..errors import UserError
+from omnidiff._util import check_choice
+from omnidiff.core.schedules import Schedule
+from omnidiff.errors import UserError
 
 __all__ = ["GRIDS", "timesteps", "explicit_grid"]
 

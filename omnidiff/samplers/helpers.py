@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from numpy.polynomial import polynomial as P
 
-from .denoiser import Denoiser, coefficients, lincomb
-from ..errors import UserError
+from omnidiff.errors import UserError
+from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
            "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments", "poly_moments",

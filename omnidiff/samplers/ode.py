@@ -15,9 +15,19 @@ import math
 
 import torch
 
-from .denoiser import Denoiser, coefficients, lincomb
-from .helpers import (Chart, ancestral_split, churn, churn_gamma, dopri5, lagrange_integrals,
-                      multistep_order, poly_moments, randn, time_of)
+from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
+from omnidiff.samplers.helpers import (
+    Chart,
+    ancestral_split,
+    churn,
+    churn_gamma,
+    dopri5,
+    lagrange_integrals,
+    multistep_order,
+    poly_moments,
+    randn,
+    time_of,
+)
 
 __all__ = ["euler", "heun", "euler_ancestral", "lms", "rk45"]
 

@@ -11,7 +11,7 @@ It uses only omnidiff's public API (:mod:`omnidiff.nn`, :mod:`omnidiff.io`). Hea
 
 from __future__ import annotations
 
-from omnidiff.domain import LazyDomain
+from omnidiff.plugins.contract import LazyDomain
 
 __version__ = "0.1.0"
 __all__ = ["TimeseriesDomain"]

@@ -15,8 +15,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from omnidiff.conditions import LabelCond, NoCond
-from omnidiff.data import TensorDictDataset, collate_batch, eval_loader, train_loader
+from omnidiff.core.conditions import LabelCond, NoCond
+from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 __all__ = ["WAVEFORMS", "WaveformData", "sample_waveforms"]
 

@@ -1,0 +1,254 @@
+"""``omnidiff sample`` (one request, or a sweep with ``-m``), ``omnidiff calibrate`` and
+``omnidiff likelihood``: everything that reads a trained model from the command line."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from omnidiff._util import INT64_MAX, nonfinite_rows, number_problem
+from omnidiff.cli.args import key_values
+from omnidiff.errors import UsageError
+from omnidiff.inference.pipeline import CALIBRATION_SEED, load
+from omnidiff.io import atomic_write_json
+from omnidiff.model_file import grids_destination, write_grids
+from omnidiff.tasks.sweeps import (
+    MULTIRUN_FLAGS,
+    Job,
+    continuing,
+    each_job,
+    new_folder,
+    parse_sweep,
+    report,
+    run_sweep,
+    sampler_choices,
+    sweep_folder,
+)
+
+__all__ = ["cmd_sample", "cmd_calibrate", "cmd_likelihood", "sample_sweep"]
+
+
+def sample_sweep(args: list[str], parse: Callable[[list[str]], dict[str, Any]],
+                 sample_into: Callable[[Any, dict[str, Any], Path], Any]) -> int:
+    """``omnidiff sample checkpoint=... -m sampler=ddim,dpmpp_2m steps=5,10,20``: every
+    combination's artifacts and ``metrics.json`` in its own folder, the model read once.
+    ``parse`` turns ``key=value`` arguments into sample options (checked for every job before
+    any sampling), ``sample_into(pipeline, options, folder)`` draws and writes one job."""
+    sweep = parse_sweep(args, sampler_choices, verbatim=("checkpoint", "out", "resume",
+                                                          "cond"))
+    shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
+    options = each_job(sweep, lambda job: {**parse(shared + job.overrides), "metrics": True})
+    first = options[sweep.jobs[0].name]
+    ckpt = Path(str(first["checkpoint"]))
+    base = ckpt.parent if ckpt.is_file() else ckpt
+    folder, resuming = sweep_folder(sweep, new_folder(base / "generated", "sweep-"))
+    folder = folder.absolute()
+    pipe = load(ckpt, device=first.get("device"))
+    print(f"omnidiff sweep: {len(sweep.jobs)} sampling job(s) over "
+          f"{', '.join(sweep.keys) or 'nothing'} in {folder}", flush=True)
+    again = "omnidiff sample -m " + shlex.join(continuing(args, folder))
+
+    def run(job: Job, job_dir: Path) -> None:
+        sample_into(pipe, options[job.name], job_dir)
+
+    def finished(job: Job, job_dir: Path) -> bool:
+        return resuming and (job_dir / "metrics.json").is_file()
+
+    jobs = run_sweep(folder, sweep, "sample", run, finished, again)
+    return report(folder, jobs, again)
+
+
+SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
+               "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta"}
+
+
+CALIBRATE_KEYS = {"checkpoint", "sampler", "steps", "guidance", "n", "seed", "out", "device",
+                  "rtol", "max_evals"}
+
+
+LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "rtol", "atol",
+                   "dequantize", "seed", "batch_size", "device"}
+
+
+def out_folder(value: Any, default: Path) -> Path:
+    """``out=``: a folder to write into (created); an existing file is a mistake."""
+    out = Path(str(value)).expanduser() if value not in (None, "") else default
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out={str(out)!r} is a file; pass a folder to write the samples into")
+    return out
+
+
+def cmd_sample(args: list[str]) -> int:
+    if any(a in MULTIRUN_FLAGS for a in args):
+        return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS], _sample_options,
+                            _sample_into)
+    opts = _sample_options(args)
+    ckpt = Path(str(opts["checkpoint"]))
+    base = ckpt.parent if ckpt.is_file() else ckpt
+    out = out_folder(opts.get("out"),
+                      base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    _sample_into(load(ckpt, device=opts.get("device")), opts, out)
+    return 0
+
+
+def _sample_options(args: list[str]) -> dict[str, Any]:
+    """``omnidiff sample``'s options, checked (keys, numbers, a checkpoint) before the model is
+    read."""
+    opts = key_values(args, SAMPLE_KEYS, "sample")
+    if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
+        raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
+    _sample_request(opts)
+    number(opts, "n_ref", int, 2048, 1)
+    return opts
+
+
+def _sample_request(opts: dict[str, Any]) -> dict[str, Any]:
+    """``Pipeline.generate``'s keyword arguments from ``omnidiff sample``'s options (numbers
+    checked, one line naming a bad one)."""
+    seed = number(opts, "seed", int, 0, 0)
+    if "seed" in opts and opts["seed"] is None:
+        seed = None  # seed=null: a random seed
+    request = dict(n=number(opts, "n", int, None, 1),
+                   sampler=opts.get("sampler") or None,  # None: the model's own default
+                   steps=number(opts, "steps", int, None, 1), seed=seed,
+                   guidance=number(opts, "guidance", float, None, 0),
+                   batch_size=number(opts, "batch_size", int, None, 1),
+                   **{k: opts[k] for k in ("grid", "clip_x0") if k in opts})
+    if opts.get("eta") is not None:
+        request["eta"] = opts["eta"]
+    return request
+
+
+def _sample_into(pipe: Any, opts: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Draw samples with ``omnidiff sample``'s options, write the domain's artifacts to
+    ``out`` and, with ``metrics=true``, ``out/metrics.json``; returns what it recorded."""
+    request = _sample_request(opts)
+    cond = _cond_option(pipe, opts.get("cond"))
+    if request["n"] is None:  # a list of labels, a file of conditions: they say how many
+        request["n"] = 64 if cond is None or isinstance(cond, int) else None
+    t0 = time.perf_counter()
+    x = pipe.generate(cond=cond, **request)
+    seconds = time.perf_counter() - t0
+    _check_finite_samples(x)
+    files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
+    print(f"sampled with {pipe.last_sampler} on the {pipe.last_grid} grid "
+          f"({pipe.last_stats.get('nfe')} NFE, {seconds:.2f} s)")
+    print(f"wrote {len(files)} file(s) to {out}:")
+    for f in files:
+        print(f"  {f}")
+    record = {"checkpoint": str(opts.get("checkpoint")), "domain": pipe.domain_name,
+              "n": int(x.shape[0]), "sampler": pipe.last_sampler, "steps": request["steps"],
+              "grid": pipe.last_grid, "guidance": request["guidance"], "seed": request["seed"],
+              **pipe.last_stats, "sample_seconds": round(seconds, 3)}
+    if opts.get("metrics"):
+        record["metrics"] = pipe.metrics(x, n_ref=number(opts, "n_ref", int, 2048, 1))
+        atomic_write_json(record, out / "metrics.json")
+        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items()))
+    return record
+
+
+def _check_finite_samples(x: Any) -> None:
+    """Samples that are NaN / inf are not written (they would fill files with nothing)."""
+    rows = nonfinite_rows(x)
+    if rows:
+        raise UsageError(f"{rows} of {x.shape[0]} samples hold NaN or inf; nothing was written. "
+                         "Lower guidance=, set clip_x0=, or try another sampler=")
+
+
+def _cond_option(pipe: Any, value: Any) -> Any:
+    """``cond=``: a label, a list of labels, or a file the domain turns into its condition
+    (``.npy`` / ``.pt`` always; ``.wav`` / ``.png`` ... where the domain reads them)."""
+    if value is None or isinstance(value, (int, list)) and not isinstance(value, bool):
+        return value
+    text = str(value)
+    path = Path(text).expanduser()
+    if path.suffix or path.exists():
+        return pipe.read_condition(path)
+    raise UsageError(f"cond={text!r} is neither class labels (cond=3, cond=[1,2]) nor a file "
+                     f"(cond=FILE.npy / .pt, or a format the domain reads); this model takes "
+                     f"{pipe.cond_spec.describe()}")
+
+
+def number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
+    """``opts[key]`` as an ``int`` or ``float`` of at least ``low`` (``default`` when absent or
+    null); anything else is a one-line usage error naming the key."""
+    value = opts.get(key)
+    if value is None:
+        return default
+    problem = number_problem(key, value, kind, low, INT64_MAX)
+    if problem:
+        raise UsageError(problem)
+    return kind(value)
+
+
+def cmd_calibrate(args: list[str]) -> int:
+    opts = key_values(args, CALIBRATE_KEYS, "calibrate")
+    if not opts.get("checkpoint"):
+        raise UsageError("calibrate needs checkpoint=PATH (the model.pt of a run)")
+    ckpt = Path(str(opts["checkpoint"]))
+    steps = opts.get("steps", 5)
+    steps = steps if isinstance(steps, list) else [steps]
+    if not steps or any(isinstance(k, bool) or not isinstance(k, int) or k < 2 for k in steps):
+        raise UsageError(f"steps={opts.get('steps')!r}: give an integer >= 2 or a list of them "
+                         "(steps=5, steps=[5,10])")
+    sampler = str(opts.get("sampler") or "dpmpp_2m")
+    n, seed = number(opts, "n", int, None, 2), number(opts, "seed", int, CALIBRATION_SEED, 0)
+    tuning = {k: v for k, v in (("rtol", number(opts, "rtol", float, None, 1e-12)),
+                                ("max_evals", number(opts, "max_evals", int, None, 1)))
+              if v is not None}
+    pipe = load(ckpt, device=opts.get("device"))
+    dest = grids_destination(ckpt, opts.get("out"))  # a .ckpt without out= fails before work
+    for k in steps:
+        st: dict = {}
+        grid = pipe.calibrate(sampler, k, n=n, guidance=opts.get("guidance"), seed=seed,
+                              stats=st, **tuning)
+        print(f"{sampler} at {k} steps: t = [{', '.join(f'{t:.4f}' for t in grid.tolist())}]")
+        print(f"  median error vs the tight ODE solution on {st['n']} calibration samples: "
+              f"{st['start_error']['median']:.4g} ({st['start']} grid) -> "
+              f"{st['error']['median']:.4g}  ({st['runs']} sampler runs, {st['seconds']:.0f} s)")
+    write_grids(ckpt, pipe.info["grids"], dest)
+    print(f"wrote {len(steps)} grid(s) into {dest}; `omnidiff sample checkpoint={dest} "
+          f"sampler={sampler} steps={steps[0]}` uses it")
+    return 0
+
+
+def cmd_likelihood(args: list[str]) -> int:
+    import numpy as np
+    import torch
+
+    opts = key_values(args, LIKELIHOOD_KEYS, "likelihood")
+    if not opts.get("checkpoint"):
+        raise UsageError("likelihood needs checkpoint=PATH (the model.pt or .ckpt of a run)")
+    data = opts.get("data")
+    if not data:
+        raise UsageError("likelihood needs data=FILE.npy (n, *event) or data=reference "
+                         "(the model's held-out data)")
+    n = number(opts, "n", int, 512, 1)
+    numbers = dict(steps=number(opts, "steps", int, 50, 1),
+                   rtol=number(opts, "rtol", float, 1e-5, 1e-12),
+                   atol=number(opts, "atol", float, 1e-5, 1e-12),
+                   dequantize=number(opts, "dequantize", int, None, 2),
+                   seed=number(opts, "seed", int, 0, 0),
+                   batch_size=number(opts, "batch_size", int, None, 1))
+    path = Path(str(data))
+    if str(data) != "reference" and (not path.is_file() or path.suffix != ".npy"):
+        raise UsageError(f"data={data!r} is not a .npy file; pass an (n, *event) array "
+                         "saved with numpy.save, or data=reference")
+    pipe = load(Path(str(opts["checkpoint"])), device=opts.get("device"))
+    if str(data) == "reference":
+        x, _ = pipe.reference(n)
+    else:
+        x = torch.as_tensor(np.load(path, allow_pickle=False))[:n]
+        if not x.is_floating_point():
+            x = x.float()
+    r = pipe.log_likelihood(x, divergence=str(opts.get("divergence") or "auto"),
+                            solver=str(opts.get("solver") or "rk45"), **numbers)
+    se = float(r.nats.std()) / max(1, r.nats.numel()) ** 0.5
+    print(f"n={r.nats.numel()}  log-likelihood: {float(r.nats.mean()):.4f} +- {se:.4f} nats "
+          f"per sample, {float(r.bits_per_dim.mean()):.4f} bits/dim  (nfe {r.nfe})"
+          + ("  [latent space: the density of the autoencoder's latents]"
+             if r.space == "latent" else ""))
+    return 0

@@ -1,0 +1,453 @@
+"""Conditions: what a sample is generated *given*, of every kind, declared once.
+
+A domain's data module declares a **condition specification** (``cond_spec``), which
+``model.pt`` stores and every part of the core reads instead of a bare ``num_classes``:
+
+* :class:`NoCond` — an unconditional model;
+* :class:`LabelCond` ``(num_classes)`` — class labels, a ``(B,)`` long tensor;
+* :class:`TensorCond` ``(shape, dtype)`` — a tensor per sample, ``(B, *shape)``: a mel
+  spectrogram ``(80, None)`` (``None``: any length), the first frames of a clip, a vector of
+  properties ``(3,)``; with a ``fill`` value it is optional (left out, it is that constant:
+  0 for "no frame given"), and a named set may omit it;
+* :class:`NamedCond` ``(fields)`` — a named set of these, a dict ``{name: tensor}``.
+
+Condition *values* are ``None``, a tensor, or a dict of tensors; the core passes them through
+untouched — losses, samplers and guidance never look inside (classifier-free guidance only
+concatenates them, :func:`cat_conds`, and marks ``drop``). How a condition enters the network,
+and what its null condition is, is the network's business (:mod:`omnidiff.nn` has the common
+embeddings).
+
+Specifications are stored as plain dicts (:meth:`CondSpec.to_dict`, :func:`as_spec`), so
+checkpoints stay loadable with ``torch.load(weights_only=True)``; a legacy integer
+``num_classes`` reads as labels (or none for 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+
+from omnidiff._util import map_cond
+from omnidiff.errors import ConditionError, UserError
+
+__all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "NamedCond",
+           "as_spec", "spec_of", "map_cond", "cat_conds", "cond_batch_size", "index_cond"]
+
+Cond = Any  # None | Tensor | dict[str, Tensor]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16, "long": torch.long, "int64": torch.long,
+           "int32": torch.int32, "bool": torch.bool}
+
+
+# ---- condition values: tree operations over None | Tensor | dict ---------------------------
+
+
+def cat_conds(conds: Sequence[Cond]) -> Cond:
+    """Concatenate conditions along the batch dimension (each of the same kind)."""
+    first = conds[0]
+    if first is None:
+        return None
+    if isinstance(first, Mapping):
+        return {k: cat_conds([c[k] for c in conds]) for k in first}
+    return torch.cat(list(conds))
+
+
+def index_cond(cond: Cond, index: Any) -> Cond:
+    """``cond[index]`` along the batch dimension, for every tensor."""
+    return map_cond(lambda t: t[index], cond)
+
+
+def cond_batch_size(cond: Cond) -> int | None:
+    """The batch size of a batched condition (None for ``None``)."""
+    if cond is None:
+        return None
+    if isinstance(cond, Mapping):
+        sizes = {cond_batch_size(v) for v in cond.values()}
+        sizes.discard(None)
+        return sizes.pop() if len(sizes) == 1 else None
+    return int(cond.shape[0]) if cond.dim() else None
+
+
+def _fmt_shape(shape: Sequence[Any]) -> str:
+    inner = ", ".join("*" if s is None else str(s) for s in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).replace('torch.', '')} {tuple(value.shape)}"
+    return type(value).__name__
+
+
+# ---- specifications --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CondSpec:
+    """What a model is conditioned on. Subclasses: NoCond, LabelCond, TensorCond, NamedCond."""
+
+    kind: ClassVar[str] = ""
+    num_classes: ClassVar[int] = 0  # the class count of a label condition; 0 for other kinds
+
+    @property
+    def conditional(self) -> bool:
+        return True
+
+    @property
+    def variable_shape(self) -> bool:
+        """True when the condition's shape may vary (and so may fix the sample's shape)."""
+        return False
+
+    def describe(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
+        """A user's condition -> ``(batched condition, batch size)``, or one clear line.
+
+        ``n`` (when given) is the number of samples asked for: one condition is repeated to
+        ``n``; a batch of conditions must have ``n`` rows.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def check_batch(self, cond: Any, batch: int) -> None:
+        """A data module's batched condition must fit exactly (dtype and shape)."""
+        raise NotImplementedError  # pragma: no cover
+
+    @property
+    def drawable(self) -> bool:
+        """True when :meth:`draw` makes conditions without data (labels)."""
+        return False
+
+    def draw(self, n: int, generator: torch.Generator) -> Cond:
+        """Conditions drawn without data (uniform labels); None where data are needed."""
+        return None
+
+    @property
+    def optional(self) -> bool:
+        """True when a field of this kind may be left out of a named set (a fill value)."""
+        return False
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+@dataclass(frozen=True)
+class NoCond(CondSpec):
+    kind: ClassVar[str] = "none"
+
+    @property
+    def conditional(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return "no condition"
+
+    def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
+        if cond is not None:
+            raise ConditionError("this model is unconditional: drop cond= (and guidance=)")
+        return None, n
+
+    def check_batch(self, cond: Any, batch: int) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class LabelCond(CondSpec):
+    num_classes: int = 1  # type: ignore[misc]
+    kind: ClassVar[str] = "label"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        if self.num_classes < 1:
+            raise UserError(f"a label condition needs num_classes >= 1, got {self.num_classes}")
+
+    def describe(self) -> str:
+        return f"class labels 0..{self.num_classes - 1}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "num_classes": self.num_classes}
+
+    def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
+        if cond is None:
+            return None, n
+        try:
+            c = torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConditionError(f"cond must be class labels (an int, a list of ints or a long "
+                                 f"tensor), got {_got(cond)}") from None
+        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+            raise ConditionError(f"cond must be integer class labels, got dtype "
+                                 f"{str(c.dtype).replace('torch.', '')}")
+        c = c.long().reshape(-1)
+        if n is None:
+            n = c.numel()
+        if c.numel() == 1:
+            c = c.expand(n).clone()
+        if c.numel() != n:
+            raise ConditionError(f"cond has {c.numel()} labels for n={n} samples; pass one "
+                                 "label or exactly n")
+        self._check_range(c)
+        return c, n
+
+    def _check_range(self, c: torch.Tensor) -> None:
+        bad = c[(c < 0) | (c >= self.num_classes)]
+        if bad.numel():
+            raise ConditionError(f"class label {int(bad[0])} is out of range; this model has "
+                                 f"{self.num_classes} classes (0..{self.num_classes - 1})")
+
+    def check_batch(self, cond: Any, batch: int) -> None:
+        if not (isinstance(cond, torch.Tensor) and cond.dtype == torch.long
+                and tuple(cond.shape) == (batch,)):
+            raise ConditionError(f"the condition must be long class labels ({batch},); got "
+                                 f"{_got(cond)}")
+        self._check_range(cond)
+
+    @property
+    def drawable(self) -> bool:
+        return True
+
+    def draw(self, n: int, generator: torch.Generator) -> Cond:
+        return torch.randint(0, self.num_classes, (n,), generator=generator)
+
+
+@dataclass(frozen=True)
+class TensorCond(CondSpec):
+    shape: tuple[int | None, ...] = ()
+    dtype: str = "float32"
+    # the value of a condition left out: with it, the condition is optional (drawn as a
+    # constant tensor, a field of a named set may be omitted), e.g. 0 for "no frame given"
+    fill: float | None = None
+    kind: ClassVar[str] = "tensor"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(None if s is None else int(s)
+                                                for s in self.shape))
+        if self.dtype not in _DTYPES:
+            raise UserError(f"unknown condition dtype {self.dtype!r}; choose one of: "
+                             f"{', '.join(_DTYPES)}")
+        if any(s is not None and s < 1 for s in self.shape):
+            raise UserError(f"condition shape {self.shape} must hold positive sizes or None")
+        if self.fill is not None:
+            if self.variable_shape:
+                raise UserError("a condition with a fill value needs a fixed shape")
+            object.__setattr__(self, "fill", float(self.fill))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def variable_shape(self) -> bool:
+        return any(s is None for s in self.shape)
+
+    @property
+    def numel(self) -> int | None:
+        """Elements per sample (None when the shape varies)."""
+        return None if self.variable_shape else math.prod(self.shape)
+
+    def describe(self) -> str:
+        return f"a {self.dtype} tensor {_fmt_shape(self.shape)} per sample"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype}
+        return out if self.fill is None else out | {"fill": self.fill}
+
+    @property
+    def drawable(self) -> bool:
+        return self.fill is not None
+
+    @property
+    def optional(self) -> bool:
+        return self.fill is not None
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> Cond:
+        """``(n, *shape)`` filled with :attr:`fill` (None without one)."""
+        if self.fill is None:
+            return None
+        return torch.full((n, *self.shape), self.fill, dtype=self.torch_dtype)
+
+    def _expected(self) -> str:
+        return (f"expected {self.dtype} {_fmt_shape(self.shape)} (one sample) or "
+                f"(n, {', '.join('*' if s is None else str(s) for s in self.shape)})")
+
+    def _fits(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.shape) and all(
+            s is None or s == d for s, d in zip(self.shape, shape))
+
+    def _as_tensor(self, cond: Any) -> torch.Tensor:
+        if isinstance(cond, (list, tuple)) and cond and all(
+                isinstance(c, torch.Tensor) for c in cond):
+            shapes = {tuple(c.shape) for c in cond}
+            if len(shapes) > 1:
+                raise ConditionError(
+                    f"conditions of different shapes {sorted(shapes)} in one call; generate "
+                    "once per shape (or crop / pad them to one shape)")
+            return torch.stack(list(cond))
+        try:
+            return torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConditionError(f"cond must be {self.describe()}; got {_got(cond)}") from None
+
+    def _cast(self, c: torch.Tensor) -> torch.Tensor:
+        want = self.torch_dtype
+        ok = (c.is_floating_point() if want.is_floating_point
+              else (c.dtype == torch.bool) if want == torch.bool
+              else not (c.is_floating_point() or c.is_complex() or c.dtype == torch.bool))
+        if not ok:
+            raise ConditionError(f"cond has dtype {str(c.dtype).replace('torch.', '')}; "
+                                 f"{self._expected()}")
+        return c.to(want)
+
+    def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
+        if cond is None:
+            return None, n
+        c = self._cast(self._as_tensor(cond))
+        if self._fits(c.shape):
+            c = c.unsqueeze(0).expand(n or 1, *c.shape).clone()
+        elif not (c.dim() == len(self.shape) + 1 and self._fits(c.shape[1:])):
+            raise ConditionError(f"cond has shape {tuple(c.shape)}; {self._expected()}")
+        if n is not None and c.shape[0] != n:
+            raise ConditionError(f"cond holds {c.shape[0]} conditions for n={n} samples; pass "
+                                 "one or exactly n")
+        if c.is_floating_point() and not bool(torch.isfinite(c).all()):
+            raise ConditionError("cond holds NaN or inf; pass finite values")
+        return c, int(c.shape[0])
+
+    def check_batch(self, cond: Any, batch: int) -> None:
+        if not (isinstance(cond, torch.Tensor) and cond.dtype == self.torch_dtype
+                and cond.dim() == len(self.shape) + 1 and cond.shape[0] == batch
+                and self._fits(cond.shape[1:])):
+            raise ConditionError(f"the condition must be {self.dtype} ({batch}, "
+                                 f"{', '.join('*' if s is None else str(s) for s in self.shape)})"
+                                 f"; got {_got(cond)}")
+
+
+@dataclass(frozen=True)
+class NamedCond(CondSpec):
+    fields: tuple[tuple[str, CondSpec], ...] = ()
+    kind: ClassVar[str] = "named"
+
+    def __post_init__(self) -> None:
+        fields = self.fields.items() if isinstance(self.fields, Mapping) else self.fields
+        fields = tuple((str(k), as_spec(v)) for k, v in fields)
+        if not fields:
+            raise UserError("a named condition needs at least one field")
+        if any(not s.conditional or isinstance(s, NamedCond) for _, s in fields):
+            raise UserError("named condition fields must be labels or tensors")
+        object.__setattr__(self, "fields", fields)
+
+    @property
+    def field_specs(self) -> dict[str, CondSpec]:
+        return dict(self.fields)
+
+    @property
+    def variable_shape(self) -> bool:
+        return any(s.variable_shape for _, s in self.fields)
+
+    def describe(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {s.describe()}" for k, s in self.fields) + "}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "fields": {k: s.to_dict() for k, s in self.fields}}
+
+    def _keys(self, cond: Any) -> None:
+        if not isinstance(cond, Mapping):
+            raise ConditionError(f"cond must be a dict with keys {list(self.field_specs)} "
+                                 f"({self.describe()}); got {_got(cond)}")
+        missing = [k for k, s in self.fields if k not in cond and not s.optional]
+        extra = [k for k in cond if k not in self.field_specs]
+        if missing or extra:
+            raise ConditionError(f"cond keys {sorted(cond)} do not match the model's "
+                                 f"{list(self.field_specs)} (missing {missing}, unknown {extra})")
+
+    def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
+        if cond is None:
+            return None, n
+        self._keys(cond)
+        out = {}
+        for k, spec in self.fields:  # the first field that fixes n fixes it for the rest
+            if k not in cond:
+                continue
+            try:
+                out[k], n = spec.check(cond[k], n)
+            except ConditionError as exc:
+                raise ConditionError(f"cond[{k!r}]: {exc}") from None
+        out, n = self._repeat_to(out, n) if out else (out, n)
+        left = [(k, s) for k, s in self.fields if k not in out]  # optional fields left out
+        if left and n is None:
+            names = ", ".join(k for k, _ in left)
+            raise ConditionError(f"pass n, or a condition field that fixes it ({names} left out)")
+        out |= {k: s.draw(n, None) for k, s in left}
+        return {k: out[k] for k in self.field_specs}, n
+
+    @property
+    def drawable(self) -> bool:
+        return all(s.drawable for _, s in self.fields)
+
+    def draw(self, n: int, generator: torch.Generator) -> Cond:
+        return {k: s.draw(n, generator) for k, s in self.fields} if self.drawable else None
+
+    @staticmethod
+    def _repeat_to(out: dict[str, torch.Tensor], n: int | None) -> tuple[Cond, int | None]:
+        sizes = {v.shape[0] for v in out.values()}
+        if len(sizes) > 1:
+            if sizes - {1}:
+                big = max(sizes)
+                out = {k: v.expand(big, *v.shape[1:]).clone() if v.shape[0] == 1 else v
+                       for k, v in out.items()}
+                sizes = {v.shape[0] for v in out.values()}
+            if len(sizes) > 1:
+                raise ConditionError(f"cond fields hold different numbers of conditions "
+                                     f"{sorted(sizes)}; pass one or the same number for each")
+        return out, sizes.pop()
+
+    def check_batch(self, cond: Any, batch: int) -> None:
+        self._keys(cond)
+        for k, spec in self.fields:
+            try:
+                spec.check_batch(cond[k], batch)
+            except ConditionError as exc:
+                raise ConditionError(f"cond[{k!r}]: {exc}") from None
+
+
+NONE = NoCond()
+
+
+def as_spec(obj: Any) -> CondSpec:
+    """A :class:`CondSpec` from a spec, its ``to_dict()``, or a legacy ``num_classes`` int."""
+    if isinstance(obj, CondSpec):
+        return obj
+    if obj is None:
+        return NONE
+    if isinstance(obj, bool):
+        raise UserError(f"not a condition specification: {obj!r}")
+    if isinstance(obj, int):
+        return LabelCond(obj) if obj > 0 else NONE
+    if isinstance(obj, Mapping):
+        kind = obj.get("kind")
+        if kind == "none":
+            return NONE
+        if kind == "label":
+            return LabelCond(int(obj["num_classes"]))
+        if kind == "tensor":
+            return TensorCond(tuple(obj["shape"]), str(obj.get("dtype", "float32")),
+                              obj.get("fill"))
+        if kind == "named":
+            return NamedCond(tuple((k, as_spec(v)) for k, v in obj["fields"].items()))
+    raise UserError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "
+                     "TensorCond(shape), NamedCond(...) or their to_dict())")
+
+
+def spec_of(data: Any) -> CondSpec:
+    """A data module's condition specification: its ``cond_spec``, or (data modules written
+    before conditions of every kind) one read from its ``num_classes``."""
+    spec = getattr(data, "cond_spec", None)
+    if spec is not None:
+        return as_spec(spec)
+    return as_spec(int(getattr(data, "num_classes", 0) or 0))

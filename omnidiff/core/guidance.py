@@ -1,0 +1,130 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a conditional model.
+
+``guided = classifier_free(model, cond, scale)`` is a plain ``guided(x_t, t) -> prediction``
+callable for the samplers; ``cond`` is a condition of any kind (labels, a tensor, a dict of
+them: :mod:`omnidiff.conditions`), never looked into. It evaluates the conditional and unconditional halves in one batched
+call (``drop`` marks the unconditional half; the domain's network substitutes its own null
+condition) and returns ``u + scale * (c - u)``. Because every prediction type is an affine
+function of (x0, eps) at fixed (x_t, t), guiding the prediction equals guiding eps.
+Scale 1 is the conditional model, scale 0 the unconditional one.
+
+Guidance rescale (Lin et al. 2023) and a guidance interval (Kynkaanniemi et al. 2024) are
+further rules composed around the plain CFG rule: ``classifier_free(model, cond, scale,
+rescale=0.7, interval=(0.28, 5.42), schedule=model.schedule, prediction=model.prediction)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from omnidiff._util import append_dims
+from omnidiff.core.conditions import cat_conds
+from omnidiff.core.predictions import target, to_x0_eps
+from omnidiff.core.schedules import Schedule, get_schedule
+from omnidiff.errors import UserError
+
+__all__ = ["classifier_free", "conditional", "cfg_rule", "rescale_rule", "interval_rule"]
+
+
+def conditional(model: Callable[..., torch.Tensor], cond: Any,
+                drop: torch.Tensor | None = None
+                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Bind a condition without guidance: ``fn(x_t, t) = model(x_t, t, cond=cond, drop=drop)``
+    (``drop``: (B,) bool, rows whose condition the network replaces by its null one)."""
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x_t, t, cond=cond, drop=drop)
+    return fn
+
+
+def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
+                    scale: float | None, *, rescale: float = 0.0,
+                    interval: tuple[float, float] | None = None,
+                    schedule: Schedule | str | None = None, prediction: str | None = None,
+                    drop: torch.Tensor | None = None
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``model(x_t, t, cond=, drop=)`` -> guided ``fn(x_t, t)``; ``scale=None``: no guidance.
+    ``drop`` (B,) bool marks rows that are unconditional already (their conditional half is
+    the null condition too, so they get the unconditional output: a distillation teacher
+    under the student's condition dropout).
+
+    The combination of the conditional output c and the unconditional u is built from
+    composable rules (:func:`cfg_rule`, then :func:`rescale_rule` if ``rescale > 0``, then
+    :func:`interval_rule` if ``interval``); the last two need ``schedule`` and ``prediction``.
+
+    rescale: phi of Lin et al. 2023 (sec. 3.4): the guided x0_hat is rescaled to the
+      per-sample std of the conditional x0_hat and mixed, phi * rescaled + (1 - phi) * guided.
+    interval: (sigma_lo, sigma_hi) in EDM noise levels sigma / alpha: guidance only where
+      sigma_lo < sigma / alpha <= sigma_hi, the conditional model elsewhere (Kynkaanniemi et
+      al. 2024). Both halves are still evaluated in one call (no host sync on t).
+    """
+    if scale is None:
+        return conditional(model, cond, drop)
+    if cond is None:
+        raise UserError("guidance needs a condition: pass cond=... (labels, a tensor or a "
+                         "dict of them), or guidance=None for an unconditional model")
+    rule = cfg_rule(float(scale))
+    if rescale or interval is not None:
+        if schedule is None or prediction is None:
+            raise UserError("guidance rescale / interval need schedule= and prediction= "
+                             "(the model's), to read x0 and the noise level from x_t")
+        schedule = get_schedule(schedule)
+        if rescale:
+            rule = rescale_rule(rule, float(rescale), schedule, prediction)
+        if interval is not None:
+            rule = interval_rule(rule, interval, schedule)
+
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x_t.shape[0]
+        first = torch.zeros(b, dtype=torch.bool, device=x_t.device) if drop is None else drop
+        both = torch.cat([first, torch.ones(b, dtype=torch.bool, device=x_t.device)])
+        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=cat_conds([cond, cond]),
+                    drop=both)
+        c, u = out.chunk(2)
+        return rule(c, u, x_t, t)
+    fn.cfg_batches = 2  # for NFE accounting: one call evaluates the network on 2 halves
+    return fn
+
+
+Rule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cfg_rule(scale: float) -> Rule:
+    """(c, u, x_t, t) -> u + scale (c - u) (Ho & Salimans 2022)."""
+    def rule(c, u, x_t, t):
+        return u + scale * (c - u)
+    return rule
+
+
+def rescale_rule(inner: Rule, phi: float, schedule: Schedule, prediction: str) -> Rule:
+    """Guidance rescale (Lin et al. 2023, eq. 15-16) on x0_hat, per sample over the event dims:
+    x0 <- phi * x0_cfg * std(x0_c) / std(x0_cfg) + (1 - phi) * x0_cfg, x_t kept fixed."""
+    def rule(c, u, x_t, t):
+        g = inner(c, u, x_t, t)
+        x0_g, _ = to_x0_eps(prediction, g, x_t, t, schedule)
+        x0_c, _ = to_x0_eps(prediction, c, x_t, t, schedule)
+        std_c = x0_c.flatten(1).std(1)
+        std_g = x0_g.flatten(1).std(1).clamp_min(1e-12)
+        factor = append_dims(phi * std_c / std_g + (1.0 - phi), x0_g.ndim)
+        x0 = factor * x0_g
+        a, s = schedule.alpha_sigma(t.double())
+        eps = (x_t.double() - append_dims(a, x_t.ndim) * x0) / append_dims(s, x_t.ndim)
+        return target(prediction, x0, eps, t.double(), schedule).to(g.dtype)
+    return rule
+
+
+def interval_rule(inner: Rule, interval: tuple[float, float], schedule: Schedule) -> Rule:
+    """Guidance only for sigma / alpha in (lo, hi] (Kynkaanniemi et al. 2024); conditional
+    output elsewhere. Per sample, by a mask: no host sync."""
+    lo, hi = (float(v) for v in interval)
+    if not 0.0 <= lo < hi:
+        raise UserError(f"guidance interval must be (sigma_lo, sigma_hi) with 0 <= lo < hi, "
+                         f"got {interval}")
+
+    def rule(c, u, x_t, t):
+        g = inner(c, u, x_t, t)
+        sig = torch.exp(-schedule.log_snr(t.double()))  # (B,) sigma / alpha
+        inside = append_dims((sig > lo) & (sig <= hi), g.ndim)
+        return torch.where(inside, g, c)
+    return rule

@@ -1,0 +1,65 @@
+"""DiffusionModel: a domain's network bound to a schedule and a prediction type."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from omnidiff._util import append_dims, check_choice
+from omnidiff.core.conditions import map_cond
+from omnidiff.core.predictions import PREDICTIONS, to_x0_eps
+from omnidiff.core.schedules import Schedule, get_schedule
+
+__all__ = ["DiffusionModel"]
+
+
+class DiffusionModel(nn.Module):
+    """Wraps ``net(x_in, t, cond, drop)`` so that it sees unit-variance inputs.
+
+    Precision: the network runs in its own dtype (float32, float64, bfloat16, float16): the
+    input and floating conditions are cast to it, ``t`` is passed in float32 (float64 for a
+    float64 network) and the output comes back in ``x_t``'s dtype, so a sampler's state keeps
+    its precision whatever the network's.
+
+    ``forward(x_t, t, cond=None, drop=None)`` returns the network's prediction (of type
+    ``prediction``) for ``x_t: (B, *event)`` at times ``t: (B,)``. The input is scaled by
+    ``c_in = 1 / sqrt(alpha^2 sigma_data^2 + sigma^2)`` (Karras et al. 2022), which is 1 for a VP
+    schedule on unit-variance data and keeps VE inputs (sigma up to 80) well conditioned.
+    """
+
+    def __init__(self, net: nn.Module, schedule: Schedule | str | dict, prediction: str = "eps",
+                 sigma_data: float = 1.0):
+        super().__init__()
+        self.net = net
+        if isinstance(schedule, dict):
+            schedule = get_schedule(**schedule)
+        self.schedule = get_schedule(schedule)
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        self.sigma_data = float(sigma_data)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        a, s = self.schedule.alpha_sigma(t.detach().double())
+        c_in = torch.rsqrt(a * a * self.sigma_data ** 2 + s * s)
+        dtype = self.net_dtype or x_t.dtype
+        x_in = (x_t * append_dims(c_in, x_t.ndim).to(x_t.dtype)).to(dtype)  # (B, *event)
+        t_in = t.to(torch.float64 if dtype == torch.float64 else torch.float32)  # (B,)
+        cond = map_cond(lambda v: v.to(dtype) if v.is_floating_point() else v, cond)
+        out = self.net(x_in, t_in, cond, drop)  # (B, *event) in the network's dtype
+        if out.shape != x_t.shape:
+            raise ValueError(f"network returned shape {tuple(out.shape)} for input "
+                             f"{tuple(x_t.shape)}; it must return the shape it is given")
+        return out.to(x_t.dtype)
+
+    @property
+    def net_dtype(self) -> torch.dtype | None:
+        """The dtype the network computes in: its first floating-point parameter's (None for a
+        network without any, which then gets the input's dtype)."""
+        return next((p.dtype for p in self.net.parameters() if p.is_floating_point()), None)
+
+    @torch.no_grad()
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """x0_hat: (B, *event)."""
+        out = self(x_t, t, cond, drop)
+        return to_x0_eps(self.prediction, out, x_t, t, self.schedule)[0].to(x_t.dtype)

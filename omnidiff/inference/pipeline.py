@@ -1,0 +1,407 @@
+"""One inference API for every domain: ``omnidiff.load(checkpoint).generate(n)``.
+
+>>> pipe = omnidiff.load("runs/points2d/.../model.pt")       # or a Lightning .ckpt
+>>> x = pipe.generate(1000, sampler="dpmpp_2m", steps=20, seed=0)   # (1000, *event)
+>>> pipe.save(x, "out/")                                      # the domain's PNG / WAV / ...
+>>> pipe.metrics(x)                                           # vs. the domain's reference data
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from omnidiff.core.conditions import CondSpec, as_spec, index_cond, map_cond
+from omnidiff.core.guidance import classifier_free, conditional
+from omnidiff.core.model import DiffusionModel
+from omnidiff.errors import PipelineError
+from omnidiff.inference.condition_files import read_condition_file
+from omnidiff.methods.consistency import ConsistencyModel
+from omnidiff.model_file import payload_cond_spec, read_checkpoint
+from omnidiff.plugins.contract import data_kwargs, wants_data
+from omnidiff.plugins.registry import get_domain
+from omnidiff.samplers import DEFAULT_STEPS, default_grid
+from omnidiff.samplers.calibrate import calibrate_grid, grid_key, stored_grid
+from omnidiff.samplers.generate import (
+    auto_batch,
+    check_cond,
+    check_request,
+    device_dtype,
+    generate_samples,
+    noise_and_cond,
+    sampler_options,
+)
+from omnidiff.samplers.likelihood import LogLikelihood, log_likelihood
+
+__all__ = ["Pipeline", "load", "PipelineError", "check_device"]
+
+
+# calibration noise is drawn from its own seed, apart from generate()'s default seed 0
+CALIBRATION_SEED = 1_000_003
+
+
+def _explicit(grid: Any) -> bool:
+    """Whether ``grid`` is explicit times (not None and not a grid name)."""
+    return grid is not None and not isinstance(grid, str)
+
+
+class Pipeline:
+    """A trained model ready for sampling, with its domain's artifact writer and metrics."""
+
+    def __init__(self, model: DiffusionModel, *, domain: Any, domain_name: str,
+                 event_shape: Sequence[int], cond_spec: Any = None,
+                 data_cfg: dict[str, Any] | None = None, info: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.domain = domain
+        self.domain_name = domain_name
+        self.event_shape = tuple(int(s) for s in event_shape)
+        # a sample's shape as data: the event's, unless the domain decodes (latent diffusion)
+        self.sample_shape = tuple(getattr(domain, "sample_shape", None) or self.event_shape)
+        self.decode = getattr(domain, "decode", None)
+        self.cond_spec: CondSpec = as_spec(cond_spec)
+        self.data_cfg = dict(data_cfg or {})
+        self.info = dict(info or {})
+        self.last_cond: Any = None
+        self.last_grid: str | None = None
+        self.last_sampler: str | None = None
+        self.last_stats: dict[str, Any] = {}  # steps, nfe, network_evals of the last generate
+        self._last_samples: torch.Tensor | None = None
+        self._reference: tuple[int, Any] | None = None
+        self._data: Any = None
+        self._data_ready = False
+
+    @property
+    def num_classes(self) -> int:
+        """The class count of a label-conditional model (0 otherwise)."""
+        return self.cond_spec.num_classes
+
+    def __getattr__(self, name: str) -> Any:
+        """Facts the data module exports (its ``pipeline_attrs``), e.g. ``pipe.sample_rate``."""
+        if name.startswith("_") or "domain" not in self.__dict__:
+            raise AttributeError(name)
+        data = self.data()
+        if name in getattr(data, "pipeline_attrs", ()):
+            return getattr(data, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "Pipeline":
+        self.model.to(device)
+        if getattr(self.domain, "autoencoder", None) is not None:
+            self.domain.autoencoder.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"Pipeline(domain={self.domain_name!r}, event_shape={self.event_shape}, "
+                f"cond={self.cond_spec.describe()!r}, schedule={self.model.schedule!r}, "
+                f"prediction={self.model.prediction!r})")
+
+    # ---- the data module: conditions from data, shapes from conditions --------------------
+    def data(self, setup: bool = False) -> Any:
+        """The domain's data module for the training data's config (built once, on demand)."""
+        if self._data is None:
+            self._data = self.domain.build_data(**self.data_cfg)
+        if setup and not self._data_ready:
+            from omnidiff.plugins.data import prepare_data_module
+
+            prepare_data_module(self._data)
+            self._data_ready = True
+        return self._data
+
+    def _shape_for(self, cond: Any) -> Sequence[int]:
+        fn = getattr(self.data(), "event_shape_for", None)
+        return self.event_shape if fn is None else fn(cond)
+
+    def condition(self, x: torch.Tensor) -> Any:
+        """The condition of data ``x: (n, *event)`` (a mel spectrogram of a waveform, the first
+        frames of a clip, ...), for domains whose condition is computed from data:
+        ``pipe.generate(cond=pipe.condition(x))`` round-trips real data."""
+        if not self.cond_spec.conditional:
+            raise PipelineError("this model is unconditional: it has no condition to compute")
+        fn = getattr(self.data(), "condition", None)
+        if fn is None:
+            raise PipelineError(f"the {self.domain_name!r} domain does not compute its "
+                                f"condition ({self.cond_spec.describe()}) from data; pass "
+                                "cond= directly")
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise PipelineError(f"condition(x) takes a batch of data (n, *event); got "
+                                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+        return fn(x)
+
+    def read_condition(self, path: str | Path) -> Any:
+        """A condition from a file: ``.npy`` / ``.pt`` holding a condition, or data of this
+        model's kind (turned into its condition by :meth:`condition`); other formats (``.wav``,
+        ``.png``, ...) where the domain's data module reads them (``read_condition``)."""
+        return read_condition_file(self, Path(path))
+
+    # ---- sampling -------------------------------------------------------------------------
+    @property
+    def default_sampler(self) -> dict[str, Any]:
+        """``{"name", "steps"[, "grid"]}`` used when ``generate`` gets no sampler: dpmpp_2m at
+        20 steps, or what a distilled student's model.pt names (consistency at 2 steps; euler
+        at 2 on the trailing grid after reflow); its grid also applies when that sampler is
+        named without a grid."""
+        return dict(self.info.get("sampler") or {"name": "dpmpp_2m", "steps": DEFAULT_STEPS})
+
+    def generate(self, n: int | None = None, *, sampler: str | None = None,
+                 steps: int | None = None, guidance: float | None = None, cond: Any = None,
+                 seed: int | None = None, batch_size: int | None = None,
+                 progress: bool | None = None, **options: Any) -> torch.Tensor:
+        """Samples ``(n, *event)`` on CPU.
+
+        ``cond``: a condition of the model's kind (:attr:`cond_spec`): an int, list or long
+        tensor of labels; a tensor of the specified per-sample shape, one ``(*shape)`` or a
+        batch ``(n, *shape)``; or a dict of these for a named set. ``n`` may be left out when
+        ``cond`` fixes it; a condition that fixes the sample's shape (a vocoder's mel) sets
+        the shape of the noise. ``guidance``: classifier-free guidance scale (one batched call
+        per step). ``sampler`` / ``steps``: :attr:`default_sampler` (dpmpp_2m at 20 steps;
+        a distilled student's own, e.g. consistency at 2) unless given or an explicit ``grid``
+        fixes the steps; the sampler used is in :attr:`last_sampler`. ``options`` go to the
+        sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in [-1, 1]), ``eta=``,
+        ``order=``, ... (see :func:`omnidiff.samplers.sample`), over the domain's
+        ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
+
+        Grids: a grid calibrated for this sampler, its options and steps (``omnidiff
+        calibrate``, :meth:`calibrate`) is used by default; ``grid="calibrated"`` insists on
+        one, a grid name or explicit times override it. The grid used is in :attr:`last_grid`.
+
+        For a label-conditional model without ``cond`` the labels are drawn uniformly (with
+        ``seed``); the conditions used are kept in :attr:`last_cond` for :meth:`save` and
+        :meth:`metrics`.
+        """
+        options = sampler_options(self.domain, options)
+        default = self.default_sampler
+        own = sampler in (None, default["name"])  # the model's own sampler: its steps, grid
+        if own and default.get("grid") and "grid" not in options:
+            options["grid"] = default["grid"]
+        if steps is None and not _explicit(options.get("grid")):
+            from omnidiff.samplers import DEFAULT_STEPS
+            steps = int(default["steps"]) if own else DEFAULT_STEPS
+        sampler = sampler or str(default["name"])
+        options["grid"], self.last_grid = self._grid(sampler, steps, options)
+        self.last_sampler, self.last_stats = sampler, {}
+        x, used = generate_samples(self.model, n, event_shape=self.event_shape,
+                                   cond_spec=self.cond_spec, sampler=sampler, steps=steps,
+                                   guidance=guidance, cond=cond, seed=seed,
+                                   batch_size=batch_size, device=self.device,
+                                   progress=progress, shape_for=self._shape_for,
+                                   decode=self.decode, stats=self.last_stats, **options)
+        self.last_cond, self._last_samples = used, x
+        return x
+
+    def _grid(self, sampler: str, steps: int | None, options: dict[str, Any]
+              ) -> tuple[Any, str]:
+        """(the grid to sample on, its label): the stored calibrated one unless the caller
+        named a grid or passed times; ``"calibrated"`` without a stored one is an error."""
+        grid = options.get("grid")
+        if _explicit(grid) or (grid is not None and grid != "calibrated"):
+            return grid, grid if isinstance(grid, str) else "explicit"
+        times = stored_grid(self.info.get("grids"), sampler, steps, options)
+        if times is not None:
+            return times, "calibrated"
+        if grid == "calibrated":
+            have = ", ".join(sorted(self.info.get("grids") or {})) or "none"
+            key = grid_key(sampler, steps, options)
+            raise PipelineError(f"no calibrated grid for {key} in this checkpoint (it has: "
+                                f"{have}); run `omnidiff calibrate checkpoint=... "
+                                f"sampler={sampler} steps={steps}` first")
+        return None, default_grid(self.model.schedule, sampler)
+
+    @torch.no_grad()
+    def calibrate(self, sampler: str = "dpmpp_2m", steps: int = 5, *, n: int | None = None,
+                  guidance: float | None = None, cond: Any = None,
+                  seed: int = CALIBRATION_SEED, stats: dict | None = None,
+                  **options: Any) -> torch.Tensor:
+        """Fit this model's time grid for ``sampler`` at ``steps`` steps
+        (:func:`~omnidiff.samplers.calibrate.calibrate_grid`) and keep it in :attr:`info`
+        (``grids``), where :meth:`generate` finds it; ``omnidiff calibrate`` writes it into
+        model.pt. ``n`` calibration samples (default: 4096 values' worth, 64 to 256) from
+        their own noise (``seed``; not :meth:`generate`'s), under ``guidance`` with ``cond``
+        as in :meth:`generate` (a conditional model's labels drawn uniformly). ``options`` go
+        to the sampler and to ``calibrate_grid`` (``rtol``, ``max_evals``, ``verbose``).
+        Returns the grid: (steps + 1,) times."""
+        check_request(sampler, self.cond_spec, steps=steps, guidance=guidance, n=n, seed=seed)
+        options = sampler_options(self.domain, options)
+        if n is None:  # about 4k values: 256 2D points, 64 8x8 images or anything larger
+            n = max(64, min(256, 4096 // max(1, math.prod(self.event_shape))))
+        gen = torch.Generator().manual_seed(int(seed))
+        noise, cond = noise_and_cond(self.cond_spec, cond, n, gen, self.event_shape,
+                                      self._shape_for)
+        device, dtype = device_dtype(self.model, None)
+        c = map_cond(lambda v: v.to(device), cond)
+        fn = classifier_free(self.model, c, guidance)
+        st = {} if stats is None else stats
+        tuning = {k: options.pop(k) for k in ("rtol", "max_evals", "verbose", "tol")
+                  if k in options}
+        tuning["start"] = options.pop("grid", None)
+        grid = calibrate_grid(fn, noise.to(device=device, dtype=dtype),
+                              schedule=self.model.schedule, prediction=self.model.prediction,
+                              sampler=sampler, steps=int(steps), stats=st, **tuning, **options)
+        self.info.setdefault("grids", {})[grid_key(sampler, steps, options)] = {
+            "times": grid.tolist(), "guidance": guidance, "n": int(noise.shape[0]),
+            "seed": int(seed), "start": st["start"], "start_median": st["start_error"]["median"],
+            "median": st["error"]["median"], "seconds": st["seconds"]}
+        return grid
+
+    def log_likelihood(self, x: torch.Tensor, *, cond: Any = None, divergence: str = "auto",
+                       solver: str = "rk45", steps: int = 50, rtol: float = 1e-5,
+                       atol: float = 1e-5, dequantize: int | None = None,
+                       seed: int | None = 0, batch_size: int | None = None):
+        """Exact log-likelihood of data ``x: (n, *event)`` through the probability-flow ODE.
+
+        Returns :class:`~omnidiff.likelihood.LogLikelihood` (``nats`` and ``bits_per_dim``
+        per sample, ``nfe``; a latent model's are of the encoded data, ``space="latent"``).
+        ``divergence``: exact | hutchinson | auto; ``solver``: rk45 | heun (``steps``);
+        ``dequantize``: levels of discrete data in [-1, 1] (e.g. 256).
+        ``cond``: the condition of each sample (None: the model's null condition).
+        """
+        if isinstance(self.model, ConsistencyModel):
+            raise PipelineError("a consistency student maps noise to data in a few jumps and "
+                                "has no probability-flow ODE of its own; compute likelihoods "
+                                "with its teacher (model.pt's distilled.teacher)")
+        self._check(x)
+        cond = self._checked_cond(cond, x.shape[0])
+        space = "data"
+        if self.decode is not None:  # a latent model: the density of the data's latents
+            if dequantize:
+                raise PipelineError("dequantize= applies to discrete data, not to the latents "
+                                    "a latent model's likelihood is computed on; drop it")
+            x, space = self.domain.encode(x.to(self.device)).cpu(), "latent"
+        gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        bs = int(batch_size) if batch_size else auto_batch(x.shape[0], self.event_shape)
+        dtype = next(self.model.parameters()).dtype
+        parts, nfe = [], 0
+        for i in range(0, x.shape[0], bs):
+            c = map_cond(lambda v: v.to(self.device), index_cond(cond, slice(i, i + bs)))
+            r = log_likelihood(conditional(self.model, c), x[i:i + bs].to(self.device),
+                               schedule=self.model.schedule, prediction=self.model.prediction,
+                               divergence=divergence, solver=solver, steps=steps, rtol=rtol,
+                               atol=atol, dequantize=dequantize, generator=gen, dtype=dtype)
+            parts.append(r)
+            nfe += r.nfe
+        return LogLikelihood(nats=torch.cat([r.nats.cpu() for r in parts]),
+                             bits_per_dim=torch.cat([r.bits_per_dim.cpu() for r in parts]),
+                             nfe=nfe, space=space)
+
+    def _checked_cond(self, cond: Any, n: int) -> Any:
+        return check_cond(self.cond_spec, cond, n)[0]
+
+    def _cond_for(self, samples: torch.Tensor, cond: Any) -> Any:
+        if cond is not None:
+            return self._checked_cond(cond, samples.shape[0])
+        if samples is self._last_samples:
+            return self.last_cond
+        return None
+
+    # ---- files and metrics ----------------------------------------------------------------
+    def save(self, samples: torch.Tensor, out_dir: str | Path, *, cond: Any = None,
+             prefix: str = "samples") -> list[Path]:
+        """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``."""
+        self._check(samples, any_shape=self.cond_spec.variable_shape)
+
+        extra = {"data": self.data()} if wants_data(self.domain, "save_artifacts") else {}
+        return [Path(p) for p in self.domain.save_artifacts(
+            samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix, **extra)]
+
+    def reference(self, n: int, seed: int = 0) -> tuple[torch.Tensor, Any]:
+        """``n`` held-out samples from the training data's config and their conditions
+        (cached)."""
+        if self._reference is None or self._reference[0] < n:
+            ref = self.data(setup=True).reference(n, torch.Generator().manual_seed(seed))
+            self._reference = (n, ref)
+        x, c = self._reference[1]
+        return x[:n], index_cond(c, slice(0, n))
+
+    def metrics(self, samples: torch.Tensor, *, n_ref: int = 2048, cond: Any = None,
+                seed: int = 0) -> dict[str, float]:
+        """The domain's quality metrics of ``samples`` against ``n_ref`` reference samples."""
+        self._check(samples, any_shape=self.cond_spec.variable_shape)
+
+        ref, ref_cond = self.reference(n_ref, seed)
+        fn = self.domain.metrics
+        out = fn(samples, ref, cond=self._cond_for(samples, cond), ref_cond=ref_cond,
+                 **data_kwargs(fn, self.data()))
+        return {k: float(v) for k, v in out.items()}
+
+    def _check(self, samples: torch.Tensor, any_shape: bool = False) -> None:
+        """Data of this model: ``(n, *sample_shape)`` (any sizes of that rank with
+        ``any_shape``)."""
+        ok = isinstance(samples, torch.Tensor) and (
+            samples.dim() == len(self.sample_shape) + 1 if any_shape
+            else tuple(samples.shape[1:]) == self.sample_shape)
+        if not ok:
+            shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
+            want = ", ".join(map(str, self.sample_shape))
+            raise PipelineError(f"samples must have shape (n, {want}) for this model, got "
+                                f"{shape}")
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], device: torch.device | str | None = None
+                     ) -> "Pipeline":
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        domain = get_domain(payload["domain"])
+        if payload.get("autoencoder"):  # latent diffusion: samples are decoded to data
+            from omnidiff.methods.latent.autoencoder import read_autoencoder
+            from omnidiff.methods.latent.domain import LatentDomain
+
+            ae = read_autoencoder(payload["autoencoder"], "the checkpoint's autoencoder")
+            domain = LatentDomain(domain, ae.to(device))
+        event_shape = tuple(int(s) for s in payload["event_shape"])
+        spec = payload_cond_spec(payload)
+        net = domain.build_network(event_shape, spec, **payload["model"])
+        kind, extra = DiffusionModel, {}
+        if payload.get("consistency"):  # a distilled student: its output is f(x_t, t)
+            from omnidiff.methods.consistency import ConsistencyModel
+            kind, extra = ConsistencyModel, {"scale": float(payload["consistency"]["scale"])}
+        model = kind(net, dict(payload["schedule"]), payload["prediction"],
+                     sigma_data=float(payload["sigma_data"]), **extra)
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            from omnidiff.errors import CheckpointError
+            ours, theirs = set(model.state_dict()), set(payload["state_dict"])
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit the {payload['domain']!r} network built "
+                f"from its config ({len(ours - theirs)} missing, {len(theirs - ours)} unexpected"
+                f", or mismatched shapes): was it written by another version of the domain "
+                f"plugin (checkpoint: omnidiff {payload.get('omnidiff_version')})?") from exc
+        model.to(device).eval()
+        info = {k: v for k, v in payload.items() if k not in ("state_dict", "autoencoder")}
+        return cls(model, domain=domain, domain_name=payload["domain"], event_shape=event_shape,
+                   cond_spec=spec, data_cfg=payload.get("data") or {}, info=info)
+
+
+def load(checkpoint: str | Path, device: torch.device | str | None = None) -> Pipeline:
+    """A :class:`Pipeline` from ``model.pt`` (``omnidiff train``'s export) or a Lightning
+    ``.ckpt`` of :class:`~omnidiff.training.DiffusionModule` (EMA weights when trained with EMA).
+    Both are read with ``torch.load(weights_only=True)``."""
+    device = check_device(device)  # before reading the file
+    return Pipeline.from_payload(read_checkpoint(checkpoint), device=device)
+
+
+def check_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a torch device this machine has (None stays None: CUDA when available);
+    :class:`PipelineError` names the choices otherwise."""
+    if device is None or isinstance(device, torch.device) and device.type == "cpu":
+        return device
+    try:
+        dev = torch.device(device if isinstance(device, (str, torch.device)) else str(device))
+    except (RuntimeError, TypeError, ValueError):
+        raise PipelineError(f"device={device!r} is not a device; pass cpu, cuda, cuda:N or mps"
+                            ) from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}.get(dev.type, False)
+    if dev.type == "cuda" and available and dev.index is not None:
+        available = dev.index < torch.cuda.device_count()
+    if not available:
+        raise PipelineError(f"device={device!r} is not available on this machine; pass "
+                            "device=cpu (or leave it out: CUDA when there is one)")
+    return dev

@@ -1,0 +1,187 @@
+"""The batched generation loop every caller shares (``Pipeline.generate``, evaluation during
+training, reflow's pairs, the contract check): checked request, one seeded generator, the
+condition drawn or checked, classifier-free guidance, batches, optional decoding."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from omnidiff._util import INT64_MAX, number_problem
+from omnidiff.core.conditions import CondSpec, as_spec, index_cond, map_cond
+from omnidiff.core.guidance import classifier_free
+from omnidiff.core.model import DiffusionModel
+from omnidiff.errors import ConditionError, PipelineError
+from omnidiff.samplers import SAMPLERS, sample
+
+__all__ = ["generate_samples", "sampler_options", "check_request", "check_cond",
+           "noise_and_cond", "device_dtype", "auto_batch"]
+
+
+def auto_batch(n: int, event_shape: Sequence[int]) -> int:
+    numel = max(1, math.prod(event_shape))
+    return max(1, min(n, 1024, max(16, 2 ** 20 // numel)))
+
+
+def check_cond(spec: CondSpec, cond: Any, n: int | None) -> tuple[Any, int | None]:
+    """``spec.check`` with its mistakes reported as :class:`PipelineError`."""
+    try:
+        return spec.check(cond, n)
+    except ConditionError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def _prepare_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator
+                  ) -> tuple[Any, int]:
+    """The user's condition checked against ``spec``, and the number of samples it implies.
+
+    Labels are drawn uniformly from ``gen`` when a label-conditional model gets none.
+    """
+    if n is not None:
+        if isinstance(n, bool) or int(n) != n or int(n) < 1:
+            raise PipelineError(f"n must be a positive integer, got {n!r}")
+        n = int(n)
+    cond, n = check_cond(spec, cond, n)
+    if n is None:
+        raise PipelineError("pass n (the number of samples), or a condition that fixes it")
+    if cond is None and spec.conditional:
+        cond = spec.draw(n, gen)
+        if cond is None:
+            raise PipelineError(f"this model is conditioned on {spec.describe()}: pass cond= "
+                                "(Pipeline.reference(n) holds held-out conditions; "
+                                "Pipeline.condition(x) computes one from data)")
+    return cond, n
+
+
+def device_dtype(model: DiffusionModel, device: Any) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (
+        param.device if param is not None else torch.device("cpu"))
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return device, dtype
+
+
+def _batch_starts(n: int, bs: int, progress: bool | None):
+    starts = range(0, n, bs)
+    if progress is None:
+        progress = len(starts) > 4
+    if progress:
+        from tqdm.auto import tqdm
+        return tqdm(starts, desc="sampling", unit="batch", leave=False, disable=None)
+    return starts
+
+
+def check_request(sampler: str, spec: CondSpec, **values: Any) -> None:
+    """A generate request's names and numbers: ``n``, ``steps``, ``batch_size`` integers
+    >= 1, ``seed`` an integer in [0, 2**63), ``guidance`` a finite number >= 0 (None: not
+    set); one :class:`PipelineError` naming the value otherwise."""
+    if sampler not in SAMPLERS:
+        raise PipelineError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    rules = {"n": (int, 1), "steps": (int, 1), "batch_size": (int, 1), "seed": (int, 0),
+             "guidance": (float, 0)}
+    for key, value in values.items():
+        problem = None if value is None else number_problem(key, value, *rules[key], INT64_MAX)
+        if problem:
+            raise PipelineError(problem)
+    if values.get("guidance") is not None and not spec.conditional:
+        raise PipelineError("guidance needs a conditional model; this one is unconditional "
+                            "(drop guidance=)")
+
+
+def noise_and_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator,
+                    event_shape: Sequence[int], shape_for: Callable | None
+                    ) -> tuple[torch.Tensor, Any]:
+    """Standard normal noise (n, *event) float32 from ``gen`` and the checked condition (labels
+    drawn from ``gen`` when needed; a condition that fixes the shape sets the event)."""
+    cond, n = _prepare_cond(spec, cond, n, gen)
+    if shape_for is not None and cond is not None and spec.variable_shape:
+        event_shape = tuple(int(s) for s in shape_for(cond))
+    noise = torch.randn((n, *event_shape), generator=gen, dtype=torch.float32)  # (n, *event)
+    return noise, cond
+
+
+@torch.no_grad()
+def generate_samples(model: DiffusionModel, n: int | None = None, *,
+                     event_shape: Sequence[int], cond_spec: Any = None,
+                     sampler: str = "dpmpp_2m", steps: int | None = 20,
+                     guidance: float | None = None,
+                     cond: Any = None, seed: int | None = None, batch_size: int | None = None,
+                     device: torch.device | str | None = None, progress: bool | None = None,
+                     shape_for: Callable[[Any], Sequence[int]] | None = None,
+                     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     noise: torch.Tensor | None = None, stats: dict | None = None,
+                     **options: Any) -> tuple[torch.Tensor, Any]:
+    """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
+    (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
+
+    ``cond_spec`` is the model's :class:`~omnidiff.conditions.CondSpec` (a legacy class count
+    reads as labels); ``cond`` is checked against it, and ``n`` may follow from it. When the
+    spec's shape varies, ``shape_for(cond)`` gives the event shape the condition fixes.
+    ``options`` go to :func:`omnidiff.samplers.sample` (``grid``, ``clip_x0``, ``eta``,
+    ``order``, ``s_churn``, ...).
+
+    All noise comes from one ``torch.Generator`` seeded with ``seed`` (a random seed when
+    None), so results do not depend on ``batch_size`` for deterministic fixed-step samplers
+    (``rk45`` shares its adaptive steps across a batch: its results agree to its tolerance). A
+    label-conditional model with ``cond=None`` draws labels uniformly from that generator.
+    ``noise`` (n, *event), when given, is the starting noise (n follows from it): reflow's
+    pairs keep it beside the sample it leads to. ``stats``, if a dict, receives ``steps``,
+    ``nfe`` (denoiser calls per sample) and ``network_evals`` (network passes per sample: 2
+    per call under guidance), averaged over batches where an adaptive sampler differs.
+    """
+    spec = as_spec(cond_spec)
+    check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
+                   batch_size=batch_size)
+    if seed is None:
+        seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+    gen = torch.Generator().manual_seed(int(seed))
+    if noise is None:
+        noise, cond = noise_and_cond(spec, cond, n, gen, event_shape, shape_for)
+    else:
+        cond, _ = _prepare_cond(spec, cond, noise.shape[0], gen)
+    n = noise.shape[0]
+    device, dtype = device_dtype(model, device)
+    # stochastic samplers draw from a device generator seeded from the CPU one
+    dev_gen = torch.Generator(device=device).manual_seed(
+        int(torch.randint(0, 2 ** 62, (), generator=gen)))
+    bs = int(batch_size) if batch_size else auto_batch(n, event_shape)
+    was_training = model.training
+    model.eval()
+    out, counts = [], []
+    try:
+        for i in _batch_starts(n, bs, progress):
+            x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
+            c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
+            fn = classifier_free(model, c, guidance)
+            st: dict[str, Any] = {}
+            x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
+                        sampler=sampler, steps=None if steps is None else int(steps),
+                        generator=dev_gen, stats=st, **options)
+            counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
+            if decode is not None:
+                x0 = decode(x0)  # (b, *sample_shape)
+            out.append(x0.float().cpu())
+    finally:
+        model.train(was_training)
+    if stats is not None:
+        stats.update(_mean_counts(counts))
+    return torch.cat(out), cond
+
+
+def _mean_counts(counts: list[tuple[int, int, int, int]]) -> dict[str, float | int]:
+    """Per-sample ``steps``, ``nfe`` and ``network_evals`` over batches ``(size, steps, nfe,
+    network evals)``: the common value, or the sample-weighted mean when batches differ."""
+    total = sum(c[0] for c in counts)
+    out: dict[str, float | int] = {}
+    for j, key in enumerate(("steps", "nfe", "network_evals"), 1):
+        values = {c[j] for c in counts}
+        out[key] = (values.pop() if len(values) == 1
+                    else round(sum(c[0] * c[j] for c in counts) / total, 2))
+    return out
+
+
+def sampler_options(domain: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The caller's sampler options over the domain's optional ``sample_defaults``."""
+    return {**getattr(domain, "sample_defaults", {}), **options}

@@ -1,0 +1,176 @@
+"""The LightningModule that trains any registered domain: a domain's network, a schedule and
+``diffusion_loss``.
+
+:class:`DiffusionModule` is built from plain typed arguments (``DictConfig`` stops at
+:mod:`omnidiff.tasks`) and stores them with ``save_hyperparameters`` as plain python, so a
+Lightning ``.ckpt`` loads with ``torch.load(weights_only=True)``. The run itself (folder,
+Trainer, callbacks, resume) is :func:`omnidiff.tasks.train.train`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+
+from omnidiff._version import __version__
+from omnidiff.core.conditions import as_spec
+from omnidiff.core.losses import check_loss_options, diffusion_loss
+from omnidiff.core.model import DiffusionModel
+from omnidiff.core.schedules import get_schedule
+from omnidiff.errors import ConfigError, DataError, blamed_on
+from omnidiff.methods.latent.autoencoder import Autoencoder
+from omnidiff.model_file import export_payload
+from omnidiff.plugins.data import check_batch
+from omnidiff.plugins.registry import get_domain
+from omnidiff.training.optim import adamw, optimizer_args
+
+__all__ = ["DiffusionModule", "PlainCheckpoints", "plain_python"]
+
+
+class PlainCheckpoints:
+    """A LightningModule mix-in: checkpoints stay loadable with ``weights_only=True`` (hparams
+    as plain python) and carry omnidiff's version and the global RNG, which drives noise and
+    time sampling, so a resumed run continues it."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = plain_python(checkpoint[key])
+        checkpoint.pop("hparams_type", None)
+        checkpoint["omnidiff_version"] = _version()
+        checkpoint["omnidiff_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("omnidiff_rng") or {}
+        if isinstance(rng.get("torch"), torch.Tensor):
+            torch.set_rng_state(rng["torch"])
+
+
+class DiffusionModule(PlainCheckpoints, LightningModule):
+    """A domain's network + a schedule, trained with ``diffusion_loss``.
+
+    The config's blocks come whole: ``loss`` holds :func:`~omnidiff.losses.diffusion_loss`'s
+    keyword arguments (``prediction``, ``time_sampling``, ``weighting``, ``p_uncond``,
+    ``sigma_data``, ``min_snr_gamma``, ...), ``optim`` :func:`~omnidiff.optim.adamw`'s (plus
+    the EMA's keys, read by the callback). Batches are dicts ``{"x": (B, *event), "cond":
+    ...}`` (``cond`` of the kind ``cond_spec`` declares: labels, a tensor, a dict; only for
+    conditional data). ``cond_spec`` is a :class:`~omnidiff.conditions.CondSpec`, its
+    ``to_dict()``, or a class count. Logs ``train/loss`` every step and ``val/loss`` per
+    validation. With ``autoencoder`` (an :class:`~omnidiff.autoencoder.Autoencoder` or its
+    ``config()``) it is a latent model: ``event_shape`` is the latents', batches hold latents,
+    and the frozen autoencoder is a submodule (in every checkpoint) that decodes its samples.
+    """
+
+    _batch_checked = False  # the first training batch is checked (omnidiff.data.check_batch)
+
+    def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
+                 event_shape: Sequence[int], cond_spec: Any = None,
+                 loss: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
+                 data_cfg: dict[str, Any] | None = None, autoencoder: Any = None):
+        super().__init__()
+        event_shape = [int(s) for s in event_shape]
+        spec = as_spec(cond_spec)
+        ae = _autoencoder(autoencoder)
+        loss = check_loss_options(dict(loss or {}))
+        optim = dict(optim or {})
+        optimizer_args(optim)  # unknown keys fail here, not at the first step
+        self.save_hyperparameters({
+            "domain": str(domain), "model_cfg": dict(model_cfg),
+            "schedule_cfg": dict(schedule_cfg), "event_shape": event_shape,
+            "cond_spec": spec.to_dict(), "loss": loss, "optim": optim,
+            "data_cfg": dict(data_cfg or {}),
+            "autoencoder": None if ae is None else ae.config()})
+        self.cond_spec = spec
+        self.domain = get_domain(domain)
+        if ae is not None:  # latent diffusion: the frozen autoencoder rides along
+            from omnidiff.methods.latent.domain import LatentDomain
+
+            # frozen; left in train mode with the module (it has no dropout or batch norm)
+            self.autoencoder = ae.requires_grad_(False).train()
+            self.domain = LatentDomain(self.domain, self.autoencoder)
+        self.schedule = get_schedule(**schedule_cfg)
+        with blamed_on(ConfigError, "model"):
+            net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
+        self.model = DiffusionModel(net, self.schedule, loss.get("prediction", "eps"),
+                                    sigma_data=float(loss.get("sigma_data", 1.0)))
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _batch_cond(self, batch: dict[str, Any]) -> Any:
+        """The batch's condition (None for an unconditional model)."""
+        if not self.cond_spec.conditional:
+            return None
+        cond = batch.get("cond")
+        if cond is None:
+            raise DataError(f"the model is conditioned on {self.cond_spec.describe()} but "
+                            "a training batch has no 'cond'; the data module must yield "
+                            "{'x': ..., 'cond': ...}")
+        return cond
+
+    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+              ) -> torch.Tensor:
+        loss, _ = diffusion_loss(self.model, batch["x"], schedule=self.schedule,
+                                 cond=self._batch_cond(batch), generator=generator,
+                                 **self.hparams.loss)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if not self._batch_checked:  # the first batch, with the domain contract's wording
+            check_batch(batch, tuple(self.hparams.event_shape), self.cond_spec,
+                        self.model.net_dtype or torch.float32)
+            self._batch_checked = True
+        loss = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
+                 batch_size=batch["x"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # fixed noise and times per batch, so successive validations are comparable
+        g = torch.Generator(device=batch["x"].device).manual_seed(10_007 + batch_idx)
+        loss = self._loss(batch, generator=g)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch["x"].shape[0], sync_dist=True)
+        return loss
+
+    def configure_optimizers(self):
+        return adamw(self.parameters(), **optimizer_args(dict(self.hparams.optim)))
+
+    def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
+        """The inference dict (``model.pt``) of the current weights."""
+        return export_payload(self, ema=ema, global_step=global_step)
+
+
+def _autoencoder(autoencoder: Any) -> Any:
+    """An Autoencoder, one rebuilt from its ``config()`` (a Lightning checkpoint's
+    hyper-parameters; the weights come with the state dict), or None."""
+    if autoencoder is None or isinstance(autoencoder, torch.nn.Module):
+        return autoencoder
+
+    return Autoencoder.from_config(autoencoder)
+
+
+def _version() -> str:
+    return __version__
+
+
+def plain_python(obj: Any) -> Any:
+    """Recursively turn configs, paths and other objects into plain python for weights_only."""
+    try:
+        from omegaconf import OmegaConf
+        if OmegaConf.is_config(obj):
+            obj = OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, dict):
+        return {str(k): plain_python(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_python(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    return str(obj)
+
+
+# ---- running an experiment ----------------------------------------------------------------
+
+
