@@ -182,7 +182,6 @@ class Pipeline:
         if own and default.get("grid") and "grid" not in options:
             options["grid"] = default["grid"]
         if steps is None and not _explicit(options.get("grid")):
-            from omnidiff.samplers import DEFAULT_STEPS
             steps = int(default["steps"]) if own else DEFAULT_STEPS
         sampler = sampler or str(default["name"])
         options["grid"], self.last_grid = self._grid(sampler, steps, options)

@@ -14,7 +14,7 @@ from omnidiff.core.conditions import CondSpec, as_spec, index_cond, map_cond
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError
-from omnidiff.samplers import SAMPLERS, sample
+from omnidiff.samplers.sampling import SAMPLERS, sample
 
 __all__ = ["generate_samples", "sampler_options", "check_request", "check_cond",
            "noise_and_cond", "device_dtype", "auto_batch"]
