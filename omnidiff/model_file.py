@@ -1,10 +1,10 @@
-"""Checkpoints: Lightning's for resuming, omnidiff's ``model.pt`` for inference.
+"""The ``model.pt`` format: omnidiff's inference checkpoint (Lightning's ``.ckpt`` is for resuming).
 
 ``model.pt`` is a plain dict (loadable with ``torch.load(weights_only=True)``)::
 
     format: "omnidiff", format_version: 2, omnidiff_version: str,
     domain: str, event_shape: [int],
-    cond: dict (the condition specification, omnidiff.conditions.CondSpec.to_dict()),
+    cond: dict (the condition specification, omnidiff.core.conditions.CondSpec.to_dict()),
     num_classes: int (the class count of a label condition, else 0; format 1 had only this),
     model: dict, schedule: dict, prediction: str, sigma_data: float,
     data: dict (the training data's config, for reference samples and metrics),
@@ -22,8 +22,10 @@
 train`` and returns the same dict. Files of format 1 (written before conditions of every
 kind) carry only ``num_classes``; :func:`payload_cond_spec` reads them as labels.
 
-This module imports no Lightning (inference runs without it); the callbacks that write
-checkpoints during training are in :mod:`omnidiff.checkpointing`.
+The model's identity in those fields is a :class:`~omnidiff.model_spec.ModelSpec`
+(``ModelSpec.from_payload(read_checkpoint(path))``). This module imports no Lightning (inference
+runs without it); the callbacks that write checkpoints during training are in
+:mod:`omnidiff.training.checkpoints`.
 """
 
 from __future__ import annotations
@@ -35,51 +37,26 @@ from typing import Any
 import torch
 
 from omnidiff._version import __version__
-from omnidiff.core.conditions import as_spec
 from omnidiff.errors import CheckpointError
 from omnidiff.io import FILE_FORMAT, atomic_torch_save, read_torch_file, state_digest
 from omnidiff.methods.distill_options import student_fields
+from omnidiff.model_spec import ModelSpec, loss_settings, payload_cond_spec
 
-__all__ = ["FORMAT", "CheckpointError", "export_payload", "save_inference", "write_inference",
-           "read_checkpoint", "payload_cond_spec", "state_digest", "grids_destination",
-           "write_grids", "loss_settings"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "export_payload", "save_inference", "write_inference",
+           "read_checkpoint", "grids_destination", "write_grids", "ModelSpec",
+           "payload_cond_spec", "loss_settings"]
 
 FORMAT = FILE_FORMAT
 FORMAT_VERSION = 2
 
 
-def payload_cond_spec(payload: dict[str, Any]) -> Any:
-    """The condition specification of an inference dict or of a DiffusionModule's
-    hyper-parameters (``cond`` / ``cond_spec``; format 1 and older runs: ``num_classes``)."""
-    cond = payload.get("cond", payload.get("cond_spec"))
-    return as_spec(cond if cond is not None else int(payload.get("num_classes") or 0))
-
-
-def loss_settings(hp: Any) -> dict[str, Any]:
-    """The ``loss`` block of a DiffusionModule's hyper-parameters (runs before the blocks were
-    stored whole kept its keys at the top level)."""
-    if hp.get("loss") is not None:
-        return dict(hp["loss"])
-    return {k: hp[k] for k in ("prediction", "time_sampling", "weighting", "p_uncond",
-                               "sigma_data") if k in hp}
-
-
 def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
-    """The inference dict for a :class:`~omnidiff.training.DiffusionModule` (current weights)."""
-    hp = module.hparams
-    loss = loss_settings(hp)
+    """The inference dict of a training module with a ``spec`` (its current weights)."""
     state = {k: v.detach().to("cpu", copy=True).contiguous()
              for k, v in module.model.state_dict().items()}
-    spec = payload_cond_spec(hp)
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "omnidiff_version": __version__,
-        "domain": str(hp.domain), "event_shape": [int(s) for s in hp.event_shape],
-        "cond": spec.to_dict(), "num_classes": spec.num_classes, "model": dict(hp.model_cfg),
-        "schedule": dict(hp.schedule_cfg), "prediction": str(loss.get("prediction", "eps")),
-        "sigma_data": float(loss.get("sigma_data", 1.0)), "data": dict(hp.data_cfg),
-        "ema": bool(ema), "global_step": int(global_step), "state_dict": state,
-        **_embedded_autoencoder(hp, module.state_dict()),
-    }
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "omnidiff_version": __version__,
+            **module.spec.payload_fields(), "ema": bool(ema), "global_step": int(global_step),
+            "state_dict": state, **_embedded_autoencoder(module.hparams, module.state_dict())}
 
 
 def _embedded_autoencoder(hp: Any, state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -121,9 +98,8 @@ def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     if hp.get("stage") == "autoencoder":
         raise CheckpointError(f"{path} is a checkpoint of an autoencoder run; its model.pt is the "
                               "autoencoder a latent model takes (autoencoder=<model.pt>)")
-    loss = loss_settings(hp)
     needed = ("domain", "model_cfg", "schedule_cfg", "event_shape")
-    if "prediction" not in loss:
+    if "prediction" not in loss_settings(hp):
         needed += ("prediction",)
     if not all(k in hp for k in needed) or ("cond_spec" not in hp and "num_classes" not in hp):
         raise CheckpointError(f"{path} is a Lightning checkpoint but not one of omnidiff's "
@@ -131,19 +107,12 @@ def _from_lightning(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
                               f"{', '.join(k for k in needed if k not in hp) or 'cond_spec'})")
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
              if k.startswith("model.")}
-    spec = payload_cond_spec(hp)
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "omnidiff_version": ckpt.get("omnidiff_version"), "domain": hp["domain"],
-        "event_shape": list(hp["event_shape"]), "cond": spec.to_dict(),
-        "num_classes": spec.num_classes,
-        "model": dict(hp["model_cfg"]), "schedule": dict(hp["schedule_cfg"]),
-        "prediction": loss["prediction"], "sigma_data": float(loss.get("sigma_data", 1.0)),
-        "data": dict(hp.get("data_cfg") or {}),
-        "ema": "current_model_state" in ckpt, "global_step": int(ckpt.get("global_step", 0)),
-        "state_dict": state, **_embedded_autoencoder(hp, ckpt["state_dict"]),
-        **(student_fields(hp["distill"]) if hp.get("distill") else {}),
-    }
+    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "omnidiff_version": ckpt.get("omnidiff_version"),
+            **ModelSpec.from_hparams(hp).payload_fields(),
+            "ema": "current_model_state" in ckpt, "global_step": int(ckpt.get("global_step", 0)),
+            "state_dict": state, **_embedded_autoencoder(hp, ckpt["state_dict"]),
+            **(student_fields(hp["distill"]) if hp.get("distill") else {})}
 
 
 PAYLOAD_KEYS = ("domain", "event_shape", "model", "schedule", "prediction", "state_dict")

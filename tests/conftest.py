@@ -1,12 +1,11 @@
 """Shared test set-up."""
 
-import pytest
-import torch
-
 # Lightning binds its console log handler to sys.stderr at first import. Import it here, while
 # pytest's session-long capture is in place, not inside a test whose capsys stream is closed
 # when that test ends (later tests would then print "--- Logging error ---" tracebacks).
 import lightning.pytorch  # noqa: F401,E402
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True, scope="session")

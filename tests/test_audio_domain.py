@@ -11,7 +11,12 @@ import torch
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff_domains.audio.data import AudioData
-from omnidiff_domains.audio.diffwave import DiffWave, MelUpsampler, build_diffwave, upsample_strides
+from omnidiff_domains.audio.diffwave import (
+    DiffWave,
+    MelUpsampler,
+    build_diffwave,
+    upsample_strides,
+)
 from omnidiff_domains.audio.files import AudioFileError, read_audio, write_wav
 from omnidiff_domains.audio.mel import MelSpec
 from omnidiff_domains.audio.metrics import audio_metrics, mr_stft

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.model_file import save_inference, write_grids
 from omnidiff.cli.main import main
+from omnidiff.core.gaussian_mixture import random_mixture
+from omnidiff.core.schedules import get_schedule
 from omnidiff.errors import PipelineError
+from omnidiff.model_file import save_inference, write_grids
+from omnidiff.model_spec import ModelSpec
 from omnidiff.samplers import GRIDS, sample, timesteps
 from omnidiff.samplers.calibrate import calibrate_grid, grid_error, grid_key
-from omnidiff.core.schedules import get_schedule
-from omnidiff.core.gaussian_mixture import random_mixture
 from omnidiff.training.diffusion_module import DiffusionModule
 
 SCHED = get_schedule("linear")
@@ -105,10 +106,10 @@ def test_grid_keys_name_the_solver_options():
 @pytest.fixture(scope="module")
 def points_ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    m = DiffusionModule("points", {"name": "mlp", "width": 16, "depth": 1}, {"name": "cosine"},
-                        event_shape=(2,), loss={"prediction": "v"},
-                        data_cfg={"kind": "density", "name": "moons", "train_size": 256,
-                                  "val_size": 64, "batch_size": 64})
+    m = DiffusionModule(ModelSpec("points", {"name": "mlp", "width": 16, "depth": 1},
+                                  {"name": "cosine"}, (2,), prediction="v",
+                                  data={"kind": "density", "name": "moons", "train_size": 256,
+                                        "val_size": 64, "batch_size": 64}))
     return save_inference(m, tmp_path_factory.mktemp("cal") / "model.pt")
 
 

@@ -129,9 +129,11 @@ def test_not_a_checkpoint_and_cond_for_unconditional(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
     from omnidiff.model_file import save_inference
+    from omnidiff.model_spec import ModelSpec
     from omnidiff.training.diffusion_module import DiffusionModule
-    m = DiffusionModule("points", {"name": "mlp", "width": 8, "depth": 1}, {"name": "cosine"},
-                        event_shape=(2,), data_cfg={"kind": "density", "name": "moons"})
+    m = DiffusionModule(ModelSpec("points", {"name": "mlp", "width": 8, "depth": 1},
+                                  {"name": "cosine"}, (2,),
+                                  data={"kind": "density", "name": "moons"}))
     ckpt = save_inference(m, tmp_path / "model.pt")
     code, _, err = _run(["sample", f"checkpoint={ckpt}", "cond=1", "n=2"], capsys)
     assert code == 2 and "unconditional" in err and len(err.strip().splitlines()) == 1

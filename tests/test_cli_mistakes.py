@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from omnidiff.model_file import save_inference
 from omnidiff.cli.main import main
+from omnidiff.model_file import save_inference
+from omnidiff.model_spec import ModelSpec
 from omnidiff.training.diffusion_module import DiffusionModule
 
 DATA = {"kind": "density", "name": "moons", "train_size": 256, "val_size": 32, "batch_size": 32}
@@ -19,9 +20,9 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("mistakes")
 
     def model(name, cond_spec=0):
-        m = DiffusionModule("points", {"name": "mlp", "width": 8, "depth": 1},
-                            {"name": "cosine"}, event_shape=(2,), cond_spec=cond_spec,
-                            loss={"prediction": "v"}, data_cfg=DATA)
+        m = DiffusionModule(ModelSpec("points", {"name": "mlp", "width": 8, "depth": 1},
+                                      {"name": "cosine"}, (2,), cond_spec, prediction="v",
+                                      data=DATA))
         return save_inference(m, d / name)
 
     f = {"uncond": model("uncond.pt"), "cond": model("cond.pt", 3)}

@@ -11,14 +11,22 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.errors import ConditionError
-from omnidiff.core.conditions import (LabelCond, NamedCond, NoCond, TensorCond, as_spec, cat_conds,
-                                      index_cond, spec_of)
+from omnidiff.core.conditions import (
+    LabelCond,
+    NamedCond,
+    NoCond,
+    TensorCond,
+    as_spec,
+    cat_conds,
+    index_cond,
+    spec_of,
+)
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
-from omnidiff.nn import null_where
+from omnidiff.errors import ConditionError, PipelineError
 from omnidiff.inference.pipeline import Pipeline
-from omnidiff.errors import PipelineError
+from omnidiff.model_spec import ModelSpec
+from omnidiff.nn import null_where
 
 SPECS = [NoCond(), LabelCond(10), TensorCond((80, None)), TensorCond((3,), "float32"),
          TensorCond((4,), "bool"),
@@ -132,8 +140,8 @@ def _ramp_pipe(spec=TensorCond((2, None))):
     torch.manual_seed(0)
     net = _RampNet()
     model = DiffusionModel(net, "cosine", "v")
-    return Pipeline(model, domain=_RampDomain(), domain_name="ramp", event_shape=(1, 8),
-                    cond_spec=spec), net
+    return Pipeline(model, ModelSpec("ramp", {}, {"name": "cosine"}, (1, 8), spec,
+                                     prediction="v"), domain=_RampDomain()), net
 
 
 def test_condition_fixes_the_shape_and_n():

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.methods import consistency as cm
 from omnidiff.cli.main import main
-from omnidiff.samplers import sample
-from omnidiff.core.schedules import get_schedule
 from omnidiff.core.gaussian_mixture import GaussianMixture
+from omnidiff.core.schedules import get_schedule
+from omnidiff.methods import consistency as cm
+from omnidiff.samplers import sample
 
 
 class TinyNet(nn.Module):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from omnidiff.plugins.registry import available, get_domain
 from omnidiff.plugins.check import DomainContractError, check_domain
+from omnidiff.plugins.registry import available, get_domain
 
 TINY = {"train_size": 64, "val_size": 16, "batch_size": 8}
 

@@ -276,9 +276,9 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
 
 
 def test_fsdp_disables_ema_with_a_warning(tmp_path):
-    from omnidiff.training.callbacks import EMA, FiniteLossGuard
     from omnidiff.tasks.config import compose, validate
     from omnidiff.tasks.train import build_callbacks
+    from omnidiff.training.callbacks import EMA, FiniteLossGuard
 
     cfg = compose("points2d", ["trainer.strategy=fsdp", "trainer.devices=2",
                                "trainer.num_nodes=2", "trainer.precision=bf16-mixed"])

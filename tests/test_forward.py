@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from omnidiff.core.forward import markov_step, q_sample
-from omnidiff.core.schedules import get_schedule
 from omnidiff.core.gaussian_mixture import GaussianMixture
+from omnidiff.core.schedules import get_schedule
 
 F64 = torch.float64
 N_MC = 20_000

@@ -8,9 +8,9 @@ from torch import nn
 
 from omnidiff.core.guidance import classifier_free, conditional
 from omnidiff.core.model import DiffusionModel
+from omnidiff.core.schedules import get_schedule
 from omnidiff.nn import ClassEmbedding
 from omnidiff.samplers import sample
-from omnidiff.core.schedules import get_schedule
 
 F64 = torch.float64
 

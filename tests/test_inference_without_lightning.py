@@ -8,8 +8,9 @@ import sys
 import textwrap
 
 from omnidiff.model_file import save_inference
-from omnidiff.plugins.registry import get_domain
+from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.check import domain_defaults
+from omnidiff.plugins.registry import get_domain
 from omnidiff.training.diffusion_module import DiffusionModule
 
 BLOCK = """
@@ -26,9 +27,9 @@ for m in [m for m in sys.modules if m.split(".")[0] == "lightning"]:
 
 def _model_pt(tmp_path, domain: str, cond_spec, model: dict) -> str:
     data, defaults = domain_defaults(get_domain(domain))
-    m = DiffusionModule(domain, {**defaults, **model}, {"name": "cosine"},
-                        event_shape=(1, 8, 8) if domain == "image" else (2,),
-                        cond_spec=cond_spec, loss={"prediction": "v"}, data_cfg=data)
+    m = DiffusionModule(ModelSpec(domain, {**defaults, **model}, {"name": "cosine"},
+                                  (1, 8, 8) if domain == "image" else (2,), cond_spec,
+                                  prediction="v", data=data))
     return str(save_inference(m, tmp_path / f"{domain}.pt"))
 
 

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from omnidiff.methods.latent.autoencoder import Autoencoder, load_autoencoder
 from omnidiff.errors import CheckpointError, ConfigError
+from omnidiff.methods.latent.autoencoder import Autoencoder, load_autoencoder
 from omnidiff.methods.latent.losses import reconstruction_loss, stft_distance
 
 AE_TINY = ["ae.channels=[8,16]", "ae.latent_channels=2", "ae.blocks=1"]
@@ -200,8 +200,8 @@ def test_a_latent_teacher_distils_into_a_latent_student(latent_run, tmp_path):
 
 def test_contract_on_the_latent_domain(ae_run, tmp_path):
     from omnidiff.methods.latent.domain import LatentDomain
-    from omnidiff.plugins.registry import get_domain
     from omnidiff.plugins.check import check_domain
+    from omnidiff.plugins.registry import get_domain
 
     ae, _ = load_autoencoder(ae_run / "model.pt")
     report = check_domain(LatentDomain(get_domain("image"), ae),
@@ -222,8 +222,8 @@ def test_streamed_latents_match_the_cached_ones(ae_run, monkeypatch):
     """Data too large to cache is encoded batch by batch: the same batches, the same order,
     resumable like the base loader."""
     import omnidiff.methods.latent.data as ld
-    from omnidiff.plugins.data import prepare_data_module
     from omnidiff.methods.latent.domain import LatentDomain
+    from omnidiff.plugins.data import prepare_data_module
     from omnidiff.plugins.registry import get_domain
 
     ae, _ = load_autoencoder(ae_run / "model.pt")
@@ -250,10 +250,10 @@ def test_streamed_latents_match_the_cached_ones(ae_run, monkeypatch):
 ])
 def test_contract_on_latent_audio_and_video(name, data, model, channels, tmp_path):
     """Any registered domain runs on latents: 1D signals and (T, C, H, W) clips."""
-    from omnidiff.plugins.data import prepare_data_module
     from omnidiff.methods.latent.domain import LatentDomain
-    from omnidiff.plugins.registry import get_domain
     from omnidiff.plugins.check import check_domain, domain_defaults
+    from omnidiff.plugins.data import prepare_data_module
+    from omnidiff.plugins.registry import get_domain
 
     base = get_domain(name)
     dm = prepare_data_module(base.build_data(**{**domain_defaults(base)[0], **data}))

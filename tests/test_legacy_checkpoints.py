@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.model_file import read_checkpoint
 from omnidiff.core.conditions import LabelCond, NoCond
+from omnidiff.model_file import read_checkpoint
 
 DATA = Path(__file__).parent / "data" / "legacy"
 CASES = ["points_mlp", "points_cloud_cond", "image_cond"]

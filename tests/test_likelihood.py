@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from omnidiff.samplers.likelihood import log_likelihood
 from omnidiff.core.gaussian_mixture import eight_gaussians
+from omnidiff.samplers.likelihood import log_likelihood
 
 GM = eight_gaussians()
 
@@ -69,16 +69,17 @@ def test_dequantisation():
 def test_pipeline_and_cli_likelihood(tmp_path, capsys):
     import numpy as np
 
-    from omnidiff.model_file import save_inference
     from omnidiff.cli.main import main
     from omnidiff.inference.pipeline import load
+    from omnidiff.model_file import save_inference
+    from omnidiff.model_spec import ModelSpec
     from omnidiff.training.diffusion_module import DiffusionModule
 
     torch.manual_seed(0)
-    m = DiffusionModule("points", {"name": "mlp", "width": 16, "depth": 1}, {"name": "cosine"},
-                        event_shape=(2,), cond_spec=0, loss={"prediction": "v"},
-                        data_cfg={"kind": "density", "name": "moons", "train_size": 256,
-                                  "val_size": 32, "batch_size": 32})
+    m = DiffusionModule(ModelSpec("points", {"name": "mlp", "width": 16, "depth": 1},
+                                  {"name": "cosine"}, (2,), 0, prediction="v",
+                                  data={"kind": "density", "name": "moons", "train_size": 256,
+                                        "val_size": 32, "batch_size": 32}))
     ckpt = save_inference(m, tmp_path / "model.pt")
     pipe = load(ckpt, device="cpu")
     x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))

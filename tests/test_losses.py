@@ -8,12 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.core.losses import (TIME_SAMPLING, WEIGHTINGS, cfg_drop_mask, diffusion_loss,
-                                  loss_weight, sample_time)
+from omnidiff.core.gaussian_mixture import GaussianMixture, eight_gaussians
+from omnidiff.core.losses import (
+    TIME_SAMPLING,
+    WEIGHTINGS,
+    cfg_drop_mask,
+    diffusion_loss,
+    loss_weight,
+    sample_time,
+)
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.predictions import PREDICTIONS, target
 from omnidiff.core.schedules import SCHEDULES, get_schedule
-from omnidiff.core.gaussian_mixture import GaussianMixture, eight_gaussians
 
 F64 = torch.float64
 

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
-from omnidiff.nn import (ClassEmbedding, ConditionEmbedding, Conditioning, FinalLayer,
-                         TransformerBlock, group_count, modulate, null_where)
+from omnidiff.nn import (
+    ClassEmbedding,
+    ConditionEmbedding,
+    Conditioning,
+    FinalLayer,
+    TransformerBlock,
+    group_count,
+    modulate,
+    null_where,
+)
 
 B, D = 5, 16
 

@@ -6,8 +6,14 @@ import math
 import pytest
 import torch
 
-from omnidiff.nn.patches import (PatchEmbed, patchify, sincos_1d, sincos_embedding, token_grid,
-                                 unpatchify)
+from omnidiff.nn.patches import (
+    PatchEmbed,
+    patchify,
+    sincos_1d,
+    sincos_embedding,
+    token_grid,
+    unpatchify,
+)
 
 
 @pytest.mark.parametrize("grid,patch", [

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.errors import CheckpointError
+from omnidiff.errors import CheckpointError, PipelineError
 from omnidiff.model_file import read_checkpoint, save_inference
-from omnidiff.errors import PipelineError
+from omnidiff.model_spec import ModelSpec
 from omnidiff.training.diffusion_module import DiffusionModule
 
 DENSITY = {"kind": "density", "name": "moons", "train_size": 512, "val_size": 64,
@@ -19,9 +19,8 @@ CLOUDS = {"kind": "cloud", "name": "shapes", "num_points": 16, "train_size": 256
 
 def _module(data_cfg, model_cfg, event_shape, num_classes):
     torch.manual_seed(0)
-    return DiffusionModule("points", model_cfg, {"name": "cosine"}, event_shape=event_shape,
-                           cond_spec=num_classes, loss={"prediction": "v"},
-                           data_cfg=data_cfg)
+    return DiffusionModule(ModelSpec("points", model_cfg, {"name": "cosine"}, event_shape,
+                                     num_classes, prediction="v", data=data_cfg))
 
 
 @pytest.fixture(scope="module")

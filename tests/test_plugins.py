@@ -34,8 +34,9 @@ def _env(pythonpath: Path) -> dict[str, str]:
 def _can_build_without_isolation() -> bool:
     """setuptools >= 70.1 builds wheels by itself; older ones need the ``wheel`` package."""
     try:
-        import setuptools
         from importlib.metadata import version
+
+        import setuptools
         major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
         if (major, minor) >= (70, 1):
             return True

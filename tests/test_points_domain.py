@@ -9,12 +9,17 @@ import pytest
 import torch
 
 from omnidiff_domains.points import PointsDomain
-from omnidiff_domains.points.clouds import (SHAPES, digit_images, sample_digit_clouds,
-                                            sample_shapes)
+from omnidiff_domains.points.clouds import SHAPES, digit_images, sample_digit_clouds, sample_shapes
 from omnidiff_domains.points.data import PointsData
 from omnidiff_domains.points.densities import DENSITIES, NUM_MODES, sample_density
-from omnidiff_domains.points.metrics import (chamfer_matrix, cloud_metrics, compute_metrics,
-                                             knn_classify, mmd_rbf, sliced_wasserstein)
+from omnidiff_domains.points.metrics import (
+    chamfer_matrix,
+    cloud_metrics,
+    compute_metrics,
+    knn_classify,
+    mmd_rbf,
+    sliced_wasserstein,
+)
 from omnidiff_domains.points.networks import build_network
 
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
+from test_fault_tolerance import TINY
 
 import omnidiff
 from omnidiff.cli.main import main
-from test_fault_tolerance import TINY
 
 
 @pytest.fixture(scope="module")

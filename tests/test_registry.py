@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from omnidiff.plugins import registry
 from omnidiff.errors import PluginError
+from omnidiff.plugins import registry
 
 FAKE_MODULES = ("fake_omni_broken", "fake_omni_hollow", "fake_omni_misnamed",
                 "fake_omni_badinit", "fake_omni_good")

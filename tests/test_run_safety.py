@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_fault_tolerance import TINY, _cli, _env, _step
 
 from omnidiff.cli.main import main
-from test_fault_tolerance import TINY, _cli, _env, _step
 
 DEFAULT = ["train", "recipe=points2d", "trainer.enable_progress_bar=false"]
 

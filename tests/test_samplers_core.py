@@ -12,10 +12,10 @@ import math
 import pytest
 import torch
 
-from omnidiff.core.predictions import PREDICTIONS
-from omnidiff.samplers import GRIDS, SAMPLERS, sample, timesteps
-from omnidiff.core.schedules import SCHEDULES, get_schedule
 from omnidiff.core.gaussian_mixture import GaussianMixture
+from omnidiff.core.predictions import PREDICTIONS
+from omnidiff.core.schedules import SCHEDULES, get_schedule
+from omnidiff.samplers import GRIDS, SAMPLERS, sample, timesteps
 
 F64 = torch.float64
 BASE = ("ddpm", "ddim", "dpmpp_2m", "euler", "heun")
@@ -393,8 +393,8 @@ def test_float32_state_tracks_float64_state(sampler):
 def test_clip_x0_keeps_every_estimate_in_range(clip):
     """Modes at radius 2 sampled with x0 clipped into [-1, 1]: every x0 estimate, and so the
     sample, stays in range, and eps_hat stays consistent with x_t = alpha x0 + sigma eps."""
-    from omnidiff.samplers.denoiser import Denoiser, coefficients
     from omnidiff.core.gaussian_mixture import eight_gaussians
+    from omnidiff.samplers.denoiser import Denoiser, coefficients
 
     sched = get_schedule("cosine")
     model = eight_gaussians().model(sched, "v")

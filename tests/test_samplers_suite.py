@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from omnidiff.core.guidance import classifier_free
-from omnidiff.samplers import SAMPLERS, STOCHASTIC, sample, timesteps
-from omnidiff.core.schedules import SCHEDULES, get_schedule
 from omnidiff.core.gaussian_mixture import GaussianMixture, eight_gaussians
+from omnidiff.core.guidance import classifier_free
+from omnidiff.core.schedules import SCHEDULES, get_schedule
+from omnidiff.samplers import SAMPLERS, STOCHASTIC, sample, timesteps
 
 GM = eight_gaussians()
 VALID = {"linear": "eps", "cosine": "v", "sigmoid": "x0", "edm": "x0", "flow": "flow"}

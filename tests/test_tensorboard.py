@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from omnidiff.cli.main import main

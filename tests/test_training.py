@@ -92,15 +92,16 @@ def test_short_training_lowers_loss(tmp_path):
     """Loss on a fixed batch (fixed noise and times) drops after 80 optimizer steps."""
     import lightning.pytorch as pl
 
+    from omnidiff.model_spec import ModelSpec
     from omnidiff.training.callbacks import EMA
     from omnidiff.training.diffusion_module import DiffusionModule
 
     torch.manual_seed(0)
     data_cfg = {"kind": "density", "name": "eight_gaussians", "train_size": 4096,
                 "val_size": 256, "batch_size": 128}
-    m = DiffusionModule("points", {"name": "mlp", "width": 64, "depth": 2},
-                        {"name": "cosine"}, event_shape=(2,), loss={"prediction": "eps"},
-                        optim={"lr": 3e-3, "warmup": 10}, data_cfg=data_cfg)
+    m = DiffusionModule(ModelSpec("points", {"name": "mlp", "width": 64, "depth": 2},
+                                  {"name": "cosine"}, (2,), prediction="eps", data=data_cfg),
+                        optim={"lr": 3e-3, "warmup": 10})
     dm = m.domain.build_data(**data_cfg)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
@@ -119,11 +120,12 @@ def test_short_training_lowers_loss(tmp_path):
 
 
 def test_hparams_are_plain_python():
+    from omnidiff.model_spec import ModelSpec
     from omnidiff.training.diffusion_module import DiffusionModule
 
-    m = DiffusionModule("points", {"name": "mlp", "width": 8, "depth": 1}, {"name": "flow"},
-                        event_shape=(2,), loss={"prediction": "flow"},
-                        data_cfg={"path": None})
+    m = DiffusionModule(ModelSpec("points", {"name": "mlp", "width": 8, "depth": 1},
+                                  {"name": "flow"}, (2,), prediction="flow",
+                                  data={"path": None}))
     hp = dict(m.hparams)
     allowed = (str, int, float, bool, type(None), list, dict)
 
@@ -141,9 +143,9 @@ def test_config_blocks_reach_their_readers_whole(monkeypatch):
     sampler block to the training-time sampling, optim.* to AdamW."""
     import warnings
 
-    from omnidiff.training.callbacks import SampleCallback
     from omnidiff.tasks.config import compose, validate
-    from omnidiff.tasks.train import build_module, build_callbacks
+    from omnidiff.tasks.train import build_callbacks, build_module
+    from omnidiff.training.callbacks import SampleCallback
 
     def loss_with(*overrides):
         cfg = compose("points2d", ["data.train_size=512", "data.val_size=64", *overrides])

@@ -181,9 +181,9 @@ def test_frames_condition_the_output_only_where_given():
 def test_t1_dit_trains_on_digits():
     """The same DiT as an image model (T = 1): the loss falls and guided samples look like
     the asked digits to the project's classifier."""
-    from omnidiff.core.model import DiffusionModel
     from omnidiff.core.conditions import LabelCond
     from omnidiff.core.losses import diffusion_loss
+    from omnidiff.core.model import DiffusionModel
     from omnidiff.samplers.generate import generate_samples
     from omnidiff_domains.image.classifier import digits_classifier
     from omnidiff_domains.image.data import digits_arrays

@@ -14,15 +14,16 @@ from typing import Any, Sequence
 
 import torch
 
-from omnidiff.core.conditions import CondSpec, as_spec, index_cond, map_cond
+from omnidiff.core.conditions import CondSpec, index_cond, map_cond
 from omnidiff.core.guidance import classifier_free, conditional
 from omnidiff.core.model import DiffusionModel
-from omnidiff.errors import PipelineError
+from omnidiff.errors import CheckpointError, PipelineError
 from omnidiff.inference.condition_files import read_condition_file
 from omnidiff.methods.consistency import ConsistencyModel
-from omnidiff.model_file import payload_cond_spec, read_checkpoint
+from omnidiff.methods.latent.autoencoder import read_autoencoder
+from omnidiff.model_file import read_checkpoint
+from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.contract import data_kwargs, wants_data
-from omnidiff.plugins.registry import get_domain
 from omnidiff.samplers import DEFAULT_STEPS, default_grid
 from omnidiff.samplers.calibrate import calibrate_grid, grid_key, stored_grid
 from omnidiff.samplers.generate import (
@@ -51,18 +52,15 @@ def _explicit(grid: Any) -> bool:
 class Pipeline:
     """A trained model ready for sampling, with its domain's artifact writer and metrics."""
 
-    def __init__(self, model: DiffusionModel, *, domain: Any, domain_name: str,
-                 event_shape: Sequence[int], cond_spec: Any = None,
-                 data_cfg: dict[str, Any] | None = None, info: dict[str, Any] | None = None):
+    def __init__(self, model: DiffusionModel, spec: ModelSpec, *, domain: Any = None,
+                 info: dict[str, Any] | None = None):
         self.model = model.eval()
-        self.domain = domain
-        self.domain_name = domain_name
-        self.event_shape = tuple(int(s) for s in event_shape)
+        self.spec = spec
+        self.domain = spec.build_domain() if domain is None else domain
         # a sample's shape as data: the event's, unless the domain decodes (latent diffusion)
-        self.sample_shape = tuple(getattr(domain, "sample_shape", None) or self.event_shape)
-        self.decode = getattr(domain, "decode", None)
-        self.cond_spec: CondSpec = as_spec(cond_spec)
-        self.data_cfg = dict(data_cfg or {})
+        self.sample_shape = tuple(getattr(self.domain, "sample_shape", None)
+                                  or spec.event_shape)
+        self.decode = getattr(self.domain, "decode", None)
         self.info = dict(info or {})
         self.last_cond: Any = None
         self.last_grid: str | None = None
@@ -72,6 +70,23 @@ class Pipeline:
         self._reference: tuple[int, Any] | None = None
         self._data: Any = None
         self._data_ready = False
+
+    @property
+    def domain_name(self) -> str:
+        return self.spec.domain
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.spec.event_shape
+
+    @property
+    def cond_spec(self) -> CondSpec:
+        return self.spec.cond
+
+    @property
+    def data_cfg(self) -> dict[str, Any]:
+        """The training data's config (reference samples and metrics are drawn from it)."""
+        return self.spec.data
 
     @property
     def num_classes(self) -> int:
@@ -344,38 +359,33 @@ class Pipeline:
     @classmethod
     def from_payload(cls, payload: dict[str, Any], device: torch.device | str | None = None
                      ) -> "Pipeline":
+        """The Pipeline of a ``model.pt`` dict (:func:`~omnidiff.model_file.read_checkpoint`)."""
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        domain = get_domain(payload["domain"])
+        spec = ModelSpec.from_payload(payload)
+        ae = None
         if payload.get("autoencoder"):  # latent diffusion: samples are decoded to data
-            from omnidiff.methods.latent.autoencoder import read_autoencoder
-            from omnidiff.methods.latent.domain import LatentDomain
-
             ae = read_autoencoder(payload["autoencoder"], "the checkpoint's autoencoder")
-            domain = LatentDomain(domain, ae.to(device))
-        event_shape = tuple(int(s) for s in payload["event_shape"])
-        spec = payload_cond_spec(payload)
-        net = domain.build_network(event_shape, spec, **payload["model"])
-        kind, extra = DiffusionModel, {}
-        if payload.get("consistency"):  # a distilled student: its output is f(x_t, t)
-            from omnidiff.methods.consistency import ConsistencyModel
-            kind, extra = ConsistencyModel, {"scale": float(payload["consistency"]["scale"])}
-        model = kind(net, dict(payload["schedule"]), payload["prediction"],
-                     sigma_data=float(payload["sigma_data"]), **extra)
-        try:
-            model.load_state_dict(payload["state_dict"])
-        except RuntimeError as exc:
-            from omnidiff.errors import CheckpointError
-            ours, theirs = set(model.state_dict()), set(payload["state_dict"])
-            raise CheckpointError(
-                f"the checkpoint's weights do not fit the {payload['domain']!r} network built "
-                f"from its config ({len(ours - theirs)} missing, {len(theirs - ours)} unexpected"
-                f", or mismatched shapes): was it written by another version of the domain "
-                f"plugin (checkpoint: omnidiff {payload.get('omnidiff_version')})?") from exc
+            ae = ae.to(device)
+        domain = spec.build_domain(ae)
+        model = spec.build(domain)
+        _load_weights(model, payload)
         model.to(device).eval()
         info = {k: v for k, v in payload.items() if k not in ("state_dict", "autoencoder")}
-        return cls(model, domain=domain, domain_name=payload["domain"], event_shape=event_shape,
-                   cond_spec=spec, data_cfg=payload.get("data") or {}, info=info)
+        return cls(model, spec, domain=domain, info=info)
+
+
+def _load_weights(model: DiffusionModel, payload: dict[str, Any]) -> None:
+    """The checkpoint's weights into ``model``; one line when they do not fit its network."""
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        ours, theirs = set(model.state_dict()), set(payload["state_dict"])
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit the {payload['domain']!r} network built "
+            f"from its config ({len(ours - theirs)} missing, {len(theirs - ours)} unexpected"
+            f", or mismatched shapes): was it written by another version of the domain "
+            f"plugin (checkpoint: omnidiff {payload.get('omnidiff_version')})?") from exc
 
 
 def load(checkpoint: str | Path, device: torch.device | str | None = None) -> Pipeline:

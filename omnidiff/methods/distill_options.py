@@ -13,7 +13,8 @@ from omnidiff.errors import ConfigError
 from omnidiff.methods import consistency as cm
 from omnidiff.samplers import SAMPLERS, STOCHASTIC
 
-__all__ = ["METHODS", "METHOD_DEFAULTS", "DISTILL_KEYS", "distill_options", "student_fields"]
+__all__ = ["METHODS", "METHOD_DEFAULTS", "DISTILL_DEFAULTS", "DISTILL_KEYS", "distill_options",
+           "student_fields"]
 
 
 METHODS = ("cd", "ct", "reflow")
@@ -29,10 +30,21 @@ METHOD_DEFAULTS = {
 }
 
 
-DISTILL_KEYS = ("teacher", "method", "solver", "guidance", "levels", "curriculum",
-                "level_sampling", "weighting", "p_mean", "p_std", "distance", "huber_c",
-                "target_ema", "scale", "level_groups", "pairs", "teacher_steps", "steps",
-                "total_steps")
+# every option's default, in this one place (conf/config.yaml's distill block leaves them
+# null); the method-dependent ones are in METHOD_DEFAULTS
+DISTILL_DEFAULTS: dict[str, Any] = {
+    "teacher": None, "method": "cd", "solver": "heun", "guidance": None,
+    "levels": 18,  # cd: noise levels, Karras rho = 7 in sigma/alpha (Song et al. 2023)
+    "curriculum": [10, 1280],  # ct: the levels double from s0 to s1 over training (iCT)
+    "level_sampling": None, "p_mean": -1.1, "p_std": 2.0,  # lognormal levels (iCT)
+    "weighting": None, "distance": "pseudo_huber", "huber_c": None, "target_ema": None,
+    "level_groups": None,
+    "scale": 10.0,  # c_skip = 1 / (1 + (scale (sigma/alpha - s_min) / sigma_data)^2)
+    "pairs": 10_000, "teacher_steps": 20,  # reflow: (noise, sample) pairs and the ODE's steps
+    "steps": 2,  # the student's default sampling steps
+    "total_steps": 10_000,  # ct's curriculum length (omnidiff distill: trainer.max_steps)
+}
+DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
 
 
 def distill_options(block: dict[str, Any]) -> dict[str, Any]:
@@ -46,11 +58,12 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
     if method not in METHODS:
         raise ConfigError(f"method={method!r}: choose cd (consistency distillation), ct "
                           "(consistency training) or reflow")
-    opts = dict(block, method=method)
+    opts = {**DISTILL_DEFAULTS, **{k: v for k, v in block.items() if v is not None},
+            "method": method}
     for key, value in METHOD_DEFAULTS[method].items():
         if opts.get(key) is None:
             opts[key] = value
-    solver = opts.get("solver") or "heun"
+    solver = opts["solver"]
     if solver not in SAMPLERS or solver in STOCHASTIC or solver == "rk45":
         ode = [s for s in SAMPLERS if s not in STOCHASTIC and s != "rk45"]
         raise ConfigError(f"distill.solver={solver!r}: the teacher's ODE needs a deterministic "
@@ -59,14 +72,14 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
     if method != "reflow":
         for key, choices in (("level_sampling", cm.LEVEL_SAMPLING),
                              ("weighting", cm.WEIGHTINGS), ("distance", cm.DISTANCES)):
-            value = opts.get(key) or ("pseudo_huber" if key == "distance" else None)
+            value = opts[key]
             if value not in choices:
                 raise ConfigError(f"distill.{key}={value!r}: choose one of: "
                                   f"{', '.join(choices)}")
     if method in ("cd", "reflow") and not opts.get("teacher"):
         raise ConfigError(f"method={method} learns from a teacher: pass teacher=<the model.pt "
                           "of a trained run> (method=ct trains without one)")
-    curriculum = opts.get("curriculum") or [10, 1280]
+    curriculum = opts["curriculum"]
     if (len(curriculum) != 2 or not all(isinstance(v, int) and v >= 2 for v in curriculum)
             or curriculum[0] > curriculum[1]):
         raise ConfigError(f"distill.curriculum={curriculum!r}: give [s0, s1], the first and "
@@ -86,8 +99,14 @@ def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
     sampler = ({"name": "euler", "grid": "trailing"} if method == "reflow"
                else {"name": "consistency"})
     out: dict[str, Any] = {
-        "sampler": {**sampler, "steps": int(distill.get("steps") or 2)},
+        "sampler": {**sampler, "steps": int(_option(distill, "steps"))},
         "distilled": {k: distill.get(k) for k in ("method", "teacher", "solver", "guidance")}}
     if method != "reflow":
-        out["consistency"] = {"scale": float(distill.get("scale") or 10.0)}
+        out["consistency"] = {"scale": float(_option(distill, "scale"))}
     return out
+
+
+def _option(distill: dict[str, Any], key: str) -> Any:
+    """A distill option, its default where the block (of an older run) leaves it out."""
+    value = distill.get(key)
+    return DISTILL_DEFAULTS[key] if value is None else value

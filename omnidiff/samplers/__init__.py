@@ -13,9 +13,17 @@ from omnidiff.samplers.denoiser import Denoiser
 from omnidiff.samplers.generate import generate_samples
 from omnidiff.samplers.grids import GRIDS, timesteps
 from omnidiff.samplers.likelihood import LogLikelihood, log_likelihood
-from omnidiff.samplers.sampling import (DEFAULT_STEPS, SAMPLERS, STOCHASTIC, check_sampler_options,
-                                        default_grid, register_sampler, resolve_grid, sample,
-                                        sampler_option_names)
+from omnidiff.samplers.sampling import (
+                                        DEFAULT_STEPS,
+                                        SAMPLERS,
+                                        STOCHASTIC,
+                                        check_sampler_options,
+                                        default_grid,
+                                        register_sampler,
+                                        resolve_grid,
+                                        sample,
+                                        sampler_option_names,
+)
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
            "timesteps", "resolve_grid", "default_grid", "check_sampler_options",

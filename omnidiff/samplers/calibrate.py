@@ -39,10 +39,10 @@ import torch
 from omnidiff._util import check_choice
 from omnidiff.core.schedules import Schedule, get_schedule
 from omnidiff.errors import UserError
-from omnidiff.samplers.sampling import SAMPLERS, STOCHASTIC, resolve_grid, sample
 from omnidiff.samplers.denoiser import coefficients
 from omnidiff.samplers.grids import GRIDS, LAMBDA_FLOOR, explicit_grid, timesteps
 from omnidiff.samplers.helpers import time_of
+from omnidiff.samplers.sampling import SAMPLERS, STOCHASTIC, resolve_grid, sample
 
 __all__ = ["calibrate_grid", "grid_error", "grid_key", "stored_grid"]
 

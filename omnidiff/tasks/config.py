@@ -27,11 +27,13 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from omnidiff._util import INT64_MAX, number_problem
+from omnidiff.core.conditions import spec_of
 from omnidiff.core.losses import TIME_SAMPLING, WEIGHTINGS, check_loss_options
 from omnidiff.core.predictions import PREDICTIONS
 from omnidiff.core.schedules import get_schedule
 from omnidiff.errors import ConfigError
 from omnidiff.methods.latent.autoencoder import check_ae_options
+from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.configs import domain_config_problem, package_dir, searchpath_root
 from omnidiff.plugins.registry import available, describe, get_domain
 from omnidiff.samplers import SAMPLERS, check_sampler_options
@@ -331,6 +333,16 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+def model_spec(cfg: DictConfig, data_module: Any) -> ModelSpec:
+    """The identity of the model a config trains on its prepared data module: the config's
+    domain, ``model``, ``schedule``, ``loss.prediction`` / ``loss.sigma_data`` and ``data``,
+    the data's event shape and condition."""
+    return ModelSpec(str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
+                     data_module.event_shape, spec_of(data_module),
+                     prediction=str(cfg.loss.get("prediction", "eps")),
+                     sigma_data=float(cfg.loss.get("sigma_data", 1.0)), data=to_plain(cfg.data))
+
+
 def validate(cfg: DictConfig) -> None:
     """Check names the core knows (schedule, sampler, prediction, ...) with one clear line."""
     if not cfg.get("domain"):
@@ -433,11 +445,11 @@ NUMBERS = (
     ("checkpoint.every_n_minutes", float, 0, None, True), ("checkpoint.keep", int, -1, None, False),
     ("ae.latent_channels", int, 1, None, False), ("ae.blocks", int, 0, None, False),
     ("ae.kl_weight", float, 0, None, False),
-    ("distill.guidance", float, 0, None, True), ("distill.levels", int, 2, None, False),
-    ("distill.p_std", float, 1e-12, None, False), ("distill.p_mean", float, -1e6, None, False),
+    ("distill.guidance", float, 0, None, True), ("distill.levels", int, 2, None, True),
+    ("distill.p_std", float, 1e-12, None, True), ("distill.p_mean", float, -1e6, None, True),
     ("distill.huber_c", float, 0, None, True), ("distill.target_ema", float, 0, 0.9999999, True),
-    ("distill.scale", float, 1e-12, None, False), ("distill.pairs", int, 1, None, False),
-    ("distill.teacher_steps", int, 1, None, False), ("distill.steps", int, 1, None, False),
+    ("distill.scale", float, 1e-12, None, True), ("distill.pairs", int, 1, None, True),
+    ("distill.teacher_steps", int, 1, None, True), ("distill.steps", int, 1, None, True),
     ("distill.total_steps", int, 1, None, True), ("distill.level_groups", int, 1, None, True),
 )
 

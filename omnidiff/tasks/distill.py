@@ -9,11 +9,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from omnidiff.core.conditions import spec_of
 from omnidiff.errors import ConfigError
 from omnidiff.methods.reflow import check_reflow_teacher
 from omnidiff.model_file import read_checkpoint
-from omnidiff.tasks.config import compose, list_recipes, to_plain
+from omnidiff.tasks.config import compose, list_recipes, model_spec, to_plain
 from omnidiff.training.distill_module import DistillModule
 
 __all__ = ["distill_config", "teacher_payload", "build_distill"]
@@ -94,20 +93,17 @@ def teacher_payload(cfg: Any) -> dict[str, Any] | None:
     return read_checkpoint(str(teacher)) if teacher else None
 
 
-def build_distill(cfg: Any, data_module: Any, domain_name: str,
-                  payload: dict[str, Any] | None, autoencoder: Any = None) -> DistillModule:
+def build_distill(cfg: Any, data_module: Any, payload: dict[str, Any] | None,
+                  autoencoder: Any = None) -> DistillModule:
     """The :class:`DistillModule` of a composed ``stage=distill`` config and its teacher's
     inference dict (``payload``); the data module is prepared."""
     opts = to_plain(cfg.distill)
     if opts["method"] == "reflow":
         check_reflow_teacher(str(cfg.schedule.name))
-    if payload is not None and opts.get("guidance") is not None \
-            and not spec_of(data_module).conditional:
+    spec = model_spec(cfg, data_module)
+    if payload is not None and opts.get("guidance") is not None and not spec.cond.conditional:
         raise ConfigError("distill.guidance needs a conditional teacher; this one is "
                           "unconditional (drop distill.guidance)")
-    return DistillModule(domain_name, to_plain(cfg.model), to_plain(cfg.schedule),
-                         event_shape=tuple(int(s) for s in data_module.event_shape),
-                         cond_spec=spec_of(data_module), loss=to_plain(cfg.loss),
-                         optim=to_plain(cfg.optim), data_cfg=to_plain(cfg.data),
+    return DistillModule(spec, loss=to_plain(cfg.loss), optim=to_plain(cfg.optim),
                          autoencoder=autoencoder, distill=opts,
                          teacher_state=None if payload is None else payload["state_dict"])

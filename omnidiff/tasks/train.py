@@ -40,14 +40,16 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from omnidiff.core.conditions import spec_of
 from omnidiff.errors import CheckpointError, ConfigError, DataError, TrainingPreempted, blamed_on
 from omnidiff.io import atomic_write_json, atomic_write_text
+from omnidiff.methods.latent.autoencoder import load_autoencoder, read_autoencoder
 from omnidiff.model_file import read_checkpoint, write_inference
+from omnidiff.model_spec import build_domain
 from omnidiff.plots import plot_loss_from_csv
 from omnidiff.plugins.data import prepare_data_module
-from omnidiff.plugins.registry import get_domain
-from omnidiff.tasks.config import check_machine, to_plain, validate
+from omnidiff.tasks.config import check_machine, model_spec, to_plain, validate
+from omnidiff.tasks.distill import build_distill, teacher_payload
+from omnidiff.training.autoencoder_module import AutoencoderModule, ReconstructionCallback
 from omnidiff.training.callbacks import (
     EMA,
     Evaluation,
@@ -70,6 +72,7 @@ from omnidiff.training.run_folder import (
     remove_stale_temporaries,
     resume_target,
 )
+from omnidiff.training.tensorboard import tensorboard_logger
 
 __all__ = ["train", "build_callbacks", "build_module"]
 
@@ -123,8 +126,6 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
                              warmup=bool(cfg.optim.get("ema_warmup", True))))
     callbacks.append(InferenceExport(run_dir / "model.pt"))
     if cfg.get("stage", "diffusion") == "autoencoder":
-        from omnidiff.training.autoencoder_module import ReconstructionCallback
-
         callbacks.append(ReconstructionCallback(
             run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0),
             n=min(int(cfg.eval.n_samples), 64), n_ref=int(cfg.eval.n_ref),
@@ -146,56 +147,47 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     return callbacks
 
 
-def build_module(cfg: Any) -> tuple[Any, Any]:
-    """The data module (built and prepared) and the training module, from a validated config:
-    a :class:`DiffusionModule` (on an autoencoder's latents when ``autoencoder=`` names one),
-    an :class:`~omnidiff.autoencoder_training.AutoencoderModule` for ``stage=autoencoder``,
-    or a :class:`~omnidiff.distillation.DistillModule` for ``stage=distill``. Bad data or
-    model options fail here, before a run folder exists."""
-
-    domain = get_domain(str(cfg.domain))
-    stage = cfg.get("stage", "diffusion")
-    ae, teacher = None, None
+def _autoencoder_of(cfg: Any, stage: str, teacher: dict[str, Any] | None) -> Any:
+    """The frozen autoencoder a latent model runs on: ``autoencoder=``'s, or a latent
+    teacher's (None for a model on data)."""
     if stage == "diffusion" and cfg.get("autoencoder"):
-        from omnidiff.methods.latent.autoencoder import load_autoencoder
+        return load_autoencoder(str(cfg.autoencoder), domain=str(cfg.domain))[0]
+    if teacher is not None and teacher.get("autoencoder"):
+        return read_autoencoder(teacher["autoencoder"], "the teacher's autoencoder")
+    return None
 
-        ae = load_autoencoder(str(cfg.autoencoder), domain=str(cfg.domain))[0]
-    if stage == "distill":
-        from omnidiff.tasks.distill import teacher_payload
 
-        teacher = teacher_payload(cfg)
-        if teacher is not None and teacher.get("autoencoder"):  # a latent teacher
-            from omnidiff.methods.latent.autoencoder import read_autoencoder
-
-            ae = read_autoencoder(teacher["autoencoder"], "the teacher's autoencoder")
-    if ae is not None:
-        from omnidiff.methods.latent.domain import LatentDomain
-
-        domain = LatentDomain(domain, ae)
-    data_cfg = to_plain(cfg.data)
+def _prepared_data(cfg: Any, domain: Any) -> Any:
+    """The domain's data module for ``cfg.data``, prepared (its event shape and condition
+    known) after the run's threads and seed are set."""
     with blamed_on(ConfigError, "data"):
-        dm = domain.build_data(**data_cfg)
+        dm = domain.build_data(**to_plain(cfg.data))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with blamed_on(DataError, "data"):
-        prepare_data_module(dm)  # event_shape / cond_spec known before the Trainer runs
-    event_shape = tuple(int(s) for s in dm.event_shape)
+        prepare_data_module(dm)
+    return dm
+
+
+def build_module(cfg: Any) -> tuple[Any, Any]:
+    """The data module (built and prepared) and the training module, from a validated config:
+    a :class:`DiffusionModule` (on an autoencoder's latents when ``autoencoder=`` names one),
+    an :class:`~omnidiff.training.autoencoder_module.AutoencoderModule` for
+    ``stage=autoencoder``, or a :class:`~omnidiff.training.distill_module.DistillModule` for
+    ``stage=distill``. Bad data or model options fail here, before a run folder exists."""
+    stage = cfg.get("stage", "diffusion")
+    teacher = teacher_payload(cfg) if stage == "distill" else None
+    ae = _autoencoder_of(cfg, stage, teacher)
+    dm = _prepared_data(cfg, build_domain(str(cfg.domain), ae))
     if stage == "distill":
-        from omnidiff.tasks.distill import build_distill
-
-        return dm, build_distill(cfg, dm, str(cfg.domain), teacher, ae)
+        return dm, build_distill(cfg, dm, teacher, ae)
     if stage == "autoencoder":
-        from omnidiff.training.autoencoder_module import AutoencoderModule
-
         ae_cfg = {"channel_axis": int(getattr(dm, "channel_axis", 0)), **to_plain(cfg.ae)}
-        return dm, AutoencoderModule(str(cfg.domain), ae_cfg, event_shape=event_shape,
-                                     optim=to_plain(cfg.optim), data_cfg=data_cfg)
-    module = DiffusionModule(
-        str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
-        event_shape=event_shape, cond_spec=spec_of(dm), loss=to_plain(cfg.loss),
-        optim=to_plain(cfg.optim), data_cfg=data_cfg, autoencoder=ae)
-    return dm, module
+        return dm, AutoencoderModule(str(cfg.domain), ae_cfg, event_shape=dm.event_shape,
+                                     optim=to_plain(cfg.optim), data_cfg=to_plain(cfg.data))
+    return dm, DiffusionModule(model_spec(cfg, dm), loss=to_plain(cfg.loss),
+                               optim=to_plain(cfg.optim), autoencoder=ae)
 
 
 def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
@@ -209,8 +201,6 @@ def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
         logger = [ResumableCSVLogger(save_dir=str(run_dir), name="logs", version="",
                                       flush_logs_every_n_steps=1, keep_before=resume_step)]
     if cfg.logger.name == "tensorboard":
-        from omnidiff.training.tensorboard import tensorboard_logger
-
         logger.append(tensorboard_logger(run_dir))
     plugins = []
     if str(trainer_cfg.get("strategy", "auto")) in ("auto", "ddp", "ddp_spawn", "ddp_fork",

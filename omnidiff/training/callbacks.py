@@ -201,10 +201,10 @@ class SampleCallback(Evaluation):
 
     @torch.no_grad()
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
-        hp, spec, dm, domain = module.hparams, module.cond_spec, trainer.datamodule, module.domain
+        spec, dm, domain = module.spec.cond, trainer.datamodule, module.domain
         t0 = time.perf_counter()
         x, conds = generate_samples(
-            module.model, self.n, event_shape=hp.event_shape, cond_spec=spec,
+            module.model, self.n, event_shape=module.spec.event_shape, cond_spec=spec,
             cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
             guidance=self.guidance, seed=self.seed, batch_size=self.batch_size, progress=False,
             shape_for=getattr(dm, "event_shape_for", None),

@@ -9,21 +9,19 @@ Trainer, callbacks, resume) is :func:`omnidiff.tasks.train.train`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 
 from omnidiff._version import __version__
-from omnidiff.core.conditions import as_spec
+from omnidiff.core.conditions import CondSpec
 from omnidiff.core.losses import check_loss_options, diffusion_loss
-from omnidiff.core.model import DiffusionModel
-from omnidiff.core.schedules import get_schedule
-from omnidiff.errors import ConfigError, DataError, blamed_on
+from omnidiff.errors import ConfigError, DataError
 from omnidiff.methods.latent.autoencoder import Autoencoder
 from omnidiff.model_file import export_payload
+from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.data import check_batch
-from omnidiff.plugins.registry import get_domain
 from omnidiff.training.optim import adamw, optimizer_args
 
 __all__ = ["DiffusionModule", "PlainCheckpoints", "plain_python"]
@@ -51,50 +49,46 @@ class PlainCheckpoints:
 class DiffusionModule(PlainCheckpoints, LightningModule):
     """A domain's network + a schedule, trained with ``diffusion_loss``.
 
-    The config's blocks come whole: ``loss`` holds :func:`~omnidiff.losses.diffusion_loss`'s
-    keyword arguments (``prediction``, ``time_sampling``, ``weighting``, ``p_uncond``,
-    ``sigma_data``, ``min_snr_gamma``, ...), ``optim`` :func:`~omnidiff.optim.adamw`'s (plus
-    the EMA's keys, read by the callback). Batches are dicts ``{"x": (B, *event), "cond":
-    ...}`` (``cond`` of the kind ``cond_spec`` declares: labels, a tensor, a dict; only for
-    conditional data). ``cond_spec`` is a :class:`~omnidiff.conditions.CondSpec`, its
-    ``to_dict()``, or a class count. Logs ``train/loss`` every step and ``val/loss`` per
-    validation. With ``autoencoder`` (an :class:`~omnidiff.autoencoder.Autoencoder` or its
-    ``config()``) it is a latent model: ``event_shape`` is the latents', batches hold latents,
-    and the frozen autoencoder is a submodule (in every checkpoint) that decodes its samples.
+    ``spec`` (a :class:`~omnidiff.model_spec.ModelSpec`) says what the model is: domain,
+    network options, schedule, event shape, condition, prediction, sigma_data, data config.
+    The config's other blocks come whole: ``loss`` holds
+    :func:`~omnidiff.core.losses.diffusion_loss`'s keyword arguments (``time_sampling``,
+    ``weighting``, ``p_uncond``, ``min_snr_gamma``, ...; its ``prediction`` and ``sigma_data``
+    are the spec's), ``optim`` :func:`~omnidiff.training.optim.adamw`'s (plus the EMA's keys,
+    read by the callback). Batches are dicts ``{"x": (B, *event), "cond": ...}`` (``cond`` of
+    the kind ``spec.cond`` declares: labels, a tensor, a dict; only for conditional data).
+    Logs ``train/loss`` every step and ``val/loss`` per validation. With ``autoencoder`` (an
+    :class:`~omnidiff.methods.latent.autoencoder.Autoencoder` or its ``config()``) it is a
+    latent model: ``spec.event_shape`` is the latents', batches hold latents, and the frozen
+    autoencoder is a submodule (in every checkpoint) that decodes its samples.
+
+    The hyper-parameters keep the layout of every earlier version (``model_cfg``,
+    ``schedule_cfg``, ``event_shape``, ``cond_spec``, ``data_cfg``, ``loss``, ``optim``,
+    ``autoencoder``), so old checkpoints resume and read back into the same spec.
     """
 
-    _batch_checked = False  # the first training batch is checked (omnidiff.data.check_batch)
+    _batch_checked = False  # the first training batch is checked (plugins.data.check_batch)
 
-    def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
-                 event_shape: Sequence[int], cond_spec: Any = None,
-                 loss: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
-                 data_cfg: dict[str, Any] | None = None, autoencoder: Any = None):
+    def __init__(self, spec: ModelSpec, *, loss: dict[str, Any] | None = None,
+                 optim: dict[str, Any] | None = None, autoencoder: Any = None):
         super().__init__()
-        event_shape = [int(s) for s in event_shape]
-        spec = as_spec(cond_spec)
         ae = _autoencoder(autoencoder)
-        loss = check_loss_options(dict(loss or {}))
+        loss = check_loss_options(_loss_of(spec, dict(loss or {})))
         optim = dict(optim or {})
         optimizer_args(optim)  # unknown keys fail here, not at the first step
-        self.save_hyperparameters({
-            "domain": str(domain), "model_cfg": dict(model_cfg),
-            "schedule_cfg": dict(schedule_cfg), "event_shape": event_shape,
-            "cond_spec": spec.to_dict(), "loss": loss, "optim": optim,
-            "data_cfg": dict(data_cfg or {}),
-            "autoencoder": None if ae is None else ae.config()})
-        self.cond_spec = spec
-        self.domain = get_domain(domain)
+        self.save_hyperparameters({**spec.hparams(), "loss": loss, "optim": optim,
+                                   "autoencoder": None if ae is None else ae.config()})
+        self.spec = spec
         if ae is not None:  # latent diffusion: the frozen autoencoder rides along
-            from omnidiff.methods.latent.domain import LatentDomain
-
             # frozen; left in train mode with the module (it has no dropout or batch norm)
             self.autoencoder = ae.requires_grad_(False).train()
-            self.domain = LatentDomain(self.domain, self.autoencoder)
-        self.schedule = get_schedule(**schedule_cfg)
-        with blamed_on(ConfigError, "model"):
-            net = self.domain.build_network(tuple(event_shape), spec, **model_cfg)
-        self.model = DiffusionModel(net, self.schedule, loss.get("prediction", "eps"),
-                                    sigma_data=float(loss.get("sigma_data", 1.0)))
+        self.domain = spec.build_domain(None if ae is None else self.autoencoder)
+        self.model = spec.build(self.domain)
+        self.schedule = self.model.schedule
+
+    @property
+    def cond_spec(self) -> CondSpec:
+        return self.spec.cond
 
     # ---- steps ---------------------------------------------------------------------------
     def _batch_cond(self, batch: dict[str, Any]) -> Any:
@@ -117,7 +111,7 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if not self._batch_checked:  # the first batch, with the domain contract's wording
-            check_batch(batch, tuple(self.hparams.event_shape), self.cond_spec,
+            check_batch(batch, self.spec.event_shape, self.cond_spec,
                         self.model.net_dtype or torch.float32)
             self._batch_checked = True
         loss = self._loss(batch)
@@ -139,6 +133,16 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
     def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
         """The inference dict (``model.pt``) of the current weights."""
         return export_payload(self, ema=ema, global_step=global_step)
+
+
+def _loss_of(spec: ModelSpec, loss: dict[str, Any]) -> dict[str, Any]:
+    """The ``loss`` block with the spec's ``prediction`` and ``sigma_data`` (a block that names
+    others contradicts the model: one line says so)."""
+    for key in ("prediction", "sigma_data"):
+        if key in loss and loss[key] != getattr(spec, key):
+            raise ConfigError(f"loss.{key}={loss[key]!r} contradicts the model's {key} "
+                              f"({getattr(spec, key)!r}); set one value for both")
+    return {**loss, "prediction": spec.prediction, "sigma_data": spec.sigma_data}
 
 
 def _autoencoder(autoencoder: Any) -> Any:

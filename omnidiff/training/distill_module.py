@@ -21,7 +21,7 @@ after reflow) and ``omnidiff.load`` serves it like any other model.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -31,6 +31,7 @@ from omnidiff.methods import consistency as cm
 from omnidiff.methods.consistency import curriculum
 from omnidiff.methods.distill_options import distill_options, student_fields
 from omnidiff.methods.reflow import reflow_pairs
+from omnidiff.model_spec import ModelSpec
 from omnidiff.training.diffusion_module import DiffusionModule
 
 __all__ = ["DistillModule"]
@@ -43,10 +44,9 @@ class DistillModule(DiffusionModule):
     teacher's weights) builds the frozen teacher and starts the student; a resumed run gets
     both from its checkpoint."""
 
-    def __init__(self, domain: str, model_cfg: dict[str, Any], schedule_cfg: dict[str, Any], *,
-                 event_shape: Sequence[int], distill: dict[str, Any],
+    def __init__(self, spec: ModelSpec, *, distill: dict[str, Any],
                  teacher_state: dict[str, torch.Tensor] | None = None, **kwargs: Any):
-        super().__init__(domain, model_cfg, schedule_cfg, event_shape=event_shape, **kwargs)
+        super().__init__(spec, **kwargs)
         opts = distill_options(dict(distill))
         self.hparams["distill"] = opts
         method = opts["method"]
@@ -56,13 +56,10 @@ class DistillModule(DiffusionModule):
                 self.teacher.load_state_dict(teacher_state)
         if teacher_state is not None:  # the student starts as the teacher (CT: only that)
             self.model.load_state_dict(teacher_state)
-        if method != "reflow":
-            from omnidiff.methods.consistency import ConsistencyModel
-
-            inner = self.model
-            self.model = ConsistencyModel(inner.net, self.schedule, inner.prediction,
-                                          inner.sigma_data, scale=float(opts.get("scale") or 10))
-        ema = float(opts.get("target_ema") or 0.0)
+        if method != "reflow":  # a consistency student of the same network
+            self.spec = spec.replace(consistency=student_fields(opts)["consistency"])
+            self.model = self.spec.denoiser(self.model.net)
+        ema = float(opts["target_ema"] or 0.0)
         self.target = copy.deepcopy(self.model).requires_grad_(False) if ema > 0 else None
         self._levels: dict[int, tuple[torch.Tensor, ...]] = {}
         self._pairs: tuple[torch.Tensor, torch.Tensor, Any] | None = None
@@ -77,9 +74,9 @@ class DistillModule(DiffusionModule):
         ``total_steps`` (the run's ``trainer.max_steps``)."""
         opts = self.hparams["distill"]
         if self.method == "cd":
-            return int(opts.get("levels") or 18)
-        s0, s1 = opts.get("curriculum") or (10, 1280)
-        return curriculum(int(self.global_step), int(opts.get("total_steps") or 10_000),
+            return int(opts["levels"])
+        s0, s1 = opts["curriculum"]
+        return curriculum(int(self.global_step), int(opts["total_steps"]),
                           int(s0), int(s1))
 
     def levels(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,8 +85,8 @@ class DistillModule(DiffusionModule):
             opts = self.hparams["distill"]
             ts = cm.discretization(self.schedule, n)
             probs = cm.level_probabilities(self.schedule, ts, opts["level_sampling"],
-                                           p_mean=float(opts.get("p_mean", -1.1)),
-                                           p_std=float(opts.get("p_std", 2.0)))
+                                           p_mean=float(opts["p_mean"]),
+                                           p_std=float(opts["p_std"]))
             self._levels[n] = (ts, probs, cm.level_weights(self.schedule, ts, opts["weighting"]))
         return self._levels[n]
 
@@ -107,7 +104,7 @@ class DistillModule(DiffusionModule):
             self.model, self.target if self.target is not None else self.model, x,
             schedule=self.schedule, levels=ts, probs=probs, weights=weights, point=point,
             cond=cond, p_uncond=float(self.hparams.loss.get("p_uncond", 0.1)),
-            distance=opts.get("distance") or "pseudo_huber", c=opts.get("huber_c"),
+            distance=opts["distance"], c=opts["huber_c"],
             generator=generator, level_groups=opts.get("level_groups"))
         return loss
 
@@ -134,9 +131,9 @@ class DistillModule(DiffusionModule):
         teacher's ODE (``solver`` at ``teacher_steps``), seeded, so a resumed run draws the
         same ones."""
         opts = self.hparams["distill"]
-        return reflow_pairs(self.teacher, int(opts.get("pairs") or 10_000),
-                            tuple(self.hparams.event_shape), cond_spec=self.cond_spec,
-                            solver=opts["solver"], steps=int(opts.get("teacher_steps") or 20),
+        return reflow_pairs(self.teacher, int(opts["pairs"]),
+                            self.spec.event_shape, cond_spec=self.cond_spec,
+                            solver=opts["solver"], steps=int(opts["teacher_steps"]),
                             guidance=opts.get("guidance"), seed=20_011)
 
     def _reflow_loss(self, b: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -163,11 +160,6 @@ class DistillModule(DiffusionModule):
 
     def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
         """The student's ``model.pt``: a DiffusionModule's, plus its parametrisation and
-        default sampler (:func:`~omnidiff.checkpoint.student_fields`)."""
+        default sampler (:func:`~omnidiff.methods.distill_options.student_fields`)."""
         payload = super().export_payload(ema=ema, global_step=global_step)
         return {**payload, **student_fields(self.hparams["distill"])}
-
-
-# ---- composing a distillation run -----------------------------------------------------------
-
-

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 from omnidiff.errors import RunFolderError
 from omnidiff.io import read_json
-from omnidiff.model_file import loss_settings, payload_cond_spec
+from omnidiff.model_spec import ModelSpec
 
 __all__ = ["RunFolderError", "RUN_ENTRIES", "LOCK_NAME", "run_dir_for", "latest_run",
            "resume_target", "holds_run", "check_reuse", "clear_run", "RunLock",
@@ -270,14 +270,25 @@ class RunLock:
 
 # ---- resuming -----------------------------------------------------------------------------
 
-# hyper-parameters that must match to continue a checkpoint, and the config key they come from
-# (the domain is checked before, with its own message)
-_MUST_MATCH = {"model_cfg": "model", "schedule_cfg": "schedule",
-               "event_shape": "the data's event shape", "cond_spec": "the data's condition",
-               "loss": "loss", "ae": "ae", "autoencoder": "the autoencoder",
-               "distill": "distill"}
-# the loss settings a network's weights depend on (the others may change on resume)
-_LOSS_MUST_MATCH = ("prediction", "sigma_data")
+# what a checkpoint's weights depend on, by the config key it comes from: a diffusion model's
+# identity (its ModelSpec; the domain is checked before, with its own message), then the blocks
+# of the other training modules (an autoencoder's options, a latent model's autoencoder, a
+# student's distillation)
+_SPEC_MUST_MATCH = {"model": "model", "schedule": "schedule",
+                    "event_shape": "the data's event shape", "cond": "the data's condition",
+                    "prediction": "loss.prediction", "sigma_data": "loss.sigma_data"}
+_BLOCKS_MUST_MATCH = {"ae": "ae", "autoencoder": "the autoencoder", "distill": "distill"}
+
+
+def _must_match(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """``{config key: value}`` of the settings a resumed run must share with its checkpoint."""
+    out = {}
+    if "model_cfg" in hp:
+        spec = ModelSpec.from_hparams(hp)
+        fields = {**vars(spec), "cond": spec.cond.to_dict()}
+        out.update({label: fields[name] for name, label in _SPEC_MUST_MATCH.items()})
+    out.update({label: hp[name] for name, label in _BLOCKS_MUST_MATCH.items() if name in hp})
+    return out
 
 
 def _first_difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
@@ -299,16 +310,9 @@ def check_compatible(ckpt: Path, saved: Mapping[str, Any], current: Mapping[str,
                      current_state: Mapping[str, Any] | None = None) -> None:
     """One line naming the first setting in which the checkpoint's hyper-parameters
     (``saved``) differ from this run's (``current``), then any weight whose shape differs."""
-    def essential(hp: Mapping[str, Any]) -> dict[str, Any]:
-        loss = loss_settings(hp)
-        return {k: loss[k] for k in _LOSS_MUST_MATCH if k in loss}
-
-    saved = {**saved, "cond_spec": payload_cond_spec(saved).to_dict(), "loss": essential(saved)}
-    current = {**current, "loss": essential(current)}
-    for name, label in _MUST_MATCH.items():
-        if name not in saved or name not in current:
-            continue
-        diff = _first_difference(label, saved[name], current[name])
+    saved, current = _must_match(saved), _must_match(current)
+    for key in [k for k in saved if k in current]:
+        diff = _first_difference(key, saved[key], current[key])
         if diff:
             key, old, new = diff
             raise RunFolderError(
