@@ -35,6 +35,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from omnidiff.plugins.metrics import frechet_distance
+
 __all__ = ["video_metrics", "digit_crops", "centre_of_mass", "frame_scores"]
 
 
@@ -114,8 +116,6 @@ def _ink_cv(mass: torch.Tensor) -> float:
 
 def _generation(x: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor | None,
                 digit_size: int) -> dict[str, float]:
-    from omnidiff_domains.image.metrics import frechet_distance
-
     probs, feats = frame_scores(x, digit_size)  # (N, T, 10), (N, T, D)
     _, ref_feats = frame_scores(ref, digit_size)
     pred = probs.argmax(-1)  # (N, T)
