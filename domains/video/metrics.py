@@ -37,6 +37,8 @@ import torch.nn.functional as F
 
 from omnidiff.plugins.metrics import frechet_distance
 
+from . import _image_domain
+
 __all__ = ["video_metrics", "digit_crops", "centre_of_mass", "frame_scores"]
 
 
@@ -80,9 +82,7 @@ def frame_scores(x: torch.Tensor, digit_size: int, classifier: Any = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per frame: the classifier's probabilities ``(N, T, 10)`` and features ``(N, T, 128)``."""
     if classifier is None:
-        from omnidiff_domains.image.classifier import digits_classifier
-
-        classifier = digits_classifier(8)
+        classifier = _image_domain().digits_classifier(8)
     n, t = x.shape[:2]
     feats, probs = [], []
     with torch.no_grad():
