@@ -223,3 +223,15 @@ def test_registry_returns_the_image_domain():
                             num_res_blocks=1, attn_resolutions=[4])
     assert net(torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, 2])).shape == (2, 1, 8, 8)
     # the full contract (omnidiff.testing.check_domain) runs in tests/test_domain_contract.py
+
+
+def test_the_image_domain_offers_its_digits_to_other_domains():
+    from omnidiff.plugins.registry import get_domain
+    from omnidiff_domains.image.classifier import digits_classifier
+    from omnidiff_domains.image.data import digits_arrays
+
+    dom = get_domain("image")
+    a, b = dom.digits_arrays(12), digits_arrays(12)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a["x_train"].shape[1:] == (1, 12, 12)
+    assert dom.digits_classifier(8) is digits_classifier(8)

@@ -11,7 +11,7 @@ from omnidiff.nn import apply_rotary, rotary_tables
 from omnidiff_domains.video.data import VideoData, first_frames, random_masks
 from omnidiff_domains.video.dit import PRESETS, VideoDiT
 from omnidiff_domains.video.files import VideoFileError, find_clips, read_clip
-from omnidiff_domains.video.metrics import centre_of_mass, video_metrics
+from omnidiff_domains.video.metrics import centre_of_mass, frame_scores, video_metrics
 from omnidiff_domains.video.moving import bounce
 
 SMALL = dict(depth=2, width=24, heads=2)
@@ -103,6 +103,22 @@ def test_reference_alternates_generation_and_continuation():
 def test_bad_data_settings_are_one_line(kw, match):
     with pytest.raises(ValueError, match=match):
         VideoData(**kw)
+
+
+def test_without_the_image_domain_digits_and_metrics_fail_in_one_line(monkeypatch):
+    """The digits and the digits classifier come from the image domain, through the registry."""
+    import omnidiff_domains.video as video
+    from omnidiff.errors import UnknownDomainError
+
+    def no_image(name):
+        raise UnknownDomainError(f"unknown domain {name!r}")
+
+    monkeypatch.setattr(video, "get_domain", no_image)
+    with pytest.raises(UnknownDomainError, match="need the image domain") as info:
+        VideoData(train_size=4, val_size=4).setup()
+    assert "\n" not in str(info.value)
+    with pytest.raises(UnknownDomainError, match="need the image domain"):
+        frame_scores(torch.zeros(1, 2, 1, 16, 16), 12)
 
 
 # ---- the network ---------------------------------------------------------------------------

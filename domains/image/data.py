@@ -219,66 +219,18 @@ class ImageData(pl.LightningDataModule):
         return out
 
     def _load_files(self) -> dict[str, Any]:
-        from PIL import Image
-
         root = Path(self.root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"data.root={root} is not a folder")
         if self.name == "imagefolder":
-            from torchvision.datasets import ImageFolder
-
-            try:
-                ds = ImageFolder(str(root))
-            except (FileNotFoundError, RuntimeError) as exc:
-                raise FileNotFoundError(f"no class subfolders with images under {root} "
-                                        f"(data.name=imagefolder expects root/<class>/<image>): "
-                                        f"{str(exc).splitlines()[0]}") from None
-            paths = [Path(p) for p, _ in ds.samples]
-            labels: torch.Tensor | None = torch.tensor([c for _, c in ds.samples], dtype=torch.long)
-            classes = list(ds.classes)
+            paths, labels, classes = _imagefolder_files(root)
         else:
-            paths = sorted(p for p in root.iterdir()
-                           if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
-            labels, classes = None, []
+            paths, labels, classes = _flat_files(root), None, []
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found in "
                                     f"{root}; point data.root at a folder of images")
-        mode = {None: None, 1: "L", 3: "RGB"}.get(self.channels, "?")
-        if mode == "?":
-            raise ValueError(f"data.channels={self.channels} is not supported; use 1 or 3")
-        images, modes, sizes = [], {}, {}
-        for p in paths:
-            with Image.open(p) as im:
-                m = mode or _native_mode(im)  # None: keep the files' own channels (must agree)
-                modes.setdefault(m, []).append(p.name)
-                im = im.convert(m)
-                sizes.setdefault(im.size, []).append(p.name)
-                if self.image_size is not None and im.size != self.image_size[::-1]:
-                    im = im.resize(self.image_size[::-1], Image.Resampling.BICUBIC)
-                images.append(np.asarray(im))
-        if len(modes) > 1:
-            counts = ", ".join(f"{'1 channel' if m == 'L' else '3 channels'}: {len(v)} files "
-                               f"(e.g. {v[0]})" for m, v in sorted(modes.items()))
-            raise ValueError(f"images in {root} have inconsistent channels ({counts}); pass "
-                             "data.channels=1 or data.channels=3 to convert them all")
-        if self.image_size is None and len(sizes) > 1:
-            eg = ", ".join(f"{w}x{h} (e.g. {v[0]})" for (w, h), v in list(sizes.items())[:3])
-            raise ValueError(f"images in {root} have different sizes ({eg}); pass "
-                             "data.image_size=<size> to resize them all")
-        arr = np.stack(images)  # (N, H, W) or (N, H, W, 3)
-        x = torch.from_numpy(arr)
-        x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
-        x = x.contiguous()
-        n = len(x)
-        g = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
-        perm = torch.randperm(n, generator=g)
-        n_test = min(max(1, round(self.holdout * n)), n - 1) if n > 1 else 0
-        te, tr = perm[:n_test].sort().values, perm[n_test:].sort().values
-        if n_test == 0:  # a single image: it is its own reference
-            te = tr
-        return {"x_train": x[tr], "y_train": None if labels is None else labels[tr],
-                "x_test": x[te], "y_test": None if labels is None else labels[te],
-                "classes": classes}
+        x = _read_images(root, paths, self.channels, self.image_size)
+        return _holdout_split(x, labels, classes, self.holdout)
 
     # ------------------------------------------------------------------ contract
     @property
@@ -328,6 +280,96 @@ class ImageData(pl.LightningDataModule):
     def __repr__(self) -> str:
         return (f"ImageData(name={self.name!r}, root={self.root!r}, "
                 f"image_size={self.image_size}, batch_size={self.batch_size})")
+
+
+# ---------------------------------------------------------------------- image files
+def _imagefolder_files(root: Path) -> tuple[list[Path], torch.Tensor, list[str]]:
+    """``root/<class>/<image>``: the image paths, their labels (N,) and the class names."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        ds = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise FileNotFoundError(f"no class subfolders with images under {root} "
+                                f"(data.name=imagefolder expects root/<class>/<image>): "
+                                f"{str(exc).splitlines()[0]}") from None
+    labels = torch.tensor([c for _, c in ds.samples], dtype=torch.long)
+    return [Path(p) for p, _ in ds.samples], labels, list(ds.classes)
+
+
+def _flat_files(root: Path) -> list[Path]:
+    """The image files directly in ``root``, sorted by name."""
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _file_mode(channels: int | None) -> str | None:
+    """The PIL mode to convert every file to; None keeps each file's own ("L" or "RGB")."""
+    mode = {None: None, 1: "L", 3: "RGB"}.get(channels, "?")
+    if mode == "?":
+        raise ValueError(f"data.channels={channels} is not supported; use 1 or 3")
+    return mode
+
+
+def _read_image(path: Path, mode: str | None, size: tuple[int, int] | None
+                ) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """One file as an array ``(H, W)`` or ``(H, W, 3)`` (converted to ``mode`` or its own, and
+    resized to ``size`` if given), with that mode and its size ``(W, H)`` before resizing."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        m = mode or _native_mode(im)  # None: keep the files' own channels (must agree)
+        im = im.convert(m)
+        native = im.size
+        if size is not None and im.size != size[::-1]:
+            im = im.resize(size[::-1], Image.Resampling.BICUBIC)
+        return np.asarray(im), m, native
+
+
+def _read_images(root: Path, paths: list[Path], channels: int | None,
+                 size: tuple[int, int] | None) -> torch.Tensor:
+    """The files as uint8 ``(N, C, H, W)``; a clear error when they disagree in channels or
+    (without ``size``) in size."""
+    mode = _file_mode(channels)
+    images, modes, sizes = [], {}, {}
+    for p in paths:
+        image, m, native = _read_image(p, mode, size)
+        images.append(image)
+        modes.setdefault(m, []).append(p.name)
+        sizes.setdefault(native, []).append(p.name)
+    _check_files_agree(root, modes, sizes if size is None else {})
+    x = torch.from_numpy(np.stack(images))  # (N, H, W) or (N, H, W, 3)
+    x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
+    return x.contiguous()
+
+
+def _check_files_agree(root: Path, modes: dict[str, list[str]],
+                       sizes: dict[tuple[int, int], list[str]]) -> None:
+    """One mode and one size among the files (``{mode or size: [file names]}``) or an error."""
+    if len(modes) > 1:
+        counts = ", ".join(f"{'1 channel' if m == 'L' else '3 channels'}: {len(v)} files "
+                           f"(e.g. {v[0]})" for m, v in sorted(modes.items()))
+        raise ValueError(f"images in {root} have inconsistent channels ({counts}); pass "
+                         "data.channels=1 or data.channels=3 to convert them all")
+    if len(sizes) > 1:
+        eg = ", ".join(f"{w}x{h} (e.g. {v[0]})" for (w, h), v in list(sizes.items())[:3])
+        raise ValueError(f"images in {root} have different sizes ({eg}); pass "
+                         "data.image_size=<size> to resize them all")
+
+
+def _holdout_split(x: torch.Tensor, labels: torch.Tensor | None, classes: list[str],
+                   holdout: float) -> dict[str, Any]:
+    """A fixed ``holdout`` fraction of the images (at least one, never all; independent of
+    ``data.seed``) held out; a single image is its own reference."""
+    n = len(x)
+    g = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
+    perm = torch.randperm(n, generator=g)
+    n_test = min(max(1, round(holdout * n)), n - 1) if n > 1 else 0
+    te, tr = perm[:n_test].sort().values, perm[n_test:].sort().values
+    if n_test == 0:  # a single image: it is its own reference
+        te = tr
+    return {"x_train": x[tr], "y_train": None if labels is None else labels[tr],
+            "x_test": x[te], "y_test": None if labels is None else labels[te],
+            "classes": classes}
 
 
 def _native_mode(im) -> str:

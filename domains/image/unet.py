@@ -11,14 +11,15 @@ Called as ``net(x_t, t, cond=None, drop=None) -> (B, C, H, W)`` (the domain cont
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.core.conditions import as_spec
+from omnidiff.core.conditions import CondSpec, as_spec
 from omnidiff.nn import ConditionEmbedding, TimeEmbedding, group_norm
 
 __all__ = ["UNet", "build_unet"]
@@ -117,6 +118,62 @@ class Level(nn.Module):
         self.attns = nn.ModuleList(attns)
 
 
+def _resolutions(hw: tuple[int, int], channel_mult: tuple[int, ...]) -> list[int]:
+    """The height of each level's feature maps; a clear error when the levels do not fit."""
+    if not channel_mult:
+        raise ValueError("model.channel_mult must list at least one level, e.g. [1, 2]")
+    factor = 2 ** (len(channel_mult) - 1)
+    if hw[0] % factor or hw[1] % factor:
+        raise ValueError(
+            f"image size {hw[0]}x{hw[1]} is not divisible by 2**(len(channel_mult)-1) = "
+            f"{factor} (channel_mult={list(channel_mult)}); use fewer levels or set "
+            f"data.image_size to a multiple of {factor}")
+    return [hw[0] // 2 ** i for i in range(len(channel_mult))]
+
+
+def _attention_at(attn_resolutions: Sequence[int], resolutions: list[int]) -> set[int]:
+    """The resolutions asked for attention, each checked to be one of ``resolutions``."""
+    bad = [r for r in attn_resolutions if int(r) not in resolutions]
+    if bad:
+        raise ValueError(f"model.attn_resolutions {list(attn_resolutions)} includes {bad}, "
+                         f"which is not one of this U-Net's resolutions {resolutions}")
+    return {int(r) for r in attn_resolutions}
+
+
+def _image_cond(cond: Any) -> CondSpec:
+    """The condition specification of ``cond``; labels or fixed-shape tensors only."""
+    spec = as_spec(cond)
+    if spec.variable_shape:
+        raise ValueError(f"the image U-Net takes class labels or fixed-shape tensor "
+                         f"conditions; got {spec.describe()}")
+    return spec
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """Makes the U-Net's blocks with the settings they all share."""
+
+    emb_dim: int
+    dropout: float
+    groups: int
+    head_channels: int
+
+    def res(self, cin: int, cout: int) -> ResBlock:
+        return ResBlock(cin, cout, self.emb_dim, self.dropout, self.groups)
+
+    def attn(self, channels: int) -> AttnBlock:
+        return AttnBlock(channels, self.head_channels, self.groups)
+
+    def level(self, pairs: Iterable[tuple[int, int]], attend: bool) -> Level:
+        """A residual block ``cin -> cout`` per pair, each followed by attention if
+        ``attend`` (else ``nn.Identity``)."""
+        blocks, attns = [], []
+        for cin, cout in pairs:
+            blocks.append(self.res(cin, cout))
+            attns.append(self.attn(cout) if attend else nn.Identity())
+        return Level(blocks, attns)
+
+
 class UNet(nn.Module):
     """ADM-style U-Net for images ``(C, H, W)``.
 
@@ -145,71 +202,69 @@ class UNet(nn.Module):
         super().__init__()
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         channel_mult = tuple(int(m) for m in channel_mult)
-        if not channel_mult:
-            raise ValueError("model.channel_mult must list at least one level, e.g. [1, 2]")
-        factor = 2 ** (len(channel_mult) - 1)
-        if hw[0] % factor or hw[1] % factor:
-            raise ValueError(
-                f"image size {hw[0]}x{hw[1]} is not divisible by 2**(len(channel_mult)-1) = "
-                f"{factor} (channel_mult={list(channel_mult)}); use fewer levels or set "
-                f"data.image_size to a multiple of {factor}")
-        resolutions = [hw[0] // 2 ** i for i in range(len(channel_mult))]
-        bad = [r for r in attn_resolutions if int(r) not in resolutions]
-        if bad:
-            raise ValueError(f"model.attn_resolutions {list(attn_resolutions)} includes {bad}, "
-                             f"which is not one of this U-Net's resolutions {resolutions}")
-        attn_at = {int(r) for r in attn_resolutions}
+        resolutions = _resolutions(hw, channel_mult)
+        attn_at = _attention_at(attn_resolutions, resolutions)
         self.in_channels = in_channels
         self.image_size = hw
-        self.cond_spec = spec = as_spec(cond)
-        if spec.variable_shape:
-            raise ValueError(f"the image U-Net takes class labels or fixed-shape tensor "
-                             f"conditions; got {spec.describe()}")
+        self.cond_spec = spec = _image_cond(cond)
         self.channels_last = channels_last
         emb_dim = 4 * base_channels
         self.time_embed = TimeEmbedding(emb_dim, freq_dim=base_channels)
         self.class_embed = ConditionEmbedding(spec, emb_dim) if spec.conditional else None
-        g, hd = norm_groups, num_head_channels
+        make = _Blocks(emb_dim, dropout, norm_groups, num_head_channels)
+        widths = [base_channels * m for m in channel_mult]  # channels of each level
+        attend = [r in attn_at for r in resolutions]  # attention at each level
 
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        ch = base_channels
-        skips = [ch]
-        self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
-        for i, mult in enumerate(channel_mult):
-            out = base_channels * mult
-            blocks, attns = [], []
-            for _ in range(num_res_blocks):
-                blocks.append(ResBlock(ch, out, emb_dim, dropout, g))
-                attns.append(AttnBlock(out, hd, g) if resolutions[i] in attn_at else nn.Identity())
-                ch = out
-                skips.append(ch)
-            self.down.append(Level(blocks, attns))
-            last = i == len(channel_mult) - 1
-            self.downsample.append(nn.Identity() if last else Downsample(ch))
-            if not last:
-                skips.append(ch)
-
-        self.mid1 = ResBlock(ch, ch, emb_dim, dropout, g)
-        self.mid_attn = AttnBlock(ch, hd, g)
-        self.mid2 = ResBlock(ch, ch, emb_dim, dropout, g)
-
-        self.up = nn.ModuleList()
-        self.upsample = nn.ModuleList()
-        for i, mult in reversed(list(enumerate(channel_mult))):
-            out = base_channels * mult
-            blocks, attns = [], []
-            for _ in range(num_res_blocks + 1):
-                blocks.append(ResBlock(ch + skips.pop(), out, emb_dim, dropout, g))
-                attns.append(AttnBlock(out, hd, g) if resolutions[i] in attn_at else nn.Identity())
-                ch = out
-            self.up.append(Level(blocks, attns))
-            self.upsample.append(Upsample(ch) if i > 0 else nn.Identity())
-
-        self.norm_out = _norm(ch, g)
+        ch, skips = self._build_down(make, base_channels, widths, attend, num_res_blocks)
+        self._build_middle(make, ch)
+        ch = self._build_up(make, ch, skips, widths, attend, num_res_blocks)
+        self.norm_out = _norm(ch, norm_groups)
         self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def _build_down(self, make: _Blocks, ch: int, widths: list[int], attend: list[bool],
+                    num_res_blocks: int) -> tuple[int, list[int]]:
+        """``self.down`` (one :class:`Level` per resolution) and ``self.downsample``.
+
+        Returns the channels at the bottom and those of every skip connection, in the order
+        they are made (conv_in's output first).
+        """
+        skips = [ch]
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        for i, out in enumerate(widths):
+            path = [ch] + [out] * num_res_blocks  # channels before and after each block
+            self.down.append(make.level(zip(path, path[1:]), attend[i]))
+            ch = path[-1]
+            skips += path[1:]
+            last = i == len(widths) - 1
+            self.downsample.append(nn.Identity() if last else Downsample(ch))
+            if not last:
+                skips.append(ch)
+        return ch, skips
+
+    def _build_middle(self, make: _Blocks, ch: int) -> None:
+        """The bottom of the U: ``mid1`` -> ``mid_attn`` -> ``mid2``, ``ch`` channels."""
+        self.mid1 = make.res(ch, ch)
+        self.mid_attn = make.attn(ch)
+        self.mid2 = make.res(ch, ch)
+
+    def _build_up(self, make: _Blocks, ch: int, skips: list[int], widths: list[int],
+                  attend: list[bool], num_res_blocks: int) -> int:
+        """``self.up`` (one :class:`Level` per resolution, lowest first; each block takes one
+        skip connection, popped from ``skips``) and ``self.upsample``; returns the channels
+        at the top."""
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i, out in reversed(list(enumerate(widths))):
+            path = [ch] + [out] * (num_res_blocks + 1)
+            pairs = [(cin + skips.pop(), cout) for cin, cout in zip(path, path[1:])]
+            self.up.append(make.level(pairs, attend[i]))
+            ch = path[-1]
+            self.upsample.append(Upsample(ch) if i > 0 else nn.Identity())
+        return ch
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:

@@ -30,8 +30,14 @@ from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, NoCond, Ten
 from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
 
 from .affine import AFFINE_DIM, apply_affine, cloud_properties, draw_affine
-from .clouds import (CLOUDS, SHAPES, digit_images, load_cloud_file, sample_digit_clouds,
-                     sample_shapes)
+from .clouds import (
+    CLOUDS,
+    SHAPES,
+    digit_images,
+    load_cloud_file,
+    sample_digit_clouds,
+    sample_shapes,
+)
 from .densities import DENSITIES, NUM_MODES, load_points_file, sample_density
 
 __all__ = ["KINDS", "PointsData"]

@@ -8,12 +8,17 @@ masks), :mod:`.metrics` (per-frame class accuracy, temporal consistency, continu
 Fréchet distance), :mod:`.artifacts` (GIFs and frame strips); Hydra defaults in
 ``conf/domain/video.yaml``.
 
-Heavy imports (Lightning, timm, matplotlib, scikit-learn) happen on first use.
+Heavy imports (Lightning, timm, matplotlib, scikit-learn) happen on first use. The digits
+and the digits classifier come from the ``image`` domain, through the registry.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from omnidiff.errors import UnknownDomainError
 from omnidiff.plugins.contract import LazyDomain, lazy_exports
+from omnidiff.plugins.registry import get_domain
 
 __all__ = ["VideoDomain", "VideoData", "VideoDiT"]
 
@@ -35,6 +40,17 @@ class VideoDomain(LazyDomain):
     metrics_fn = ".metrics:video_metrics"
     sample_defaults = {"clip_x0": 1.0}  # pixels live in [-1, 1]
     main_metric = "fd"  # what `omnidiff compare` plots first
+
+
+def _image_domain() -> Any:
+    """The installed ``image`` domain (its ``digits_arrays`` and ``digits_classifier``); a
+    one-line error when it is not installed."""
+    try:
+        return get_domain("image")
+    except UnknownDomainError:
+        raise UnknownDomainError(
+            "the video domain's moving digits and metrics need the image domain, which is not "
+            "installed (no 'image' in the entry-point group 'omnidiff.domains')") from None
 
 
 __getattr__ = lazy_exports(__name__, {"VideoData": ".data:VideoData", "VideoDiT": ".dit:VideoDiT"})

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff.plugins.data import collate_batch, eval_loader, train_loader
 
+from . import _image_domain
 from .files import find_clips, read_clip
 
 __all__ = ["VideoData", "random_masks", "first_frames", "CONDS", "SOURCES"]
@@ -122,13 +123,11 @@ class VideoData(pl.LightningDataModule):
         return self._arrays
 
     def _generate(self) -> dict[str, Any]:
-        from omnidiff_domains.image.data import digits_arrays
-
         from .moving import moving_digits
 
         if self.channels != 1:
             raise ValueError("data.name=moving_digits is grey: set data.channels=1")
-        digits = digits_arrays(self.digit_size)
+        digits = _image_domain().digits_arrays(self.digit_size)
         kw = dict(frames=self.frames, size=self.size, max_digits=self.max_digits,
                   p_two=self.p_two, max_speed=self.max_speed)
         g = torch.Generator().manual_seed(self.seed)

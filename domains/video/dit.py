@@ -24,8 +24,16 @@ import torch
 from torch import nn
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, as_spec
-from omnidiff.nn import (Conditioning, FinalLayer, PatchEmbed, Rotary, TransformerBlock,
-                         sincos_embedding, token_grid, unpatchify)
+from omnidiff.nn import (
+    Conditioning,
+    FinalLayer,
+    PatchEmbed,
+    Rotary,
+    TransformerBlock,
+    sincos_embedding,
+    token_grid,
+    unpatchify,
+)
 
 __all__ = ["VideoDiT", "PRESETS", "build_dit", "frame_fields"]
 

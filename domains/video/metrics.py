@@ -35,6 +35,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from omnidiff.plugins.metrics import frechet_distance
+
+from . import _image_domain
+
 __all__ = ["video_metrics", "digit_crops", "centre_of_mass", "frame_scores"]
 
 
@@ -78,9 +82,7 @@ def frame_scores(x: torch.Tensor, digit_size: int, classifier: Any = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per frame: the classifier's probabilities ``(N, T, 10)`` and features ``(N, T, 128)``."""
     if classifier is None:
-        from omnidiff_domains.image.classifier import digits_classifier
-
-        classifier = digits_classifier(8)
+        classifier = _image_domain().digits_classifier(8)
     n, t = x.shape[:2]
     feats, probs = [], []
     with torch.no_grad():
@@ -114,8 +116,6 @@ def _ink_cv(mass: torch.Tensor) -> float:
 
 def _generation(x: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor | None,
                 digit_size: int) -> dict[str, float]:
-    from omnidiff_domains.image.metrics import frechet_distance
-
     probs, feats = frame_scores(x, digit_size)  # (N, T, 10), (N, T, D)
     _, ref_feats = frame_scores(ref, digit_size)
     pred = probs.argmax(-1)  # (N, T)
