@@ -11,7 +11,7 @@ import soundfile
 import torch
 
 import omnidiff
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 TINY = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "threads=1",
         "data.train_size=32", "data.val_size=8", "data.batch_size=8", "eval.n_samples=4",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 from omnidiff.core.gaussian_mixture import random_mixture
 from omnidiff.core.schedules import get_schedule
 from omnidiff.errors import PipelineError

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 # small enough for seconds on 2 CPU cores
 FAST = ["trainer.max_steps=12", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 from omnidiff.model_file import save_inference
 from omnidiff.model_spec import ModelSpec
 from omnidiff.training.diffusion_module import DiffusionModule

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 from omnidiff.core.gaussian_mixture import GaussianMixture
 from omnidiff.core.schedules import get_schedule
 from omnidiff.methods import consistency as cm

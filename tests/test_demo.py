@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from omnidiff.cli.main import cmd_demo
+from omnidiff.cli.commands import cmd_demo
 from omnidiff.tasks.demo import moment_errors, run_demo, spiral_mixture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,7 +85,7 @@ def test_cmd_demo_bad_input_is_one_clear_line(tmp_path, args, match):
 
 
 def test_cli_demo_when_wired(tmp_path, capsys):
-    from omnidiff.cli import main as cli
+    import omnidiff.cli.commands as cli
 
     if "demo" not in getattr(cli, "COMMANDS", {}):
         pytest.skip("`omnidiff demo` is not wired into omnidiff.cli yet")

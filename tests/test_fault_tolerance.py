@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 # a small, fast points run (the CLI's overrides)
 TINY = ["recipe=points2d", "threads=1", "data.train_size=2048", "data.batch_size=64",

@@ -268,7 +268,7 @@ def test_contract_on_latent_audio_and_video(name, data, model, channels, tmp_pat
 
 
 def _one_line(capsys, args):
-    from omnidiff.cli.main import main
+    from omnidiff.cli.commands import main
 
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()

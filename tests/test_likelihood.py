@@ -69,7 +69,7 @@ def test_dequantisation():
 def test_pipeline_and_cli_likelihood(tmp_path, capsys):
     import numpy as np
 
-    from omnidiff.cli.main import main
+    from omnidiff.cli.commands import main
     from omnidiff.inference.pipeline import load
     from omnidiff.model_file import save_inference
     from omnidiff.model_spec import ModelSpec

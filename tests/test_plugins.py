@@ -92,7 +92,7 @@ def test_timeseries_plugin_installs_lists_trains_and_generates(tmp_path, monkeyp
     assert (run / "model.pt").is_file() and (run / "samples" / "samples.png").is_file()
 
     # this process: `omnidiff domains` shows it with its origin and recipe
-    from omnidiff.cli.main import main
+    from omnidiff.cli.commands import main
     monkeypatch.syspath_prepend(str(site))
     assert main(["domains"]) == 0
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ import torch
 from test_fault_tolerance import TINY
 
 import omnidiff
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def test_a_subclassed_lazy_domain_keeps_its_parents_parts(sub_plugin):
 
 
 def test_config_mistakes_of_a_plugin_are_named(sub_plugin, capsys):
-    from omnidiff.cli.main import main
+    from omnidiff.cli.commands import main
     from omnidiff.errors import ConfigError
     from omnidiff.tasks.config import compose
 
@@ -197,7 +197,7 @@ def test_unknown_recipe_mentions_broken_plugins(fake_plugins):
 
 
 def test_check_command_runs_the_contract(fake_plugins, capsys):
-    from omnidiff.cli.main import main
+    from omnidiff.cli.commands import main
 
     assert main(["check", "points", "data.train_size=256", "model.width=16"]) == 0
     assert "domain 'points' passes the contract" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_fault_tolerance import TINY, _cli, _env, _step
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 DEFAULT = ["train", "recipe=points2d", "trainer.enable_progress_bar=false"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 from omnidiff.errors import UsageError
 from omnidiff.tasks.sweeps import job_names, parse_sweep
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 TINY = ["recipe=points2d", "threads=1", "data.train_size=256", "data.val_size=32",
         "data.batch_size=64", "model.width=32", "model.depth=1", "eval.n_samples=64",

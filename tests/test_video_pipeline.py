@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import omnidiff
-from omnidiff.cli.main import main
+from omnidiff.cli.commands import main
 
 TINY = ["trainer.max_steps=4", "trainer.enable_progress_bar=false", "threads=1",
         "data.train_size=16", "data.val_size=8", "data.batch_size=4", "eval.n_samples=4",

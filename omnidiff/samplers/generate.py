@@ -141,33 +141,47 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         noise, cond = noise_and_cond(spec, cond, n, gen, event_shape, shape_for)
     else:
         cond, _ = _prepare_cond(spec, cond, noise.shape[0], gen)
-    n = noise.shape[0]
     device, dtype = device_dtype(model, device)
     # stochastic samplers draw from a device generator seeded from the CPU one
     dev_gen = torch.Generator(device=device).manual_seed(
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
-    bs = int(batch_size) if batch_size else auto_batch(n, event_shape)
+    bs = int(batch_size) if batch_size else auto_batch(noise.shape[0], event_shape)
+
+    def run(x_T: torch.Tensor, c: Any, stats: dict[str, Any]) -> torch.Tensor:  # (b, *event)
+        return sample(classifier_free(model, c, guidance), x_T, schedule=model.schedule,
+                      prediction=model.prediction, sampler=sampler,
+                      steps=None if steps is None else int(steps), generator=dev_gen,
+                      stats=stats, **options)
+
     was_training = model.training
     model.eval()
-    out, counts = [], []
     try:
-        for i in _batch_starts(n, bs, progress):
-            x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
-            c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
-            fn = classifier_free(model, c, guidance)
-            st: dict[str, Any] = {}
-            x0 = sample(fn, x_T, schedule=model.schedule, prediction=model.prediction,
-                        sampler=sampler, steps=None if steps is None else int(steps),
-                        generator=dev_gen, stats=st, **options)
-            counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
-            if decode is not None:
-                x0 = decode(x0)  # (b, *sample_shape)
-            out.append(x0.float().cpu())
+        out, counts = _in_batches(run, noise, cond, bs, (device, dtype), progress, decode)
     finally:
         model.train(was_training)
     if stats is not None:
         stats.update(_mean_counts(counts))
     return torch.cat(out), cond
+
+
+def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor, cond: Any, bs: int,
+                to: tuple[torch.device, torch.dtype], progress: bool | None,
+                decode: Callable[[torch.Tensor], torch.Tensor] | None
+                ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
+    """``run(x_T, cond)`` over batches of ``bs`` (each decoded when ``decode``): the samples
+    (float32, on the CPU) and each batch's (size, steps, nfe, network evals)."""
+    device, dtype = to
+    out, counts = [], []
+    for i in _batch_starts(noise.shape[0], bs, progress):
+        x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
+        c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
+        st: dict[str, Any] = {}
+        x0 = run(x_T, c, stats=st)  # (b, *event)
+        counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
+        if decode is not None:
+            x0 = decode(x0)  # (b, *sample_shape)
+        out.append(x0.float().cpu())
+    return out, counts
 
 
 def _mean_counts(counts: list[tuple[int, int, int, int]]) -> dict[str, float | int]:

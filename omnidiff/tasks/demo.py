@@ -101,27 +101,10 @@ def _contours(ax, mixture: GaussianMixture) -> None:
                linewidths=0.6, alpha=0.7)
 
 
-def run_demo(out_dir: str | Path = "demo_out", n: int = 2000, steps: int = 20,
-             sampler: str = "dpmpp_2m", seed: int = 0, schedule: str = "linear",
-             verbose: bool = True) -> list[Path]:
-    """Write ``demo.png`` and ``demo.json`` into ``out_dir``; return their paths.
-
-    Noises samples of a 2D spiral mixture with ``schedule`` and draws ``n`` samples back with
-    ``sampler`` in ``steps`` steps, using the mixture's exact denoiser. Prints a one-line
-    summary of the samples' moment errors against the true mixture.
-    """
-    from matplotlib.figure import Figure
-
-    if not isinstance(n, int) or n < 2:
-        raise UserError(f"n must be an integer >= 2 (the number of samples), got {n!r}")
-    sched = get_schedule(schedule)
-    mixture = spiral_mixture()
-    model = mixture.model(sched, PREDICTION)
-    out_dir = Path(out_dir)
-
-    # -- the reverse process: the samples, then the trajectory that produced them ----------
-    noise = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed),
-                        dtype=torch.float64)  # (N, 2)
+def _trajectory(model: Any, sched: Any, sampler: str, steps: int, noise: torch.Tensor,
+                seed: int) -> tuple[torch.Tensor, dict[str, Any], list[tuple[int, float, Any]]]:
+    """``(samples, sampler stats, [(step k, time, state after k steps)])`` of the reverse
+    process from ``noise`` (N, 2), at about COLUMNS steps from noise to samples."""
     stats: dict[str, Any] = {}
     samples = sample(model, noise, schedule=sched, prediction=PREDICTION, sampler=sampler,
                      steps=steps, stats=stats,
@@ -142,47 +125,77 @@ def run_demo(out_dir: str | Path = "demo_out", n: int = 2000, steps: int = 20,
                                   sched.prior_std * noise, ts[:k + 1],
                                   generator=torch.Generator().manual_seed(seed + 1))
         states.append((k, ts[k], x))
+    return samples, stats, states
 
-    # -- the forward process ------------------------------------------------------------------
-    data, _ = mixture.sample(n, generator=torch.Generator().manual_seed(seed + 2))  # (N, 2)
-    eps = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed + 3),
-                      dtype=torch.float64)
-    # at the trajectory's times, mirrored: column j of the top row is the exact marginal that
-    # the sampler's state in the mirrored column of the bottom row should resemble
-    t_fwd = [t for _, t, _ in reversed(states)]
 
-    # -- how good are the samples? ----------------------------------------------------------
-    errors = moment_errors(samples, mixture)
-    floor = moment_errors(data, mixture)  # the same numbers for n true samples
+def _unit(sched: Any, x: torch.Tensor, t: float) -> torch.Tensor:
+    """x_t / sqrt(alpha^2 + sigma^2): VE / flow states on the data's scale (VP: x_t)."""
+    a, s = sched.alpha_sigma(torch.tensor(t, dtype=torch.float64))
+    return x / torch.sqrt(a * a + s * s)
 
-    # -- the figure -------------------------------------------------------------------------
-    cols = len(states)  # COLUMNS, or fewer for a run of fewer steps
-    fig = Figure(figsize=(2.1 * max(cols, 4), 4.9), dpi=110, layout="constrained")
-    axes = fig.subplots(2, cols, squeeze=False)
-    def unit(x: torch.Tensor, t: float) -> torch.Tensor:
-        """x_t / sqrt(alpha^2 + sigma^2): VE / flow states on the data's scale (VP: x_t)."""
-        a, s = sched.alpha_sigma(torch.tensor(t, dtype=torch.float64))
-        return x / torch.sqrt(a * a + s * s)
 
-    for ax, t in zip(axes[0], t_fwd):
+def _forward_row(axes: Any, sched: Any, data: torch.Tensor, eps: torch.Tensor,
+                 times: list[float]) -> None:
+    """The top row: the data noised by the forward process to each of ``times``."""
+    n = data.shape[0]
+    for ax, t in zip(axes, times):
         t_in = min(t, sched.t_max)  # a schedule is defined up to its t_max
         xt = q_sample(data, torch.full((n,), t_in, dtype=torch.float64), sched, eps)
         snr = float(torch.exp(2 * sched.log_snr(torch.tensor(t_in, dtype=torch.float64))))
         label = "t = 0: data" if t == 0 else f"t = {t_in:.3g}, SNR {snr:.2g}"
-        _scatter(ax, unit(xt, t_in), label, "tab:blue")
+        _scatter(ax, _unit(sched, xt, t_in), label, "tab:blue")
+
+
+def _figure(sched: Any, mixture: GaussianMixture, data: torch.Tensor, eps: torch.Tensor,
+            states: list[tuple[int, float, Any]], title: str, sampler: str, steps: int) -> Any:
+    """Two rows: forward (data noised to the trajectory's times, mirrored, so column j of the
+    top row is the exact marginal the state below it in the mirrored column should resemble)
+    and reverse (the sampler's states), with the mixture's contours on the samples."""
+    from matplotlib.figure import Figure
+
+    cols = len(states)  # COLUMNS, or fewer for a run of fewer steps
+    fig = Figure(figsize=(2.1 * max(cols, 4), 4.9), dpi=110, layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False)
+    _forward_row(axes[0], sched, data, eps, [t for _, t, _ in reversed(states)])
     for ax, (k, t, x) in zip(axes[1], states):
         label = f"step {k}/{steps}, t = {t:.3g}" if k < steps else f"step {k}/{steps}: samples"
-        _scatter(ax, unit(x, t), label, "tab:orange")
+        _scatter(ax, _unit(sched, x, t), label, "tab:orange")
     _contours(axes[1][cols - 1], mixture)
     note = "" if isinstance(sched, VPSchedule) else "\n(x_t / √(α² + σ²))"
     axes[0][0].set_ylabel("forward: noising" + note, fontsize=10)
     axes[1][0].set_ylabel(f"reverse: {sampler}" + note, fontsize=10)
-    fig.suptitle(
-        f"omnidiff demo — {schedule} schedule, exact mixture denoiser, {sampler} with {steps} "
-        f"steps ({stats['nfe']} NFE)\nmean error {errors['mean_error']:.3f}, covariance error "
-        f"{errors['cov_rel_error']:.1%}", fontsize=10)
-    png = atomic_save_figure(fig, out_dir / "demo.png")
+    fig.suptitle(title, fontsize=10)
+    return fig
 
+
+def run_demo(out_dir: str | Path = "demo_out", n: int = 2000, steps: int = 20,
+             sampler: str = "dpmpp_2m", seed: int = 0, schedule: str = "linear",
+             verbose: bool = True) -> list[Path]:
+    """Write ``demo.png`` and ``demo.json`` into ``out_dir``; return their paths.
+
+    Noises samples of a 2D spiral mixture with ``schedule`` and draws ``n`` samples back with
+    ``sampler`` in ``steps`` steps, using the mixture's exact denoiser. Prints a one-line
+    summary of the samples' moment errors against the true mixture.
+    """
+    if not isinstance(n, int) or n < 2:
+        raise UserError(f"n must be an integer >= 2 (the number of samples), got {n!r}")
+    sched = get_schedule(schedule)
+    mixture = spiral_mixture()
+    model = mixture.model(sched, PREDICTION)
+    out_dir = Path(out_dir)
+    noise = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)  # (N, 2)
+    samples, stats, states = _trajectory(model, sched, sampler, steps, noise, seed)
+    data, _ = mixture.sample(n, generator=torch.Generator().manual_seed(seed + 2))  # (N, 2)
+    eps = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed + 3),
+                      dtype=torch.float64)
+    errors = moment_errors(samples, mixture)
+    floor = moment_errors(data, mixture)  # the same numbers for n true samples
+    title = (f"omnidiff demo — {schedule} schedule, exact mixture denoiser, {sampler} with "
+             f"{steps} steps ({stats['nfe']} NFE)\nmean error {errors['mean_error']:.3f}, "
+             f"covariance error {errors['cov_rel_error']:.1%}")
+    png = atomic_save_figure(_figure(sched, mixture, data, eps, states, title, sampler, steps),
+                             out_dir / "demo.png")
     report = {
         "sampler": sampler, "steps": steps, "nfe": stats["nfe"], "grid": stats["grid"],
         "schedule": sched.config(), "n": n, "seed": seed, **errors,
