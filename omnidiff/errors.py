@@ -29,7 +29,7 @@ from typing import Iterator
 __all__ = ["OmnidiffError", "UserError", "UsageError", "ConfigError", "DataError",
            "ConditionError", "CheckpointError", "PipelineError", "RunFolderError",
            "UnknownDomainError", "PluginError", "NonFiniteLossError", "TrainingPreempted",
-           "blamed_on", "one_line"]
+           "blamed_on", "one_line", "USER_ERRORS"]
 
 
 class OmnidiffError(Exception):
@@ -115,3 +115,8 @@ def one_line(exc: BaseException | str) -> str:
     """An error (or a text) on one line of at most 600 characters, as the CLI prints it."""
     text = " ".join(str(exc).strip().split()) or type(exc).__name__
     return text if len(text) < 600 else text[:597] + "..."
+
+
+# mistakes the user fixes: omnidiff's own, and files that are missing or cannot be read
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from omnidiff.core.conditions import CondSpec, NoCond, as_spec
+from omnidiff.core.conditions import CondSpec, NoCond, as_cond_spec
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConfigError, blamed_on
 from omnidiff.methods.consistency import ConsistencyModel
@@ -45,7 +45,7 @@ def payload_cond_spec(fields: Mapping[str, Any]) -> CondSpec:
     """The condition specification of a ``model.pt`` dict or of a DiffusionModule's
     hyper-parameters (``cond`` / ``cond_spec``; format 1 and older runs: ``num_classes``)."""
     cond = fields.get("cond", fields.get("cond_spec"))
-    return as_spec(cond if cond is not None else int(fields.get("num_classes") or 0))
+    return as_cond_spec(cond if cond is not None else int(fields.get("num_classes") or 0))
 
 
 def loss_settings(hp: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class ModelSpec:
         fix("model", dict(self.model))
         fix("schedule", dict(self.schedule))
         fix("event_shape", tuple(int(s) for s in self.event_shape))
-        fix("cond", as_spec(self.cond))
+        fix("cond", as_cond_spec(self.cond))
         fix("prediction", str(self.prediction))
         fix("sigma_data", float(self.sigma_data))
         fix("data", dict(self.data or {}))

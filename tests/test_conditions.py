@@ -16,10 +16,10 @@ from omnidiff.core.conditions import (
     NamedCond,
     NoCond,
     TensorCond,
-    as_spec,
+    as_cond_spec,
     cat_conds,
     index_cond,
-    spec_of,
+    cond_spec_of,
 )
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
@@ -37,21 +37,21 @@ SPECS = [NoCond(), LabelCond(10), TensorCond((80, None)), TensorCond((3,), "floa
 def test_spec_round_trips_through_plain_dicts(spec):
     d = spec.to_dict()
     assert torch.serialization.get_unsafe_globals_in_checkpoint is not None or True
-    assert as_spec(d) == spec and as_spec(spec) is spec
+    assert as_cond_spec(d) == spec and as_cond_spec(spec) is spec
     assert all(isinstance(k, str) for k in d)
 
 
 def test_legacy_num_classes_and_data_modules():
-    assert as_spec(0) == NoCond() and as_spec(7) == LabelCond(7)
+    assert as_cond_spec(0) == NoCond() and as_cond_spec(7) == LabelCond(7)
 
     class Old:  # a data module written before cond_spec existed
         num_classes = 4
-    assert spec_of(Old()) == LabelCond(4)
+    assert cond_spec_of(Old()) == LabelCond(4)
 
     class New:
         cond_spec = TensorCond((3,))
         num_classes = 0
-    assert spec_of(New()) == TensorCond((3,))
+    assert cond_spec_of(New()) == TensorCond((3,))
 
 
 def test_tensor_check_shapes_dtypes_and_n():
@@ -242,11 +242,11 @@ def test_guidance_concatenates_named_conditions():
 
 
 def test_optional_tensor_fields_are_filled_and_round_trip():
-    from omnidiff.core.conditions import LabelCond, NamedCond, TensorCond, as_spec
+    from omnidiff.core.conditions import LabelCond, NamedCond, TensorCond, as_cond_spec
 
     spec = NamedCond({"label": LabelCond(3), "frames": TensorCond((2, 4), fill=0.0),
                       "mask": TensorCond((2,), fill=1.0)})
-    assert as_spec(spec.to_dict()) == spec and not TensorCond((2,)).drawable
+    assert as_cond_spec(spec.to_dict()) == spec and not TensorCond((2,)).drawable
     cond, n = spec.check({"label": [0, 2]})  # optional fields left out
     assert n == 2 and cond["frames"].shape == (2, 2, 4) and (cond["frames"] == 0).all()
     assert (cond["mask"] == 1).all() and list(cond) == ["label", "frames", "mask"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from omnidiff.cli.commands import cmd_demo
+from omnidiff.cli.tools import cmd_demo
 from omnidiff.tasks.demo import moment_errors, run_demo, spiral_mixture
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -194,7 +194,7 @@ def test_sigterm_mid_step_or_mid_validation_resumes_exactly(hook, step, tmp_path
     Every way the resumed run ends bit for bit where the unbroken one does."""
     import lightning.pytorch as pl
 
-    from omnidiff.training import diffusion_module as training
+    from omnidiff.tasks import train as training
 
     class Kill(pl.Callback):
         def __init__(self):

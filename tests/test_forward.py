@@ -1,4 +1,4 @@
-"""The forward process: the closed form q_sample equals the iterated DDPM Markov chain."""
+"""The forward process: the closed form add_noise equals the iterated DDPM Markov chain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from omnidiff.core.forward import markov_step, q_sample
+from omnidiff.core.forward import markov_step, add_noise
 from omnidiff.core.gaussian_mixture import GaussianMixture
 from omnidiff.core.schedules import get_schedule
 
@@ -47,7 +47,7 @@ def test_q_sample_is_alpha_x0_plus_sigma_eps():
     x0 = torch.randn(5, 3, 4, generator=gen(0))
     eps = torch.randn(5, 3, 4, generator=gen(1))
     t = torch.tensor([0.0, 0.1, 0.5, 0.9, 0.99])
-    xt = q_sample(x0, t, sched, eps)
+    xt = add_noise(x0, t, sched, eps)
     assert xt.shape == x0.shape and xt.dtype == x0.dtype
     a, s = sched.alpha_sigma(t.double())
     expected = a[:, None, None] * x0.double() + s[:, None, None] * eps.double()
@@ -58,7 +58,7 @@ def test_q_sample_is_alpha_x0_plus_sigma_eps():
 def test_q_sample_rejects_bad_t_shape():
     sched = get_schedule("linear")
     with pytest.raises(ValueError, match=r"t must have shape \(B,\)") as info:
-        q_sample(torch.zeros(4, 2), torch.zeros(3), sched, torch.zeros(4, 2))
+        add_noise(torch.zeros(4, 2), torch.zeros(3), sched, torch.zeros(4, 2))
     assert "\n" not in str(info.value)
 
 
@@ -72,7 +72,7 @@ def test_markov_step_formula_and_per_sample_beta():
 
 
 def test_markov_chain_matches_closed_form_in_distribution():
-    """Iterating DDPM's chain n times has the marginal of q_sample at t = n / 1000 (linear)."""
+    """Iterating DDPM's chain n times has the marginal of add_noise at t = n / 1000 (linear)."""
     sched = get_schedule("linear")
     data = toy_data()
     mu, cov0 = data.mean(), data.covariance()
@@ -92,7 +92,7 @@ def test_markov_chain_matches_closed_form_in_distribution():
         mean_n = math.sqrt(abar) * mu
         cov_n = abar * cov0 + (1 - abar) * torch.eye(2, dtype=F64)
         moments_agree(x, mean_n, cov_n)
-        x_closed = q_sample(x0, t, sched, torch.randn(x0.shape, generator=q_gen, dtype=F64))
+        x_closed = add_noise(x0, t, sched, torch.randn(x0.shape, generator=q_gen, dtype=F64))
         moments_agree(x_closed, mean_n, cov_n)
         # chain vs closed form directly (two independent samples)
         diff = x.mean(0) - x_closed.mean(0)
@@ -140,7 +140,7 @@ def _float64_batches(fn, numel: int) -> list[str]:
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v", "flow"])
 def test_training_arithmetic_stays_in_the_data_dtype(prediction):
-    """q_sample and the loss target never upcast the (B, *event) batch to float64: only the
+    """add_noise and the loss target never upcast the (B, *event) batch to float64: only the
     per-sample coefficients are float64 (a float64 copy of a video batch doubles its memory)."""
     from omnidiff.core.losses import diffusion_loss
 
@@ -156,7 +156,7 @@ def test_training_arithmetic_stays_in_the_data_dtype(prediction):
                                                    generator=gen(1)), x0.numel()) == []
     t = torch.full((4,), 0.3, dtype=F64)
     noise = torch.randn(x0.shape, generator=gen(2))
-    x_t = q_sample(x0, t, sched, noise)
+    x_t = add_noise(x0, t, sched, noise)
     assert x_t.dtype == torch.float32
     a, s = sched.alpha_sigma(t)
     exact = a[:, None, None, None] * x0.double() + s[:, None, None, None] * noise.double()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnidiff.core.forward import q_sample
+from omnidiff.core.forward import add_noise
 from omnidiff.core.predictions import PREDICTIONS, target, to_x0_eps, x0_scale
 from omnidiff.core.schedules import SCHEDULES, get_schedule
 
@@ -38,7 +38,7 @@ def test_round_trip(name, kind):
     if kind == "eps" and name == "flow":
         t = t[:-1]  # alpha(1) = 0: x0 cannot be recovered from eps at t = 1
         x0, eps = x0[:-1], eps[:-1]
-    x_t = q_sample(x0, t, sched, eps)
+    x_t = add_noise(x0, t, sched, eps)
     out = target(kind, x0, eps, t, sched)
     assert out.shape == x0.shape and out.dtype == F64
     x0_hat, eps_hat = to_x0_eps(kind, out, x_t, t, sched)
@@ -59,7 +59,7 @@ def test_targets_mean_what_they_say(name):
     h = 1e-6
     tt = ((t * 1000).floor() + 0.5) / 1000  # between `linear`'s knots t_n = n / 1000
     tt = tt.clamp(sched.t_min + h, sched.t_max - h)
-    dxdt = (q_sample(x0, tt + h, sched, eps) - q_sample(x0, tt - h, sched, eps)) / (2 * h)
+    dxdt = (add_noise(x0, tt + h, sched, eps) - add_noise(x0, tt - h, sched, eps)) / (2 * h)
     torch.testing.assert_close(target("flow", x0, eps, tt, sched), dxdt, atol=1e-5, rtol=1e-5)
 
 
@@ -84,7 +84,7 @@ def test_x0_scale_is_the_sensitivity_of_x0_hat(name, kind):
     x0, eps, t = batch(sched, shape=(2,))
     t = t[1:-1]
     x0, eps = x0[1:-1], eps[1:-1]
-    x_t = q_sample(x0, t, sched, eps)
+    x_t = add_noise(x0, t, sched, eps)
     out = target(kind, x0, eps, t, sched)
     e = torch.randn(out.shape, generator=gen(5), dtype=F64)
     moved = to_x0_eps(kind, out + e, x_t, t, sched)[0] - to_x0_eps(kind, out, x_t, t, sched)[0]

@@ -135,7 +135,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_jobs(tmp_path, 
     resume=auto skips job 1, resumes job 2 from its checkpoint and runs job 3."""
     import lightning.pytorch as pl
 
-    from omnidiff.training import diffusion_module as training
+    from omnidiff.tasks import train as training
 
     class Kill(pl.Callback):
         def on_train_batch_end(self, trainer, *args):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond, as_spec
+from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond, as_cond_spec
 from omnidiff.nn import Conditioning, null_where
 
 __all__ = ["DiffWave", "MelUpsampler", "build_diffwave", "mel_field", "upsample_strides"]
@@ -166,7 +166,7 @@ class DiffWave(nn.Module):
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
                  channels: int = 64, cycle: int = 10, in_channels: int = 1):
         super().__init__()
-        self.cond_spec = spec = as_spec(cond)
+        self.cond_spec = spec = as_cond_spec(cond)
         _check_spec(spec)
         self.mel_key, mel_spec = mel_field(spec)
         self.has_mel = mel_spec is not None

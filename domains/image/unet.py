@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.core.conditions import CondSpec, as_spec
+from omnidiff.core.conditions import CondSpec, as_cond_spec
 from omnidiff.nn import ConditionEmbedding, TimeEmbedding, group_norm
 
 __all__ = ["UNet", "build_unet"]
@@ -142,7 +142,7 @@ def _attention_at(attn_resolutions: Sequence[int], resolutions: list[int]) -> se
 
 def _image_cond(cond: Any) -> CondSpec:
     """The condition specification of ``cond``; labels or fixed-shape tensors only."""
-    spec = as_spec(cond)
+    spec = as_cond_spec(cond)
     if spec.variable_shape:
         raise ValueError(f"the image U-Net takes class labels or fixed-shape tensor "
                          f"conditions; got {spec.describe()}")

@@ -25,7 +25,7 @@ from timm.layers import Mlp
 from torch import nn
 from torch.nn import functional as F
 
-from omnidiff.core.conditions import as_spec
+from omnidiff.core.conditions import as_cond_spec
 from omnidiff.nn import Conditioning, FinalLayer, TransformerBlock
 
 __all__ = ["NETWORKS", "PointMLP", "SetTransformer", "build_network"]
@@ -57,7 +57,7 @@ class PointMLP(nn.Module):
         super().__init__()
         self.event_shape = tuple(int(s) for s in event_shape)
         features = math.prod(self.event_shape)
-        self.cond = Conditioning(as_spec(cond), width)
+        self.cond = Conditioning(as_cond_spec(cond), width)
         self.inp = nn.Linear(features, width)
         self.blocks = nn.ModuleList(_ResBlock(width, mlp_ratio, dropout) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, features))
@@ -93,7 +93,7 @@ class SetTransformer(nn.Module):
         dim = width
         self.event_shape = tuple(int(s) for s in event_shape)
         point_dim = self.event_shape[1]
-        self.cond = Conditioning(as_spec(cond), dim)
+        self.cond = Conditioning(as_cond_spec(cond), dim)
         self.inp = nn.Linear(point_dim, dim)
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout)
                                     for _ in range(depth))
@@ -123,7 +123,7 @@ def build_network(event_shape: tuple[int, ...], cond: Any, name: str = "mlp",
     if name not in NETWORKS:
         raise ValueError(f"unknown points network {name!r}; valid: {', '.join(NETWORKS)}")
     try:
-        return NETWORKS[name](tuple(event_shape), as_spec(cond), **hparams)
+        return NETWORKS[name](tuple(event_shape), as_cond_spec(cond), **hparams)
     except TypeError as exc:
         import inspect
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, as_spec
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, as_cond_spec
 from omnidiff.nn import (
     Conditioning,
     FinalLayer,
@@ -52,7 +52,7 @@ LAYOUTS = ("joint", "factorised")
 
 def frame_fields(spec: Any) -> tuple[bool, bool]:
     """(has a class label, has frame conditioning) of a condition specification."""
-    spec = as_spec(spec)
+    spec = as_cond_spec(spec)
     if isinstance(spec, NamedCond):
         names = spec.field_specs
         return "label" in names, "frames" in names
@@ -92,7 +92,7 @@ class VideoDiT(nn.Module):
         if self.width % self.heads:
             raise ValueError(f"model.width={self.width} must be divisible by "
                              f"model.heads={self.heads}")
-        self.spec = as_spec(cond_spec) if cond_spec is not None else NoCond()
+        self.spec = as_cond_spec(cond_spec) if cond_spec is not None else NoCond()
         self.has_label, self.has_frames = frame_fields(self.spec)
         in_ch = self.channels * (2 if self.has_frames else 1) + int(self.has_frames)
         self.embed = PatchEmbed(in_ch, self.width, self.patch, ndim=3)

@@ -3,16 +3,13 @@ one line on stderr."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
-from omnidiff.errors import UsageError, UserError
+from omnidiff._util import INT64_MAX, number_problem
+from omnidiff.errors import UsageError
 
-__all__ = ["USER_ERRORS", "parse_value", "key_values"]
-
-
-# mistakes the user fixes: omnidiff's own, and files that are missing or cannot be read
-USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+__all__ = ["parse_value", "key_values", "number", "out_folder"]
 
 
 def parse_value(text: str) -> Any:
@@ -39,3 +36,23 @@ def key_values(args: Sequence[str], allowed: set[str], command: str,
                              f"{keys}")
         out[k] = parse_value(v)
     return out
+
+
+def out_folder(value: Any, default: Path) -> Path:
+    """``out=``: a folder to write into (created); an existing file is a mistake."""
+    out = Path(str(value)).expanduser() if value not in (None, "") else default
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out={str(out)!r} is a file; pass a folder to write the samples into")
+    return out
+
+
+def number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
+    """``opts[key]`` as an ``int`` or ``float`` of at least ``low`` (``default`` when absent or
+    null); anything else is a one-line usage error naming the key."""
+    value = opts.get(key)
+    if value is None:
+        return default
+    problem = number_problem(key, value, kind, low, INT64_MAX)
+    if problem:
+        raise UsageError(problem)
+    return kind(value)

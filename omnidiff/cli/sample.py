@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from omnidiff._util import INT64_MAX, nonfinite_rows, number_problem
-from omnidiff.cli.args import key_values
+from omnidiff._util import nonfinite_rows
+from omnidiff.cli.args import key_values, number, out_folder
 from omnidiff.errors import UsageError
 from omnidiff.inference.pipeline import CALIBRATION_SEED, load
 from omnidiff.io import atomic_write_json
@@ -71,14 +71,6 @@ CALIBRATE_KEYS = {"checkpoint", "sampler", "steps", "guidance", "n", "seed", "ou
 
 LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "rtol", "atol",
                    "dequantize", "seed", "batch_size", "device"}
-
-
-def out_folder(value: Any, default: Path) -> Path:
-    """``out=``: a folder to write into (created); an existing file is a mistake."""
-    out = Path(str(value)).expanduser() if value not in (None, "") else default
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out={str(out)!r} is a file; pass a folder to write the samples into")
-    return out
 
 
 def cmd_sample(args: list[str]) -> int:
@@ -170,18 +162,6 @@ def _cond_option(pipe: Any, value: Any) -> Any:
     raise UsageError(f"cond={text!r} is neither class labels (cond=3, cond=[1,2]) nor a file "
                      f"(cond=FILE.npy / .pt, or a format the domain reads); this model takes "
                      f"{pipe.cond_spec.describe()}")
-
-
-def number(opts: dict[str, Any], key: str, kind: type, default: Any, low: float) -> Any:
-    """``opts[key]`` as an ``int`` or ``float`` of at least ``low`` (``default`` when absent or
-    null); anything else is a one-line usage error naming the key."""
-    value = opts.get(key)
-    if value is None:
-        return default
-    problem = number_problem(key, value, kind, low, INT64_MAX)
-    if problem:
-        raise UsageError(problem)
-    return kind(value)
 
 
 def cmd_calibrate(args: list[str]) -> int:

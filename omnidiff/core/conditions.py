@@ -17,7 +17,7 @@ concatenates them, :func:`cat_conds`, and marks ``drop``). How a condition enter
 and what its null condition is, is the network's business (:mod:`omnidiff.nn` has the common
 embeddings).
 
-Specifications are stored as plain dicts (:meth:`CondSpec.to_dict`, :func:`as_spec`), so
+Specifications are stored as plain dicts (:meth:`CondSpec.to_dict`, :func:`as_cond_spec`), so
 checkpoints stay loadable with ``torch.load(weights_only=True)``; a legacy integer
 ``num_classes`` reads as labels (or none for 0).
 """
@@ -34,7 +34,7 @@ from omnidiff._util import map_cond
 from omnidiff.errors import ConditionError, UserError
 
 __all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "NamedCond",
-           "as_spec", "spec_of", "map_cond", "cat_conds", "cond_batch_size", "index_cond"]
+           "as_cond_spec", "cond_spec_of", "map_cond", "cat_conds", "cond_batch_size", "index_cond"]
 
 Cond = Any  # None | Tensor | dict[str, Tensor]
 
@@ -335,7 +335,7 @@ class NamedCond(CondSpec):
 
     def __post_init__(self) -> None:
         fields = self.fields.items() if isinstance(self.fields, Mapping) else self.fields
-        fields = tuple((str(k), as_spec(v)) for k, v in fields)
+        fields = tuple((str(k), as_cond_spec(v)) for k, v in fields)
         if not fields:
             raise UserError("a named condition needs at least one field")
         if any(not s.conditional or isinstance(s, NamedCond) for _, s in fields):
@@ -419,7 +419,7 @@ class NamedCond(CondSpec):
 NONE = NoCond()
 
 
-def as_spec(obj: Any) -> CondSpec:
+def as_cond_spec(obj: Any) -> CondSpec:
     """A :class:`CondSpec` from a spec, its ``to_dict()``, or a legacy ``num_classes`` int."""
     if isinstance(obj, CondSpec):
         return obj
@@ -439,15 +439,20 @@ def as_spec(obj: Any) -> CondSpec:
             return TensorCond(tuple(obj["shape"]), str(obj.get("dtype", "float32")),
                               obj.get("fill"))
         if kind == "named":
-            return NamedCond(tuple((k, as_spec(v)) for k, v in obj["fields"].items()))
+            return NamedCond(tuple((k, as_cond_spec(v)) for k, v in obj["fields"].items()))
     raise UserError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "
                      "TensorCond(shape), NamedCond(...) or their to_dict())")
 
 
-def spec_of(data: Any) -> CondSpec:
+def cond_spec_of(data: Any) -> CondSpec:
     """A data module's condition specification: its ``cond_spec``, or (data modules written
     before conditions of every kind) one read from its ``num_classes``."""
     spec = getattr(data, "cond_spec", None)
     if spec is not None:
-        return as_spec(spec)
-    return as_spec(int(getattr(data, "num_classes", 0) or 0))
+        return as_cond_spec(spec)
+    return as_cond_spec(int(getattr(data, "num_classes", 0) or 0))
+
+
+# the names before 0.2 (kept for plugins written against them)
+as_spec = as_cond_spec
+spec_of = cond_spec_of

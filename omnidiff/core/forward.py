@@ -1,10 +1,10 @@
 """The forward (noising) process.
 
-* :func:`q_sample` — the closed form ``x_t = alpha(t) x0 + sigma(t) eps`` at any t (the
+* :func:`add_noise` — the closed form ``x_t = alpha(t) x0 + sigma(t) eps`` at any t (the
   "shortcut" that makes training cheap: no need to run the chain).
 * :func:`markov_step` — one transition of the discrete DDPM chain,
   ``q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n I)``; iterating it from x0 gives the
-  same marginal as :func:`q_sample` at t = n / N for the ``linear`` schedule.
+  same marginal as :func:`add_noise` at t = n / N for the ``linear`` schedule.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from omnidiff._util import append_dims
 from omnidiff.core.schedules import Schedule
 from omnidiff.errors import UserError
 
-__all__ = ["q_sample", "markov_step"]
+__all__ = ["add_noise", "markov_step"]
 
 
-def q_sample(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule,
+def add_noise(x0: torch.Tensor, t: torch.Tensor, schedule: Schedule,
              noise: torch.Tensor) -> torch.Tensor:
     """x0, noise: (B, *event); t: (B,) -> x_t: (B, *event), in x0's dtype.
 
@@ -41,3 +41,6 @@ def markov_step(x_prev: torch.Tensor, beta: torch.Tensor | float,
         beta = append_dims(beta, x_prev.ndim)
     return (torch.sqrt(1 - beta) * x_prev.double() + torch.sqrt(beta) * noise.double()
             ).to(x_prev.dtype)
+
+
+q_sample = add_noise  # the name before 0.2 (DDPM's q(x_t | x0)), kept for plugins that use it

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from omnidiff._util import check_choice
-from omnidiff.core.forward import q_sample
+from omnidiff.core.forward import add_noise
 from omnidiff.core.predictions import PREDICTIONS, target, x0_scale
 from omnidiff.core.schedules import Schedule
 from omnidiff.errors import ConfigError, UserError
@@ -99,7 +99,7 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
                     p_mean=p_mean, p_std=p_std)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x_t = q_sample(x0, t, schedule, noise)
+    x_t = add_noise(x0, t, schedule, noise)
     drop = None
     if cond is not None:
         drop = cfg_drop_mask(b, p_uncond, generator=generator, device=x0.device)

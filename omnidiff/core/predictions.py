@@ -19,7 +19,7 @@ import torch
 from omnidiff._util import append_dims, check_choice
 from omnidiff.core.schedules import Schedule
 
-__all__ = ["PREDICTIONS", "target", "to_x0_eps", "invert", "linear_map", "check_output",
+__all__ = ["PREDICTIONS", "target", "to_x0_eps", "invert", "prediction_coefficients", "check_output",
            "x0_scale"]
 
 PREDICTIONS = ("eps", "x0", "v", "flow")
@@ -59,7 +59,7 @@ def to_x0_eps(kind: str, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tenso
     return invert(kind, output, x_t, *c)
 
 
-def linear_map(kind: str, a, s, da=None, ds=None) -> tuple:
+def prediction_coefficients(kind: str, a, s, da=None, ds=None) -> tuple:
     """(c1, c2, c3, c4) with ``x0_hat = c1 x_t + c2 output`` and ``eps_hat = c3 x_t + c4 output``.
 
     Every prediction is an invertible linear map of (x0, eps) given (x_t, t), so its inverse is
@@ -93,7 +93,7 @@ def invert(kind: str, output: torch.Tensor, x_t: torch.Tensor, a, s, da=None, ds
     """:func:`to_x0_eps` with the coefficients given (floats or broadcastable tensors); float64."""
     check_output(output, x_t)
     out, x = output.double(), x_t.double()
-    c1, c2, c3, c4 = linear_map(kind, a, s, da, ds)
+    c1, c2, c3, c4 = prediction_coefficients(kind, a, s, da, ds)
     return c1 * x + c2 * out, c3 * x + c4 * out
 
 

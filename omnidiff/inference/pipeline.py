@@ -23,7 +23,8 @@ from omnidiff.methods.consistency import ConsistencyModel
 from omnidiff.methods.latent.autoencoder import read_autoencoder
 from omnidiff.model_file import read_checkpoint
 from omnidiff.model_spec import ModelSpec
-from omnidiff.plugins.contract import data_kwargs, wants_data
+from omnidiff.plugins.contract import data_kwargs, takes_data_module
+from omnidiff.plugins.data import prepare_data_module
 from omnidiff.samplers import DEFAULT_STEPS, default_grid
 from omnidiff.samplers.calibrate import calibrate_grid, grid_key, stored_grid
 from omnidiff.samplers.generate import (
@@ -124,8 +125,6 @@ class Pipeline:
         if self._data is None:
             self._data = self.domain.build_data(**self.data_cfg)
         if setup and not self._data_ready:
-            from omnidiff.plugins.data import prepare_data_module
-
             prepare_data_module(self._data)
             self._data_ready = True
         return self._data
@@ -320,7 +319,7 @@ class Pipeline:
         """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``."""
         self._check(samples, any_shape=self.cond_spec.variable_shape)
 
-        extra = {"data": self.data()} if wants_data(self.domain, "save_artifacts") else {}
+        extra = {"data": self.data()} if takes_data_module(self.domain, "save_artifacts") else {}
         return [Path(p) for p in self.domain.save_artifacts(
             samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix, **extra)]
 

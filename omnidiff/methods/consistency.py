@@ -34,7 +34,7 @@ import torch
 
 from omnidiff._util import append_dims, check_choice
 from omnidiff.core.conditions import index_cond
-from omnidiff.core.forward import q_sample
+from omnidiff.core.forward import add_noise
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.losses import cfg_drop_mask
 from omnidiff.core.model import DiffusionModel
@@ -214,7 +214,7 @@ def training_step_point(levels: torch.Tensor, schedule: Schedule) -> StepFn:
     (the one-sample estimate of the ODE step; Song et al. 2023, sec. 5)."""
     def step(x_hi: torch.Tensor, n: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor,
              cond: Any = None, drop: torch.Tensor | None = None) -> torch.Tensor:
-        return q_sample(x0, levels.to(x0.device)[n], schedule, noise)
+        return add_noise(x0, levels.to(x0.device)[n], schedule, noise)
     return step
 
 
@@ -245,7 +245,7 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
     ts = levels.to(dev)
     t_lo, t_hi = ts[n], ts[n + 1]  # (B,) float64
     noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
-    x_hi = q_sample(x0, t_hi, schedule, noise)  # (B, *event)
+    x_hi = add_noise(x0, t_hi, schedule, noise)  # (B, *event)
     drop = None if cond is None else cfg_drop_mask(b, p_uncond, generator=generator, device=dev)
     with torch.no_grad():
         x_lo = point(x_hi, n, x0=x0, noise=noise, cond=cond, drop=drop)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from omnidiff.core.conditions import as_spec
+from omnidiff.core.conditions import as_cond_spec
 from omnidiff.errors import UserError
 from omnidiff.samplers.generate import generate_samples
 
@@ -37,7 +37,7 @@ def reflow_pairs(teacher: Any, n: int, event_shape: Sequence[int], *, cond_spec:
     """(noise (n, *event), the teacher's samples from it (n, *event), their conditions or
     None), on the teacher's device. Noise and labels come from ``seed``; a label-conditional
     teacher gets uniformly drawn labels. Conditions of other kinds are not drawn here."""
-    spec = as_spec(cond_spec)
+    spec = as_cond_spec(cond_spec)
     if spec.conditional and spec.kind != "label":
         raise UserError(f"method=reflow draws its own conditions and cannot draw "
                         f"{spec.describe()}; distil this model with method=cd")

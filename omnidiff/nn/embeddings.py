@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, TensorCond, as_spec
+from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, TensorCond, as_cond_spec
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where"]
@@ -132,7 +132,7 @@ class ConditionEmbedding(nn.Module):
 
     def __init__(self, spec: Any, dim: int, fields: Iterable[str] | None = None):
         super().__init__()
-        self.spec = spec = as_spec(spec)
+        self.spec = spec = as_cond_spec(spec)
         self.parts: nn.ModuleDict | None = None
         if isinstance(spec, NamedCond):
             chosen = _global_fields(spec, fields)

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from omnidiff.core.conditions import LabelCond, NamedCond, index_cond, spec_of
+from omnidiff.core.conditions import LabelCond, NamedCond, cond_spec_of, index_cond
 from omnidiff.core.losses import diffusion_loss
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.schedules import get_schedule
@@ -145,7 +145,7 @@ def _check_data(domain: Any, data_cfg: dict[str, Any]) -> tuple[Any, tuple[int, 
     _require(len(event_shape) >= 1 and all(isinstance(s, int) and s > 0 for s in event_shape),
              domain, f"event_shape must be a tuple of positive ints; got {dm.event_shape!r}")
     try:
-        spec = spec_of(dm)
+        spec = cond_spec_of(dm)
     except (TypeError, ValueError) as exc:
         _fail(domain, f"cond_spec must be an omnidiff.conditions.CondSpec (or num_classes an "
                       f"int >= 0): {exc}")

@@ -61,9 +61,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from omnidiff.core.conditions import as_spec
+from omnidiff.core.conditions import as_cond_spec
 
-__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs", "wants_data",
+__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs", "takes_data_module",
            "lazy_exports"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
@@ -115,7 +115,7 @@ def data_kwargs(fn: Any, data: Any) -> dict[str, Any]:
     return {"data": data} if ok else {}
 
 
-def wants_data(domain: Any, method: str) -> bool:
+def takes_data_module(domain: Any, method: str) -> bool:
     """Whether the domain's ``method`` (``save_artifacts``, ``metrics``) reads the data module,
     so that callers build it only then (a data module may need Lightning; inference does
     not). A :class:`LazyDomain` answers for the function behind the method."""
@@ -193,7 +193,7 @@ class LazyDomain:
 
     def build_network(self, event_shape: tuple[int, ...], cond_spec: Any,
                       **model_cfg: Any) -> nn.Module:
-        return self._part("network_factory")(tuple(event_shape), as_spec(cond_spec),
+        return self._part("network_factory")(tuple(event_shape), as_cond_spec(cond_spec),
                                                 **model_cfg)
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,

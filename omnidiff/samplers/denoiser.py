@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 
 from omnidiff._util import append_dims, check_choice
-from omnidiff.core.predictions import PREDICTIONS, check_output, linear_map
+from omnidiff.core.predictions import PREDICTIONS, check_output, prediction_coefficients
 from omnidiff.core.schedules import Schedule
 from omnidiff.errors import UserError
 
@@ -35,7 +35,7 @@ def derivatives(schedule: Schedule, t: float) -> tuple[float, float]:
 def _inverse(schedule: Schedule, prediction: str, t: float) -> tuple[float, float, float, float]:
     a, s, _ = coefficients(schedule, t)
     da, ds = derivatives(schedule, t) if prediction == "flow" else (None, None)
-    return linear_map(prediction, a, s, da, ds)
+    return prediction_coefficients(prediction, a, s, da, ds)
 
 
 def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
@@ -114,7 +114,7 @@ class Denoiser:
         self.info: dict = {}  # extra statistics a sampler reports (e.g. rk45's step counts)
 
     def _predict(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, tuple]:
-        """(network output in x's dtype, (c1, c2, c3, c4) of :func:`linear_map`)."""
+        """(network output in x's dtype, (c1, c2, c3, c4) of :func:`prediction_coefficients`)."""
         t_vec = torch.full((x.shape[0],), t, dtype=self.dtype, device=x.device)  # (B,)
         out = self.model(x.to(self.dtype), t_vec)
         check_output(out, x)

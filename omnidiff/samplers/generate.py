@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from omnidiff._util import INT64_MAX, number_problem
-from omnidiff.core.conditions import CondSpec, as_spec, index_cond, map_cond
+from omnidiff.core.conditions import CondSpec, as_cond_spec, index_cond, map_cond
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError
@@ -131,7 +131,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     ``nfe`` (denoiser calls per sample) and ``network_evals`` (network passes per sample: 2
     per call under guidance), averaged over batches where an adaptive sampler differs.
     """
-    spec = as_spec(cond_spec)
+    spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
                    batch_size=batch_size)
     if seed is None:

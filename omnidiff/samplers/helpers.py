@@ -10,7 +10,7 @@
 * :func:`langevin` — Song et al. 2021's Langevin corrector (Algorithm 5 / 6).
 * :func:`lagrange_integrals` — integrated Lagrange coefficients for linear multistep methods
   (LMS in any time variable; DEIS / exponential Adams-Bashforth with weight e^{-(l_n - l)}).
-* :class:`Chart` — the probability-flow ODE written in one time variable: ``t`` (the
+* :class:`OdeCoordinates` — the probability-flow ODE written in one time variable: ``t`` (the
   schedule's own), ``sigma`` (Karras' sigma~ with state x / alpha: dy/dsigma~ = eps_hat) or
   ``lambda`` (state x / sigma: dy/dlambda = e^lambda x0_hat).
 * :func:`dopri5` — Dormand-Prince 5(4) with error control (the adaptive solver's core; also
@@ -31,7 +31,7 @@ from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
            "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments", "poly_moments",
-           "Chart", "CHARTS", "dopri5"]
+           "OdeCoordinates", "CHARTS", "dopri5"]
 
 
 def randn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -155,7 +155,7 @@ def lagrange_integrals(nodes: list[float], end: float, moments: list[float]) -> 
 CHARTS = ("t", "sigma", "lambda")
 
 
-class Chart:
+class OdeCoordinates:
     """The PF-ODE dy/du = f(y, u) in time variable ``u``, and the maps between x and y.
 
     * ``t``      — u = t, y = x, f = alpha'(t) x0_hat + sigma'(t) eps_hat (Song et al. 2021).

@@ -1,4 +1,4 @@
-"""Samplers that integrate the probability-flow ODE in one time variable (a :class:`Chart`).
+"""Samplers that integrate the probability-flow ODE in one time variable (a :class:`OdeCoordinates`).
 
 dx/dt = alpha'(t) x0_hat + sigma'(t) eps_hat (Song et al. 2021; for the ``flow`` schedule this
 is the rectified-flow velocity eps - x0, for ``edm`` — where sigma = sigma_max * t — it is
@@ -17,7 +17,7 @@ import torch
 
 from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
 from omnidiff.samplers.helpers import (
-    Chart,
+    OdeCoordinates,
     ancestral_split,
     churn,
     churn_gamma,
@@ -50,7 +50,7 @@ def _ode(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, heun_correct: b
          generator: torch.Generator | None) -> torch.Tensor:
     """Karras et al. 2022, Algorithm 2 (Algorithm 1 when s_churn = 0) in time variable
     ``time``; ``heun_correct=False`` drops the second-order correction (Euler)."""
-    ch = Chart(denoise, time)
+    ch = OdeCoordinates(denoise, time)
     for t, t_next in _pairs(ts):
         gamma = churn_gamma(t, denoise.schedule, len(ts), s_churn, s_tmin, s_tmax)
         x, t = churn(denoise, x, t, gamma, s_noise, generator)
@@ -91,7 +91,7 @@ def euler_ancestral(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, eta:
     """Euler ancestral (k-diffusion's ``sample_euler_ancestral``; Karras et al. 2022 sec. 4):
     an Euler step to the deterministic part sigma_down of the DDPM posterior
     (:func:`ancestral_split`), then fresh noise sigma_up. eta = 0 is :func:`euler`."""
-    ch = Chart(denoise, time)
+    ch = OdeCoordinates(denoise, time)
     sched = denoise.schedule
     for t, t_next in _pairs(ts):
         _, _, lam = coefficients(sched, t)
@@ -116,7 +116,7 @@ def lms(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 4,
     w_j = int_u^{u_n} L_j, in closed form. ``time``: ``sigma`` (default) or ``t`` (default
     on zero-terminal-SNR schedules) or ``lambda``. One NFE per step. ``lower_order_final``
     as in :func:`~omnidiff.samplers.exponential.dpmpp_3m`."""
-    ch = Chart(denoise, time or _default_time(denoise))
+    ch = OdeCoordinates(denoise, time or _default_time(denoise))
     hist: list = []  # newest first: (u, dy/du)
     lof = len(ts) - 1 < 15 if lower_order_final is None else lower_order_final
     for i, (t, t_next) in enumerate(_pairs(ts)):
@@ -146,7 +146,7 @@ def rk45(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, rtol: float = 1
     steps, and at a loose tolerance a trajectory near the boundary of two modes can end in the
     other one (rtol = atol = 1e-3 on a narrow 2D mixture: 17 of 256 samples solved one at a
     time, none in batches of 16 or more)."""
-    ch = Chart(denoise, time)
+    ch = OdeCoordinates(denoise, time)
     u0, u1 = ch.u(ts[0]), ch.u(ts[-1])
 
     def f(y: torch.Tensor, u: float) -> torch.Tensor:

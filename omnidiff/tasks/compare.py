@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from omnidiff.errors import UsageError
 from omnidiff.io import atomic_save_figure, atomic_write_text, read_json
 from omnidiff.plots import read_csv_log, smooth
+from omnidiff.plugins.registry import get_domain
 from omnidiff.training.run_folder import read_manifest
 
 __all__ = ["Entry", "collect", "main_metric", "higher_is_better", "best_of", "table", "markdown",
@@ -171,8 +172,6 @@ def _domain_preference(domain: str | None) -> list[str]:
     if not domain:
         return []
     try:
-        from omnidiff.plugins.registry import get_domain
-
         pref = getattr(get_domain(domain), "main_metric", None)
     except Exception:  # an uninstalled or broken plugin: fall back to the first metric
         return []

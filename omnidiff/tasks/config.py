@@ -27,19 +27,20 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from omnidiff._util import INT64_MAX, number_problem
-from omnidiff.core.conditions import spec_of
-from omnidiff.core.losses import TIME_SAMPLING, WEIGHTINGS, check_loss_options
+from omnidiff.core.conditions import cond_spec_of
+from omnidiff.core.losses import LOSS_KEYS, TIME_SAMPLING, WEIGHTINGS, check_loss_options
 from omnidiff.core.predictions import PREDICTIONS
 from omnidiff.core.schedules import get_schedule
 from omnidiff.errors import ConfigError
-from omnidiff.methods.latent.autoencoder import check_ae_options
+from omnidiff.methods.distill_options import DISTILL_KEYS, distill_options
+from omnidiff.methods.latent.autoencoder import AE_KEYS, check_ae_options
 from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.configs import domain_config_problem, package_dir, searchpath_root
 from omnidiff.plugins.registry import available, describe, get_domain
 from omnidiff.samplers import SAMPLERS, check_sampler_options
 from omnidiff.samplers.denoiser import parse_clip
 from omnidiff.training import tensorboard
-from omnidiff.training.optim import optimizer_args
+from omnidiff.training.optim import OPTIM_KEYS, optimizer_args
 
 __all__ = ["ConfigError", "RecipeInfo", "compose", "check_machine", "list_recipes",
            "domain_config_problem", "domain_searchpaths",
@@ -225,7 +226,6 @@ def _precheck(overrides: list[str]) -> None:
                 raise ConfigError(f"unknown domain {value!r}; installed domains: "
                                   f"{', '.join(names) or 'none'} (see `omnidiff domains`)")
             if value not in domain_searchpaths():
-                from omnidiff.plugins.registry import get_domain
                 get_domain(value)  # raises the plugin's own error if it is broken
                 raise ConfigError(f"domain {value!r} ships no Hydra configs "
                                   "(its config_searchpath is None)")
@@ -245,16 +245,12 @@ def _block_keys(block: str) -> list[str] | None:
         from lightning.pytorch import Trainer
         return [k for k in inspect.signature(Trainer.__init__).parameters if k != "self"]
     if block == "loss":
-        from omnidiff.core.losses import LOSS_KEYS
         return list(LOSS_KEYS)
     if block == "optim":
-        from omnidiff.training.optim import OPTIM_KEYS
         return list(OPTIM_KEYS)
     if block == "ae":
-        from omnidiff.methods.latent.autoencoder import AE_KEYS
         return list(AE_KEYS)
     if block == "distill":
-        from omnidiff.methods.distill_options import DISTILL_KEYS
         return list(DISTILL_KEYS)
     return None
 
@@ -338,7 +334,7 @@ def model_spec(cfg: DictConfig, data_module: Any) -> ModelSpec:
     domain, ``model``, ``schedule``, ``loss.prediction`` / ``loss.sigma_data`` and ``data``,
     the data's event shape and condition."""
     return ModelSpec(str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
-                     data_module.event_shape, spec_of(data_module),
+                     data_module.event_shape, cond_spec_of(data_module),
                      prediction=str(cfg.loss.get("prediction", "eps")),
                      sigma_data=float(cfg.loss.get("sigma_data", 1.0)), data=to_plain(cfg.data))
 
@@ -413,7 +409,6 @@ def _check_stage(cfg: DictConfig) -> None:
     if stage not in ("diffusion", "autoencoder", "distill"):
         raise ConfigError(f"stage={stage!r}: choose diffusion, autoencoder or distill")
     if stage == "distill":
-        from omnidiff.methods.distill_options import distill_options
         distill_options(to_plain(cfg.get("distill") or {}))
     if stage == "autoencoder":
         check_ae_options(to_plain(cfg.get("ae") or {}))

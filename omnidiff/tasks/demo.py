@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from omnidiff.core.forward import q_sample
+from omnidiff.core.forward import add_noise
 from omnidiff.core.gaussian_mixture import GaussianMixture
 from omnidiff.core.schedules import VPSchedule, get_schedule
 from omnidiff.errors import UserError
@@ -140,7 +140,7 @@ def _forward_row(axes: Any, sched: Any, data: torch.Tensor, eps: torch.Tensor,
     n = data.shape[0]
     for ax, t in zip(axes, times):
         t_in = min(t, sched.t_max)  # a schedule is defined up to its t_max
-        xt = q_sample(data, torch.full((n,), t_in, dtype=torch.float64), sched, eps)
+        xt = add_noise(data, torch.full((n,), t_in, dtype=torch.float64), sched, eps)
         snr = float(torch.exp(2 * sched.log_snr(torch.tensor(t_in, dtype=torch.float64))))
         label = "t = 0: data" if t == 0 else f"t = {t_in:.3g}, SNR {snr:.2g}"
         _scatter(ax, _unit(sched, xt, t_in), label, "tab:blue")

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from omnidiff.errors import ConfigError
+from omnidiff.methods.distill_options import student_fields
 from omnidiff.methods.reflow import check_reflow_teacher
 from omnidiff.model_file import read_checkpoint
 from omnidiff.tasks.config import compose, list_recipes, model_spec, to_plain
@@ -77,7 +78,6 @@ def distill_config(args: list[str]) -> Any:
         cfg.loss.prediction, cfg.loss.sigma_data = payload["prediction"], payload["sigma_data"]
     method = str(cfg.distill.method or "cd")
     if not any(k.startswith("sampler") for k in given):  # evaluate as the student samples
-        from omnidiff.methods.distill_options import student_fields
 
         default = student_fields({**to_plain(cfg.distill), "method": method})["sampler"]
         cfg.sampler = {**default, "guidance": None}  # its guidance is distilled in
@@ -88,7 +88,7 @@ def distill_config(args: list[str]) -> Any:
 
 
 def teacher_payload(cfg: Any) -> dict[str, Any] | None:
-    """The teacher's inference dict (``distill.teacher``), or None."""
+    """The teacher's payload (``distill.teacher``), or None."""
     teacher = cfg.distill.get("teacher")
     return read_checkpoint(str(teacher)) if teacher else None
 
@@ -96,7 +96,7 @@ def teacher_payload(cfg: Any) -> dict[str, Any] | None:
 def build_distill(cfg: Any, data_module: Any, payload: dict[str, Any] | None,
                   autoencoder: Any = None) -> DistillModule:
     """The :class:`DistillModule` of a composed ``stage=distill`` config and its teacher's
-    inference dict (``payload``); the data module is prepared."""
+    payload (``payload``); the data module is prepared."""
     opts = to_plain(cfg.distill)
     if opts["method"] == "reflow":
         check_reflow_teacher(str(cfg.schedule.name))

@@ -29,7 +29,7 @@ from omnidiff.methods.latent.losses import reconstruction_loss
 from omnidiff.plugins.contract import data_kwargs
 from omnidiff.plugins.registry import get_domain
 from omnidiff.training.callbacks import Evaluation
-from omnidiff.training.diffusion_module import PlainCheckpoints
+from omnidiff.training.diffusion_module import WeightsOnlyCheckpoints
 from omnidiff.training.optim import adamw, optimizer_args
 
 __all__ = ["AutoencoderModule", "ReconstructionCallback", "STATS_BATCHES"]
@@ -37,7 +37,7 @@ __all__ = ["AutoencoderModule", "ReconstructionCallback", "STATS_BATCHES"]
 STATS_BATCHES = 64  # training batches the latent statistics are fitted on
 
 
-class AutoencoderModule(PlainCheckpoints, LightningModule):
+class AutoencoderModule(WeightsOnlyCheckpoints, LightningModule):
     """A domain's samples ``(B, *event)`` through an :class:`Autoencoder` (``ae`` block, whole).
     Logs ``train/loss``, ``train/recon``, ``train/kl`` every step and ``val/loss`` (the
     reconstruction of the posterior mean) per validation."""

@@ -24,10 +24,10 @@ from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.data import check_batch
 from omnidiff.training.optim import adamw, optimizer_args
 
-__all__ = ["DiffusionModule", "PlainCheckpoints", "plain_python"]
+__all__ = ["DiffusionModule", "WeightsOnlyCheckpoints", "plain_python"]
 
 
-class PlainCheckpoints:
+class WeightsOnlyCheckpoints:
     """A LightningModule mix-in: checkpoints stay loadable with ``weights_only=True`` (hparams
     as plain python) and carry omnidiff's version and the global RNG, which drives noise and
     time sampling, so a resumed run continues it."""
@@ -46,7 +46,7 @@ class PlainCheckpoints:
             torch.set_rng_state(rng["torch"])
 
 
-class DiffusionModule(PlainCheckpoints, LightningModule):
+class DiffusionModule(WeightsOnlyCheckpoints, LightningModule):
     """A domain's network + a schedule, trained with ``diffusion_loss``.
 
     ``spec`` (a :class:`~omnidiff.model_spec.ModelSpec`) says what the model is: domain,
@@ -131,7 +131,7 @@ class DiffusionModule(PlainCheckpoints, LightningModule):
         return adamw(self.parameters(), **optimizer_args(dict(self.hparams.optim)))
 
     def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
-        """The inference dict (``model.pt``) of the current weights."""
+        """The payload (the model.pt dict) (``model.pt``) of the current weights."""
         return export_payload(self, ema=ema, global_step=global_step)
 
 

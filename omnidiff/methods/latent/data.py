@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import lightning.pytorch as pl
 import torch
 
-from omnidiff.core.conditions import cat_conds, spec_of
+from omnidiff.core.conditions import cat_conds, cond_spec_of
 from omnidiff.errors import CheckpointError, ConfigError
 from omnidiff.methods.latent.autoencoder import ENCODE_BATCH, encode_batches
 from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
@@ -72,7 +72,7 @@ class LatentData(pl.LightningDataModule):
 
     @property
     def cond_spec(self) -> Any:
-        spec = spec_of(self.base)
+        spec = cond_spec_of(self.base)
         if spec.variable_shape:
             raise ConfigError(f"latent diffusion needs samples of one shape; this data's "
                               f"condition ({spec.describe()}) sets the shape of each sample")

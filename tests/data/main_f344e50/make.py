@@ -15,7 +15,7 @@ import torch
 import omnidiff
 from omnidiff.config import compose
 from omnidiff.distillation import distill_config
-from omnidiff.training import train
+from omnidiff.training import train  # (f344e50: omnidiff.training held train)
 
 out = Path(sys.argv[1])
 runs = out / "runs"
