@@ -5,7 +5,7 @@
                                   [--points PATH] [--digits PATH] [--seeds N]
 
 (1) Accuracy on exact Gaussian mixtures: the eight-Gaussian circle (2D) and random mixtures
-    (``omnidiff.toy.random_mixture``, seed 0) in 2, 16 and 64 dimensions with narrow and wide
+    (``omnidiff.core.gaussian_mixture.random_mixture``, seed 0) in 2, 16 and 64 dimensions with narrow and wide
     modes; DDPM's linear schedule (our ``linear`` = DDPM's discrete alpha-bar interpolated in
     log alpha; diffusers' timestep k is our t = (k + 1) / 1000); the same starting noise for
     everyone. Rivals: every diffusers scheduler with each timestep spacing and sigma variant,

@@ -5,12 +5,11 @@ import-linter contract in ``pyproject.toml``)::
 
     cli/         the `omnidiff` command
     tasks/       config composition, train, distill, sweeps, compare, demo (DictConfig stops here)
-    inference/   Pipeline, load                 training/   LightningModules, callbacks, run folders
-    model_file   the model.pt format
-    methods/     latent diffusion, consistency, reflow, distillation options
-    plugins/     the domain contract, registry, data helpers, the contract check
-    nn/          shared network blocks          samplers/   solvers, grids, likelihood, generation
-    core/        schedules, forward process, predictions, conditions, losses, guidance
+    inference/   Pipeline, load                 training/   LightningModules, callbacks, run
+    folders model_file   the model.pt format methods/     latent diffusion, consistency, reflow,
+    distillation options plugins/     the domain contract, registry, data helpers, the contract
+    check nn/          shared network blocks          samplers/   solvers, grids, likelihood,
+    generation core/        schedules, forward process, predictions, conditions, losses, guidance
     errors, _util, io, plots                    base
 """
 

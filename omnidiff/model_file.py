@@ -1,4 +1,5 @@
-"""The ``model.pt`` format: omnidiff's inference checkpoint (Lightning's ``.ckpt`` is for resuming).
+"""The ``model.pt`` format: omnidiff's inference checkpoint (Lightning's ``.ckpt`` is for
+resuming).
 
 ``model.pt`` is a plain dict (loadable with ``torch.load(weights_only=True)``)::
 
@@ -51,7 +52,8 @@ FORMAT_VERSION = 2
 
 
 def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
-    """The payload (the model.pt dict) of a training module with a ``spec`` (its current weights)."""
+    """The payload (the model.pt dict) of a training module with a ``spec`` (its current
+    weights)."""
     state = {k: v.detach().to("cpu", copy=True).contiguous()
              for k, v in module.model.state_dict().items()}
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "omnidiff_version": __version__,
@@ -119,8 +121,8 @@ PAYLOAD_KEYS = ("domain", "event_shape", "model", "schedule", "prediction", "sta
 
 
 def _checked_payload(obj: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The payload (the model.pt dict) has the keys a Pipeline reads, and finite weights (a run that
-    diverged would only sample NaN)."""
+    """The payload (the model.pt dict) has the keys a Pipeline reads, and finite weights (a run
+    that diverged would only sample NaN)."""
     missing = [k for k in PAYLOAD_KEYS if k not in obj]
     if missing:
         raise CheckpointError(f"{path} is damaged or hand-made: it lacks {', '.join(missing)}; "
@@ -136,7 +138,8 @@ def _checked_payload(obj: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load ``model.pt`` or a Lightning ``.ckpt`` (``weights_only=True``) as the payload (the model.pt dict)."""
+    """Load ``model.pt`` or a Lightning ``.ckpt`` (``weights_only=True``) as the payload (the
+    model.pt dict)."""
     path = Path(path)
     if path.is_dir():
         for cand in (path / "model.pt", path / "checkpoints" / "last.ckpt"):

@@ -52,8 +52,9 @@ def _resolutions(sample_rate: int) -> list[int]:
 
 
 def mr_stft(a: torch.Tensor, b: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Multi-resolution STFT distance per clip (:func:`omnidiff.reconstruction.stft_distance`,
-    Parallel WaveGAN's) over three FFT sizes around 16 / 32 / 64 ms. a, b: (N, 1, T) -> (N,)."""
+    """Multi-resolution STFT distance per clip
+    (:func:`omnidiff.methods.latent.losses.stft_distance`, Parallel WaveGAN's) over three FFT sizes
+    around 16 / 32 / 64 ms. a, b: (N, 1, T) -> (N,)."""
     t = min(a.shape[-1], b.shape[-1])
     return stft_distance(a[..., :t].cpu(), b[..., :t].cpu(), _resolutions(sample_rate))
 

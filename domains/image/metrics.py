@@ -49,7 +49,8 @@ def _digits_bank(size: tuple[int, int]) -> torch.Tensor:
 
 
 def is_digits(reference: torch.Tensor, atol: float = 1e-3) -> bool:
-    """True when every reference image (N, C, H, W) is one of scikit-learn's digits at this size."""
+    """True when every reference image (N, C, H, W) is one of scikit-learn's digits at this
+    size."""
     if reference.ndim != 4 or reference.shape[1] != 1 or len(reference) == 0:
         return False
     size = (int(reference.shape[-2]), int(reference.shape[-1]))

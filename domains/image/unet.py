@@ -6,7 +6,7 @@ runs at the chosen resolutions and in the middle; the output convolution starts 
 that the untrained network predicts 0. Skip connections concatenate, as in DDPM.
 
 Called as ``net(x_t, t, cond=None, drop=None) -> (B, C, H, W)`` (the domain contract in
-:mod:`omnidiff.domain`).
+:mod:`omnidiff.plugins.contract`).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class UNet(nn.Module):
     Args:
         in_channels: image channels C.
         image_size: H (or ``(H, W)``); must be divisible by ``2 ** (len(channel_mult) - 1)``.
-        cond: the condition specification (:mod:`omnidiff.conditions`; a class count is read
+        cond: the condition specification (:mod:`omnidiff.core.conditions`; a class count is read
             as labels): labels or fixed-shape tensors, embedded with a learned null
             (:class:`omnidiff.nn.ConditionEmbedding`) and added to the time embedding.
         base_channels: channels of the first level; level i has ``base_channels*channel_mult[i]``.

@@ -115,7 +115,7 @@ NETWORKS = {"mlp": PointMLP, "set_transformer": SetTransformer}
 def build_network(event_shape: tuple[int, ...], cond: Any, name: str = "mlp",
                   **hparams) -> nn.Module:
     """Build a points network by name (see :data:`NETWORKS`) for the condition specification
-    ``cond`` (:mod:`omnidiff.conditions`) with its hyperparameters.
+    ``cond`` (:mod:`omnidiff.core.conditions`) with its hyperparameters.
 
     A hyperparameter set to ``None`` (``null`` in a config) takes the network's default.
     """

@@ -25,7 +25,7 @@ __all__ = ["cmd_check", "cmd_domains", "cmd_recipes", "cmd_compare", "cmd_demo"]
 
 def cmd_check(args: list[str]) -> int:
     """``omnidiff check NAME [data.KEY=V] [model.KEY=V] [n= steps= sampler=]``: the domain
-    contract test of :func:`omnidiff.testing.check_domain`, without pytest."""
+    contract test of :func:`omnidiff.plugins.check.check_domain`, without pytest."""
     if not args or "=" in args[0]:
         raise UsageError("check needs a domain name: omnidiff check NAME [data.KEY=VALUE ...] "
                          "[model.KEY=VALUE ...] (see `omnidiff domains`)")
@@ -96,7 +96,7 @@ def cmd_recipes(args: list[str]) -> int:
 
 def cmd_compare(args: list[str]) -> int:
     """``omnidiff compare PATH... [out=DIR] [metric=NAME]``: the table and figure of
-    :mod:`omnidiff.compare` (written into a lone sweep folder by default)."""
+    :mod:`omnidiff.tasks.compare` (written into a lone sweep folder by default)."""
     opts, paths = {}, []
     for a in args:
         key, eq, value = a.partition("=")

@@ -121,7 +121,7 @@ def cmd_train(args: list[str]) -> int:
 
 def cmd_distill(args: list[str]) -> int:
     """``omnidiff distill teacher=PATH [method=cd|ct|reflow] [recipe=NAME] [overrides]``: a
-    few-step student (:mod:`omnidiff.distillation`), trained like any run."""
+    few-step student (:mod:`omnidiff.training.distill_module`), trained like any run."""
     cfg = _compose_run(args, distill_config, "teacher=runs/points2d/RUN/model.pt method=cd")
     return 0 if cfg is None else _train_and_report(cfg)
 

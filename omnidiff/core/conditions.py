@@ -34,7 +34,8 @@ from omnidiff._util import map_cond
 from omnidiff.errors import ConditionError, UserError
 
 __all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "NamedCond",
-           "as_cond_spec", "cond_spec_of", "map_cond", "cat_conds", "cond_batch_size", "index_cond"]
+           "as_cond_spec", "cond_spec_of", "map_cond", "cat_conds", "cond_batch_size",
+           "index_cond"]
 
 Cond = Any  # None | Tensor | dict[str, Tensor]
 

@@ -3,7 +3,8 @@
 For data x0 ~ sum_k w_k N(mu_k, S_k) and x_t = alpha x0 + sigma eps, the noisy marginal is the
 mixture of N(alpha mu_k, alpha^2 S_k + sigma^2 I), and the exact posterior mean is
 
-    E[x0 | x_t] = sum_k r_k(x_t) (mu_k + alpha S_k (alpha^2 S_k + sigma^2 I)^{-1} (x_t - alpha mu_k))
+    E[x0 | x_t] = sum_k r_k(x_t) (mu_k + alpha S_k (alpha^2 S_k + sigma^2 I)^{-1} (x_t - alpha
+    mu_k))
 
 with responsibilities r_k. So every sampler, loss and likelihood can be checked against exact
 answers with no training at all.

@@ -2,11 +2,11 @@
 
 ``guided = classifier_free(model, cond, scale)`` is a plain ``guided(x_t, t) -> prediction``
 callable for the samplers; ``cond`` is a condition of any kind (labels, a tensor, a dict of
-them: :mod:`omnidiff.conditions`), never looked into. It evaluates the conditional and unconditional halves in one batched
-call (``drop`` marks the unconditional half; the domain's network substitutes its own null
-condition) and returns ``u + scale * (c - u)``. Because every prediction type is an affine
-function of (x0, eps) at fixed (x_t, t), guiding the prediction equals guiding eps.
-Scale 1 is the conditional model, scale 0 the unconditional one.
+them: :mod:`omnidiff.core.conditions`), never looked into. It evaluates the conditional and
+unconditional halves in one batched call (``drop`` marks the unconditional half; the domain's
+network substitutes its own null condition) and returns ``u + scale * (c - u)``. Because every
+prediction type is an affine function of (x0, eps) at fixed (x_t, t), guiding the prediction equals
+guiding eps. Scale 1 is the conditional model, scale 0 the unconditional one.
 
 Guidance rescale (Lin et al. 2023) and a guidance interval (Kynkaanniemi et al. 2024) are
 further rules composed around the plain CFG rule: ``classifier_free(model, cond, scale,

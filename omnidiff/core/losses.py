@@ -2,7 +2,7 @@
 the classifier-free-guidance dropout mask.
 
 Weightings are defined on the x0-space error and carried into the prediction's space with
-:func:`omnidiff.predictions.x0_scale`, so one definition serves every prediction type:
+:func:`omnidiff.core.predictions.x0_scale`, so one definition serves every prediction type:
 
 * ``uniform`` — plain MSE in the prediction space (weight 1);
 * ``min_snr`` — Hang et al. 2023: x0-space weight ``min(SNR, gamma)`` (gamma = 5);

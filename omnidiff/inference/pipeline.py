@@ -269,7 +269,7 @@ class Pipeline:
                        seed: int | None = 0, batch_size: int | None = None):
         """Exact log-likelihood of data ``x: (n, *event)`` through the probability-flow ODE.
 
-        Returns :class:`~omnidiff.likelihood.LogLikelihood` (``nats`` and ``bits_per_dim``
+        Returns :class:`~omnidiff.samplers.likelihood.LogLikelihood` (``nats`` and ``bits_per_dim``
         per sample, ``nfe``; a latent model's are of the encoded data, ``space="latent"``).
         ``divergence``: exact | hutchinson | auto; ``solver``: rk45 | heun (``steps``);
         ``dequantize``: levels of discrete data in [-1, 1] (e.g. 256).

@@ -234,7 +234,7 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
     ``student`` there with the stop-gradient ``target`` (an EMA copy, or the student itself)
     at ``levels[n]``, by ``distance`` (``pseudo_huber`` with constant ``c``, default
     :func:`huber_c`; or ``l2``), weighted per pair by ``weights``. Conditions are dropped for
-    a ``p_uncond`` fraction of the batch, as in :func:`~omnidiff.losses.diffusion_loss`.
+    a ``p_uncond`` fraction of the batch, as in :func:`~omnidiff.core.losses.diffusion_loss`.
     ``level_groups``: draw that many pairs per batch, each shared by a block of it (see
     :func:`sample_levels`; None: one per sample).
     Returns (mean loss, per-sample loss (B,)).

@@ -49,7 +49,7 @@ DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
 
 def distill_options(block: dict[str, Any]) -> dict[str, Any]:
     """A config's ``distill:`` block with each method's defaults filled in, checked: known
-    keys, a method, a deterministic solver, the choices of :mod:`omnidiff.consistency`."""
+    keys, a method, a deterministic solver, the choices of :mod:`omnidiff.methods.consistency`."""
     unknown = sorted(set(block) - set(DISTILL_KEYS))
     if unknown:
         raise ConfigError(f"distill.{unknown[0]} is not a distillation option; choose from: "
@@ -89,10 +89,10 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
 
 def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
     """What a distilled student's ``model.pt`` adds (from its run's ``distill`` options):
-    ``consistency`` (the parametrisation of :class:`~omnidiff.consistency.ConsistencyModel`,
-    CD and CT), ``sampler`` (its default: consistency, or euler on the trailing grid after
-    reflow, at ``steps``) and ``distilled`` (method, teacher, solver and the guidance
-    distilled into it)."""
+    ``consistency`` (the parametrisation of
+    :class:`~omnidiff.methods.consistency.ConsistencyModel`, CD and CT), ``sampler`` (its default:
+    consistency, or euler on the trailing grid after reflow, at ``steps``) and ``distilled``
+    (method, teacher, solver and the guidance distilled into it)."""
     method = distill["method"]
     # after reflow: Euler on the trailing grid (t_max (1 - i / steps); the default uniform one
     # would spend a step of two at t_min)

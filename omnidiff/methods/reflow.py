@@ -4,7 +4,7 @@ A flow model's ODE couples each noise z with the sample x0 it leads to. Retraini
 matching on the straight paths ``x_t = (1 - t) x0 + t z`` between those *pairs* (instead of
 independent noise) straightens the flow, so few Euler steps follow it closely: 1-Reflow on
 CIFAR-10 takes one-step FID from 378 to 12.2 after distillation (Liu et al. 2023, table 1).
-This module draws the pairs; the loss is :func:`~omnidiff.losses.diffusion_loss` with the
+This module draws the pairs; the loss is :func:`~omnidiff.core.losses.diffusion_loss` with the
 noise given (``noise=``).
 """
 

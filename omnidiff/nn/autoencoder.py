@@ -1,5 +1,5 @@
 """A convolutional encoder and decoder for grids of any rank (1D signals, 2D images, 3D
-volumes or clips): the networks behind :class:`omnidiff.autoencoder.Autoencoder`.
+volumes or clips): the networks behind :class:`omnidiff.methods.latent.autoencoder.Autoencoder`.
 
 Levels follow the latent-diffusion autoencoder (Rombach et al. 2022, appendix G): residual
 blocks of GroupNorm, SiLU and 3-wide convolutions, a stride-2 convolution between levels going

@@ -3,7 +3,7 @@
 * :class:`TimeEmbedding` — continuous ``t`` in [0, 1] -> sinusoidal features -> MLP;
 * :class:`ClassEmbedding` — labels with a learned null class;
 * :class:`ConditionEmbedding` — any *global* condition of a
-  :class:`~omnidiff.conditions.CondSpec` (labels, fixed-shape tensors, or a named set of
+  :class:`~omnidiff.core.conditions.CondSpec` (labels, fixed-shape tensors, or a named set of
   them) -> one ``(B, dim)`` vector, with a learned null embedding where ``drop`` is True or the
   condition is missing. Dense conditions (a mel spectrogram aligned with the waveform) enter the
   network elsewhere; :func:`null_where` substitutes their null tensor;

@@ -3,20 +3,20 @@
 A plugin author runs it in their own test suite (omnidiff runs it over every registered domain
 in ``tests/test_domain_contract.py``)::
 
-    from omnidiff.testing import check_domain
+    from omnidiff.plugins.check import check_domain
     from my_plugin import MyDomain
 
     def test_contract(tmp_path):
         check_domain(MyDomain(), data={"train_size": 256}, model={"width": 16}, out_dir=tmp_path)
 
-It exercises the whole :class:`~omnidiff.domain.Domain` contract on small sizes: the Hydra
-defaults (``domain/<name>.yaml``), the data module (batches, ``event_shape``, the condition
+It exercises the whole :class:`~omnidiff.plugins.contract.Domain` contract on small sizes: the
+Hydra defaults (``domain/<name>.yaml``), the data module (batches, ``event_shape``, the condition
 specification ``cond_spec`` and batches that fit it, ``reference``, ``condition(x)`` where
-defined), the network (output shape, finite values, gradients, the ``drop`` null condition,
-the condition of any kind changes the output), one training loss, a few guided sampling steps
-with the reference data's conditions, the artifacts (files exist, PNG / NPY / PT parse, nothing
-half-written) and the metrics (plain floats). The first broken promise
-raises :class:`DomainContractError` naming the domain and what to fix.
+defined), the network (output shape, finite values, gradients, the ``drop`` null condition, the
+condition of any kind changes the output), one training loss, a few guided sampling steps with the
+reference data's conditions, the artifacts (files exist, PNG / NPY / PT parse, nothing
+half-written) and the metrics (plain floats). The first broken promise raises
+:class:`DomainContractError` naming the domain and what to fix.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = ["DomainContractError", "check_domain", "domain_defaults"]
 
 
 class DomainContractError(PluginError, AssertionError):
-    """A domain breaks the contract of :mod:`omnidiff.domain` (an assertion for pytest, a
+    """A domain breaks the contract of :mod:`omnidiff.plugins.contract` (an assertion for pytest, a
     plugin error for the command line)."""
 
 
@@ -129,7 +129,8 @@ def _perturb(spec: Any, cond: Any) -> Any:
 
 def _check_object(domain: Any) -> None:
     missing = [a for a in REQUIRED_ATTRS if not hasattr(domain, a)]
-    _require(not missing, domain, f"lacks {', '.join(missing)} (see omnidiff.domain.Domain)")
+    _require(not missing, domain,
+             f"lacks {', '.join(missing)} (see omnidiff.plugins.contract.Domain)")
     _require(isinstance(domain.name, str) and domain.name.isidentifier(), domain,
              f"name must be an identifier-like string; got {domain.name!r}")
     for meth in ("build_data", "build_network", "save_artifacts", "metrics"):
@@ -147,7 +148,7 @@ def _check_data(domain: Any, data_cfg: dict[str, Any]) -> tuple[Any, tuple[int, 
     try:
         spec = cond_spec_of(dm)
     except (TypeError, ValueError) as exc:
-        _fail(domain, f"cond_spec must be an omnidiff.conditions.CondSpec (or num_classes an "
+        _fail(domain, f"cond_spec must be an omnidiff.core.conditions.CondSpec (or num_classes an "
                       f"int >= 0): {exc}")
     return dm, event_shape, spec
 
@@ -160,8 +161,8 @@ def _check_batch(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any
     _require(callable(getattr(loader, "state_dict", None))
              and callable(getattr(loader, "load_state_dict", None)), domain,
              "train_dataloader() must be resumable (state_dict / load_state_dict) so resume=auto "
-             "continues at the same batch; build it with omnidiff.data.train_loader(dataset, "
-             "batch_size, seed=...)")
+             "continues at the same batch; build it with "
+             "omnidiff.plugins.data.train_loader(dataset, batch_size, seed=...)")
     batch = next(iter(loader))
     try:
         return check_batch(batch, event_shape, spec)
@@ -345,7 +346,8 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
                  model: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
                  n: int = 4, steps: int = 2, sampler: str = "ddim", seed: int = 0
                  ) -> dict[str, Any]:
-    """Check ``domain`` against the contract of :mod:`omnidiff.domain`; return a short report.
+    """Check ``domain`` against the contract of :mod:`omnidiff.plugins.contract`; return a short
+    report.
 
     ``data`` / ``model`` are merged over the domain's own defaults (its
     ``domain/<name>.yaml``); pass small sizes to keep the check fast. ``out_dir`` receives the

@@ -2,9 +2,10 @@
 
 A *domain* is everything modality-specific: a network, a data module, an artifact writer and
 quality metrics. The core never imports a domain; domains are found through the entry-point
-group ``omnidiff.domains`` (see :mod:`omnidiff.registry`) and use only omnidiff's public API.
+group ``omnidiff.domains`` (see :mod:`omnidiff.plugins.registry`) and use only omnidiff's public
+API.
 
-Contract (checked by ``omnidiff.testing.check_domain`` over every registered domain):
+Contract (checked by ``omnidiff.plugins.check.check_domain`` over every registered domain):
 
 * ``name``: the registry name (the entry-point name).
 * ``config_searchpath``: a Hydra search-path entry (``"pkg://package.conf"``) holding
@@ -13,7 +14,7 @@ Contract (checked by ``omnidiff.testing.check_domain`` over every registered dom
 * ``build_data(**data_cfg)`` returns a :class:`DomainData` (a ``LightningDataModule``) whose
   batches are dicts ``{"x": (B, *event), "cond": ...}`` (``"cond"`` only for a conditional
   model) and which exposes ``event_shape``, ``cond_spec`` (a
-  :class:`~omnidiff.conditions.CondSpec`: none, labels, a tensor per sample, or a named set;
+  :class:`~omnidiff.core.conditions.CondSpec`: none, labels, a tensor per sample, or a named set;
   data modules that only have ``num_classes`` are read as labels) and
   ``reference(n, generator)`` (held-out samples and their conditions, for metrics). Optional:
   ``condition(x)`` (data -> its condition, where the condition is computed from data),
@@ -33,21 +34,21 @@ Contract (checked by ``omnidiff.testing.check_domain`` over every registered dom
   from (a sample rate, class names, spectrogram settings: facts of the data that a file writer
   or a metric needs). Callers use :func:`data_kwargs`, so plugins without it keep working.
 * Optional, for a domain whose event is a code of its data (latent diffusion,
-  :class:`~omnidiff.latent.LatentDomain`): ``decode(z) -> x`` and ``sample_shape`` (a sample's
-  shape as data). The core then decodes samples before ``save_artifacts`` and ``metrics``
-  (``Pipeline.generate`` returns data), the data module's ``reference`` returns data of
-  ``sample_shape`` (it may say so itself, as ``sample_shape``), and ``encode(x) -> z`` maps
-  data into the event space (likelihoods).
+  :class:`~omnidiff.methods.latent.domain.LatentDomain`): ``decode(z) -> x`` and ``sample_shape``
+  (a sample's shape as data). The core then decodes samples before ``save_artifacts`` and
+  ``metrics`` (``Pipeline.generate`` returns data), the data module's ``reference`` returns data of
+  ``sample_shape`` (it may say so itself, as ``sample_shape``), and ``encode(x) -> z`` maps data
+  into the event space (likelihoods).
 * Optional: ``main_metric``, the metric name (or names to try in order) that sweeps and
-  ``omnidiff compare`` plot and mark (:mod:`omnidiff.compare`). The files ``save_artifacts``
-  returns are what ``logger=tensorboard`` shows (:mod:`omnidiff.tensorboard`): ``.png``,
+  ``omnidiff compare`` plot and mark (:mod:`omnidiff.tasks.compare`). The files ``save_artifacts``
+  returns are what ``logger=tensorboard`` shows (:mod:`omnidiff.training.tensorboard`): ``.png``,
   ``.wav`` and ``.gif`` need nothing more from a domain.
 * Optional on the data module: ``channel_axis`` (default 0), where the channels are in
   ``event_shape`` (a clip ``(T, C, H, W)``: 1), for the autoencoder of latent diffusion.
 * Optional on the data module: ``duration(x) -> float`` (seconds of a batch of samples, for
   signals in time): evaluations then report ``rtf``, the real-time factor of sampling;
-  ``pipeline_attrs``: names of data-module attributes that :class:`~omnidiff.pipeline.Pipeline`
-  exposes as its own (``pipe.sample_rate``).
+  ``pipeline_attrs``: names of data-module attributes that
+  :class:`~omnidiff.inference.pipeline.Pipeline` exposes as its own (``pipe.sample_rate``).
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ from torch import nn
 
 from omnidiff.core.conditions import as_cond_spec
 
-__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs", "takes_data_module",
-           "lazy_exports"]
+__all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs",
+           "takes_data_module", "lazy_exports"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
                   "metrics")

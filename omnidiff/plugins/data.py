@@ -59,7 +59,7 @@ def prepare_data_module(dm: Any) -> Any:
 
 class TensorDictDataset(Dataset):
     """In-memory samples ``x: (N, *event)`` with optional conditions of any kind: labels
-    ``(N,)``, a tensor ``(N, *shape)`` or a dict of them (:mod:`omnidiff.conditions`).
+    ``(N,)``, a tensor ``(N, *shape)`` or a dict of them (:mod:`omnidiff.core.conditions`).
 
     Items are dicts ``{"x": (*event), "cond": ...}``; ``__getitems__`` fetches a whole batch
     with one indexing op per tensor (``{"x": (B, *event), "cond": (B, ...)}``), which
@@ -157,7 +157,7 @@ class ResumableLoader(DataLoader):
         super().__init__(*args, **kwargs)
         if not isinstance(self.sampler, EpochSampler) or self.batch_size is None:
             raise TypeError("ResumableLoader needs sampler=EpochSampler(...) and a batch_size; "
-                            "build it with omnidiff.data.train_loader")
+                            "build it with omnidiff.plugins.data.train_loader")
         self._iter: Any = None
 
     def __iter__(self):

@@ -1,6 +1,6 @@
 """Find domains through the ``omnidiff.domains`` entry-point group, lazily.
 
-A plugin that fails to import, or that lacks part of the :class:`~omnidiff.domain.Domain`
+A plugin that fails to import, or that lacks part of the :class:`~omnidiff.plugins.contract.Domain`
 contract, is reported by name and never breaks the other domains.
 """
 
@@ -56,7 +56,7 @@ def _load(ep: EntryPoint) -> Domain:
     if missing:
         raise DomainContractError(
             f"domain plugin {ep.name!r} ({ep.value}) lacks {', '.join(missing)}; "
-            "see omnidiff.domain.Domain for the contract")
+            "see omnidiff.plugins.contract.Domain for the contract")
     if getattr(domain, "name", None) != ep.name:
         raise DomainContractError(
             f"domain plugin {ep.name!r} ({ep.value}) calls itself "

@@ -56,7 +56,8 @@ NOT_SOLVER = ("grid", "clip_x0")
 
 def grid_key(sampler: str, steps: int, options: dict | None = None) -> str:
     """The key a calibrated grid is stored under in ``model.pt``: the sampler, its solver
-    options (if any) and the steps, e.g. ``"dpmpp_2m:5"`` or ``"unipc[order=3,variant=bh1]:10"``."""
+    options (if any) and the steps, e.g. ``"dpmpp_2m:5"`` or
+    ``"unipc[order=3,variant=bh1]:10"``."""
     opts = {k: v for k, v in (options or {}).items() if k not in NOT_SOLVER and v is not None}
     inner = ",".join(f"{k}={opts[k]}" for k in sorted(opts))
     return f"{sampler}{f'[{inner}]' if inner else ''}:{int(steps)}"
@@ -225,7 +226,7 @@ def calibrate_grid(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     probability-flow ODE.
 
     model: ``model(x_t, t) -> prediction`` as for :func:`~omnidiff.samplers.sample` (wrap it
-    in :func:`~omnidiff.guidance.classifier_free` to calibrate a guided model). noise:
+    in :func:`~omnidiff.core.guidance.classifier_free` to calibrate a guided model). noise:
     (B, *event) calibration noise (a few hundred samples for small events, 32-128 for images);
     keep it apart from the noise you evaluate on. sampler: a deterministic sampler (an ODE
     solver); ``options`` go to it as in ``sample`` (``clip_x0`` to the reference too).

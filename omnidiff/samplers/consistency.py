@@ -17,8 +17,8 @@ def consistency(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
     At each time t of the grid ``x0 = D(x, t)``, then ``x = alpha(t_next) x0 + sigma(t_next) z``;
     :func:`~omnidiff.samplers.sample` takes the final estimate at the last time, so ``steps``
     times cost ``steps`` evaluations. With a consistency model (``D`` its consistency
-    function, :class:`~omnidiff.consistency.ConsistencyModel`) one step is a sample and more
-    steps refine it; with any other model it is a coarse stochastic sampler. Its default grid
+    function, :class:`~omnidiff.methods.consistency.ConsistencyModel`) one step is a sample and
+    more steps refine it; with any other model it is a coarse stochastic sampler. Its default grid
     is ``logsnr_trailing`` (never re-noising to t_min, where it would add nothing); the
     intermediate times are an option as an explicit ``grid=[t_max, t_1, ...]``.
     """

@@ -54,7 +54,8 @@ def _lof(lower_order_final: bool | None, ts: list[float]) -> bool:
 
 def ddim_step(denoise: Denoiser, x: torch.Tensor, t: float, t_next: float, eta: float,
               generator: torch.Generator | None) -> torch.Tensor:
-    """One DDIM step (Song et al. 2021, eq. 12): x_next = alpha_n x0 + sigma_down eps + sigma_up z."""
+    """One DDIM step (Song et al. 2021, eq. 12): x_next = alpha_n x0 + sigma_down eps + sigma_up
+    z."""
     _, _, lam = coefficients(denoise.schedule, t)
     a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
     s_down, s_up = ancestral_split(s_n, lam, lam_n, eta)

@@ -116,7 +116,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
 
-    ``cond_spec`` is the model's :class:`~omnidiff.conditions.CondSpec` (a legacy class count
+    ``cond_spec`` is the model's :class:`~omnidiff.core.conditions.CondSpec` (a legacy class count
     reads as labels); ``cond`` is checked against it, and ``n`` may follow from it. When the
     spec's shape varies, ``shape_for(cond)`` gives the event shape the condition fixes.
     ``options`` go to :func:`omnidiff.samplers.sample` (``grid``, ``clip_x0``, ``eta``,

@@ -30,8 +30,8 @@ from omnidiff.errors import UserError
 from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
-           "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments", "poly_moments",
-           "OdeCoordinates", "CHARTS", "dopri5"]
+           "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments",
+           "poly_moments", "OdeCoordinates", "CHARTS", "dopri5"]
 
 
 def randn(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Samplers that integrate the probability-flow ODE in one time variable (a :class:`OdeCoordinates`).
+"""Samplers that integrate the probability-flow ODE in one time variable (a
+:class:`OdeCoordinates`).
 
 dx/dt = alpha'(t) x0_hat + sigma'(t) eps_hat (Song et al. 2021; for the ``flow`` schedule this
 is the rectified-flow velocity eps - x0, for ``edm`` — where sigma = sigma_max * t — it is

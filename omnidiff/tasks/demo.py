@@ -1,8 +1,8 @@
 """``omnidiff demo``: the forward and reverse processes on a 2D Gaussian mixture, no training.
 
-The mixture's exact denoiser (:mod:`omnidiff.toy`) stands in for a trained network, so the
-figure shows what the core does — and the printed moment errors show how well a sampler does
-it — in a few seconds on a CPU:
+The mixture's exact denoiser (:mod:`omnidiff.core.gaussian_mixture`) stands in for a trained
+network, so the figure shows what the core does — and the printed moment errors show how well a
+sampler does it — in a few seconds on a CPU:
 
 * top row: data noised by the forward process ``x_t = alpha(t) x0 + sigma(t) eps`` at
   t = 0 ... 1 (left to right);

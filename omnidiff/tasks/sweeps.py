@@ -7,7 +7,7 @@ the values as jobs, as Hydra's basic sweeper does, each in its own run folder::
 
     <sweep>/sweep.json               the jobs: overrides, status, seconds, error (atomic)
     <sweep>/<loss=v,optim.lr=0.001>/ one run folder per job, named by its swept overrides
-    <sweep>/summary.csv, .md, .png   the comparison of the jobs (:mod:`omnidiff.compare`)
+    <sweep>/summary.csv, .md, .png   the comparison of the jobs (:mod:`omnidiff.tasks.compare`)
 
 ``omnidiff sample checkpoint=... -m sampler=ddim,dpmpp_2m steps=5,10,20`` does the same for
 sampling options, without retraining.

@@ -270,11 +270,13 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> Non
 
 
 def train(cfg: Any) -> Path:
-    """Train from a composed config (see :func:`omnidiff.config.compose`); returns the run dir.
+    """Train from a composed config (see :func:`omnidiff.tasks.config.compose`); returns the run
+    dir.
 
     Everything that can fail on the user's input (config, data, network, the checkpoint to
     resume and its compatibility, Lightning's options) is checked before the run folder is
-    created or touched; the folder is then locked for the run (:class:`~omnidiff.runs.RunLock`).
+    created or touched; the folder is then locked for the run
+    (:class:`~omnidiff.training.run_folder.RunLock`).
     """
 
     validate(cfg)

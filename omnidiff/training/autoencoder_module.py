@@ -1,7 +1,7 @@
 """Training an autoencoder with Lightning: ``omnidiff train stage=autoencoder`` (or a recipe
 that sets it). Same run folder, checkpoints, resume and logs as a diffusion run; its
-``model.pt`` is the autoencoder's (:mod:`omnidiff.autoencoder`), which a latent diffusion run
-then takes as ``autoencoder=<model.pt>``.
+``model.pt`` is the autoencoder's (:mod:`omnidiff.methods.latent.autoencoder`), which a latent
+diffusion run then takes as ``autoencoder=<model.pt>``.
 
 Loss per sample: ``recon(x_hat, x) + kl_weight * KL(q(z|x) || N(0, I)) / numel(x)`` for a VAE
 (the reconstruction a mean over the sample's values, the KL a sum over its latents: LDM's

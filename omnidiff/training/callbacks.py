@@ -41,7 +41,8 @@ class EMA(EMAWeightAveraging):
 
     def __init__(self, decay: float = 0.999, warmup: bool = True, **kwargs: Any):
         """``warmup``: the decay grows as ``min(decay, (1 + n) / (10 + n))`` over the first
-        updates (:func:`omnidiff.optim.ema_decay_at`), so a short run's average is trained."""
+        updates (:func:`omnidiff.training.optim.ema_decay_at`), so a short run's average is
+        trained."""
         super().__init__(decay=decay, **kwargs)
         self._kwargs.pop("avg_fn", None)
         self._kwargs["multi_avg_fn"] = ema_update(decay, warmup)
@@ -99,7 +100,7 @@ class Evaluation(Callback):
     periodic metrics are logged as ``<log_prefix>/<name>`` and kept in :attr:`history`, the
     final ones (plus :meth:`_final_extras`) as ``final/<name>`` in :attr:`final_metrics`. The
     artifact files a run writes (a subclass keeps them in :attr:`files`) go to the TensorBoard
-    logger, if there is one (:mod:`omnidiff.tensorboard`)."""
+    logger, if there is one (:mod:`omnidiff.training.tensorboard`)."""
 
     log_prefix = "eval"
     final_prefix = "samples"  # the artifacts' file prefix of the final evaluation
@@ -324,7 +325,7 @@ class FiniteLossGuard(Callback):
 
 def weights_digest(module: torch.nn.Module) -> str:
     """SHA-256 over a module's parameters and buffers (see
-    :func:`omnidiff.checkpoint.state_digest`)."""
+    :func:`omnidiff.model_file.state_digest`)."""
     return state_digest(module.state_dict())
 
 

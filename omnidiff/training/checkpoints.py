@@ -1,5 +1,5 @@
 """Writing checkpoints during training (Lightning's side; the formats are in
-:mod:`omnidiff.checkpoint`): ``model.pt`` when fitting ends, atomic ``.ckpt`` files, and
+:mod:`omnidiff.model_file`): ``model.pt`` when fitting ends, atomic ``.ckpt`` files, and
 ``last.ckpt`` every N steps or M minutes, at the end and on SIGTERM / Ctrl-C."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class _Checkpoint(ModelCheckpoint):
     *or* every ``every_seconds`` of training, whichever comes first (Lightning takes one or the
     other), keeping the newest ``keep`` of those as ``step=N.ckpt`` besides it; and whose
     ``last.ckpt`` is always the final state of a finished fit, or of the step that was running
-    when SIGTERM (or Ctrl-C, see :class:`~omnidiff.callbacks.GracefulInterrupt`) arrived.
+    when SIGTERM (or Ctrl-C, see :class:`~omnidiff.training.callbacks.GracefulInterrupt`) arrived.
 
     (Lightning's own ``on_train_end`` writes ``last.ckpt`` only when nothing was saved yet,
     so with a periodic checkpoint it would lag behind. On SIGTERM Lightning finishes the step

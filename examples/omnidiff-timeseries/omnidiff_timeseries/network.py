@@ -70,7 +70,7 @@ class ResConv1d(nn.Module):
 
 def build_network(event_shape: tuple[int, ...], cond: Any, **model_cfg) -> "ResConv1d":
     """A :class:`ResConv1d` for events ``(channels, length)`` and the condition specification
-    ``cond`` (:mod:`omnidiff.conditions`)."""
+    ``cond`` (:mod:`omnidiff.core.conditions`)."""
     if len(event_shape) != 2:
         raise ValueError(f"timeseries networks take events (channels, length); got "
                          f"{tuple(event_shape)}")

@@ -9,10 +9,11 @@ trained (:meth:`Autoencoder.fit_latent_stats`: a shift and a scale, LDM's ``scal
 computed rather than hand-set), so that the diffusion model sees unit-variance latents:
 ``encode(x) = (mean(x) - shift) * scale`` and ``decode(z) = dec(z / scale + shift)``.
 
-It is trained by ``omnidiff train stage=autoencoder`` (:mod:`omnidiff.autoencoder_training`)
+It is trained by ``omnidiff train stage=autoencoder`` (:mod:`omnidiff.training.autoencoder_module`)
 and written to its own ``model.pt`` (format below); :func:`load_autoencoder` reads it back with
 one clear line for a damaged or mismatched file. A latent diffusion model embeds the
-autoencoder in its own ``model.pt`` (:mod:`omnidiff.latent`), so it is served without it.
+autoencoder in its own ``model.pt`` (:mod:`omnidiff.methods.latent.domain`), so it is served
+without it.
 
 The autoencoder's ``model.pt`` (``torch.load(weights_only=True)``)::
 
@@ -241,7 +242,7 @@ def load_autoencoder(path: str | os.PathLike, *, domain: str | None = None
                      ) -> tuple[Autoencoder, dict]:
     """The autoencoder in ``path`` (its ``model.pt`` or run folder) and its payload, checked
     against the ``domain`` it is to be used with (the data's shape is checked when the latent
-    data module is set up, :class:`~omnidiff.latent_data.LatentData`)."""
+    data module is set up, :class:`~omnidiff.methods.latent.data.LatentData`)."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"

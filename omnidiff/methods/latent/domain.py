@@ -1,9 +1,10 @@
 """Latent diffusion for any domain: a registered domain seen through a trained autoencoder.
 
-:class:`LatentDomain` wraps a domain and an :class:`~omnidiff.autoencoder.Autoencoder`. Its
-event is the latent shape, so the core trains, samples and guides on latents exactly as on
-data, with the base domain's network (built for the latent shape), conditions and null
-condition. Two optional parts of the domain contract carry the rest:
+:class:`LatentDomain` wraps a domain and an
+:class:`~omnidiff.methods.latent.autoencoder.Autoencoder`. Its event is the latent shape, so the
+core trains, samples and guides on latents exactly as on data, with the base domain's network
+(built for the latent shape), conditions and null condition. Two optional parts of the domain
+contract carry the rest:
 
 * ``decode(z) -> x``: the core decodes samples before the base domain's artifacts and metrics,
   so ``omnidiff.load(...).generate(...)`` returns data; ``sample_shape`` is a sample's shape as
@@ -11,7 +12,7 @@ condition. Two optional parts of the domain contract carry the rest:
 * ``encode(x) -> z``: data into the event space (likelihoods are computed there, and reported
   as latent-space numbers).
 
-:class:`~omnidiff.latent_data.LatentData` wraps the base domain's data module: its batches
+:class:`~omnidiff.methods.latent.data.LatentData` wraps the base domain's data module: its batches
 hold latents; ``reference`` returns the base domain's held-out data, since the metrics compare
 decoded samples with real data. Conditions pass through untouched.
 """
