@@ -13,7 +13,9 @@ import-linter contract in ``pyproject.toml``)::
     errors, _util, io, plots                    base
 """
 
-from omnidiff._legacy import install_old_paths
+import importlib
+
+from omnidiff._legacy import MOVED, SPLIT, install_old_paths
 from omnidiff._version import __version__
 
 __all__ = ["__version__", "load", "Pipeline"]
@@ -27,4 +29,6 @@ def __getattr__(name: str):
         from omnidiff.inference import pipeline
 
         return getattr(pipeline, name)
+    if f"omnidiff.{name}" in MOVED or f"omnidiff.{name}" in SPLIT:  # omnidiff.pipeline.load
+        return importlib.import_module(f"omnidiff.{name}")
     raise AttributeError(f"module 'omnidiff' has no attribute {name!r}")

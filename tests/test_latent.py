@@ -149,7 +149,7 @@ def test_latent_model_generates_data_and_writes_the_base_artifacts(latent_run, t
     assert any(f.suffix == ".png" for f in files)
     assert set(pipe.metrics(x, n_ref=40)) >= {"class_acc", "fd"}
     # the same noise gives the same decoded samples; decoding is the autoencoder's
-    z = omnidiff.pipeline.generate_samples(pipe.model, 6, event_shape=pipe.event_shape,
+    z = omnidiff.samplers.generate_samples(pipe.model, 6, event_shape=pipe.event_shape,
                                            cond_spec=pipe.cond_spec, cond=[0, 1, 2, 3, 4, 5],
                                            steps=3, guidance=2.0, seed=0)[0]
     torch.testing.assert_close(pipe.domain.decode(z), x)

@@ -141,6 +141,15 @@ def test_an_old_path_warns_with_its_new_name():
     assert run.returncode != 0 and "omnidiff.plugins.contract" in run.stderr, run.stderr
 
 
+def test_an_old_module_is_an_attribute_of_the_package():
+    """``import omnidiff; omnidiff.pipeline.load(...)`` worked once anything had imported the
+    pipeline; it still does, in a fresh interpreter too."""
+    run = subprocess.run([sys.executable, "-c", "import omnidiff; print(omnidiff.pipeline.load"
+                          " is omnidiff.load, omnidiff.conditions.LabelCond.__module__)"],
+                         capture_output=True, text=True)
+    assert run.stdout.split() == ["True", "omnidiff.core.conditions"], run.stderr
+
+
 def test_a_moved_module_is_the_new_module():
     import omnidiff.conditions as old
     import omnidiff.core.conditions as new
