@@ -52,7 +52,7 @@ FORMAT_VERSION = 2
 
 
 def export_payload(module: Any, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
-    """The payload (the model.pt dict) of a training module with a ``spec`` (its current
+    """The payload (the ``model.pt`` dict) of a training module with a ``spec`` (its current
     weights)."""
     state = {k: v.detach().to("cpu", copy=True).contiguous()
              for k, v in module.model.state_dict().items()}
@@ -76,7 +76,7 @@ def _embedded_autoencoder(hp: Any, state: dict[str, torch.Tensor]) -> dict[str, 
 
 
 def write_inference(payload: dict[str, Any], dest: str | os.PathLike) -> Path:
-    """Write an payload as ``model.pt`` atomically, with the checksum of its weights."""
+    """Write a payload as ``model.pt`` atomically, with the checksum of its weights."""
     payload = {**payload, "weights_sha256": state_digest(payload["state_dict"])}
     return atomic_torch_save(payload, dest)
 
@@ -121,7 +121,7 @@ PAYLOAD_KEYS = ("domain", "event_shape", "model", "schedule", "prediction", "sta
 
 
 def _checked_payload(obj: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The payload (the model.pt dict) has the keys a Pipeline reads, and finite weights (a run
+    """The payload has the keys a Pipeline reads, and finite weights (a run
     that diverged would only sample NaN)."""
     missing = [k for k in PAYLOAD_KEYS if k not in obj]
     if missing:

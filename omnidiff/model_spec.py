@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -154,17 +154,3 @@ class ModelSpec:
     def build(self, domain: Any) -> DiffusionModel:
         """A fresh denoiser (random weights) of this spec on ``domain``."""
         return self.denoiser(self.build_network(domain))
-
-    def differences(self, other: "ModelSpec") -> list[tuple[str, Any, Any]]:
-        """``(field, mine, theirs)`` for every field the two specs do not share."""
-        return [(f.name, getattr(self, f.name), getattr(other, f.name))
-                for f in dataclasses.fields(self)
-                if _comparable(getattr(self, f.name)) != _comparable(getattr(other, f.name))]
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, CondSpec):
-        return value.to_dict()
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return list(value)
-    return value

@@ -7,7 +7,7 @@ import shlex
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omnidiff._util import nonfinite_rows
 from omnidiff.cli.args import key_values, number, out_folder
@@ -31,16 +31,15 @@ from omnidiff.tasks.sweeps import (
 __all__ = ["cmd_sample", "cmd_calibrate", "cmd_likelihood", "sample_sweep"]
 
 
-def sample_sweep(args: list[str], parse: Callable[[list[str]], dict[str, Any]],
-                 sample_into: Callable[[Any, dict[str, Any], Path], Any]) -> int:
+def sample_sweep(args: list[str]) -> int:
     """``omnidiff sample checkpoint=... -m sampler=ddim,dpmpp_2m steps=5,10,20``: every
-    combination's artifacts and ``metrics.json`` in its own folder, the model read once.
-    ``parse`` turns ``key=value`` arguments into sample options (checked for every job before
-    any sampling), ``sample_into(pipeline, options, folder)`` draws and writes one job."""
+    combination's artifacts and ``metrics.json`` in its own folder, the model read once; every
+    job's options are checked before any sampling."""
     sweep = parse_sweep(args, sampler_choices, verbatim=("checkpoint", "out", "resume",
                                                           "cond"))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
-    options = each_job(sweep, lambda job: {**parse(shared + job.overrides), "metrics": True})
+    options = each_job(sweep, lambda job: {**_sample_options(shared + job.overrides),
+                                           "metrics": True})
     first = options[sweep.jobs[0].name]
     ckpt = Path(str(first["checkpoint"]))
     base = ckpt.parent if ckpt.is_file() else ckpt
@@ -52,7 +51,7 @@ def sample_sweep(args: list[str], parse: Callable[[list[str]], dict[str, Any]],
     again = "omnidiff sample -m " + shlex.join(continuing(args, folder))
 
     def run(job: Job, job_dir: Path) -> None:
-        sample_into(pipe, options[job.name], job_dir)
+        _sample_into(pipe, options[job.name], job_dir)
 
     def finished(job: Job, job_dir: Path) -> bool:
         return resuming and (job_dir / "metrics.json").is_file()
@@ -75,8 +74,7 @@ LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "
 
 def cmd_sample(args: list[str]) -> int:
     if any(a in MULTIRUN_FLAGS for a in args):
-        return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS], _sample_options,
-                            _sample_into)
+        return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS])
     opts = _sample_options(args)
     ckpt = Path(str(opts["checkpoint"]))
     base = ckpt.parent if ckpt.is_file() else ckpt

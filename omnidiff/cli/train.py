@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omnidiff.errors import UsageError
 from omnidiff.tasks.config import compose, validate
@@ -35,8 +35,7 @@ from omnidiff.tasks.train import train
 __all__ = ["cmd_train", "cmd_distill", "train_sweep"]
 
 
-def train_sweep(args: list[str], train: Callable[[Any], Path],
-                on_done: Callable[[Path], None]) -> int:
+def train_sweep(args: list[str]) -> int:
     """``omnidiff train -m ...``: compose and check every job, then run them in turn."""
     sweep = parse_sweep(args, config_choices)
     worker = ddp_worker_job(sweep)
@@ -64,7 +63,7 @@ def train_sweep(args: list[str], train: Callable[[Any], Path],
     def run(job: Job, job_dir: Path) -> None:
         env = {k: os.environ.get(k) for k in DDP_ENV}
         try:
-            on_done(train(configs[job.name]))
+            _report_run(train(configs[job.name]))
         finally:
             leave_ddp(env)
 
@@ -104,7 +103,7 @@ def cmd_train(args: list[str]) -> int:
         if flags:
             raise UsageError(f"{flags[0]!r} does not go with -m; a sweep takes key=value "
                              "overrides (e.g. optim.lr=1e-3,3e-3 loss=v,eps)")
-        return train_sweep(rest, train, _report_run)
+        return train_sweep(rest)
     cfg = _compose_run(args, lambda a: compose(overrides=a), "trainer.max_steps=100")
     if cfg is None:
         return 0

@@ -37,7 +37,7 @@ class WeightsOnlyCheckpoints:
             if key in checkpoint:
                 checkpoint[key] = plain_python(checkpoint[key])
         checkpoint.pop("hparams_type", None)
-        checkpoint["omnidiff_version"] = _version()
+        checkpoint["omnidiff_version"] = __version__
         checkpoint["omnidiff_rng"] = {"torch": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -131,7 +131,7 @@ class DiffusionModule(WeightsOnlyCheckpoints, LightningModule):
         return adamw(self.parameters(), **optimizer_args(dict(self.hparams.optim)))
 
     def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
-        """The payload (the model.pt dict) (``model.pt``) of the current weights."""
+        """The payload (the ``model.pt`` dict) of the current weights."""
         return export_payload(self, ema=ema, global_step=global_step)
 
 
@@ -154,10 +154,6 @@ def _autoencoder(autoencoder: Any) -> Any:
     return Autoencoder.from_config(autoencoder)
 
 
-def _version() -> str:
-    return __version__
-
-
 def plain_python(obj: Any) -> Any:
     """Recursively turn configs, paths and other objects into plain python for weights_only."""
     try:
@@ -174,7 +170,5 @@ def plain_python(obj: Any) -> Any:
         return obj
     return str(obj)
 
-
-# ---- running an experiment ----------------------------------------------------------------
 
 
