@@ -5,6 +5,12 @@ Dhariwal & Nichol 2021, sec. 3); self-attention (fused ``F.scaled_dot_product_at
 runs at the chosen resolutions and in the middle; the output convolution starts at zero so
 that the untrained network predicts 0. Skip connections concatenate, as in DDPM.
 
+A sequence condition (a prompt) is encoded once (:class:`omnidiff.nn.SequenceConditioning`;
+``encode_cond``) and read as in Stable Diffusion (Rombach et al. 2022): at the attention
+resolutions and in the middle, the attention layer becomes a transformer block of self-
+attention, cross-attention over the prompt's tokens and a feed-forward layer; the prompt's
+pooled encoding is also added to the time embedding.
+
 Called as ``net(x_t, t, cond=None, drop=None) -> (B, C, H, W)`` (the domain contract in
 :mod:`omnidiff.plugins.contract`).
 """
@@ -20,7 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnidiff.core.conditions import CondSpec, as_cond_spec
-from omnidiff.nn import ConditionEmbedding, TimeEmbedding, group_norm
+from omnidiff.nn import (
+    ConditionEmbedding,
+    CrossAttentionBlock,
+    SequenceConditioning,
+    TimeEmbedding,
+    group_norm,
+    pool,
+    sequence_field,
+)
 
 __all__ = ["UNet", "build_unet"]
 
@@ -81,7 +95,7 @@ class AttnBlock(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = _zero(nn.Linear(channels, channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text: Any = None) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C)
         q, k, v = (self.qkv(tokens).view(b, h * w, 3, self.heads, c // self.heads)
@@ -89,6 +103,33 @@ class AttnBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))  # (B, HW, C)
         return x + out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class TextAttnBlock(nn.Module):
+    """GroupNorm -> tokens -> :class:`~omnidiff.nn.CrossAttentionBlock` over the prompt's
+    ``text = (context (B, L, Dc), mask (B, L))`` -> a zero-initialised projection, residual;
+    x: (B, C, H, W)."""
+
+    def __init__(self, channels: int, context_dim: int, head_channels: int, groups: int):
+        super().__init__()
+        heads = max(1, channels // head_channels)
+        self.norm = _norm(channels, groups)
+        self.block = CrossAttentionBlock(channels, context_dim, heads if channels % heads == 0
+                                         else 1)
+        self.proj = _zero(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, text: Any = None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C)
+        out = self.proj(self.block(tokens, *text))  # (B, HW, C)
+        return x + out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class NoAttn(nn.Module):
+    """A level without attention: ``(x, text) -> x``."""
+
+    def forward(self, x: torch.Tensor, text: Any = None) -> torch.Tensor:
+        return x
 
 
 class Downsample(nn.Module):
@@ -141,11 +182,11 @@ def _attention_at(attn_resolutions: Sequence[int], resolutions: list[int]) -> se
 
 
 def _image_cond(cond: Any) -> CondSpec:
-    """The condition specification of ``cond``; labels or fixed-shape tensors only."""
+    """The condition specification of ``cond``; labels, fixed-shape tensors or a sequence."""
     spec = as_cond_spec(cond)
     if spec.variable_shape:
-        raise ValueError(f"the image U-Net takes class labels or fixed-shape tensor "
-                         f"conditions; got {spec.describe()}")
+        raise ValueError(f"the image U-Net takes class labels, fixed-shape tensors or a "
+                         f"sequence; got {spec.describe()}")
     return spec
 
 
@@ -157,20 +198,23 @@ class _Blocks:
     dropout: float
     groups: int
     head_channels: int
+    context_dim: int | None  # the prompt encoder's width; None without a sequence condition
 
     def res(self, cin: int, cout: int) -> ResBlock:
         return ResBlock(cin, cout, self.emb_dim, self.dropout, self.groups)
 
-    def attn(self, channels: int) -> AttnBlock:
+    def attn(self, channels: int) -> nn.Module:
+        if self.context_dim is not None:
+            return TextAttnBlock(channels, self.context_dim, self.head_channels, self.groups)
         return AttnBlock(channels, self.head_channels, self.groups)
 
     def level(self, pairs: Iterable[tuple[int, int]], attend: bool) -> Level:
         """A residual block ``cin -> cout`` per pair, each followed by attention if
-        ``attend`` (else ``nn.Identity``)."""
+        ``attend`` (else :class:`NoAttn`)."""
         blocks, attns = [], []
         for cin, cout in pairs:
             blocks.append(self.res(cin, cout))
-            attns.append(self.attn(cout) if attend else nn.Identity())
+            attns.append(self.attn(cout) if attend else NoAttn())
         return Level(blocks, attns)
 
 
@@ -192,13 +236,17 @@ class UNet(nn.Module):
         num_head_channels: channels per attention head.
         norm_groups: GroupNorm groups (reduced to a divisor of the channel count if needed).
         channels_last: run convolutions in ``torch.channels_last`` memory format.
+        text_width, text_layers, text_heads: the prompt encoder's width, transformer layers
+            and heads, for a sequence condition (a learned encoder's token embeddings, or the
+            projection of a frozen encoder's embeddings, then ``text_layers`` layers).
     """
 
     def __init__(self, in_channels: int, image_size: int | Sequence[int], cond: Any = None,
                  base_channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (),
                  dropout: float = 0.0, num_head_channels: int = 32, norm_groups: int = 32,
-                 channels_last: bool = False):
+                 channels_last: bool = False, text_width: int = 128, text_layers: int = 2,
+                 text_heads: int = 4):
         super().__init__()
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -211,7 +259,11 @@ class UNet(nn.Module):
         emb_dim = 4 * base_channels
         self.time_embed = TimeEmbedding(emb_dim, freq_dim=base_channels)
         self.class_embed = ConditionEmbedding(spec, emb_dim) if spec.conditional else None
-        make = _Blocks(emb_dim, dropout, norm_groups, num_head_channels)
+        self.text = (SequenceConditioning(spec, text_width, text_layers, text_heads)
+                     if sequence_field(spec)[1] is not None else None)
+        self.text_pool = None if self.text is None else nn.Linear(text_width, emb_dim)
+        make = _Blocks(emb_dim, dropout, norm_groups, num_head_channels,
+                       None if self.text is None else text_width)
         widths = [base_channels * m for m in channel_mult]  # channels of each level
         attend = [r in attn_at for r in resolutions]  # attention at each level
 
@@ -266,16 +318,23 @@ class UNet(nn.Module):
             self.upsample.append(Upsample(ch) if i > 0 else nn.Identity())
         return ch
 
+    def encode_cond(self, cond: Any) -> Any:
+        """``cond`` with its prompt encoded (once per sampling run; see the module doc)."""
+        return cond if self.text is None else self.text.encode_cond(cond)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, H, W), t: (B,) in [0, 1], cond: (B,) long labels (or the spec's tensors),
-        drop: (B,) bool -> (B, C, H, W)."""
+        """x: (B, C, H, W), t: (B,) in [0, 1], cond: (B,) long labels (or the spec's tensors,
+        sequences, named sets), drop: (B,) bool -> (B, C, H, W)."""
         b = x.shape[0]
         if t.ndim == 0:
             t = t.expand(b)
         emb = self.time_embed(t)  # (B, E)
         if self.class_embed is not None:
             emb = emb + self.class_embed(cond, drop, b, x.device)
+        text = None if self.text is None else self.text(cond, drop, b, x.device)
+        if text is not None:  # (B, L, W), (B, L)
+            emb = emb + self.text_pool(pool(*text).to(emb.dtype))  # (B, E)
         emb = F.silu(emb).to(x.dtype)  # every block applies Linear(SiLU(emb))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -284,15 +343,15 @@ class UNet(nn.Module):
         hs = [h]
         for level, down in zip(self.down, self.downsample):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(h, emb))
+                h = attn(block(h, emb), text)
                 hs.append(h)
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb), text), emb)
         for level, up in zip(self.up, self.upsample):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb), text)
             h = up(h)
         return self.conv_out(_gn_silu(self.norm_out, h))
 
@@ -304,12 +363,13 @@ def build_unet(event_shape: Sequence[int], cond: Any = None, *, compile: bool = 
     if len(event_shape) != 3:
         raise ValueError(f"the image U-Net needs event_shape (C, H, W), got {tuple(event_shape)}")
     c, h, w = (int(s) for s in event_shape)
-    unknown = set(cfg) - {"base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
-                          "dropout", "num_head_channels", "norm_groups", "channels_last"}
+    known = ("base_channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout",
+             "num_head_channels", "norm_groups", "channels_last", "text_width", "text_layers",
+             "text_heads")
+    unknown = set(cfg) - set(known)
     if unknown:
-        raise TypeError(f"unknown image model option(s) {sorted(unknown)}; known: base_channels, "
-                        "channel_mult, num_res_blocks, attn_resolutions, dropout, "
-                        "num_head_channels, norm_groups, channels_last, compile")
+        raise TypeError(f"unknown image model option(s) {sorted(unknown)}; known: "
+                        f"{', '.join(known)}, compile")
     net = UNet(c, (h, w), cond, **cfg)
     if compile:
         net.compile()

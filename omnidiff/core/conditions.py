@@ -9,9 +9,15 @@ A domain's data module declares a **condition specification** (``cond_spec``), w
   spectrogram ``(80, None)`` (``None``: any length), the first frames of a clip, a vector of
   properties ``(3,)``; with a ``fill`` value it is optional (left out, it is that constant:
   0 for "no frame given"), and a named set may omit it;
-* :class:`NamedCond` ``(fields)`` — a named set of these, a dict ``{name: tensor}``.
+* :class:`SequenceCond` ``(max_length, vocab_size | dim)`` — a sequence per sample, read by
+  the network through cross-attention: token ids ``{"tokens": (B, L) long, "mask": (B, L)
+  bool}`` or precomputed embeddings ``{"embeddings": (B, L, D), "mask": (B, L) bool}``, padded to
+  ``max_length`` (``mask`` True on real tokens). How text becomes such a sequence (a tokenizer,
+  a frozen encoder) is stored beside it (``encoder``) and read by :mod:`omnidiff.text`; the
+  core never tokenizes;
+* :class:`NamedCond` ``(fields)`` — a named set of these, a dict ``{name: value}``.
 
-Condition *values* are ``None``, a tensor, or a dict of tensors; the core passes them through
+Condition *values* are ``None``, a tensor, or a dict of them (a sequence is a dict too); the core passes them through
 untouched — losses, samplers and guidance never look inside (classifier-free guidance only
 concatenates them, :func:`cat_conds`, and marks ``drop``). How a condition enters the network,
 and what its null condition is, is the network's business (:mod:`omnidiff.nn` has the common
@@ -25,7 +31,7 @@ checkpoints stay loadable with ``torch.load(weights_only=True)``; a legacy integ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
@@ -33,7 +39,8 @@ import torch
 from omnidiff._util import map_cond
 from omnidiff.errors import ConditionError, UserError
 
-__all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "NamedCond",
+__all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "SequenceCond",
+           "NamedCond",
            "as_cond_spec", "cond_spec_of", "map_cond", "cat_conds", "cond_batch_size",
            "index_cond"]
 
@@ -330,6 +337,130 @@ class TensorCond(CondSpec):
 
 
 @dataclass(frozen=True)
+class SequenceCond(CondSpec):
+    """A sequence per sample (text), padded to ``max_length``: token ids in
+    ``[0, vocab_size)`` or embeddings of width ``dim`` (exactly one of the two), each with a
+    padding mask. ``encoder`` says how text becomes this sequence (:mod:`omnidiff.text`: a
+    tokenizer fitted on the captions, or a frozen pretrained encoder); the core stores it and
+    never reads it. An all-False mask is the empty sequence (the network's null prompt)."""
+
+    max_length: int = 77
+    vocab_size: int | None = None
+    dim: int | None = None
+    encoder: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    kind: ClassVar[str] = "sequence"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_length", int(self.max_length))
+        if (self.vocab_size is None) == (self.dim is None):
+            raise UserError("a sequence condition needs exactly one of vocab_size (token ids) "
+                            "and dim (embeddings)")
+        for name in ("vocab_size", "dim", "max_length"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise UserError(f"a sequence condition needs {name} >= 1, got {value}")
+            if value is not None:
+                object.__setattr__(self, name, int(value))
+
+    @property
+    def key(self) -> str:
+        """The value's key for the sequence itself: ``"tokens"`` or ``"embeddings"``."""
+        return "tokens" if self.vocab_size is not None else "embeddings"
+
+    def describe(self) -> str:
+        what = (f"token ids 0..{self.vocab_size - 1}" if self.vocab_size is not None
+                else f"{self.dim}-d embeddings")
+        return f"a sequence of up to {self.max_length} {what} with a mask"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "max_length": self.max_length}
+        out |= {"vocab_size": self.vocab_size} if self.vocab_size else {"dim": self.dim}
+        return out if self.encoder is None else out | {"encoder": dict(self.encoder)}
+
+    def _one_dim(self) -> int:
+        return 1 if self.vocab_size is not None else 2  # dims of one sample's sequence
+
+    def _values(self, cond: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(cond, str) or (isinstance(cond, (list, tuple)) and cond
+                                     and all(isinstance(c, str) for c in cond)):
+            raise ConditionError("text needs this model's text encoder: pass prompt= to "
+                                 "Pipeline.generate, or encode it with omnidiff.text")
+        if not isinstance(cond, Mapping) or self.key not in cond or (
+                set(cond) - {self.key, "mask"}):
+            raise ConditionError(f"cond must be {{{self.key!r}: ..., 'mask': ...}} "
+                                 f"({self.describe()}); got {_got(cond)}")
+        seq, mask = torch.as_tensor(cond[self.key]), cond.get("mask")
+        return seq, None if mask is None else torch.as_tensor(mask)
+
+    def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
+        if cond is None:
+            return None, n
+        seq, mask = self._values(cond)
+        if seq.dim() == self._one_dim():
+            seq, mask = seq.unsqueeze(0), None if mask is None else mask.unsqueeze(0)
+        if seq.dim() != self._one_dim() + 1 or (self.dim and seq.shape[-1] != self.dim):
+            want = "(L,) or (n, L)" if self.vocab_size else f"(L, {self.dim}) or (n, L, {self.dim})"
+            raise ConditionError(f"cond[{self.key!r}] has shape {tuple(seq.shape)}; expected "
+                                 f"{want}")
+        mask = torch.ones(seq.shape[:2], dtype=torch.bool) if mask is None else mask
+        if mask.dtype != torch.bool or tuple(mask.shape) != tuple(seq.shape[:2]):
+            raise ConditionError(f"cond['mask'] must be bool {tuple(seq.shape[:2])}; got "
+                                 f"{_got(mask)}")
+        seq, mask = self._padded(self._cast(seq), mask)
+        if n is not None and seq.shape[0] == 1 and n > 1:
+            seq, mask = seq.expand(n, *seq.shape[1:]).clone(), mask.expand(n, -1).clone()
+        if n is not None and seq.shape[0] != n:
+            raise ConditionError(f"cond holds {seq.shape[0]} sequences for n={n} samples; pass "
+                                 "one or exactly n")
+        return {self.key: seq, "mask": mask}, int(seq.shape[0])
+
+    def _cast(self, seq: torch.Tensor) -> torch.Tensor:
+        if self.vocab_size is None:
+            if not seq.is_floating_point() or not bool(torch.isfinite(seq).all()):
+                raise ConditionError(f"cond['embeddings'] must be finite floats; got "
+                                     f"{_got(seq)}")
+            return seq.float()
+        if seq.is_floating_point() or seq.is_complex() or seq.dtype == torch.bool:
+            raise ConditionError(f"cond['tokens'] must be integer token ids; got {_got(seq)}")
+        seq = seq.long()
+        self._check_vocab(seq)
+        return seq
+
+    def _check_vocab(self, tokens: torch.Tensor) -> None:
+        bad = tokens[(tokens < 0) | (tokens >= self.vocab_size)]
+        if bad.numel():
+            raise ConditionError(f"token id {int(bad[0])} is out of range; this model's "
+                                 f"vocabulary has {self.vocab_size} tokens")
+
+    def _padded(self, seq: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L, ...)`` -> ``(B, max_length, ...)``, padding zeros with mask False."""
+        length = int(seq.shape[1])
+        if length > self.max_length:
+            raise ConditionError(f"a sequence of {length} tokens is longer than this model's "
+                                 f"maximum of {self.max_length}; shorten the prompt")
+        pad = self.max_length - length
+        if pad:
+            seq = torch.cat([seq, seq.new_zeros(seq.shape[0], pad, *seq.shape[2:])], 1)
+            mask = torch.cat([mask, mask.new_zeros(mask.shape[0], pad)], 1)
+        return seq, mask
+
+    def check_batch(self, cond: Any, batch: int) -> None:
+        shape = (batch, self.max_length) + (() if self.vocab_size else (self.dim,))
+        seq = cond.get(self.key) if isinstance(cond, Mapping) else None
+        mask = cond.get("mask") if isinstance(cond, Mapping) else None
+        ok = (isinstance(seq, torch.Tensor) and isinstance(mask, torch.Tensor)
+              and tuple(seq.shape) == shape and mask.dtype == torch.bool
+              and tuple(mask.shape) == shape[:2]
+              and seq.dtype == (torch.long if self.vocab_size else torch.float32))
+        if not ok:
+            raise ConditionError(f"the condition must be {{{self.key!r}: {shape}, 'mask': bool "
+                                 f"{shape[:2]}}}; got {_got(cond)}")
+        if self.vocab_size:
+            self._check_vocab(seq)
+
+
+@dataclass(frozen=True)
 class NamedCond(CondSpec):
     fields: tuple[tuple[str, CondSpec], ...] = ()
     kind: ClassVar[str] = "named"
@@ -340,7 +471,7 @@ class NamedCond(CondSpec):
         if not fields:
             raise UserError("a named condition needs at least one field")
         if any(not s.conditional or isinstance(s, NamedCond) for _, s in fields):
-            raise UserError("named condition fields must be labels or tensors")
+            raise UserError("named condition fields must be labels, tensors or sequences")
         object.__setattr__(self, "fields", fields)
 
     @property
@@ -395,14 +526,14 @@ class NamedCond(CondSpec):
         return {k: s.draw(n, generator) for k, s in self.fields} if self.drawable else None
 
     @staticmethod
-    def _repeat_to(out: dict[str, torch.Tensor], n: int | None) -> tuple[Cond, int | None]:
-        sizes = {v.shape[0] for v in out.values()}
+    def _repeat_to(out: dict[str, Cond], n: int | None) -> tuple[Cond, int | None]:
+        sizes = {cond_batch_size(v) for v in out.values()}
         if len(sizes) > 1:
             if sizes - {1}:
                 big = max(sizes)
-                out = {k: v.expand(big, *v.shape[1:]).clone() if v.shape[0] == 1 else v
-                       for k, v in out.items()}
-                sizes = {v.shape[0] for v in out.values()}
+                out = {k: map_cond(lambda t: t.expand(big, *t.shape[1:]).clone(), v)
+                       if cond_batch_size(v) == 1 else v for k, v in out.items()}
+                sizes = {cond_batch_size(v) for v in out.values()}
             if len(sizes) > 1:
                 raise ConditionError(f"cond fields hold different numbers of conditions "
                                      f"{sorted(sizes)}; pass one or the same number for each")
@@ -439,10 +570,13 @@ def as_cond_spec(obj: Any) -> CondSpec:
         if kind == "tensor":
             return TensorCond(tuple(obj["shape"]), str(obj.get("dtype", "float32")),
                               obj.get("fill"))
+        if kind == "sequence":
+            return SequenceCond(int(obj["max_length"]), obj.get("vocab_size"), obj.get("dim"),
+                                obj.get("encoder"))
         if kind == "named":
             return NamedCond(tuple((k, as_cond_spec(v)) for k, v in obj["fields"].items()))
     raise UserError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "
-                     "TensorCond(shape), NamedCond(...) or their to_dict())")
+                     "TensorCond(shape), SequenceCond(...), NamedCond(...) or their to_dict())")
 
 
 def cond_spec_of(data: Any) -> CondSpec:

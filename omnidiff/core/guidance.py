@@ -42,12 +42,13 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
                     scale: float | None, *, rescale: float = 0.0,
                     interval: tuple[float, float] | None = None,
                     schedule: Schedule | str | None = None, prediction: str | None = None,
-                    drop: torch.Tensor | None = None
+                    drop: torch.Tensor | None = None, uncond: Any = None
                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``model(x_t, t, cond=, drop=)`` -> guided ``fn(x_t, t)``; ``scale=None``: no guidance.
     ``drop`` (B,) bool marks rows that are unconditional already (their conditional half is
     the null condition too, so they get the unconditional output: a distillation teacher
-    under the student's condition dropout).
+    under the student's condition dropout). ``uncond``, a condition of ``cond``'s kind and
+    batch, takes the null condition's place in the unconditional half (a negative prompt).
 
     The combination of the conditional output c and the unconditional u is built from
     composable rules (:func:`cfg_rule`, then :func:`rescale_rule` if ``rescale > 0``, then
@@ -78,9 +79,10 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
     def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x_t.shape[0]
         first = torch.zeros(b, dtype=torch.bool, device=x_t.device) if drop is None else drop
-        both = torch.cat([first, torch.ones(b, dtype=torch.bool, device=x_t.device)])
-        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=cat_conds([cond, cond]),
-                    drop=both)
+        second = torch.full((b,), uncond is None, dtype=torch.bool, device=x_t.device)
+        both = torch.cat([first, second])
+        cond2 = cat_conds([cond, cond if uncond is None else uncond])
+        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=cond2, drop=both)
         c, u = out.chunk(2)
         return rule(c, u, x_t, t)
     fn.cfg_batches = 2  # for NFE accounting: one call evaluates the network on 2 halves

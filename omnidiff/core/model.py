@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -50,6 +52,16 @@ class DiffusionModel(nn.Module):
             raise ValueError(f"network returned shape {tuple(out.shape)} for input "
                              f"{tuple(x_t.shape)}; it must return the shape it is given")
         return out.to(x_t.dtype)
+
+    def encode_cond(self, cond: Any) -> Any:
+        """``cond`` with what stays fixed over a sampling run computed once: the network's
+        ``encode_cond`` (a prompt's text encoding), where it has one; else ``cond`` itself."""
+        fn = getattr(self.net, "encode_cond", None)
+        if fn is None or cond is None:
+            return cond
+        dtype = self.net_dtype
+        return fn(map_cond(lambda v: v.to(dtype) if v.is_floating_point() and dtype else v,
+                           cond))
 
     @property
     def net_dtype(self) -> torch.dtype | None:

@@ -10,6 +10,10 @@ One file per concept:
   adaLN-Zero transformer block;
 * :mod:`.patches` — patchify / unpatchify of an N-dimensional grid (einops) with N-d sine-cosine
   position embeddings;
+* :mod:`.cross_attention` — attention of a sample's tokens over a condition's sequence (text),
+  with its padding mask, and Stable Diffusion's self-/cross-attention / feed-forward block;
+* :mod:`.sequence` — a sequence condition (token ids or embeddings) -> the context the network
+  cross-attends to, encoded once per prompt (:class:`SequenceConditioning`);
 * :mod:`.rope` — rotary position embeddings over an N-d token grid (:class:`Rotary`);
 * :mod:`.norm` — the GroupNorm group-count helper.
 """
@@ -23,6 +27,7 @@ from omnidiff.nn.embeddings import (
                                     null_where,
                                     timestep_embedding,
 )
+from omnidiff.nn.cross_attention import CrossAttention, CrossAttentionBlock, key_padding_mask
 from omnidiff.nn.norm import group_count, group_norm
 from omnidiff.nn.patches import (
                                     PatchEmbed,
@@ -33,10 +38,13 @@ from omnidiff.nn.patches import (
                                     unpatchify,
 )
 from omnidiff.nn.rope import Rotary, apply_rotary, rotary_tables
+from omnidiff.nn.sequence import SequenceConditioning, SequenceEncoder, pool, sequence_field
 from omnidiff.nn.transformer import SelfAttention, TransformerBlock
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",
-           "Rotary", "apply_rotary", "rotary_tables"]
+           "Rotary", "apply_rotary", "rotary_tables", "CrossAttention", "CrossAttentionBlock",
+           "key_padding_mask", "SequenceEncoder", "SequenceConditioning", "sequence_field",
+           "pool"]

@@ -112,7 +112,8 @@ class _VectorEmbedding(nn.Module):
 def _global_fields(spec: NamedCond, fields: Iterable[str] | None) -> list[tuple[str, CondSpec]]:
     names = spec.field_specs
     if fields is None:
-        return [(k, s) for k, s in spec.fields if not s.variable_shape]
+        return [(k, s) for k, s in spec.fields  # sequences are read by cross-attention
+                if isinstance(s, (LabelCond, TensorCond)) and not s.variable_shape]
     unknown = [f for f in fields if f not in names]
     if unknown:
         raise ValueError(f"condition fields {unknown} are not in {list(names)}")
@@ -127,7 +128,9 @@ class ConditionEmbedding(nn.Module):
     * labels: :class:`ClassEmbedding`'s table with a null class (same parameter names);
     * a fixed-shape tensor: flattened -> MLP, a learned null vector;
     * a named set: the sum of its fields' embeddings (``fields`` picks which; by default every
-      fixed-shape field; variable-shape fields are dense and left to the network).
+      fixed-shape label or tensor field; variable-shape fields are dense and sequences are
+      cross-attended, both left to the network);
+    * a sequence alone: the null vector only (the network cross-attends to it).
     """
 
     def __init__(self, spec: Any, dim: int, fields: Iterable[str] | None = None):

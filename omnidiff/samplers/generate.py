@@ -112,7 +112,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      shape_for: Callable[[Any], Sequence[int]] | None = None,
                      decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      noise: torch.Tensor | None = None, stats: dict | None = None,
-                     **options: Any) -> tuple[torch.Tensor, Any]:
+                     uncond: Any = None, **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
 
@@ -130,6 +130,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     pairs keep it beside the sample it leads to. ``stats``, if a dict, receives ``steps``,
     ``nfe`` (denoiser calls per sample) and ``network_evals`` (network passes per sample: 2
     per call under guidance), averaged over batches where an adaptive sampler differs.
+    ``uncond`` (checked like ``cond``, one or n) replaces the null condition under guidance
+    (a negative prompt). What stays fixed over a run (a prompt's encoding) is computed once
+    per batch (:meth:`DiffusionModel.encode_cond`), not per step.
     """
     spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
@@ -141,14 +144,18 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         noise, cond = noise_and_cond(spec, cond, n, gen, event_shape, shape_for)
     else:
         cond, _ = _prepare_cond(spec, cond, noise.shape[0], gen)
+    if uncond is not None:
+        uncond, _ = check_cond(spec, uncond, noise.shape[0])
     device, dtype = device_dtype(model, device)
     # stochastic samplers draw from a device generator seeded from the CPU one
     dev_gen = torch.Generator(device=device).manual_seed(
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
     bs = int(batch_size) if batch_size else auto_batch(noise.shape[0], event_shape)
 
-    def run(x_T: torch.Tensor, c: Any, stats: dict[str, Any]) -> torch.Tensor:  # (b, *event)
-        return sample(classifier_free(model, c, guidance), x_T, schedule=model.schedule,
+    def run(x_T: torch.Tensor, c: Any, u: Any, stats: dict[str, Any]) -> torch.Tensor:
+        c, u = _encoded(model, c), _encoded(model, u)
+        return sample(classifier_free(model, c, guidance, uncond=u), x_T,
+                      schedule=model.schedule,
                       prediction=model.prediction, sampler=sampler,
                       steps=None if steps is None else int(steps), generator=dev_gen,
                       stats=stats, **options)
@@ -156,7 +163,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     was_training = model.training
     model.eval()
     try:
-        out, counts = _in_batches(run, noise, cond, bs, (device, dtype), progress, decode)
+        out, counts = _in_batches(run, noise, (cond, uncond), bs, (device, dtype), progress,
+                                  decode)
     finally:
         model.train(was_training)
     if stats is not None:
@@ -164,19 +172,25 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     return torch.cat(out), cond
 
 
-def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor, cond: Any, bs: int,
-                to: tuple[torch.device, torch.dtype], progress: bool | None,
-                decode: Callable[[torch.Tensor], torch.Tensor] | None
+def _encoded(model: Any, cond: Any) -> Any:
+    fn = getattr(model, "encode_cond", None)
+    return cond if fn is None else fn(cond)
+
+
+def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
+                conds: tuple[Any, Any], bs: int, to: tuple[torch.device, torch.dtype],
+                progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
-    """``run(x_T, cond)`` over batches of ``bs`` (each decoded when ``decode``): the samples
-    (float32, on the CPU) and each batch's (size, steps, nfe, network evals)."""
+    """``run(x_T, cond, uncond)`` over batches of ``bs`` (each decoded when ``decode``): the
+    samples (float32, on the CPU) and each batch's (size, steps, nfe, network evals)."""
     device, dtype = to
     out, counts = [], []
     for i in _batch_starts(noise.shape[0], bs, progress):
         x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
-        c = map_cond(lambda v: v.to(device), index_cond(cond, slice(i, i + bs)))
+        c, u = (map_cond(lambda v: v.to(device), index_cond(x, slice(i, i + bs)))
+                for x in conds)
         st: dict[str, Any] = {}
-        x0 = run(x_T, c, stats=st)  # (b, *event)
+        x0 = run(x_T, c, u, stats=st)  # (b, *event)
         counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
         if decode is not None:
             x0 = decode(x0)  # (b, *sample_shape)

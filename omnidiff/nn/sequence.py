@@ -1,0 +1,125 @@
+"""A sequence condition (text) -> the context a network cross-attends to, computed once per
+prompt.
+
+:class:`SequenceEncoder` turns token ids (a small transformer trained with the denoiser, as a
+text encoder from scratch) or precomputed embeddings (a frozen pretrained encoder's, projected
+to the network's width) into ``context: (B, 1 + L, width)`` with ``mask: (B, 1 + L)``. Position 0
+is a learned start token that every row attends to, so an empty sequence is valid: its encoding
+is the null prompt, which a dropped row (``drop``) gets.
+
+:class:`SequenceConditioning` finds the one sequence in a condition of any kind (bare, or a
+field of a named set) and gives the network ``encode_cond(cond)`` (run once before sampling:
+the sequence replaced by its encoding ``{"context", "mask"}``) and ``forward(cond, drop)``
+(encoding only where ``cond`` is not encoded yet, as in training).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from omnidiff.core.conditions import SequenceCond, as_cond_spec
+from omnidiff.nn.embeddings import null_where
+
+__all__ = ["SequenceEncoder", "SequenceConditioning", "sequence_field", "pool"]
+
+
+def sequence_field(spec: Any) -> tuple[str | None, SequenceCond | None]:
+    """``(field name, spec)`` of the sequence in a condition specification: ``(None, spec)``
+    for a bare sequence, ``(None, None)`` without one; more than one is an error."""
+    spec = as_cond_spec(spec)
+    if isinstance(spec, SequenceCond):
+        return None, spec
+    found = [(k, s) for k, s in getattr(spec, "fields", ()) if isinstance(s, SequenceCond)]
+    if len(found) > 1:
+        raise ValueError(f"a network reads one sequence condition; got {[k for k, _ in found]}")
+    return found[0] if found else (None, None)
+
+
+def pool(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``context: (B, L, D)`` over its unmasked tokens -> ``(B, D)``."""
+    w = mask.to(context.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (context * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+class SequenceEncoder(nn.Module):
+    """Token ids ``(B, L)`` or embeddings ``(B, L, D)`` with ``mask: (B, L)`` -> ``{"context":
+    (B, 1 + L, width), "mask": (B, 1 + L)}`` through ``layers`` pre-norm transformer layers."""
+
+    def __init__(self, spec: SequenceCond, width: int, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.spec = spec
+        if spec.vocab_size is not None:
+            self.tokens = nn.Embedding(spec.vocab_size, width)
+            self.position = nn.Parameter(0.02 * torch.randn(spec.max_length, width))
+        else:
+            self.proj = nn.Sequential(nn.LayerNorm(spec.dim), nn.Linear(spec.dim, width))
+        self.start = nn.Parameter(0.02 * torch.randn(width))
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, value: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        seq, mask = value[self.spec.key], value["mask"]  # (B, L[, D]), (B, L)
+        if self.spec.vocab_size is not None:
+            h = self.tokens(seq) + self.position[: seq.shape[1]]  # (B, L, W)
+        else:
+            h = self.proj(seq.to(self.start.dtype))  # (B, L, W)
+        b = h.shape[0]
+        h = torch.cat([self.start.expand(b, 1, -1), h], 1)  # (B, 1 + L, W)
+        mask = torch.cat([mask.new_ones(b, 1), mask], 1)  # (B, 1 + L)
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=~mask)  # (B, 1 + L, W)
+        return {"context": self.norm(h), "mask": mask}
+
+    def null(self) -> dict[str, torch.Tensor]:
+        """The encoding of the empty sequence (the null prompt): ``(1, 1 + L, W)``, ``(1, 1 +
+        L)``."""
+        spec, p = self.spec, self.start
+        shape = (1, spec.max_length) + (() if spec.vocab_size is not None else (spec.dim,))
+        seq = torch.zeros(shape, device=p.device,
+                          dtype=torch.long if spec.vocab_size is not None else p.dtype)
+        return self({spec.key: seq, "mask": torch.zeros(shape[:2], dtype=torch.bool,
+                                                        device=p.device)})
+
+
+class SequenceConditioning(nn.Module):
+    """The sequence of a condition specification, encoded for cross-attention."""
+
+    def __init__(self, spec: Any, width: int, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.field, seq = sequence_field(spec)
+        if seq is None:
+            raise ValueError(f"no sequence condition in {as_cond_spec(spec).describe()}")
+        self.encoder = SequenceEncoder(seq, width, layers, heads)
+        self.width = width
+
+    def _get(self, cond: Any) -> Any:
+        return cond if self.field is None or cond is None else cond.get(self.field)
+
+    def encode_cond(self, cond: Any) -> Any:
+        """``cond`` with its sequence replaced by ``{"context", "mask"}`` (done once per
+        prompt before sampling; encoded conditions pass through)."""
+        value = self._get(cond)
+        if value is None or "context" in value:
+            return cond
+        enc = self.encoder(value)
+        return enc if self.field is None else {**cond, self.field: enc}
+
+    def forward(self, cond: Any, drop: torch.Tensor | None, batch: int, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(context (B, 1 + L, W), mask (B, 1 + L))``; rows where ``drop`` is True (and every
+        row when ``cond`` is None) get the empty sequence's encoding (the null prompt)."""
+        null = self.encoder.null()
+        value = self._get(self.encode_cond(cond))
+        if value is None:
+            return (null["context"].expand(batch, -1, -1), null["mask"].expand(batch, -1))
+        context, mask = value["context"], value["mask"]
+        if drop is not None:
+            context = null_where(drop, context, null["context"][0])
+            mask = null_where(drop, mask, null["mask"][0])
+        return context, mask
