@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from omnidiff.io import atomic_path, save_raw
 from omnidiff.plots import pick_for_grid
 
-__all__ = ["save_artifacts", "image_grid", "MIN_TILE", "GRID_MAX", "GRID_PER_CLASS",
+__all__ = ["save_artifacts", "image_grid", "captioned_grid", "MIN_TILE", "GRID_MAX", "GRID_PER_CLASS",
            "GRID_MAX_CLASSES"]
 
 MIN_TILE = 32  # tiles smaller than this are upscaled (nearest neighbour) to at least this size
@@ -70,15 +71,44 @@ def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding:
     return (grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
 
 
-def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: torch.Tensor | None = None,
-                   prefix: str = "samples") -> list[Path]:
-    """Write ``<prefix>.png`` (a grid of at most 10 x 10 samples, see :func:`image_grid`),
-    ``<prefix>.pt`` ({"samples", "cond"}) and ``<prefix>.npy`` (all samples as float32
-    (B, C, H, W) in [-1, 1]) into ``out_dir``, atomically; returns the paths.
+def captioned_grid(samples: torch.Tensor, captions: Sequence[str], padding: int = 2
+                   ) -> np.ndarray:
+    """One row per distinct caption (in order of first appearance, at most
+    :data:`GRID_MAX_CLASSES` rows of :data:`GRID_PER_CLASS` samples), each labelled with its
+    caption on the left: samples (B, C, H, W) in [-1, 1] -> uint8 (Hg, Wg, 3)."""
+    texts = list(dict.fromkeys(captions))[:GRID_MAX_CLASSES]
+    ids = torch.tensor([texts.index(c) if c in texts else -1 for c in captions])
+    rows = [image_grid(samples[ids == k][:GRID_PER_CLASS], padding=padding)
+            for k in range(len(texts))]  # each (h, w, C), one row
+    width = max(r.shape[1] for r in rows)
+    label_w = 6 * min(60, max(len(t) for t in texts)) + 8  # the default font: ~6 px a glyph
+    page = Image.new("RGB", (label_w + width, sum(r.shape[0] for r in rows)), (255, 255, 255))
+    draw, y = ImageDraw.Draw(page), 0
+    for text, row in zip(texts, rows):
+        tile = Image.fromarray(row[..., 0] if row.shape[-1] == 1 else row).convert("RGB")
+        page.paste(tile, (label_w, y))
+        draw.text((4, y + row.shape[0] // 2 - 5), text[:60], fill=(0, 0, 0))
+        y += row.shape[0]
+    return np.asarray(page)
+
+
+def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
+                   prefix: str = "samples", data: Any = None,
+                   captions: Sequence[str] | None = None) -> list[Path]:
+    """Write ``<prefix>.png`` (a grid of at most 10 x 10 samples, see :func:`image_grid`;
+    with captions, one labelled row per prompt: :func:`captioned_grid`), ``<prefix>.pt``
+    ({"samples", "cond"}) and ``<prefix>.npy`` (all samples as float32 (B, C, H, W) in
+    [-1, 1]) into ``out_dir``, atomically; returns the paths. ``captions`` (one per sample) come
+    from the caller or from the data module (``data.captions_of(cond)``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    grid = image_grid(samples, cond)
+    if captions is None and data is not None and hasattr(data, "captions_of"):
+        captions = data.captions_of(cond)
+    if captions is not None:
+        grid = captioned_grid(samples, captions)
+    else:
+        grid = image_grid(samples, cond.get("label") if isinstance(cond, dict) else cond)
     png = out_dir / f"{prefix}.png"
     with atomic_path(png) as tmp:
         Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")

@@ -10,6 +10,12 @@ Sources (``name``):
 * ``imagefolder``: ``root/<class>/<image>`` (torchvision ``ImageFolder``), labelled by subfolder;
   a fixed ``holdout`` fraction is held out.
 * ``folder``: a flat folder of images, unlabelled; a fixed ``holdout`` fraction is held out.
+* ``text_digits``: two digits side by side on an ``S x 2S`` canvas with captions
+  (:mod:`.text_data`), for text-to-image.
+
+With ``text`` (``data.text``: the text encoder, :data:`omnidiff.text.prompts.TEXT_DEFAULTS`),
+a folder's captions (``metadata.jsonl`` or a ``.txt`` per image) become the condition
+``{"text": sequence}`` (beside ``"label"`` for an imagefolder); ``text_digits`` always has one.
 
 Images are kept in memory as uint8 ``(N, C, H, W)`` (resized once) and scaled to [-1, 1] float32
 per item. Random horizontal flips apply to natural-image sources only (cifar10, imagefolder,
@@ -28,11 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from omnidiff.core.conditions import LabelCond, NamedCond, NoCond
 from omnidiff.plugins.data import eval_loader, train_loader
+
+from .text_data import CaptionTable, folder_captions, text_digits_arrays
 
 __all__ = ["ImageData", "SOURCES", "digits_arrays", "default_cache_dir"]
 
-SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder", "folder")
+SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "imagefolder", "folder", "text_digits")
+TEXT_DIGITS_TRAIN = 20_000  # canvases drawn for text_digits when train_size is not set
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 _NATURAL = {"cifar10", "imagefolder", "folder"}  # sources where a horizontal flip is a valid view
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -104,10 +114,14 @@ def digits_arrays(image_size: int | None = None) -> dict[str, torch.Tensor]:
 
 
 class _Images(Dataset):
-    """In-memory images; items ``{"x": (C, H, W) float32 in [-1, 1], "cond": long}``."""
+    """In-memory images; items ``{"x": (C, H, W) float32 in [-1, 1], "cond": long}`` (or
+    ``{"label": long, "text": {...}}`` with captions: ``text`` is (caption table, caption
+    index of each image))."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, flip: bool):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, flip: bool,
+                 text: tuple[CaptionTable, torch.Tensor] | None = None):
         self.x, self.y, self.flip = x, y, flip  # x: uint8 (N, C, H, W) or float in [-1, 1]
+        self.text = text
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -118,7 +132,12 @@ class _Images(Dataset):
         if self.flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         item = {"x": x}
-        if self.y is not None:
+        if self.text is not None:
+            table, ids = self.text
+            item["cond"] = {"text": {k: v[0] for k, v in table.rows(ids[i:i + 1]).items()}}
+            if self.y is not None:
+                item["cond"]["label"] = self.y[i]
+        elif self.y is not None:
             item["cond"] = self.y[i]
         return item
 
@@ -143,13 +162,15 @@ class ImageData(pl.LightningDataModule):
         train_size: use only this many training images (``None``: all).
         holdout: held-out fraction for ``imagefolder`` and ``folder``.
         flip: random horizontal flips; ``None`` means on for natural images only.
+        text: the text encoder's settings for captioned data (``None``: captions unused;
+            ``text_digits`` then uses the defaults, a learned encoder).
     """
 
     def __init__(self, name: str = "digits", root: str | None = None, download: bool = False,
                  channels: int | None = None, image_size: int | list[int] | None = None,
                  batch_size: int = 128, num_workers: int = 0, seed: int = 0,
                  train_size: int | None = None, holdout: float = 0.1,
-                 flip: bool | None = None):
+                 flip: bool | None = None, text: dict[str, Any] | None = None):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"unknown image data {name!r}; choose one of {', '.join(SOURCES)}")
@@ -166,7 +187,12 @@ class ImageData(pl.LightningDataModule):
         self.train_size = None if train_size is None else int(train_size)
         self.holdout = float(holdout)
         self.flip = (name in _NATURAL) if flip is None else bool(flip)
+        self.text = dict(text) if text is not None else ({} if name == "text_digits" else None)
+        if self.text is not None and name not in ("text_digits", "imagefolder", "folder"):
+            raise ValueError(f"data.text needs captions: use data.name=text_digits, or a folder "
+                             f"of captioned images (data.name=folder), not {name}")
         self._arrays: dict[str, Any] | None = None
+        self.captions: CaptionTable | None = None
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> dict[str, Any]:
@@ -178,6 +204,9 @@ class ImageData(pl.LightningDataModule):
                 a["x_train"] = a["x_train"].expand(-1, self.channels, -1, -1).contiguous()
                 a["x_test"] = a["x_test"].expand(-1, self.channels, -1, -1).contiguous()
             a["classes"] = [str(i) for i in range(10)]
+        elif self.name == "text_digits":
+            a = text_digits_arrays(self.image_size, self.train_size or TEXT_DIGITS_TRAIN,
+                                   digits_arrays(self.image_size))
         elif self.name in _TORCHVISION:
             a = self._load_torchvision()
         else:
@@ -186,8 +215,14 @@ class ImageData(pl.LightningDataModule):
             g = torch.Generator().manual_seed(self.seed)
             keep = torch.randperm(len(a["x_train"]), generator=g)[: self.train_size].sort().values
             a["x_train"] = a["x_train"][keep]
-            if a["y_train"] is not None:
-                a["y_train"] = a["y_train"][keep]
+            for key in ("y_train", "captions_train"):
+                if a.get(key) is not None:
+                    a[key] = (a[key][keep] if key == "y_train"
+                              else [a[key][i] for i in keep.tolist()])
+        if self.text is not None:
+            self.captions = CaptionTable(a["captions_train"], a["captions_test"], self.text)
+            a["c_train"] = self.captions.ids(a["captions_train"])
+            a["c_test"] = self.captions.ids(a["captions_test"])
         self._arrays = a
         return a
 
@@ -230,7 +265,8 @@ class ImageData(pl.LightningDataModule):
             raise FileNotFoundError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found in "
                                     f"{root}; point data.root at a folder of images")
         x = _read_images(root, paths, self.channels, self.image_size)
-        return _holdout_split(x, labels, classes, self.holdout)
+        captions = folder_captions(root, paths) if self.text is not None else None
+        return _holdout_split(x, labels, classes, self.holdout, captions)
 
     # ------------------------------------------------------------------ contract
     @property
@@ -246,6 +282,35 @@ class ImageData(pl.LightningDataModule):
     def classes(self) -> list[str]:
         return list(self._load()["classes"])
 
+    @property
+    def cond_spec(self) -> Any:
+        """Labels, a prompt ``{"text": sequence}`` (with ``"label"`` when labelled too), or
+        nothing."""
+        labels = LabelCond(self.num_classes) if self.num_classes else None
+        if self._load() is not None and self.captions is None:
+            return labels or NoCond()
+        fields = {"text": self.captions.cond_spec} | ({"label": labels} if labels else {})
+        return NamedCond(fields)
+
+    def _cond(self, split: str, idx: torch.Tensor) -> Any:
+        """The conditions of images ``idx`` of ``split`` (train / test), batched."""
+        a = self._load()
+        y = a[f"y_{split}"]
+        if self.captions is None:
+            return None if y is None else y[idx].clone()
+        out = {"text": self.captions.rows(a[f"c_{split}"][idx])}
+        return out if y is None else out | {"label": y[idx].clone()}
+
+    def captions_of(self, cond: Any) -> list[str] | None:
+        """The caption of each row of a batched condition (None without captions)."""
+        if self.captions is None or not isinstance(cond, dict) or "text" not in cond:
+            return None
+        return self.captions.captions_of(cond["text"])
+
+    def caption_truth(self) -> dict[str, tuple[int, int, str]]:
+        """text_digits: each caption's ``(left, right, set)`` (-1: empty side)."""
+        return dict(self._load().get("truth") or {})
+
     def reference(self, n: int, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``min(n, held-out size)`` held-out images ``(n, C, H, W)`` in [-1, 1] and their
@@ -254,10 +319,9 @@ class ImageData(pl.LightningDataModule):
         Capped at the held-out size because repeated images would corrupt the nearest-neighbour
         metrics (precision / recall); the digits hold out 360 images.
         """
-        a = self._load()
-        x, y = a["x_test"], a["y_test"]
+        x = self._load()["x_test"]
         idx = torch.randperm(len(x), generator=generator)[: int(n)]
-        return _to_float(x[idx]), None if y is None else y[idx].clone()
+        return _to_float(x[idx]), self._cond("test", idx)
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
@@ -268,14 +332,17 @@ class ImageData(pl.LightningDataModule):
         self._load()
 
     def train_dataloader(self) -> DataLoader:
-        a = self._load()
-        return train_loader(_Images(a["x_train"], a["y_train"], flip=self.flip),
-                            self.batch_size, seed=self.seed, num_workers=self.num_workers)
+        return train_loader(self._dataset("train", self.flip), self.batch_size, seed=self.seed,
+                            num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        a = self._load()
-        return eval_loader(_Images(a["x_test"], a["y_test"], flip=False), self.batch_size,
+        return eval_loader(self._dataset("test", False), self.batch_size,
                            num_workers=self.num_workers)
+
+    def _dataset(self, split: str, flip: bool) -> _Images:
+        a = self._load()
+        text = None if self.captions is None else (self.captions, a[f"c_{split}"])
+        return _Images(a[f"x_{split}"], a[f"y_{split}"], flip=flip, text=text)
 
     def __repr__(self) -> str:
         return (f"ImageData(name={self.name!r}, root={self.root!r}, "
@@ -357,7 +424,7 @@ def _check_files_agree(root: Path, modes: dict[str, list[str]],
 
 
 def _holdout_split(x: torch.Tensor, labels: torch.Tensor | None, classes: list[str],
-                   holdout: float) -> dict[str, Any]:
+                   holdout: float, captions: list[str] | None = None) -> dict[str, Any]:
     """A fixed ``holdout`` fraction of the images (at least one, never all; independent of
     ``data.seed``) held out; a single image is its own reference."""
     n = len(x)
@@ -367,9 +434,13 @@ def _holdout_split(x: torch.Tensor, labels: torch.Tensor | None, classes: list[s
     te, tr = perm[:n_test].sort().values, perm[n_test:].sort().values
     if n_test == 0:  # a single image: it is its own reference
         te = tr
-    return {"x_train": x[tr], "y_train": None if labels is None else labels[tr],
-            "x_test": x[te], "y_test": None if labels is None else labels[te],
-            "classes": classes}
+    out = {"x_train": x[tr], "y_train": None if labels is None else labels[tr],
+           "x_test": x[te], "y_test": None if labels is None else labels[te],
+           "classes": classes}
+    if captions is not None:
+        out["captions_train"] = [captions[i] for i in tr.tolist()]
+        out["captions_test"] = [captions[i] for i in te.tolist()]
+    return out
 
 
 def _native_mode(im) -> str:

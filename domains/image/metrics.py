@@ -19,7 +19,9 @@ What is computed depends on what the data is:
 from __future__ import annotations
 
 import functools
+import math
 import os
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +30,11 @@ from omnidiff.plugins.metrics import frechet_distance, precision_recall
 
 from .classifier import digits_classifier
 from .data import digits_arrays
+from .text_metrics import caption_scores
 
 # frechet_distance and precision_recall live in omnidiff.plugins.metrics; re-exported here
 __all__ = ["frechet_distance", "precision_recall", "image_metrics", "is_digits",
-           "pixel_features", "inception_fid"]
+           "pixel_features", "inception_fid", "caption_metrics"]
 
 
 def pixel_features(x: torch.Tensor, max_side: int = 8) -> torch.Tensor:
@@ -46,6 +49,29 @@ def pixel_features(x: torch.Tensor, max_side: int = 8) -> torch.Tensor:
 def _digits_bank(size: tuple[int, int]) -> torch.Tensor:
     d = digits_arrays(size)
     return torch.cat([d["x_train"], d["x_test"]]).flatten(1)  # (1797, H*W)
+
+
+def caption_metrics(samples: torch.Tensor, captions: Sequence[str] | None,
+                    truth: dict[str, tuple[int, int, str]]) -> dict[str, float]:
+    """Two-digit canvases judged against their captions, per evaluation set of
+    :func:`.captions.eval_prompts`: ``joint_acc_<set>`` (both sides right; a side the caption
+    leaves out must be empty), ``joint_acc`` over every two-digit caption and ``empty_ok``
+    (one-digit captions whose other side is empty)."""
+    if not captions or not truth or any(c not in truth for c in captions):
+        return {}
+    left, right, sets = zip(*(truth[c] for c in captions))
+    left, right = torch.tensor(left), torch.tensor(right)
+    out: dict[str, float] = {}
+    for name in dict.fromkeys(sets):
+        rows = torch.tensor([s == name for s in sets])
+        scores = caption_scores(samples[rows], left[rows], right[rows])
+        out[f"joint_acc_{name}"] = scores["joint_acc"]
+        if not math.isnan(scores["empty_ok"]):
+            out["empty_ok"] = scores["empty_ok"]
+    both = (left >= 0) & (right >= 0)
+    if bool(both.any()):
+        out["joint_acc"] = caption_scores(samples[both], left[both], right[both])["joint_acc"]
+    return out
 
 
 def is_digits(reference: torch.Tensor, atol: float = 1e-3) -> bool:
@@ -91,13 +117,14 @@ def inception_fid(samples: torch.Tensor, reference: torch.Tensor) -> float | Non
 @torch.no_grad()
 def image_metrics(samples: torch.Tensor, reference: torch.Tensor,
                   cond: torch.Tensor | None = None, ref_cond: torch.Tensor | None = None, *,
-                  classifier: torch.nn.Module | None = None, inception: bool | None = None
-                  ) -> dict[str, float]:
+                  classifier: torch.nn.Module | None = None, inception: bool | None = None,
+                  data: Any = None) -> dict[str, float]:
     """All metrics that apply (see the module docstring); samples, reference: (N, C, H, W).
 
     ``classifier``: a module with ``features(x)`` and ``forward(x) -> logits`` to use instead of
     the built-in digits classifier (e.g. one trained on your own data); its labels must match
-    ``cond``.
+    ``cond``. With ``data`` holding caption truth (text_digits), the canvases are judged
+    against their captions (:func:`caption_metrics`).
     """
     if samples.ndim != 4 or reference.ndim != 4 or samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"image metrics need samples and reference of one shape (N, C, H, W), "
@@ -122,9 +149,12 @@ def image_metrics(samples: torch.Tensor, reference: torch.Tensor,
         f_s, f_r = torch.cat(fs), torch.cat(fr)
         out["fd"] = frechet_distance(f_s, f_r)
         out["precision"], out["recall"] = precision_recall(f_r, f_s, k=3)
-        if cond is not None:
+        labels = cond.get("label") if isinstance(cond, dict) else cond
+        if labels is not None:
             pred = torch.cat(logits).argmax(1)
-            out["class_acc"] = (pred == cond.cpu().long()).float().mean().item()
+            out["class_acc"] = (pred == labels.cpu().long()).float().mean().item()
+    if data is not None and getattr(data, "captions_of", None) is not None:
+        out |= caption_metrics(samples, data.captions_of(cond), data.caption_truth())
     if inception is None:
         inception = os.environ.get("OMNIDIFF_INCEPTION_FID", "") not in ("", "0")
     if inception:

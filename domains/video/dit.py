@@ -9,6 +9,10 @@ head dimension split across time, height and width as in CogVideoX). Attention l
 alternate between attention within each frame and attention along time at each spatial
 position: Latte's variant 1; cost linear in ``T'``). Every block is DiT's adaLN-Zero block
 conditioned on the diffusion time and the class (a null class for classifier-free guidance).
+A sequence condition (a prompt) is encoded once (:class:`omnidiff.nn.SequenceConditioning`) and
+read by cross-attention in every block (PixArt-alpha, Chen et al. 2023), its pooled encoding
+added to the conditioning vector; under the factorised layout every frame's (or position's)
+tokens read the whole prompt.
 
 Frame conditioning (the condition fields ``frames (T, C, H, W)`` and ``mask (T,)``, 1 where
 a frame is given) enters as input channels: the given frames (zero elsewhere) and the mask
@@ -29,7 +33,10 @@ from omnidiff.nn import (
     FinalLayer,
     PatchEmbed,
     Rotary,
+    SequenceConditioning,
     TransformerBlock,
+    pool,
+    sequence_field,
     sincos_embedding,
     token_grid,
     unpatchify,
@@ -72,7 +79,7 @@ class VideoDiT(nn.Module):
                  size: str = "tiny", depth: int | None = None, width: int | None = None,
                  heads: int | None = None, patch: Sequence[int] = (1, 4, 4),
                  pos: str = "sincos", attention: str = "joint", mlp_ratio: float = 4.0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, text_width: int | None = None, text_layers: int = 2):
         super().__init__()
         if len(event_shape) != 4:
             raise ValueError(f"a video event is (T, C, H, W), got {tuple(event_shape)}")
@@ -100,8 +107,14 @@ class VideoDiT(nn.Module):
         if isinstance(self.spec, NamedCond):  # only its label is global: frames are channels
             fields = ["label"] if self.has_label else []
         self.cond = Conditioning(self.spec, self.width, fields=fields)
-        self.blocks = nn.ModuleList(TransformerBlock(self.width, self.heads, mlp_ratio, dropout)
-                                    for _ in range(self.depth))
+        text_width = int(text_width or self.width)
+        self.text = (SequenceConditioning(self.spec, text_width, text_layers, self.heads)
+                     if sequence_field(self.spec)[1] is not None else None)
+        self.text_pool = None if self.text is None else nn.Linear(text_width, self.width)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(self.width, self.heads, mlp_ratio, dropout,
+                             context_dim=None if self.text is None else text_width)
+            for _ in range(self.depth))
         self.final = FinalLayer(self.width, self.channels * self.patch[0] * self.patch[1]
                                 * self.patch[2])
         self._positions()
@@ -136,37 +149,51 @@ class VideoDiT(nn.Module):
             x = torch.cat([x, frames * m, mask_map], dim=2)  # (B, T, 2C + 1, H, W)
         return x.transpose(1, 2)  # (B, C', T, H, W)
 
-    def _block(self, i: int, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def _block(self, i: int, h: torch.Tensor, c: torch.Tensor, text: Any) -> torch.Tensor:
         block, (b, n, d) = self.blocks[i], h.shape
         if self.attention == "joint":
-            return block(h, c, self.rope_joint)  # (B, L, D)
+            return block(h, c, self.rope_joint, text=text)  # (B, L, D)
         tt, s = self.grid[0], self.grid[1] * self.grid[2]
         if i % 2 == 0:  # spatial: the tokens of one frame attend to each other
             hs = h.reshape(b * tt, s, d)  # (B T', S, D)
-            out = block(hs, c.repeat_interleave(tt, 0), self.rope_space)  # (B T', S, D)
+            out = block(hs, c.repeat_interleave(tt, 0), self.rope_space,
+                        text=_repeat(text, tt))  # (B T', S, D)
             return out.reshape(b, n, d)  # (B, L, D)
         ht = h.reshape(b, tt, s, d).transpose(1, 2).reshape(b * s, tt, d)  # (B S, T', D)
-        out = block(ht, c.repeat_interleave(s, 0), self.rope_time)  # (B S, T', D)
+        out = block(ht, c.repeat_interleave(s, 0), self.rope_time,
+                    text=_repeat(text, s))  # (B S, T', D)
         return out.reshape(b, s, tt, d).transpose(1, 2).reshape(b, n, d)  # (B, L, D)
+
+    def encode_cond(self, cond: Any) -> Any:
+        """``cond`` with its prompt encoded (once per sampling run)."""
+        return cond if self.text is None else self.text.encode_cond(cond)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]  # x: (B, T, C, H, W)
         c = self.cond(t, cond, drop, b)  # (B, D): time + label (other fields are not read)
+        text = None if self.text is None else self.text(cond, drop, b, x.device)
+        if text is not None:  # (B, Lc, Dc), (B, Lc)
+            c = c + self.text_pool(pool(*text).to(c.dtype))  # (B, D)
         h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
         if self.pos_embed is not None:
             h = h + self.pos_embed.to(h.dtype)  # (B, L, D)
         for i in range(self.depth):
-            h = self._block(i, h, c)  # (B, L, D)
+            h = self._block(i, h, c, text)  # (B, L, D)
         out = self.final(h, c)  # (B, L, pt ph pw C)
         y = unpatchify(out, self.patch, (self.frames, *self.size_hw), self.channels)
         return y.transpose(1, 2)  # (B, T, C, H, W)
 
 
+def _repeat(text: Any, k: int) -> Any:
+    """``(context, mask)`` with every row repeated ``k`` times (rows of a factorised layout)."""
+    return None if text is None else tuple(v.repeat_interleave(k, 0) for v in text)
+
+
 def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = False,
               **cfg: Any) -> nn.Module:
     """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
-    pos, attention, mlp_ratio, dropout, compile)."""
+    pos, attention, mlp_ratio, dropout, text_width, text_layers, compile)."""
     net = VideoDiT(event_shape, cond_spec, **cfg)
     if compile:
         net.compile()

@@ -6,12 +6,13 @@ One file per concept:
   (:class:`ConditionEmbedding`), and the two added together (:class:`Conditioning`);
 * :mod:`.adaln` — adaLN-Zero modulation and gating (Peebles & Xie 2023) and the final adaLN
   layer of a transformer denoiser;
-* :mod:`.transformer` — self-attention through PyTorch's scaled-dot-product attention and the
-  adaLN-Zero transformer block;
+* :mod:`.attention` — self-attention, and cross-attention of a sample's tokens over a
+  condition's sequence (text) with its padding mask, through PyTorch's scaled-dot-product
+  attention;
+* :mod:`.transformer` — DiT's adaLN-Zero block (optionally cross-attending, as PixArt-alpha)
+  and Stable Diffusion's self- / cross-attention / feed-forward block;
 * :mod:`.patches` — patchify / unpatchify of an N-dimensional grid (einops) with N-d sine-cosine
   position embeddings;
-* :mod:`.cross_attention` — attention of a sample's tokens over a condition's sequence (text),
-  with its padding mask, and Stable Diffusion's self-/cross-attention / feed-forward block;
 * :mod:`.sequence` — a sequence condition (token ids or embeddings) -> the context the network
   cross-attends to, encoded once per prompt (:class:`SequenceConditioning`);
 * :mod:`.rope` — rotary position embeddings over an N-d token grid (:class:`Rotary`);
@@ -19,6 +20,7 @@ One file per concept:
 """
 
 from omnidiff.nn.adaln import FinalLayer, adaln_zero, gate, modulate
+from omnidiff.nn.attention import CrossAttention, SelfAttention, key_padding_mask
 from omnidiff.nn.embeddings import (
                                     ClassEmbedding,
                                     ConditionEmbedding,
@@ -27,7 +29,6 @@ from omnidiff.nn.embeddings import (
                                     null_where,
                                     timestep_embedding,
 )
-from omnidiff.nn.cross_attention import CrossAttention, CrossAttentionBlock, key_padding_mask
 from omnidiff.nn.norm import group_count, group_norm
 from omnidiff.nn.patches import (
                                     PatchEmbed,
@@ -39,7 +40,7 @@ from omnidiff.nn.patches import (
 )
 from omnidiff.nn.rope import Rotary, apply_rotary, rotary_tables
 from omnidiff.nn.sequence import SequenceConditioning, SequenceEncoder, pool, sequence_field
-from omnidiff.nn.transformer import SelfAttention, TransformerBlock
+from omnidiff.nn.transformer import CrossAttentionBlock, TransformerBlock
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",

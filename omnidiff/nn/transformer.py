@@ -1,51 +1,25 @@
-"""Self-attention and the adaLN-Zero transformer block of a diffusion transformer (DiT).
+"""Transformer blocks over the attention layers of :mod:`.attention`.
 
-:class:`SelfAttention` runs PyTorch's fused ``scaled_dot_product_attention`` (flash / memory-
-efficient kernels where the device has them) and accepts an optional ``rope`` callable applied
-to queries and keys (rotary position embeddings) and an optional attention mask.
 :class:`TransformerBlock` is DiT's block (Peebles & Xie 2023): LayerNorm without affine ->
 adaLN modulation -> attention -> gate, and the same around an MLP (timm's ``Mlp``); its
 parameter names (``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``, ``ada.1``) match timm's
-layers so that checkpoints of earlier omnidiff versions load unchanged.
+layers so that checkpoints of earlier omnidiff versions load unchanged. With ``context_dim`` it
+also reads a sequence (a prompt) by cross-attention between the two halves, as PixArt-alpha
+(Chen et al. 2023): ``h + CA(LN h, context)``, its projection starting at zero.
+:class:`CrossAttentionBlock` is the block Stable Diffusion's U-Net runs at its attention
+resolutions (Rombach et al. 2022): pre-norm self-attention, cross-attention over the prompt and
+a feed-forward layer, each residual.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from omnidiff.nn.adaln import adaln_zero, gate, modulate
+from omnidiff.nn.attention import CrossAttention, Rope, SelfAttention
 
-__all__ = ["SelfAttention", "TransformerBlock"]
-
-Rope = Callable[[torch.Tensor], torch.Tensor]  # (B, heads, L, head_dim) -> same shape
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over tokens ``x: (B, L, D)`` -> ``(B, L, D)``."""
-
-    def __init__(self, dim: int, heads: int, *, qkv_bias: bool = True, dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"attention width {dim} must be divisible by heads={heads}")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, rope: Rope | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads)  # (B, L, 3, H, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, d) each
-        if rope is not None:
-            q, k = rope(q), rope(k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
-        out = out.transpose(1, 2).reshape(b, n, d)  # (B, L, D)
-        return self.proj_drop(self.proj(out))
+__all__ = ["SelfAttention", "TransformerBlock", "CrossAttentionBlock"]
 
 
 class TransformerBlock(nn.Module):
@@ -55,18 +29,51 @@ class TransformerBlock(nn.Module):
     vectors regressed from ``c`` by a zero-initialised layer, so the block starts as identity.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 context_dim: int | None = None):
         from timm.layers import Mlp  # imported here: `import omnidiff.nn` stays light
 
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(dim, heads, dropout=dropout)
+        self.cross = None
+        if context_dim is not None:
+            self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
+            self.cross = CrossAttention(dim, context_dim, heads)
+            nn.init.zeros_(self.cross.proj.weight)
+            nn.init.zeros_(self.cross.proj.bias)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=dropout)
         self.ada = adaln_zero(dim, 6)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor, rope: Rope | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``text``: ``(context (B, Lc, Dc), its mask (B, Lc))`` for cross-attention."""
         s1, sc1, g1, s2, sc2, g2 = self.ada(c).chunk(6, dim=-1)  # (B, D) each
         h = h + gate(g1, self.attn(modulate(self.norm1(h), s1, sc1), rope, mask))  # (B, L, D)
+        if self.cross is not None and text is not None:
+            h = h + self.cross(self.norm_cross(h), *text)  # (B, L, D)
         return h + gate(g2, self.mlp(modulate(self.norm2(h), s2, sc2)))  # (B, L, D)
+
+
+class CrossAttentionBlock(nn.Module):
+    """``x + SA(LN x)``, ``+ CA(LN x, context)``, ``+ FF(LN x)`` over tokens ``x: (B, N, D)``;
+    the last projection of each part starts at zero, so the block starts as the identity."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(dim) for _ in range(3))
+        self.attn = SelfAttention(dim, heads)
+        self.cross = CrossAttention(dim, context_dim, heads)
+        hidden = int(dim * mlp_ratio)
+        self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        for layer in (self.attn.proj, self.cross.proj, self.ff[2]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))  # (B, N, D)
+        x = x + self.cross(self.norm2(x), context, mask)  # (B, N, D)
+        return x + self.ff(self.norm3(x))  # (B, N, D)
