@@ -31,6 +31,10 @@ SMALL = {
     "image": [
         ("digits", {"batch_size": 8, "train_size": 64},
          {"base_channels": 16, "num_res_blocks": 1, "norm_groups": 8, "num_head_channels": 8}),
+        # a sequence condition: captions, a tokenizer fitted on them, cross-attention
+        ("text_digits", {"name": "text_digits", "batch_size": 8, "train_size": 64},
+         {"base_channels": 16, "num_res_blocks": 1, "norm_groups": 8, "num_head_channels": 8,
+          "text_width": 16, "text_layers": 1, "text_heads": 2}),
     ],
     "audio": [
         (cond.replace("+", "-"), {"train_size": 24, "val_size": 12, "batch_size": 4,

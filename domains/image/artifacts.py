@@ -93,18 +93,17 @@ def captioned_grid(samples: torch.Tensor, captions: Sequence[str], padding: int 
 
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
-                   prefix: str = "samples", data: Any = None,
-                   captions: Sequence[str] | None = None) -> list[Path]:
+                   prefix: str = "samples", captions: Sequence[str] | None = None
+                   ) -> list[Path]:
     """Write ``<prefix>.png`` (a grid of at most 10 x 10 samples, see :func:`image_grid`;
     with captions, one labelled row per prompt: :func:`captioned_grid`), ``<prefix>.pt``
     ({"samples", "cond"}) and ``<prefix>.npy`` (all samples as float32 (B, C, H, W) in
-    [-1, 1]) into ``out_dir``, atomically; returns the paths. ``captions`` (one per sample) come
-    from the caller or from the data module (``data.captions_of(cond)``).
+    [-1, 1]) into ``out_dir``, atomically; returns the paths. ``captions``: one per sample
+    (``Pipeline.save`` passes a prompted run's prompts; evaluation, the data module's
+    ``captions_of(cond)``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if captions is None and data is not None and hasattr(data, "captions_of"):
-        captions = data.captions_of(cond)
     if captions is not None:
         grid = captioned_grid(samples, captions)
     else:

@@ -334,7 +334,7 @@ class UNet(nn.Module):
             emb = emb + self.class_embed(cond, drop, b, x.device)
         text = None if self.text is None else self.text(cond, drop, b, x.device)
         if text is not None:  # (B, L, W), (B, L)
-            emb = emb + self.text_pool(pool(*text).to(emb.dtype))  # (B, E)
+            emb = emb + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, E)
         emb = F.silu(emb).to(x.dtype)  # every block applies Linear(SiLU(emb))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

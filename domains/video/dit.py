@@ -174,7 +174,7 @@ class VideoDiT(nn.Module):
         c = self.cond(t, cond, drop, b)  # (B, D): time + label (other fields are not read)
         text = None if self.text is None else self.text(cond, drop, b, x.device)
         if text is not None:  # (B, Lc, Dc), (B, Lc)
-            c = c + self.text_pool(pool(*text).to(c.dtype))  # (B, D)
+            c = c + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, D)
         h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
         if self.pos_embed is not None:
             h = h + self.pos_embed.to(h.dtype)  # (B, L, D)

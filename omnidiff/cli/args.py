@@ -21,8 +21,9 @@ def parse_value(text: str) -> Any:
 
 
 def key_values(args: Sequence[str], allowed: set[str], command: str,
-        prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``key=value`` arguments (values parsed as YAML); keys from ``allowed`` or starting with
+               prefixes: tuple[str, ...] = (), text: Sequence[str] = ()) -> dict[str, Any]:
+    """``key=value`` arguments (values parsed as YAML, except the keys in ``text``, kept as
+    written: a prompt such as ``left: 3, right: 7``); keys from ``allowed`` or starting with
     one of ``prefixes``."""
     keys = ", ".join(sorted(allowed) + [f"{p}KEY" for p in prefixes])
     out = {}
@@ -34,7 +35,7 @@ def key_values(args: Sequence[str], allowed: set[str], command: str,
         if k not in allowed and not (prefixes and k.startswith(prefixes)):
             raise UsageError(f"unknown option {k!r} for `omnidiff {command}`; choose from: "
                              f"{keys}")
-        out[k] = parse_value(v)
+        out[k] = v if k in text else parse_value(v)
     return out
 
 

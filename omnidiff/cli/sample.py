@@ -36,7 +36,7 @@ def sample_sweep(args: list[str]) -> int:
     combination's artifacts and ``metrics.json`` in its own folder, the model read once; every
     job's options are checked before any sampling."""
     sweep = parse_sweep(args, sampler_choices, verbatim=("checkpoint", "out", "resume",
-                                                          "cond"))
+                                                          "cond", *PROMPT_KEYS))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
     options = each_job(sweep, lambda job: {**_sample_options(shared + job.overrides),
                                            "metrics": True})
@@ -60,8 +60,11 @@ def sample_sweep(args: list[str]) -> int:
     return report(folder, jobs, again)
 
 
+PROMPT_KEYS = ("prompt", "prompts", "negative_prompt")  # text, kept as written
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
-               "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta"}
+               "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta",
+               *PROMPT_KEYS}
+PER_PROMPT = 8  # samples per prompt when n is not given
 
 
 CALIBRATE_KEYS = {"checkpoint", "sampler", "steps", "guidance", "n", "seed", "out", "device",
@@ -87,7 +90,7 @@ def cmd_sample(args: list[str]) -> int:
 def _sample_options(args: list[str]) -> dict[str, Any]:
     """``omnidiff sample``'s options, checked (keys, numbers, a checkpoint) before the model is
     read."""
-    opts = key_values(args, SAMPLE_KEYS, "sample")
+    opts = key_values(args, SAMPLE_KEYS, "sample", text=PROMPT_KEYS)
     if "checkpoint" not in opts or opts["checkpoint"] in (None, ""):
         raise UsageError("sample needs checkpoint=PATH (the model.pt or .ckpt of a run)")
     _sample_request(opts)
@@ -112,13 +115,35 @@ def _sample_request(opts: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
+def _prompt_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """``prompt=TEXT`` or ``prompts=FILE`` (one prompt per line), and ``negative_prompt=``, as
+    ``Pipeline.generate``'s keywords; n is then the number of samples per prompt."""
+    if opts.get("prompt") is not None and opts.get("prompts") is not None:
+        raise UsageError("pass prompt=TEXT or prompts=FILE, not both")
+    out: dict[str, Any] = {}
+    if opts.get("prompts") is not None:
+        path = Path(str(opts["prompts"])).expanduser()
+        if not path.is_file():
+            raise UsageError(f"prompts={str(path)!r} is not a file; pass a text file with one "
+                             "prompt per line")
+        out["prompt"] = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not out["prompt"]:
+            raise UsageError(f"prompts={str(path)!r} holds no prompt; write one per line")
+    elif opts.get("prompt") is not None:
+        out["prompt"] = str(opts["prompt"])
+    if opts.get("negative_prompt") is not None:
+        out["negative_prompt"] = str(opts["negative_prompt"])
+    return out
+
+
 def _sample_into(pipe: Any, opts: dict[str, Any], out: Path) -> dict[str, Any]:
     """Draw samples with ``omnidiff sample``'s options, write the domain's artifacts to
     ``out`` and, with ``metrics=true``, ``out/metrics.json``; returns what it recorded."""
-    request = _sample_request(opts)
+    request = _sample_request(opts) | _prompt_options(opts)
     cond = _cond_option(pipe, opts.get("cond"))
     if request["n"] is None:  # a list of labels, a file of conditions: they say how many
-        request["n"] = 64 if cond is None or isinstance(cond, int) else None
+        request["n"] = (PER_PROMPT if "prompt" in request
+                        else 64 if cond is None or isinstance(cond, int) else None)
     t0 = time.perf_counter()
     x = pipe.generate(cond=cond, **request)
     seconds = time.perf_counter() - t0

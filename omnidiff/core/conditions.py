@@ -41,7 +41,7 @@ from omnidiff.errors import ConditionError, UserError
 
 __all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "SequenceCond",
            "NamedCond",
-           "as_cond_spec", "cond_spec_of", "map_cond", "cat_conds", "cond_batch_size",
+           "as_cond_spec", "cond_spec_of", "sequence_field", "map_cond", "cat_conds", "cond_batch_size",
            "index_cond"]
 
 Cond = Any  # None | Tensor | dict[str, Tensor]
@@ -577,6 +577,18 @@ def as_cond_spec(obj: Any) -> CondSpec:
             return NamedCond(tuple((k, as_cond_spec(v)) for k, v in obj["fields"].items()))
     raise UserError(f"not a condition specification: {obj!r} (use NoCond(), LabelCond(k), "
                      "TensorCond(shape), SequenceCond(...), NamedCond(...) or their to_dict())")
+
+
+def sequence_field(spec: Any) -> tuple[str | None, SequenceCond | None]:
+    """``(field name, spec)`` of the sequence in a condition specification: ``(None, spec)``
+    for a bare sequence, ``(None, None)`` without one; more than one is an error."""
+    spec = as_cond_spec(spec)
+    if isinstance(spec, SequenceCond):
+        return None, spec
+    found = [(k, s) for k, s in getattr(spec, "fields", ()) if isinstance(s, SequenceCond)]
+    if len(found) > 1:
+        raise UserError(f"a network reads one sequence condition; got {[k for k, _ in found]}")
+    return found[0] if found else (None, None)
 
 
 def cond_spec_of(data: Any) -> CondSpec:

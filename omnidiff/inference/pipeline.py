@@ -4,6 +4,7 @@
 >>> x = pipe.generate(1000, sampler="dpmpp_2m", steps=20, seed=0)   # (1000, *event)
 >>> pipe.save(x, "out/")                                      # the domain's PNG / WAV / ...
 >>> pipe.metrics(x)                                           # vs. the domain's reference data
+>>> pipe.generate(prompt=["a 3 on the left", "left: 7, right: 1"], n=8, guidance=3)  # text
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from typing import Any, Sequence
 
 import torch
 
-from omnidiff.core.conditions import CondSpec, index_cond, map_cond
+from omnidiff.core.conditions import CondSpec, index_cond, map_cond, sequence_field
 from omnidiff.core.guidance import classifier_free, conditional
 from omnidiff.core.model import DiffusionModel
-from omnidiff.errors import CheckpointError, PipelineError
+from omnidiff.errors import CheckpointError, ConditionError, PipelineError, UserError
 from omnidiff.inference.condition_files import read_condition_file
 from omnidiff.methods.consistency import ConsistencyModel
 from omnidiff.methods.latent.autoencoder import read_autoencoder
 from omnidiff.model_file import read_checkpoint
 from omnidiff.model_spec import ModelSpec
-from omnidiff.plugins.contract import data_kwargs, takes_data_module
+from omnidiff.plugins.contract import data_kwargs, takes_data_module, takes_keyword
 from omnidiff.plugins.data import prepare_data_module
 from omnidiff.samplers import DEFAULT_STEPS, default_grid
 from omnidiff.samplers.calibrate import calibrate_grid, grid_key, stored_grid
@@ -37,6 +38,7 @@ from omnidiff.samplers.generate import (
     sampler_options,
 )
 from omnidiff.samplers.likelihood import LogLikelihood, log_likelihood
+from omnidiff.text.prompts import PromptEncoder, check_prompts
 
 __all__ = ["Pipeline", "load", "PipelineError", "check_device"]
 
@@ -67,6 +69,8 @@ class Pipeline:
         self.last_grid: str | None = None
         self.last_sampler: str | None = None
         self.last_stats: dict[str, Any] = {}  # steps, nfe, network_evals of the last generate
+        self.last_prompts: list[str] | None = None  # the prompt of each sample, when given
+        self._prompt_encoder: PromptEncoder | None = None
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
         self._data: Any = None
@@ -167,8 +171,16 @@ class Pipeline:
     def generate(self, n: int | None = None, *, sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, cond: Any = None,
                  seed: int | None = None, batch_size: int | None = None,
-                 progress: bool | None = None, **options: Any) -> torch.Tensor:
+                 progress: bool | None = None, prompt: str | Sequence[str] | None = None,
+                 negative_prompt: str | Sequence[str] | None = None,
+                 **options: Any) -> torch.Tensor:
         """Samples ``(n, *event)`` on CPU.
+
+        ``prompt``: a text or a list of texts for a model with a sequence condition; ``n``
+        samples per prompt (default 1), in the order of the prompts. The same as ``cond=`` with
+        the texts (``{"text": [...]}`` for a named set; other fields such as labels go in
+        ``cond`` beside ``prompt``). ``negative_prompt`` (one, or one per sample) takes the null
+        prompt's place under guidance. Each distinct prompt is encoded once, not per step.
 
         ``cond``: a condition of the model's kind (:attr:`cond_spec`): an int, list or long
         tensor of labels; a tensor of the specified per-sample shape, one ``(*shape)`` or a
@@ -198,6 +210,7 @@ class Pipeline:
         if steps is None and not _explicit(options.get("grid")):
             steps = int(default["steps"]) if own else DEFAULT_STEPS
         sampler = sampler or str(default["name"])
+        cond, uncond, n, prompts = self._prompted(cond, n, prompt, negative_prompt, guidance)
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
         self.last_sampler, self.last_stats = sampler, {}
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
@@ -205,9 +218,58 @@ class Pipeline:
                                    guidance=guidance, cond=cond, seed=seed,
                                    batch_size=batch_size, device=self.device,
                                    progress=progress, shape_for=self._shape_for,
-                                   decode=self.decode, stats=self.last_stats, **options)
-        self.last_cond, self._last_samples = used, x
+                                   decode=self.decode, stats=self.last_stats, uncond=uncond,
+                                   **options)
+        self.last_cond, self._last_samples, self.last_prompts = used, x, prompts
         return x
+
+    # ---- prompts: texts -> the sequence condition ------------------------------------------
+    def encode_prompts(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Texts -> this model's sequence condition value (token ids or a frozen encoder's
+        embeddings, with masks), by the text encoder stored with the model."""
+        seq = sequence_field(self.cond_spec)[1]
+        if seq is None:
+            raise PipelineError(f"this model takes no prompt (it is conditioned on "
+                                f"{self.cond_spec.describe()}); drop prompt=")
+        try:
+            if self._prompt_encoder is None:
+                self._prompt_encoder = PromptEncoder(seq, device=self.device)
+            return self._prompt_encoder(texts)
+        except (ConditionError, UserError) as exc:
+            raise PipelineError(str(exc)) from None
+
+    def _texts_in(self, cond: Any) -> tuple[Any, list[str] | None]:
+        """``cond`` with texts in its sequence field encoded, and those texts (or None)."""
+        field, seq = sequence_field(self.cond_spec)
+        value = cond if field is None or not isinstance(cond, dict) else cond.get(field)
+        if seq is None or not (isinstance(value, str) or (
+                isinstance(value, (list, tuple)) and value and isinstance(value[0], str))):
+            return cond, None
+        texts = _prompt_list(value)
+        encoded = self.encode_prompts(texts)
+        return (encoded if field is None else {**cond, field: encoded}), texts
+
+    def _prompted(self, cond: Any, n: int | None, prompt: Any, negative: Any,
+                  guidance: float | None) -> tuple[Any, Any, int | None, list[str] | None]:
+        """(cond, uncond, n, each sample's prompt) from ``prompt=`` / ``negative_prompt=``."""
+        field, seq = sequence_field(self.cond_spec)
+        if (prompt is not None or negative is not None) and seq is None:
+            raise PipelineError(f"this model takes no prompt (it is conditioned on "
+                                f"{self.cond_spec.describe()}); drop prompt=")
+        if prompt is not None:
+            if field is None and cond is not None or isinstance(cond, dict) and field in cond:
+                raise PipelineError("pass the prompt once: prompt= or cond=, not both")
+            texts = [t for t in _prompt_list(prompt) for _ in range(1 if n is None else n)]
+            cond, n = (texts if field is None else {**(cond or {}), field: texts}), len(texts)
+        cond, prompts = self._texts_in(cond)
+        if negative is None:
+            return cond, None, n, prompts
+        if guidance is None:
+            raise PipelineError("negative_prompt= replaces the null prompt under guidance: "
+                                "pass guidance= too")
+        negative = _prompt_list(negative)
+        uncond, _ = self._texts_in(negative if field is None else {**(cond or {}), field: negative})
+        return cond, uncond, n, prompts
 
     def _grid(self, sampler: str, steps: int | None, options: dict[str, Any]
               ) -> tuple[Any, str]:
@@ -248,7 +310,7 @@ class Pipeline:
         noise, cond = noise_and_cond(self.cond_spec, cond, n, gen, self.event_shape,
                                       self._shape_for)
         device, dtype = device_dtype(self.model, None)
-        c = map_cond(lambda v: v.to(device), cond)
+        c = self.model.encode_cond(map_cond(lambda v: v.to(device), cond))
         fn = classifier_free(self.model, c, guidance)
         st = {} if stats is None else stats
         tuning = {k: options.pop(k) for k in ("rtol", "max_evals", "verbose", "tol")
@@ -293,6 +355,7 @@ class Pipeline:
         parts, nfe = [], 0
         for i in range(0, x.shape[0], bs):
             c = map_cond(lambda v: v.to(self.device), index_cond(cond, slice(i, i + bs)))
+            c = self.model.encode_cond(c)
             r = log_likelihood(conditional(self.model, c), x[i:i + bs].to(self.device),
                                schedule=self.model.schedule, prediction=self.model.prediction,
                                divergence=divergence, solver=solver, steps=steps, rtol=rtol,
@@ -304,7 +367,7 @@ class Pipeline:
                              nfe=nfe, space=space)
 
     def _checked_cond(self, cond: Any, n: int) -> Any:
-        return check_cond(self.cond_spec, cond, n)[0]
+        return check_cond(self.cond_spec, self._texts_in(cond)[0], n)[0]
 
     def _cond_for(self, samples: torch.Tensor, cond: Any) -> Any:
         if cond is not None:
@@ -320,6 +383,9 @@ class Pipeline:
         self._check(samples, any_shape=self.cond_spec.variable_shape)
 
         extra = {"data": self.data()} if takes_data_module(self.domain, "save_artifacts") else {}
+        if cond is None and samples is self._last_samples and self.last_prompts is not None \
+                and takes_keyword(self.domain, "save_artifacts", "captions"):
+            extra["captions"] = self.last_prompts
         return [Path(p) for p in self.domain.save_artifacts(
             samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix, **extra)]
 
@@ -372,6 +438,14 @@ class Pipeline:
         model.to(device).eval()
         info = {k: v for k, v in payload.items() if k not in ("state_dict", "autoencoder")}
         return cls(model, spec, domain=domain, info=info)
+
+
+def _prompt_list(prompts: Any) -> list[str]:
+    """:func:`~omnidiff.text.prompts.check_prompts`, its mistakes as :class:`PipelineError`."""
+    try:
+        return check_prompts(prompts)
+    except ConditionError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def _load_weights(model: DiffusionModel, payload: dict[str, Any]) -> None:

@@ -20,22 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnidiff.core.conditions import SequenceCond, as_cond_spec
-from omnidiff.nn.embeddings import null_where
+from omnidiff.core.conditions import SequenceCond, as_cond_spec, sequence_field
 
 __all__ = ["SequenceEncoder", "SequenceConditioning", "sequence_field", "pool"]
-
-
-def sequence_field(spec: Any) -> tuple[str | None, SequenceCond | None]:
-    """``(field name, spec)`` of the sequence in a condition specification: ``(None, spec)``
-    for a bare sequence, ``(None, None)`` without one; more than one is an error."""
-    spec = as_cond_spec(spec)
-    if isinstance(spec, SequenceCond):
-        return None, spec
-    found = [(k, s) for k, s in getattr(spec, "fields", ()) if isinstance(s, SequenceCond)]
-    if len(found) > 1:
-        raise ValueError(f"a network reads one sequence condition; got {[k for k, _ in found]}")
-    return found[0] if found else (None, None)
 
 
 def pool(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -102,24 +89,34 @@ class SequenceConditioning(nn.Module):
         return cond if self.field is None or cond is None else cond.get(self.field)
 
     def encode_cond(self, cond: Any) -> Any:
-        """``cond`` with its sequence replaced by ``{"context", "mask"}`` (done once per
-        prompt before sampling; encoded conditions pass through)."""
+        """``cond`` with its sequence replaced by ``{"context", "mask", "null_context",
+        "null_mask"}`` (the prompt's encoding and the null prompt's, per row; done once per
+        sampling run, so no step runs the encoder; encoded conditions pass through)."""
         value = self._get(cond)
         if value is None or "context" in value:
             return cond
         enc = self.encoder(value)
+        b = enc["mask"].shape[0]
+        null = self.encoder.null()
+        enc |= {"null_context": null["context"].expand(b, -1, -1),
+                "null_mask": null["mask"].expand(b, -1)}
         return enc if self.field is None else {**cond, self.field: enc}
 
     def forward(self, cond: Any, drop: torch.Tensor | None, batch: int, device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(context (B, 1 + L, W), mask (B, 1 + L))``; rows where ``drop`` is True (and every
         row when ``cond`` is None) get the empty sequence's encoding (the null prompt)."""
-        null = self.encoder.null()
-        value = self._get(self.encode_cond(cond))
+        value = self._get(cond)
         if value is None:
+            null = self.encoder.null()
             return (null["context"].expand(batch, -1, -1), null["mask"].expand(batch, -1))
+        if "context" not in value:  # training: encoded here, with gradients
+            value = self.encoder(value)
         context, mask = value["context"], value["mask"]
         if drop is not None:
-            context = null_where(drop, context, null["context"][0])
-            mask = null_where(drop, mask, null["mask"][0])
+            null = (value if "null_context" in value else
+                    {f"null_{k}": v for k, v in self.encoder.null().items()})
+            context = torch.where(drop[:, None, None], null["null_context"].to(context.dtype),
+                                  context)
+            mask = torch.where(drop[:, None], null["null_mask"], mask)
         return context, mask

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from omnidiff.core.conditions import LabelCond, NamedCond, cond_spec_of, index_cond
+from omnidiff.core.conditions import LabelCond, NamedCond, SequenceCond, cond_spec_of, index_cond
 from omnidiff.core.losses import diffusion_loss
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.schedules import get_schedule
@@ -120,6 +120,10 @@ def _perturb(spec: Any, cond: Any) -> Any:
         return {k: _perturb(s, cond[k]) for k, s in spec.fields}
     if isinstance(spec, LabelCond):
         return (cond + 1) % spec.num_classes
+    if isinstance(spec, SequenceCond):  # another prompt of the same length
+        seq = cond[spec.key]
+        other = (seq + 1) % spec.vocab_size if spec.vocab_size else seq + 1.0 + seq.abs()
+        return {**cond, spec.key: other}
     if cond.dtype == torch.bool:
         return ~cond
     if cond.is_floating_point():

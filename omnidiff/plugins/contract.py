@@ -65,7 +65,7 @@ from torch import nn
 from omnidiff.core.conditions import as_cond_spec
 
 __all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs",
-           "takes_data_module", "lazy_exports"]
+           "takes_data_module", "takes_keyword", "lazy_exports"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
                   "metrics")
@@ -116,13 +116,23 @@ def data_kwargs(fn: Any, data: Any) -> dict[str, Any]:
     return {"data": data} if ok else {}
 
 
+def takes_keyword(domain: Any, method: str, name: str) -> bool:
+    """Whether the domain's ``method`` takes the keyword ``name`` (or ``**kwargs``); a
+    :class:`LazyDomain` answers for the function behind the method."""
+    part = getattr(domain, "part_for", None)
+    fn = part(method) if part is not None else getattr(domain, method)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def takes_data_module(domain: Any, method: str) -> bool:
     """Whether the domain's ``method`` (``save_artifacts``, ``metrics``) reads the data module,
     so that callers build it only then (a data module may need Lightning; inference does
-    not). A :class:`LazyDomain` answers for the function behind the method."""
-    part = getattr(domain, "part_for", None)
-    fn = part(method) if part is not None else getattr(domain, method)
-    return bool(data_kwargs(fn, True))
+    not)."""
+    return takes_keyword(domain, method, "data")
 
 
 def _resolve(spec: str, package: str) -> Any:
@@ -199,9 +209,11 @@ class LazyDomain:
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: str | Path,
                        cond: torch.Tensor | None = None, prefix: str = "samples",
-                       data: Any = None) -> list[Path]:
+                       data: Any = None, **extra: Any) -> list[Path]:
+        """The writer's files; ``extra`` keywords (``captions``) go to a writer that takes
+        them (:func:`takes_keyword`)."""
         fn = self._part("artifact_writer")
-        return fn(samples, out_dir, cond=cond, prefix=prefix, **data_kwargs(fn, data))
+        return fn(samples, out_dir, cond=cond, prefix=prefix, **data_kwargs(fn, data), **extra)
 
     def metrics(self, samples: torch.Tensor, reference: torch.Tensor,
                 cond: torch.Tensor | None = None,

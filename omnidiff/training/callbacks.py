@@ -17,7 +17,7 @@ from omnidiff.core.conditions import cond_batch_size, index_cond
 from omnidiff.errors import NonFiniteLossError, TrainingPreempted
 from omnidiff.io import atomic_write_json
 from omnidiff.model_file import state_digest
-from omnidiff.plugins.contract import data_kwargs
+from omnidiff.plugins.contract import data_kwargs, takes_keyword
 from omnidiff.samplers.generate import generate_samples, sampler_options
 from omnidiff.training.optim import ema_update
 from omnidiff.training.tensorboard import log_artifacts
@@ -195,9 +195,11 @@ class SampleCallback(Evaluation):
             ref_cond = self._ref(trainer)[1]
             if (cond_batch_size(ref_cond) or 0) >= self.n:
                 self._conds = index_cond(ref_cond, slice(0, self.n))
-            else:
+            else:  # a small held-out split: its conditions in turn, as many as asked for
                 g = torch.Generator().manual_seed(self.seed + 1)
-                self._conds = trainer.datamodule.reference(self.n, g)[1]
+                conds = trainer.datamodule.reference(self.n, g)[1]
+                size = cond_batch_size(conds) or self.n
+                self._conds = index_cond(conds, torch.arange(self.n) % size)
         return self._conds
 
     @torch.no_grad()
@@ -211,9 +213,12 @@ class SampleCallback(Evaluation):
             shape_for=getattr(dm, "event_shape_for", None),
             decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
         seconds = time.perf_counter() - t0
+        extra = data_kwargs(domain.save_artifacts, dm)
+        captions = getattr(dm, "captions_of", None)  # a data module that names its conditions
+        if captions is not None and takes_keyword(domain, "save_artifacts", "captions"):
+            extra["captions"] = captions(conds)
         self.files = domain.save_artifacts(x, self.run_dir / "samples", cond=conds,
-                                           prefix=prefix,
-                                           **data_kwargs(domain.save_artifacts, dm))
+                                           prefix=prefix, **extra)
         ref, ref_cond = self._ref(trainer)
         metrics = {k: float(v) for k, v in domain.metrics(
             x, ref, cond=conds, ref_cond=ref_cond, **data_kwargs(domain.metrics, dm)).items()}
