@@ -30,6 +30,7 @@ __all__ = [
     "Template",
     "caption",
     "compose",
+    "digit_images",
     "eval_prompts",
 ]
 
@@ -117,7 +118,7 @@ def _draw_labels(n: int, rng: np.random.Generator, pairs: str, one_side: float
     return left, right
 
 
-def _pick_images(x: torch.Tensor, y: torch.Tensor, labels: np.ndarray,
+def digit_images(x: torch.Tensor, y: torch.Tensor, labels: np.ndarray,
                  rng: np.random.Generator) -> torch.Tensor:
     """Random images of the given classes: ``x: (N, 1, S, S)``, ``labels: (n,)`` -> ``(n, 1, S,
     S)``, background where the label is -1."""
@@ -146,7 +147,7 @@ def compose(x: torch.Tensor, y: torch.Tensor, n: int, rng: np.random.Generator, 
     """
     left, right = _draw_labels(n, rng, pairs, one_side)
     y = torch.as_tensor(y).long()
-    canvas = torch.cat([_pick_images(x, y, left, rng), _pick_images(x, y, right, rng)], dim=-1)
+    canvas = torch.cat([digit_images(x, y, left, rng), digit_images(x, y, right, rng)], dim=-1)
     return {"x": canvas, **_captioned(left, right, rng, templates)}
 
 

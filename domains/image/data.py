@@ -286,8 +286,8 @@ class ImageData(pl.LightningDataModule):
     def cond_spec(self) -> Any:
         """Labels, a prompt ``{"text": sequence}`` (with ``"label"`` when labelled too), or
         nothing."""
-        labels = LabelCond(self.num_classes) if self.num_classes else None
-        if self._load() is not None and self.captions is None:
+        labels = LabelCond(self.num_classes) if self.num_classes else None  # loads the data
+        if self.captions is None:
             return labels or NoCond()
         fields = {"text": self.captions.cond_spec} | ({"label": labels} if labels else {})
         return NamedCond(fields)

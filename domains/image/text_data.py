@@ -26,7 +26,7 @@ import torch
 from omnidiff.core.conditions import SequenceCond
 from omnidiff.text import text_condition
 
-from .captions import _pick_images, compose, eval_prompts
+from .captions import digit_images, compose, eval_prompts
 
 __all__ = ["CaptionTable", "text_digits_arrays", "folder_captions", "TEXT_DIGITS_SEED"]
 
@@ -85,8 +85,8 @@ def text_digits_arrays(image_size: int | None, n_train: int, digits: dict[str, t
              zip(train["captions"], train["left"], train["right"])}
     parts, captions = [], []
     for name, s in eval_prompts(EVAL_PER_SET, seed=TEXT_DIGITS_SEED).items():
-        left = _pick_images(digits["x_test"], digits["y_test"], s["left"].numpy(), rng)
-        right = _pick_images(digits["x_test"], digits["y_test"], s["right"].numpy(), rng)
+        left = digit_images(digits["x_test"], digits["y_test"], s["left"].numpy(), rng)
+        right = digit_images(digits["x_test"], digits["y_test"], s["right"].numpy(), rng)
         parts.append(torch.cat([left, right], dim=-1))  # (n, 1, S, 2S)
         captions += s["captions"]
         truth.update({c: (int(a), int(b), name) for c, a, b in

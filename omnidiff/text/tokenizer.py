@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from omnidiff.errors import ConditionError, UserError
 
@@ -19,8 +20,6 @@ KINDS = ("word", "bpe")
 def fit_tokenizer(captions: Sequence[str], *, kind: str = "word", vocab_size: int = 1000,
                   min_frequency: int = 1):
     """A ``tokenizers.Tokenizer`` fitted on ``captions`` (at most ``vocab_size`` tokens)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
     if kind not in KINDS:
         raise UserError(f"unknown tokenizer {kind!r}; choose one of: {', '.join(KINDS)}")
     if not captions:
@@ -41,8 +40,6 @@ def fit_tokenizer(captions: Sequence[str], *, kind: str = "word", vocab_size: in
 
 def load_tokenizer(json: str):
     """A tokenizer from its JSON (as stored in ``model.pt``)."""
-    from tokenizers import Tokenizer
-
     return Tokenizer.from_str(json)
 
 
