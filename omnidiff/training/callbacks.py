@@ -214,9 +214,10 @@ class SampleCallback(Evaluation):
             decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
         seconds = time.perf_counter() - t0
         extra = data_kwargs(domain.save_artifacts, dm)
-        captions = getattr(dm, "captions_of", None)  # a data module that names its conditions
+        captions_of = getattr(dm, "captions_of", None)  # a data module naming its conditions
+        captions = None if captions_of is None else captions_of(conds)
         if captions is not None and takes_keyword(domain, "save_artifacts", "captions"):
-            extra["captions"] = captions(conds)
+            extra["captions"] = captions
         self.files = domain.save_artifacts(x, self.run_dir / "samples", cond=conds,
                                            prefix=prefix, **extra)
         ref, ref_cond = self._ref(trainer)

@@ -80,11 +80,12 @@ class LatentDomain:
         return part(method) if part is not None else getattr(self.base, method)
 
     def save_artifacts(self, samples: torch.Tensor, out_dir: Any, cond: Any = None,
-                       prefix: str = "samples", data: Any = None) -> list:
-        """The base domain's artifacts of decoded samples ``(B, *data)``."""
+                       prefix: str = "samples", data: Any = None, **extra: Any) -> list:
+        """The base domain's artifacts of decoded samples ``(B, *data)`` (``extra``: keywords
+        such as ``captions`` for a base writer that takes them)."""
         fn = self.base.save_artifacts
         return fn(samples, out_dir, cond=cond, prefix=prefix,
-                  **data_kwargs(fn, getattr(data, "base", data)))
+                  **data_kwargs(fn, getattr(data, "base", data)), **extra)
 
     def metrics(self, samples: torch.Tensor, reference: torch.Tensor, cond: Any = None,
                 ref_cond: Any = None, data: Any = None) -> dict[str, float]:
