@@ -92,7 +92,8 @@ def test_negative_condition_takes_the_null_conditions_place():
     assert out[:, 0].tolist() == [1 + 2 * (2 - 1), 1 + 2 * (3 - 1)]
     assert calls == [[False] * 4]
     plain = classifier_free(model, torch.tensor([2, 3]), 2.0)(x, t)
-    assert plain[:, 0].tolist() == [-1 + 2 * 3, -1 + 2 * 4] and calls[-1] == [False] * 2 + [True] * 2
+    assert plain[:, 0].tolist() == [-1 + 2 * 3, -1 + 2 * 4]
+    assert calls[-1] == [False] * 2 + [True] * 2
 
 
 # ---- networks --------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from torchvision.utils import make_grid
 from omnidiff.io import atomic_path, save_raw
 from omnidiff.plots import pick_for_grid
 
-__all__ = ["save_artifacts", "image_grid", "captioned_grid", "MIN_TILE", "GRID_MAX", "GRID_PER_CLASS",
+__all__ = ["save_artifacts", "image_grid", "captioned_grid", "MIN_TILE", "GRID_MAX",
+           "GRID_PER_CLASS",
            "GRID_MAX_CLASSES"]
 
 MIN_TILE = 32  # tiles smaller than this are upscaled (nearest neighbour) to at least this size
@@ -74,21 +75,22 @@ def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding:
 def captioned_grid(samples: torch.Tensor, captions: Sequence[str], padding: int = 2
                    ) -> np.ndarray:
     """One row per distinct caption (in order of first appearance, at most
-    :data:`GRID_MAX_CLASSES` rows of :data:`GRID_PER_CLASS` samples), each labelled with its
-    caption on the left: samples (B, C, H, W) in [-1, 1] -> uint8 (Hg, Wg, 3)."""
-    texts = list(dict.fromkeys(captions))[:GRID_MAX_CLASSES]
-    ids = torch.tensor([texts.index(c) if c in texts else -1 for c in captions])
-    rows = [image_grid(samples[ids == k][:GRID_PER_CLASS], padding=padding)
-            for k in range(len(texts))]  # each (h, w, C), one row
-    width = max(r.shape[1] for r in rows)
-    label_w = 6 * min(60, max(len(t) for t in texts)) + 8  # the default font: ~6 px a glyph
-    page = Image.new("RGB", (label_w + width, sum(r.shape[0] for r in rows)), (255, 255, 255))
-    draw, y = ImageDraw.Draw(page), 0
-    for text, row in zip(texts, rows):
-        tile = Image.fromarray(row[..., 0] if row.shape[-1] == 1 else row).convert("RGB")
-        page.paste(tile, (label_w, y))
-        draw.text((4, y + row.shape[0] // 2 - 5), text[:60], fill=(0, 0, 0))
-        y += row.shape[0]
+    :data:`GRID_MAX_CLASSES` rows of :data:`GRID_PER_CLASS` samples, as :func:`image_grid`
+    lays classes out), each labelled with its caption on the left: samples (B, C, H, W) in
+    [-1, 1] -> uint8 (Hg, Wg, 3)."""
+    texts = list(dict.fromkeys(captions))
+    ids = torch.tensor([texts.index(c) for c in captions])
+    grid = image_grid(samples, ids, padding=padding)  # (Hg, Wg, C)
+    shown = [t[:60] for t in texts[:GRID_MAX_CLASSES]]
+    row_h = (grid.shape[0] - padding) / len(shown)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = int(max(probe.textlength(t) for t in shown)) + 10
+    page = Image.new("RGB", (label_w + grid.shape[1], grid.shape[0]), (255, 255, 255))
+    page.paste(Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB"),
+               (label_w, 0))
+    draw = ImageDraw.Draw(page)
+    for i, text in enumerate(shown):
+        draw.text((4, int(padding + (i + 0.5) * row_h) - 5), text, fill=(0, 0, 0))
     return np.asarray(page)
 
 

@@ -26,7 +26,7 @@ import torch
 from omnidiff.core.conditions import SequenceCond
 from omnidiff.text import text_condition
 
-from .captions import digit_images, compose, eval_prompts
+from .captions import compose, digit_images, eval_prompts
 
 __all__ = ["CaptionTable", "text_digits_arrays", "folder_captions", "TEXT_DIGITS_SEED"]
 

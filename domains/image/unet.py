@@ -111,10 +111,10 @@ class TextAttnBlock(nn.Module):
     CrossAttentionBlock` over the prompt's ``text = (context (B, L, Dc), mask (B, L))`` -> a
     zero-initialised projection, residual; x: (B, C, H, W).
 
-    The positions let attention tie words to places ("a 3 on the left"): without them the
-    tokens know where they are only through the convolutions' zero padding, and a model on the
-    two-digit canvases drew the right digits on swapped sides in 30% of held-in prompts (900
-    steps; 2% with positions at the same budget)."""
+    The positions let attention tell places apart, so that words can be tied to them ("a 3 on
+    the left"); without them the tokens know where they are only through the convolutions'
+    zero padding (Stable Diffusion's U-Net has none and relies on that).
+    """
 
     def __init__(self, channels: int, context_dim: int, head_channels: int, groups: int):
         super().__init__()
@@ -260,7 +260,7 @@ class UNet(nn.Module):
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (),
                  dropout: float = 0.0, num_head_channels: int = 32, norm_groups: int = 32,
                  channels_last: bool = False, text_width: int = 128, text_layers: int = 2,
-                 text_heads: int = 4):
+                 text_heads: int = 4, text_pooled: bool = True):
         super().__init__()
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -275,7 +275,8 @@ class UNet(nn.Module):
         self.class_embed = ConditionEmbedding(spec, emb_dim) if spec.conditional else None
         self.text = (SequenceConditioning(spec, text_width, text_layers, text_heads)
                      if sequence_field(spec)[1] is not None else None)
-        self.text_pool = None if self.text is None else nn.Linear(text_width, emb_dim)
+        self.text_pool = (nn.Linear(text_width, emb_dim)
+                          if self.text is not None and text_pooled else None)
         make = _Blocks(emb_dim, dropout, norm_groups, num_head_channels,
                        None if self.text is None else text_width)
         widths = [base_channels * m for m in channel_mult]  # channels of each level
@@ -347,7 +348,7 @@ class UNet(nn.Module):
         if self.class_embed is not None:
             emb = emb + self.class_embed(cond, drop, b, x.device)
         text = None if self.text is None else self.text(cond, drop, b, x.device)
-        if text is not None:  # (B, L, W), (B, L)
+        if self.text_pool is not None:  # text: (B, L, W), (B, L)
             emb = emb + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, E)
         emb = F.silu(emb).to(x.dtype)  # every block applies Linear(SiLU(emb))
         if self.channels_last:
@@ -379,7 +380,7 @@ def build_unet(event_shape: Sequence[int], cond: Any = None, *, compile: bool = 
     c, h, w = (int(s) for s in event_shape)
     known = ("base_channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout",
              "num_head_channels", "norm_groups", "channels_last", "text_width", "text_layers",
-             "text_heads")
+             "text_heads", "text_pooled")
     unknown = set(cfg) - set(known)
     if unknown:
         raise TypeError(f"unknown image model option(s) {sorted(unknown)}; known: "

@@ -17,11 +17,11 @@ A domain's data module declares a **condition specification** (``cond_spec``), w
   core never tokenizes;
 * :class:`NamedCond` ``(fields)`` — a named set of these, a dict ``{name: value}``.
 
-Condition *values* are ``None``, a tensor, or a dict of them (a sequence is a dict too); the core passes them through
-untouched — losses, samplers and guidance never look inside (classifier-free guidance only
-concatenates them, :func:`cat_conds`, and marks ``drop``). How a condition enters the network,
-and what its null condition is, is the network's business (:mod:`omnidiff.nn` has the common
-embeddings).
+Condition *values* are ``None``, a tensor, or a dict of them (a sequence is a dict too); the
+core passes them through untouched — losses, samplers and guidance never look inside
+(classifier-free guidance only concatenates them, :func:`cat_conds`, and marks ``drop``).
+How a condition enters the network, and what its null condition is, is the network's business
+(:mod:`omnidiff.nn` has the common embeddings).
 
 Specifications are stored as plain dicts (:meth:`CondSpec.to_dict`, :func:`as_cond_spec`), so
 checkpoints stay loadable with ``torch.load(weights_only=True)``; a legacy integer
@@ -41,7 +41,8 @@ from omnidiff.errors import ConditionError, UserError
 
 __all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "SequenceCond",
            "NamedCond",
-           "as_cond_spec", "cond_spec_of", "sequence_field", "map_cond", "cat_conds", "cond_batch_size",
+           "as_cond_spec", "cond_spec_of", "sequence_field", "map_cond", "cat_conds",
+           "cond_batch_size",
            "index_cond"]
 
 Cond = Any  # None | Tensor | dict[str, Tensor]
@@ -399,7 +400,8 @@ class SequenceCond(CondSpec):
         if seq.dim() == self._one_dim():
             seq, mask = seq.unsqueeze(0), None if mask is None else mask.unsqueeze(0)
         if seq.dim() != self._one_dim() + 1 or (self.dim and seq.shape[-1] != self.dim):
-            want = "(L,) or (n, L)" if self.vocab_size else f"(L, {self.dim}) or (n, L, {self.dim})"
+            want = ("(L,) or (n, L)" if self.vocab_size
+                    else f"(L, {self.dim}) or (n, L, {self.dim})")
             raise ConditionError(f"cond[{self.key!r}] has shape {tuple(seq.shape)}; expected "
                                  f"{want}")
         mask = torch.ones(seq.shape[:2], dtype=torch.bool) if mask is None else mask

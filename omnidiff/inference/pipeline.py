@@ -268,7 +268,8 @@ class Pipeline:
             raise PipelineError("negative_prompt= replaces the null prompt under guidance: "
                                 "pass guidance= too")
         negative = _prompt_list(negative)
-        uncond, _ = self._texts_in(negative if field is None else {**(cond or {}), field: negative})
+        uncond, _ = self._texts_in(negative if field is None
+                                   else {**(cond or {}), field: negative})
         return cond, uncond, n, prompts
 
     def _grid(self, sampler: str, steps: int | None, options: dict[str, Any]

@@ -58,8 +58,12 @@ class TransformerBlock(nn.Module):
 
 
 class CrossAttentionBlock(nn.Module):
-    """``x + SA(LN x)``, ``+ CA(LN x, context)``, ``+ FF(LN x)`` over tokens ``x: (B, N, D)``;
-    the last projection of each part starts at zero, so the block starts as the identity."""
+    """``x + SA(LN x)``, ``+ CA(LN x, context)``, ``+ FF(LN x)`` over tokens ``x: (B, N, D)``.
+
+    Its parts start at PyTorch's default initialisation, as in Stable Diffusion, where the
+    zero-initialised projection is the caller's, around the whole block (the U-Net's
+    ``TextAttnBlock``): zeros inside as well would hold the cross-attention's queries and keys
+    at zero gradient until two zero layers have grown in turn."""
 
     def __init__(self, dim: int, context_dim: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
@@ -68,9 +72,6 @@ class CrossAttentionBlock(nn.Module):
         self.cross = CrossAttention(dim, context_dim, heads)
         hidden = int(dim * mlp_ratio)
         self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        for layer in (self.attn.proj, self.cross.proj, self.ff[2]):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
