@@ -227,16 +227,21 @@ class Pipeline:
     def encode_prompts(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
         """Texts -> this model's sequence condition value (token ids or a frozen encoder's
         embeddings, with masks), by the text encoder stored with the model."""
-        seq = sequence_field(self.cond_spec)[1]
-        if seq is None:
-            raise PipelineError(f"this model takes no prompt (it is conditioned on "
-                                f"{self.cond_spec.describe()}); drop prompt=")
+        seq = self._sequence_spec()
         try:
             if self._prompt_encoder is None:
                 self._prompt_encoder = PromptEncoder(seq, device=self.device)
             return self._prompt_encoder(texts)
         except (ConditionError, UserError) as exc:
             raise PipelineError(str(exc)) from None
+
+    def _sequence_spec(self) -> Any:
+        """The model's sequence condition, or one line saying it takes no prompt."""
+        seq = sequence_field(self.cond_spec)[1]
+        if seq is None:
+            raise PipelineError(f"this model takes no prompt (it is conditioned on "
+                                f"{self.cond_spec.describe()}); drop prompt=")
+        return seq
 
     def _texts_in(self, cond: Any) -> tuple[Any, list[str] | None]:
         """``cond`` with texts in its sequence field encoded, and those texts (or None)."""
@@ -252,10 +257,9 @@ class Pipeline:
     def _prompted(self, cond: Any, n: int | None, prompt: Any, negative: Any,
                   guidance: float | None) -> tuple[Any, Any, int | None, list[str] | None]:
         """(cond, uncond, n, each sample's prompt) from ``prompt=`` / ``negative_prompt=``."""
-        field, seq = sequence_field(self.cond_spec)
-        if (prompt is not None or negative is not None) and seq is None:
-            raise PipelineError(f"this model takes no prompt (it is conditioned on "
-                                f"{self.cond_spec.describe()}); drop prompt=")
+        field = sequence_field(self.cond_spec)[0]
+        if prompt is not None or negative is not None:
+            self._sequence_spec()
         if prompt is not None:
             if field is None and cond is not None or isinstance(cond, dict) and field in cond:
                 raise PipelineError("pass the prompt once: prompt= or cond=, not both")
