@@ -205,7 +205,7 @@ class ImageData(pl.LightningDataModule):
                 a["x_test"] = a["x_test"].expand(-1, self.channels, -1, -1).contiguous()
             a["classes"] = [str(i) for i in range(10)]
         elif self.name == "text_digits":
-            a = text_digits_arrays(self.image_size, self.train_size or TEXT_DIGITS_TRAIN,
+            a = text_digits_arrays(self.train_size or TEXT_DIGITS_TRAIN,
                                    digits_arrays(self.image_size))
         elif self.name in _TORCHVISION:
             a = self._load_torchvision()

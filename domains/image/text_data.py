@@ -74,8 +74,7 @@ class CaptionTable:
         return out
 
 
-def text_digits_arrays(image_size: int | None, n_train: int, digits: dict[str, torch.Tensor]
-                       ) -> dict[str, Any]:
+def text_digits_arrays(n_train: int, digits: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Training canvases ``(n_train, 1, S, 2S)`` with captions, and the held-out reference:
     the evaluation sets' captions with canvases drawn from the digits' test split; ``truth``
     maps each caption to ``(left, right, set name)`` (-1: empty side; "train" for training)."""
