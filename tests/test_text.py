@@ -25,7 +25,7 @@ from omnidiff.core.conditions import (
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError, UserError
-from omnidiff.nn import SequenceEncoder
+from omnidiff.nn import Layout, SequenceEncoder
 from omnidiff.plugins.check import _check_network
 from omnidiff.samplers import generate_samples
 from omnidiff.text import PromptEncoder, fit_tokenizer, text_condition, tokenize
@@ -106,11 +106,29 @@ def _randomised(net):
 
 NETWORKS = {
     "unet": lambda spec: build_unet((1, 8, 16), spec, **SMALL_UNET),
+    "unet-layout": lambda spec: build_unet((1, 8, 16), spec, **SMALL_UNET, text_layout=True,
+                                           text_pooled=False),
     "dit-joint": lambda spec: build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2,
                                         patch=[2, 4, 4], text_layers=1),
     "dit-factorised": lambda spec: build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2,
                                              patch=[2, 4, 4], attention="factorised"),
 }
+
+
+def test_layout_starts_at_zero_and_gives_each_position_its_words():
+    torch.manual_seed(0)
+    layout = Layout(16, 8, heads=2)
+    context, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    assert layout((4, 8), context, mask).abs().max() == 0  # untrained: changes nothing
+    layout = _randomised(layout)
+    with torch.no_grad():
+        out = layout((4, 8), context, mask)  # (B, dim, 4, 8)
+        assert out.shape == (2, 16, 4, 8)
+        assert (out[..., :4] - out[..., 4:]).abs().mean() > 1e-3  # places differ
+        # one visible token: every position can only read that token, so all agree
+        one = layout((4, 8), context, torch.arange(5).expand(2, 5) == 2)
+        assert torch.allclose(one, one[..., :1, :1].expand_as(one), atol=1e-5)
+        assert not torch.allclose(one[0], one[1], atol=1e-4)  # and it is the prompt's
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
@@ -122,7 +140,7 @@ def test_networks_read_a_sequence(name, kind):
     value = ({"tokens": torch.randint(2, 30, (3, 6))} if seq.vocab_size
              else {"embeddings": torch.randn(3, 6, 12)})
     cond, _ = spec.check({"label": [1, 2, 3], "text": value} if "label" in kind else value)
-    event = (1, 8, 16) if name == "unet" else (4, 1, 8, 8)
+    event = (1, 8, 16) if name.startswith("unet") else (4, 1, 8, 8)
     x = torch.randn(3, *event)
     # the shared contract: shape, drop and None give the null condition, the condition matters
     _check_network(name, net, x, cond, spec, seed=0)

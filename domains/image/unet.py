@@ -29,6 +29,7 @@ from omnidiff.core.conditions import CondSpec, as_cond_spec
 from omnidiff.nn import (
     ConditionEmbedding,
     CrossAttentionBlock,
+    Layout,
     SequenceConditioning,
     TimeEmbedding,
     group_norm,
@@ -58,7 +59,8 @@ def _zero(module: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """GN-SiLU-conv, then adaGN ``GN(h)·(1+scale)+shift`` from the embedding, SiLU-dropout-conv.
 
-    x: (B, Cin, H, W), emb: (B, E) already passed through SiLU -> (B, Cout, H, W).
+    x: (B, Cin, H, W), emb: (B, E) or per position (B, E, H, W), already passed through SiLU
+    -> (B, Cout, H, W).
     """
 
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, groups: int):
@@ -73,7 +75,11 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(_gn_silu(self.norm1, x))
-        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, Cout, 1, 1) each
+        if emb.ndim == 2:
+            e = self.emb(emb)[:, :, None, None]  # (B, 2 Cout, 1, 1)
+        else:
+            e = self.emb(emb.movedim(1, -1)).movedim(-1, 1)  # (B, 2 Cout, H, W)
+        scale, shift = e.chunk(2, dim=1)  # (B, Cout, 1 | H, 1 | W) each
         h = torch.addcmul(shift, self.norm2(h), scale + 1)
         h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
@@ -253,6 +259,10 @@ class UNet(nn.Module):
         text_width, text_layers, text_heads: the prompt encoder's width, transformer layers
             and heads, for a sequence condition (a learned encoder's token embeddings, or the
             projection of a frozen encoder's embeddings, then ``text_layers`` layers).
+        text_pooled: add the prompt's mean encoding to the time embedding.
+        text_layout: at every level, a :class:`omnidiff.nn.Layout` (position queries over the
+            prompt) makes the residual blocks' embedding per position: words reach the place
+            they name without going through the noisy features.
     """
 
     def __init__(self, in_channels: int, image_size: int | Sequence[int], cond: Any = None,
@@ -260,7 +270,7 @@ class UNet(nn.Module):
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (),
                  dropout: float = 0.0, num_head_channels: int = 32, norm_groups: int = 32,
                  channels_last: bool = False, text_width: int = 128, text_layers: int = 2,
-                 text_heads: int = 4, text_pooled: bool = True):
+                 text_heads: int = 4, text_pooled: bool = True, text_layout: bool = False):
         super().__init__()
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         channel_mult = tuple(int(m) for m in channel_mult)
@@ -277,6 +287,9 @@ class UNet(nn.Module):
                      if sequence_field(spec)[1] is not None else None)
         self.text_pool = (nn.Linear(text_width, emb_dim)
                           if self.text is not None and text_pooled else None)
+        self.layouts = (nn.ModuleList(Layout(emb_dim, text_width, max(1, emb_dim // 32))
+                                      for _ in resolutions)
+                        if self.text is not None and text_layout else None)
         make = _Blocks(emb_dim, dropout, norm_groups, num_head_channels,
                        None if self.text is None else text_width)
         widths = [base_channels * m for m in channel_mult]  # channels of each level
@@ -350,25 +363,35 @@ class UNet(nn.Module):
         text = None if self.text is None else self.text(cond, drop, b, x.device)
         if self.text_pool is not None:  # text: (B, L, W), (B, L)
             emb = emb + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, E)
-        emb = F.silu(emb).to(x.dtype)  # every block applies Linear(SiLU(emb))
+        embs = self._level_embeddings(emb, text, x.dtype)  # one per level, top first
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
 
         h = self.conv_in(x)
         hs = [h]
-        for level, down in zip(self.down, self.downsample):
+        for level, down, e in zip(self.down, self.downsample, embs):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(h, emb), text)
+                h = attn(block(h, e), text)
                 hs.append(h)
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb), text), emb)
-        for level, up in zip(self.up, self.upsample):
+        h = self.mid2(self.mid_attn(self.mid1(h, embs[-1]), text), embs[-1])
+        for level, up, e in zip(self.up, self.upsample, reversed(embs)):
             for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb), text)
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), e), text)
             h = up(h)
         return self.conv_out(_gn_silu(self.norm_out, h))
+
+    def _level_embeddings(self, emb: torch.Tensor, text: Any, dtype: torch.dtype
+                          ) -> list[torch.Tensor]:
+        """``SiLU(emb)`` for each level, top first (every block applies Linear(SiLU(emb))):
+        ``(B, E)``, or ``(B, E, H_i, W_i)`` with the prompt's layout added per position."""
+        if self.layouts is None:
+            return [F.silu(emb).to(dtype)] * len(self.down)
+        h, w = self.image_size
+        return [F.silu(emb[:, :, None, None] + layout((h >> i, w >> i), *text)).to(dtype)
+                for i, layout in enumerate(self.layouts)]  # (B, E, H_i, W_i) each
 
 
 def build_unet(event_shape: Sequence[int], cond: Any = None, *, compile: bool = False,
@@ -380,7 +403,7 @@ def build_unet(event_shape: Sequence[int], cond: Any = None, *, compile: bool = 
     c, h, w = (int(s) for s in event_shape)
     known = ("base_channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout",
              "num_head_channels", "norm_groups", "channels_last", "text_width", "text_layers",
-             "text_heads", "text_pooled")
+             "text_heads", "text_pooled", "text_layout")
     unknown = set(cfg) - set(known)
     if unknown:
         raise TypeError(f"unknown image model option(s) {sorted(unknown)}; known: "

@@ -15,6 +15,8 @@ One file per concept:
   position embeddings;
 * :mod:`.sequence` — a sequence condition (token ids or embeddings) -> the context the network
   cross-attends to, encoded once per prompt (:class:`SequenceConditioning`);
+* :mod:`.layout` — position queries cross-attending to a prompt: what belongs where, per
+  position of a grid (:class:`Layout`);
 * :mod:`.rope` — rotary position embeddings over an N-d token grid (:class:`Rotary`);
 * :mod:`.norm` — the GroupNorm group-count helper.
 """
@@ -29,6 +31,7 @@ from omnidiff.nn.embeddings import (
                                     null_where,
                                     timestep_embedding,
 )
+from omnidiff.nn.layout import Layout
 from omnidiff.nn.norm import group_count, group_norm
 from omnidiff.nn.patches import (
                                     PatchEmbed,
@@ -47,5 +50,5 @@ __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEm
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",
            "Rotary", "apply_rotary", "rotary_tables", "CrossAttention", "CrossAttentionBlock",
-           "key_padding_mask", "SequenceEncoder", "SequenceConditioning", "sequence_field",
+           "key_padding_mask", "Layout", "SequenceEncoder", "SequenceConditioning", "sequence_field",
            "pool"]

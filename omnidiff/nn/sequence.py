@@ -40,7 +40,9 @@ class SequenceEncoder(nn.Module):
         self.spec = spec
         if spec.vocab_size is not None:
             self.tokens = nn.Embedding(spec.vocab_size, width)
-            self.position = nn.Parameter(0.02 * torch.randn(spec.max_length, width))
+            # at the tokens' scale (nn.Embedding draws N(0, 1)): positions 50x smaller
+            # leave the encoder a bag of words for hundreds of steps, blind to word order
+            self.position = nn.Parameter(torch.randn(spec.max_length, width))
         else:
             self.proj = nn.Sequential(nn.LayerNorm(spec.dim), nn.Linear(spec.dim, width))
         self.start = nn.Parameter(0.02 * torch.randn(width))
