@@ -50,5 +50,6 @@ __all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEm
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",
            "Rotary", "apply_rotary", "rotary_tables", "CrossAttention", "CrossAttentionBlock",
-           "key_padding_mask", "Layout", "SequenceEncoder", "SequenceConditioning", "sequence_field",
+           "key_padding_mask", "Layout", "SequenceEncoder", "SequenceConditioning",
+           "sequence_field",
            "pool"]
