@@ -50,6 +50,13 @@ def _gn_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     return F.silu(norm(x), inplace=not torch.is_grad_enabled())
 
 
+def _heads(channels: int, head_channels: int) -> int:
+    """Attention heads of ``head_channels`` each, or one head when they do not divide
+    ``channels``."""
+    heads = max(1, channels // head_channels)
+    return heads if channels % heads == 0 else 1
+
+
 def _zero(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -95,9 +102,7 @@ class AttnBlock(nn.Module):
 
     def __init__(self, channels: int, head_channels: int, groups: int):
         super().__init__()
-        self.heads = max(1, channels // head_channels)
-        if channels % self.heads:
-            self.heads = 1
+        self.heads = _heads(channels, head_channels)
         self.norm = _norm(channels, groups)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = _zero(nn.Linear(channels, channels))
@@ -124,10 +129,8 @@ class TextAttnBlock(nn.Module):
 
     def __init__(self, channels: int, context_dim: int, head_channels: int, groups: int):
         super().__init__()
-        heads = max(1, channels // head_channels)
         self.norm = _norm(channels, groups)
-        self.block = CrossAttentionBlock(channels, context_dim, heads if channels % heads == 0
-                                         else 1)
+        self.block = CrossAttentionBlock(channels, context_dim, _heads(channels, head_channels))
         self.proj = _zero(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor, text: Any = None) -> torch.Tensor:
@@ -287,7 +290,8 @@ class UNet(nn.Module):
                      if sequence_field(spec)[1] is not None else None)
         self.text_pool = (nn.Linear(text_width, emb_dim)
                           if self.text is not None and text_pooled else None)
-        self.layouts = (nn.ModuleList(Layout(emb_dim, text_width, max(1, emb_dim // 32))
+        self.layouts = (nn.ModuleList(Layout(emb_dim, text_width,
+                                             _heads(emb_dim, num_head_channels))
                                       for _ in resolutions)
                         if self.text is not None and text_layout else None)
         make = _Blocks(emb_dim, dropout, norm_groups, num_head_channels,
