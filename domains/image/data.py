@@ -36,8 +36,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond
 from omnidiff.plugins.data import eval_loader, train_loader
+from omnidiff.text.captions import CaptionTable, folder_captions
 
-from .text_data import CaptionTable, folder_captions, text_digits_arrays
+from .text_data import text_digits_arrays
 
 __all__ = ["ImageData", "SOURCES", "digits_arrays", "default_cache_dir"]
 
