@@ -41,6 +41,13 @@ SMALL = {
                                   "cond": cond, "clip_seconds": 0.05},
          {"layers": 3, "channels": 8, "cycle": 2, "hop": 50})
         for cond in ("label", "none", "mel", "label+mel")
+    ] + [
+        # a prompt: the pooled encoding alone, and with cross-attention at a pooled rate
+        (f"text_tones-cross{k}", {"name": "text_tones", "cond": "text", "train_size": 24,
+                                  "batch_size": 4, "clip_seconds": 0.05},
+         {"layers": 3, "channels": 8, "cycle": 2, "hop": 50, "text_width": 16,
+          "text_layers": 1, "text_heads": 2, "text_cross": k, "text_rate": 20})
+        for k in (0, 2)
     ],
     "video": [
         (f"{cond.replace('+', '-')}-{att}", {"train_size": 16, "val_size": 8, "batch_size": 4,

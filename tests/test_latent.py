@@ -244,6 +244,10 @@ def test_streamed_latents_match_the_cached_ones(ae_run, monkeypatch):
 @pytest.mark.parametrize("name,data,model,channels", [
     ("audio", {"train_size": 24, "val_size": 12, "batch_size": 4, "clip_seconds": 0.05},
      {"layers": 3, "channels": 8, "cycle": 2}, [4, 8]),
+    ("audio", {"name": "text_tones", "cond": "text", "train_size": 24, "batch_size": 4,
+               "clip_seconds": 0.05},  # prompts on the latent path
+     {"layers": 3, "channels": 8, "cycle": 2, "text_width": 16, "text_layers": 1,
+      "text_heads": 2, "text_cross": 3, "text_rate": 5}, [4, 8]),
     ("video", {"train_size": 16, "val_size": 8, "batch_size": 4, "frames": 4, "size": 16,
                "digit_size": 8}, {"depth": 2, "width": 24, "heads": 2, "patch": [1, 4, 4]},
      [4, 8]),

@@ -1,5 +1,5 @@
 """Sequence conditions and prompts: the core's SequenceCond, guidance with a negative prompt,
-cross-attending networks (U-Net and DiT), the text encoders (a fitted tokenizer; a frozen
+cross-attending networks (U-Net, DiT and DiffWave), the text encoders (a fitted tokenizer; a frozen
 ``transformers`` encoder loaded from a local folder), captioned data and the prompt API / CLI."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from omnidiff.nn import Layout, SequenceEncoder
 from omnidiff.plugins.check import _check_network
 from omnidiff.samplers import generate_samples
 from omnidiff.text import PromptEncoder, fit_tokenizer, text_condition, tokenize
+from omnidiff_domains.audio.diffwave import build_diffwave
 from omnidiff_domains.image.data import ImageData
 from omnidiff_domains.image.unet import build_unet
 from omnidiff_domains.video.dit import build_dit
@@ -112,7 +113,13 @@ NETWORKS = {
                                         patch=[2, 4, 4], text_layers=1),
     "dit-factorised": lambda spec: build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2,
                                              patch=[2, 4, 4], attention="factorised"),
+    "diffwave": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2,
+                                            text_width=16, text_layers=1, text_heads=2),
+    "diffwave-cross": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2,
+                                                  text_width=16, text_layers=1, text_heads=2,
+                                                  text_pooled=False, text_cross=2, text_rate=30),
 }
+EVENTS = {"unet": (1, 8, 16), "dit": (4, 1, 8, 8), "diffwave": (1, 200)}
 
 
 def test_layout_starts_at_zero_and_gives_each_position_its_words():
@@ -140,8 +147,7 @@ def test_networks_read_a_sequence(name, kind):
     value = ({"tokens": torch.randint(2, 30, (3, 6))} if seq.vocab_size
              else {"embeddings": torch.randn(3, 6, 12)})
     cond, _ = spec.check({"label": [1, 2, 3], "text": value} if "label" in kind else value)
-    event = (1, 8, 16) if name.startswith("unet") else (4, 1, 8, 8)
-    x = torch.randn(3, *event)
+    x = torch.randn(3, *EVENTS[name.split("-")[0]])
     # the shared contract: shape, drop and None give the null condition, the condition matters
     _check_network(name, net, x, cond, spec, seed=0)
     net = _randomised(net)

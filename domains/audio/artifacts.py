@@ -4,8 +4,8 @@
 
 * ``<prefix>_wav/<i>_<what>.wav`` — the first :data:`MAX_WAVS` clips, 16-bit PCM at the data's
   sample rate (``what``: the class name, ``resynth`` for a vocoder, ``sample`` otherwise);
-* ``<prefix>.png`` — log-mel images of the first clips, titled with their class; for a vocoder,
-  each re-synthesis beside the spectrogram it was given;
+* ``<prefix>.png`` — log-mel images of the first clips, titled with their class or prompt
+  (``captions``); for a vocoder, each re-synthesis beside the spectrogram it was given;
 * ``<prefix>.pt`` (``{"samples", "cond"}``) and ``<prefix>.npy`` (the samples, float32).
 
 Everything goes through :mod:`omnidiff.io`'s atomic writers.
@@ -13,6 +13,7 @@ Everything goes through :mod:`omnidiff.io`'s atomic writers.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ __all__ = ["save_artifacts", "MAX_WAVS"]
 
 MAX_WAVS = 64
 MAX_PANELS = 16
+
+
+def _file_name(text: str) -> str:
+    """A prompt as part of a file name: letters, digits and '-', at most 40 characters."""
+    name = "".join(c if c.isalnum() else "-" for c in text.replace("#", "sharp"))
+    return "-".join(filter(None, name.split("-")))[:40] or "prompt"
 
 
 def _names(n: int, cond: Any, data: Any) -> list[str]:
@@ -66,7 +73,7 @@ def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int):
         seconds = mel.shape[-1] * hop / sample_rate
         ax.imshow(mel.numpy(), origin="lower", aspect="auto", vmin=0.0, vmax=1.0,
                   cmap="magma", extent=(0.0, seconds, 0, mel.shape[0]))
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 34), fontsize=8)
         ax.set_xlabel("s", fontsize=7)
         ax.set_ylabel("mel bin", fontsize=7)
         ax.tick_params(labelsize=6)
@@ -74,18 +81,21 @@ def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int):
 
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
-                   prefix: str = "samples", data: Any = None) -> list[Path]:
-    """Write WAVs, the spectrogram PNG and the raw tensors of ``samples: (N, 1, T)``."""
+                   prefix: str = "samples", data: Any = None,
+                   captions: list[str] | None = None) -> list[Path]:
+    """Write WAVs, the spectrogram PNG and the raw tensors of ``samples: (N, 1, T)``;
+    ``captions`` (one per sample) title the panels and name the WAVs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_rate = int(getattr(data, "sample_rate", 8000))
     mel_spec = getattr(data, "mel", None) or MelSpec(sample_rate)
     x = torch.nan_to_num(samples.detach().float().cpu(), 0.0, 0.0, 0.0).clamp(-1.0, 1.0)
-    names = _names(x.shape[0], cond, data)
+    names = list(captions) if captions is not None else _names(x.shape[0], cond, data)
     files: list[Path] = []
     wav_dir = out_dir / f"{prefix}_wav"
     for i in range(min(x.shape[0], MAX_WAVS)):
-        files.append(write_wav(x[i], wav_dir / f"{i:03d}_{names[i]}.wav", sample_rate))
+        stem = f"{i:03d}_{_file_name(names[i]) if captions is not None else names[i]}"
+        files.append(write_wav(x[i], wav_dir / f"{stem}.wav", sample_rate))
     fig = _figure(_panels(x, cond, names, mel_spec), sample_rate, mel_spec.hop)
     files.append(atomic_save_figure(fig, out_dir / f"{prefix}.png", dpi=100))
     return files + save_raw(x, cond, out_dir, prefix)

@@ -5,14 +5,18 @@ Sources (``name``):
 * ``tones`` (default, offline): clips of ``clip_seconds`` at ``sample_rate`` of the 12
   semitones C4..B4 (:mod:`.tones`); ``train_size`` training clips, a separate seeded stream for
   validation and the held-out reference.
+* ``text_tones`` (offline, ``cond=text``): tones with a set pitch, loudness, decay and timbre,
+  captioned in varied word orders, some combinations held out (:mod:`.text_data`);
 * ``folder``: the WAV / FLAC / OGG files under ``root`` (SC09, LJSpeech, your own), read with
   soundfile, averaged to mono and resampled to ``sample_rate``; labelled by sub-folder name when
   every file lies in one (``root/<class>/*.wav``). A fixed ``holdout`` fraction of the files is
   held out. Files are read when an item is fetched (a speech corpus need not fit in memory).
 
 What a sample is given (``cond``): ``label`` (class-conditional), ``none`` (unconditional),
-``mel`` (a vocoder: the normalised log-mel spectrogram of :mod:`.mel`, settings ``mel``), or
-``label+mel``. Label and unconditional clips have a fixed length (``clip_seconds``: a longer
+``mel`` (a vocoder: the normalised log-mel spectrogram of :mod:`.mel`, settings ``mel``),
+``label+mel``, or ``text`` (a prompt ``{"text": sequence}``: ``text_tones``, or a folder with
+``metadata.jsonl`` / ``.txt`` captions; ``text``: the text encoder's settings,
+:data:`omnidiff.text.prompts.TEXT_DEFAULTS`). Label and unconditional clips have a fixed length (``clip_seconds``: a longer
 file is cut, a shorter one padded with silence); vocoder clips are ``crop_frames`` frames of
 ``hop_length`` samples (random crops of longer files or tones; by default the whole clip).
 """
@@ -20,6 +24,7 @@ file is cut, a shorter one padded with silence); vocoder clips are ``crop_frames
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,15 +33,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
+from omnidiff.text.captions import CaptionTable, folder_captions
 
 from .files import AudioFileError, find_audio, read_audio
 from .mel import MelSpec
+from .text_data import CaptionedClips, text_tones_arrays
 from .tones import NAMES, make_tones
 
 __all__ = ["AudioData", "SOURCES", "CONDS"]
 
-SOURCES = ("tones", "folder")
-CONDS = ("label", "none", "mel", "label+mel")
+SOURCES = ("tones", "text_tones", "folder")
+CONDS = ("label", "none", "mel", "label+mel", "text")
 SPLIT_SEED = 0  # the held-out files of a folder never move with data.seed
 _TRAIN, _VAL, _REF = 0, 1, 2  # generator streams of the tones
 
@@ -51,6 +58,19 @@ def _fit(wav: torch.Tensor, length: int, start: int = 0) -> torch.Tensor:
     if wav.shape[-1] < length:
         wav = torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
     return wav
+
+
+def _text_settings(name: str, cond: str, text: Any) -> dict | None:
+    """``data.text`` for a prompted model (None otherwise); one line for a bad combination."""
+    if name == "text_tones" and cond != "text":
+        raise ValueError("data.name=text_tones is captioned: set data.cond=text")
+    if cond == "text" and name == "tones":
+        raise ValueError("data.cond=text needs captions: use data.name=text_tones, or a folder "
+                         "of recordings with captions (data.name=folder)")
+    if text is not None and cond != "text":
+        raise ValueError(f"data.text sets the prompt's encoder: use it with data.cond=text, not "
+                         f"{cond}")
+    return dict(text or {}) if cond == "text" else None
 
 
 class _ReadFile:
@@ -131,6 +151,7 @@ class AudioData(pl.LightningDataModule):
         batch_size, num_workers, seed: loader settings (``seed``: shuffling and the tones).
         holdout: the held-out fraction of a folder's files.
         harmonics, detune_cents, noise: the tones' make-up (:func:`~.tones.make_tones`).
+        text: the text encoder's settings (``cond=text``; None: a learned encoder).
     """
 
     pipeline_attrs = ("sample_rate", "hop_length", "classes")  # read as pipe.<name>
@@ -140,7 +161,7 @@ class AudioData(pl.LightningDataModule):
                  crop_frames: int | None = None, train_size: int = 4800, val_size: int = 600,
                  batch_size: int = 32, num_workers: int = 0, seed: int = 0,
                  holdout: float = 0.1, harmonics: int = 6, detune_cents: float = 10.0,
-                 noise: float = 0.01):
+                 noise: float = 0.01, text: dict | None = None):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"unknown audio data {name!r}; choose one of {', '.join(SOURCES)}")
@@ -150,6 +171,8 @@ class AudioData(pl.LightningDataModule):
         if cond not in CONDS:
             raise ValueError(f"unknown data.cond={cond!r}; choose one of {', '.join(CONDS)}")
         self.name, self.root, self.cond = name, root, cond
+        self.text = _text_settings(name, cond, text)
+        self.captions: CaptionTable | None = None
         self.sample_rate = int(sample_rate)
         if self.sample_rate < 1000:
             raise ValueError(f"data.sample_rate={sample_rate} is too low; use e.g. 8000, 16000 "
@@ -191,8 +214,8 @@ class AudioData(pl.LightningDataModule):
 
     @property
     def classes(self) -> list[str]:
-        if self.name == "tones":
-            return list(NAMES)
+        if self.name != "folder":
+            return list(NAMES) if self.name == "tones" else []
         return list(self._scan()[2])
 
     @property
@@ -206,6 +229,9 @@ class AudioData(pl.LightningDataModule):
             return NoCond()
         if self.cond == "mel":
             return mel
+        if self.cond == "text":
+            self._load()
+            return NamedCond({"text": self.captions.cond_spec})
         labels = LabelCond(len(self.classes))
         return labels if self.cond == "label" else NamedCond({"label": labels, "mel": mel})
 
@@ -287,9 +313,8 @@ class AudioData(pl.LightningDataModule):
             cond = cat_conds(chunks)
         return x, cond
 
-    def _file_split(self) -> dict[str, Any]:
-        files, labels, _ = self._scan()
-        n = len(files)
+    def _file_indices(self, n: int) -> tuple[list[int], list[int]]:
+        """(training, held-out) file indices: a fixed ``holdout`` fraction held out."""
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
         n_test = min(max(1, round(self.holdout * n)), n - 1) if n > 1 else 0
         test, train = sorted(perm[:n_test]), sorted(perm[n_test:])
@@ -297,6 +322,11 @@ class AudioData(pl.LightningDataModule):
             warnings.warn(f"only one file under {self.root}: it is its own held-out reference",
                           stacklevel=2)
             test = train
+        return train, test
+
+    def _file_split(self) -> dict[str, Any]:
+        files, labels, _ = self._scan()
+        train, test = self._file_indices(len(files))
 
         def part(idx: list[int], crop: bool) -> _Clips:
             return _Clips(self, _ReadFile([files[i] for i in idx], self.sample_rate),
@@ -305,9 +335,43 @@ class AudioData(pl.LightningDataModule):
         return {"train": part(train, self.uses_mel), "val": part(test, False),
                 "ref": part(test, self.uses_mel)}
 
+    def _captioned(self) -> dict[str, Any]:
+        """Training and held-out clips with their prompts (``cond=text``)."""
+        fit = lambda wav: _fit(wav, self._length)  # noqa: E731
+        if self.name == "text_tones":
+            a = text_tones_arrays(self.train_size, self.sample_rate, self._length,
+                                  self.tone_cfg)
+            self.truth = a["truth"]
+            reads = (a["x_train"], a["x_test"])
+            caps = (a["captions_train"], a["captions_test"])
+        else:
+            files, _, _ = self._scan()
+            captions = folder_captions(Path(self.root).expanduser(), files)
+            train, test = self._file_indices(len(files))
+            reads = tuple(_ReadFile([files[i] for i in idx], self.sample_rate)
+                          for idx in (train, test))
+            caps = tuple([captions[i] for i in idx] for idx in (train, test))
+        self.captions = CaptionTable(caps[0], caps[1], self.text)
+        train, val = (CaptionedClips(r, self.captions.ids(c), self.captions, fit)
+                      for r, c in zip(reads, caps))
+        return {"train": train, "val": val, "ref": val}
+
+    def captions_of(self, cond: Any) -> list[str] | None:
+        """The caption of each row of a batched condition (None without captions)."""
+        if self.captions is None or not isinstance(cond, dict) or "text" not in cond:
+            return None
+        return self.captions.captions_of(cond["text"])
+
+    def caption_truth(self) -> dict[str, tuple[Any, str]]:
+        """text_tones: each caption's ``(ToneAttrs, set name)``."""
+        self._load()
+        return dict(getattr(self, "truth", None) or {})
+
     def _load(self) -> dict[str, Any]:
         if self._splits is None:
-            if self.name == "tones" and self._crops:
+            if self.cond == "text":
+                self._splits = self._captioned()
+            elif self.name == "tones" and self._crops:
                 self._splits = {"train": self._tone_crops(self.train_size,
                                                           _stream(self.seed, _TRAIN)),
                                 "val": self._tone_crops(self.val_size, _stream(self.seed, _VAL))}
@@ -327,6 +391,10 @@ class AudioData(pl.LightningDataModule):
         stream, or ``min(n, held-out files)`` files of a folder (random crops for a vocoder,
         drawn from ``generator``)."""
         g = generator if generator is not None else _stream(self.seed, _REF)
+        if self.cond == "text":
+            ref = self._load()["ref"]
+            batch = ref.__getitems__(torch.randperm(len(ref), generator=g)[: int(n)].tolist())
+            return batch["x"], batch["cond"]
         if self.name == "tones" and not self._crops:
             return self._tone_split(int(n), g)
         ref = self._tone_crops(int(n), g) if self.name == "tones" else self._load()["ref"]

@@ -11,6 +11,10 @@ Conditions (any combination, declared by the condition specification):
 
 * a class label — its embedding (with a learned null class) is added to the time embedding, so
   it reaches every layer with it (:class:`omnidiff.nn.Conditioning`);
+* a sequence (a prompt) — encoded once per prompt (:class:`omnidiff.nn.SequenceConditioning`);
+  its mean over tokens joins the time embedding (``text_pooled``), and every ``text_cross``-th
+  residual layer reads the whole prompt by cross-attention at a pooled rate of ``text_rate``
+  samples per token (:class:`omnidiff.nn.PooledCrossAttention`; 0: none);
 * a mel spectrogram ``(n_mels, frames)`` — upsampled to the waveform's rate by transposed 2D
   convolutions whose strides multiply to the hop length (:func:`upsample_strides`), projected
   and added in every layer; a learned null spectrogram column stands in where ``drop`` is set.
@@ -28,8 +32,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnidiff.core.conditions import CondSpec, LabelCond, NamedCond, NoCond, TensorCond, as_cond_spec
-from omnidiff.nn import Conditioning, null_where
+from omnidiff.core.conditions import (
+    CondSpec,
+    LabelCond,
+    NamedCond,
+    NoCond,
+    SequenceCond,
+    TensorCond,
+    as_cond_spec,
+)
+from omnidiff.nn import (
+    Conditioning,
+    PooledCrossAttention,
+    SequenceConditioning,
+    null_where,
+    pool,
+    sequence_field,
+)
 
 __all__ = ["DiffWave", "MelUpsampler", "build_diffwave", "mel_field", "upsample_strides"]
 
@@ -142,11 +161,11 @@ def mel_field(spec: CondSpec) -> tuple[str | None, TensorCond | None]:
 def _check_spec(spec: CondSpec) -> None:
     parts = [s for _, s in spec.fields] if isinstance(spec, NamedCond) else [spec]
     for s in parts:
-        ok = isinstance(s, (NoCond, LabelCond)) or (
+        ok = isinstance(s, (NoCond, LabelCond, SequenceCond)) or (
             isinstance(s, TensorCond) and len(s.shape) == 2 and s.shape[1] is None)
         if not ok:
-            raise ValueError(f"DiffWave takes class labels and/or a spectrogram (n_mels, "
-                             f"frames); got {s.describe()}")
+            raise ValueError(f"DiffWave takes class labels, a prompt and/or a spectrogram "
+                             f"(n_mels, frames); got {s.describe()}")
 
 
 class DiffWave(nn.Module):
@@ -161,10 +180,16 @@ class DiffWave(nn.Module):
         channels: residual channels (base 64, unconditional 256).
         cycle: dilation cycle length: layer i dilates by ``2 ** (i % cycle)`` (base 10).
         in_channels: channels of the signal (1 for a waveform).
+        text_width, text_layers, text_heads: the prompt encoder (a sequence condition only).
+        text_pooled: add the prompt's mean encoding to the time embedding.
+        text_cross: cross-attention to the prompt after every ``text_cross``-th layer (0:
+            none), at ``text_rate`` samples per attention token.
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
-                 channels: int = 64, cycle: int = 10, in_channels: int = 1):
+                 channels: int = 64, cycle: int = 10, in_channels: int = 1,
+                 text_width: int = 128, text_layers: int = 2, text_heads: int = 4,
+                 text_pooled: bool = True, text_cross: int = 0, text_rate: int = 50):
         super().__init__()
         self.cond_spec = spec = as_cond_spec(cond)
         _check_spec(spec)
@@ -187,6 +212,8 @@ class DiffWave(nn.Module):
         # time + the global (label) condition; a spectrogram alone has no global part
         self.embed = Conditioning(NoCond() if self.mel_key is None and self.has_mel else spec,
                                   EMBED_DIM)
+        self._text(spec, text_width, text_layers, text_heads, text_pooled, text_cross,
+                   text_rate)
         self.time_proj = nn.Linear(EMBED_DIM, layers * channels)  # every layer's projection
         self.res = nn.ModuleList(ResidualLayer(channels, 2 ** (i % cycle), n_mels)
                                  for i in range(layers))
@@ -195,6 +222,22 @@ class DiffWave(nn.Module):
         self.output = nn.Conv1d(channels, in_channels, 1)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+
+    def _text(self, spec: CondSpec, width: int, layers: int, heads: int, pooled: bool,
+              cross: int, rate: int) -> None:
+        """The prompt's encoder, its pooled projection and the cross-attention layers."""
+        has_text = sequence_field(spec)[1] is not None
+        self.text = SequenceConditioning(spec, width, layers, heads) if has_text else None
+        self.text_pool = nn.Linear(width, EMBED_DIM) if has_text and pooled else None
+        every = int(cross) if has_text else 0
+        self.cross = nn.ModuleDict({
+            str(i): PooledCrossAttention(self.channels, width,
+                                         _cross_heads(self.channels, heads), int(rate))
+            for i in range(self.layers) if every and (i + 1) % every == 0})
+
+    def encode_cond(self, cond: Any) -> Any:
+        """``cond`` with its prompt encoded (once per sampling run)."""
+        return cond if self.text is None else self.text.encode_cond(cond)
 
     @property
     def receptive_field(self) -> int:
@@ -227,16 +270,27 @@ class DiffWave(nn.Module):
         """x: (B, Cin, T), t: (B,), cond: labels (B,) / mel (B, M, T / hop) / a dict of both,
         drop: (B,) bool -> (B, Cin, T)."""
         b, _, length = x.shape
-        emb = F.silu(self.embed(t, self._global(cond), drop, b))  # (B, 512)
+        emb = self.embed(t, self._global(cond), drop, b)  # (B, 512)
+        text = None if self.text is None else self.text(cond, drop, b, x.device)
+        if self.text_pool is not None:  # text: (B, L, W), (B, L)
+            emb = emb + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, 512)
+        emb = F.silu(emb)
         temb = self.time_proj(emb).to(x.dtype).view(b, self.layers, self.channels, 1)
         mel = self._mel(cond, drop, b, length)  # (B, M, T) or None
         h = F.relu(self.input(x))  # (B, C, T)
         skips = None
         for i, layer in enumerate(self.res):
             h, skip = layer(h, temb[:, i], mel)  # (B, C, T) each
+            if str(i) in self.cross:
+                h = self.cross[str(i)](h, *text)  # (B, C, T)
             skips = skip.clone() if skips is None else skips.add_(skip)  # in place, no stack
         h = F.relu(self.skip_proj(skips * (1 / math.sqrt(self.layers))))  # (B, C, T)
         return self.output(h)  # (B, Cin, T)
+
+
+def _cross_heads(channels: int, heads: int) -> int:
+    """The most heads up to ``heads`` that divide ``channels``."""
+    return max(h for h in range(1, heads + 1) if channels % h == 0)
 
 
 def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: bool = False,
@@ -247,7 +301,8 @@ def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: b
     if len(event_shape) != 2:
         raise ValueError(f"DiffWave needs signals in time, event_shape (channels, samples); got "
                          f"{tuple(event_shape)}")
-    known = {"hop", "layers", "channels", "cycle"}
+    known = {"hop", "layers", "channels", "cycle", "text_width", "text_layers", "text_heads",
+             "text_pooled", "text_cross", "text_rate"}
     unknown = set(cfg) - known
     if unknown:
         raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "

@@ -9,6 +9,10 @@ For every model:
 For the ``tones`` (:func:`.pitch.pitch_stats`): ``pitch_acc`` (class-conditional),
 ``in_tune_frac``, ``pitch_coverage``, ``pitch_share_min``, ``pitch_share_max``, ``pitch_tv``.
 
+For prompted tones (``text_tones``, :func:`caption_metrics`): ``<attribute>_acc_<set>`` for
+pitch, loud, decay, timbre and all (every asked attribute right), over the held-in and the
+held-out evaluation prompts (:mod:`.text_metrics`).
+
 For a vocoder (a spectrogram condition): ``logmel_db``, the mean absolute log-mel distance in
 dB between each re-synthesis and the spectrogram it was given; when the samples are
 re-syntheses of the first reference clips (the evaluation conditions on them), also
@@ -29,8 +33,9 @@ from omnidiff.methods.latent.losses import stft_distance
 
 from .mel import MelSpec
 from .pitch import pitch_stats
+from .text_metrics import caption_scores
 
-__all__ = ["audio_metrics", "mr_stft", "logmel_db", "vocoder_table"]
+__all__ = ["audio_metrics", "mr_stft", "logmel_db", "vocoder_table", "caption_metrics"]
 
 
 def _spec_of(data: Any) -> tuple[int, MelSpec]:
@@ -102,6 +107,21 @@ def _profile_db(mel_spec: MelSpec, a: torch.Tensor, b: torch.Tensor) -> float:
     return float((pa - pb).abs().mean() * -mel_spec.s.min_db)
 
 
+def caption_metrics(samples: torch.Tensor, captions: list[str] | None, truth: dict,
+                    sample_rate: int) -> dict[str, float]:
+    """Clips judged against their captions (``truth``: caption -> (attributes, set name)),
+    per evaluation set; {} when a caption is not one of the data's."""
+    if not captions or not truth or any(c not in truth for c in captions):
+        return {}
+    attrs, sets = zip(*(truth[c] for c in captions))
+    out = {}
+    for name in dict.fromkeys(sets):
+        rows = [i for i, s in enumerate(sets) if s == name]
+        scores = caption_scores(samples[rows], [attrs[i] for i in rows], sample_rate)
+        out |= {f"{k}_{name}": v for k, v in scores.items()}
+    return out
+
+
 def audio_metrics(samples: torch.Tensor, reference: torch.Tensor, cond: Any = None,
                   ref_cond: Any = None, data: Any = None) -> dict[str, float]:
     """samples ``(N, 1, T)``, reference ``(M, 1, T')``, their conditions, the data module."""
@@ -112,8 +132,10 @@ def audio_metrics(samples: torch.Tensor, reference: torch.Tensor, cond: Any = No
     out = {"finite_frac": float(finite.double().mean()),
            "rms_gap": abs(rms(x) - rms(reference)) / max(rms(reference), 1e-8),
            "mel_profile_db": _profile_db(mel_spec, x, reference)}
-    if data is None or getattr(data, "name", None) == "tones":
+    if data is None or getattr(data, "name", None) in ("tones", "text_tones"):
         out.update(pitch_stats(x, sample_rate, _labels_of(cond)))
+    if data is not None and getattr(data, "captions_of", None) is not None:
+        out |= caption_metrics(x, data.captions_of(cond), data.caption_truth(), sample_rate)
     mel = _mel_of(cond)
     if mel is not None:
         out["logmel_db"] = float(logmel_db(mel_spec, x, mel).mean())

@@ -17,6 +17,8 @@ One file per concept:
   cross-attends to, encoded once per prompt (:class:`SequenceConditioning`);
 * :mod:`.layout` — position queries cross-attending to a prompt: what belongs where, per
   position of a grid (:class:`Layout`);
+* :mod:`.signal_attention` — cross-attention from a 1D signal to a prompt at a pooled rate
+  (:class:`PooledCrossAttention`);
 * :mod:`.rope` — rotary position embeddings over an N-d token grid (:class:`Rotary`);
 * :mod:`.norm` — the GroupNorm group-count helper.
 """
@@ -42,10 +44,11 @@ from omnidiff.nn.patches import (
                                     unpatchify,
 )
 from omnidiff.nn.rope import Rotary, apply_rotary, rotary_tables
+from omnidiff.nn.signal_attention import PooledCrossAttention
 from omnidiff.nn.sequence import SequenceConditioning, SequenceEncoder, pool, sequence_field
 from omnidiff.nn.transformer import CrossAttentionBlock, TransformerBlock
 
-__all__ = ["timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
+__all__ = ["PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",
