@@ -3,9 +3,12 @@
 Registered under the entry-point group ``omnidiff.domains`` as
 ``video = "omnidiff_domains.video:VideoDomain"``. Submodules, one concept each:
 :mod:`.dit` (the network and its size presets), :mod:`.moving` (the generated moving digits),
-:mod:`.files` (GIFs, frame folders, video files), :mod:`.data` (``VideoData`` and the frame
-masks), :mod:`.metrics` (per-frame class accuracy, temporal consistency, continuation error,
-Fréchet distance), :mod:`.artifacts` (GIFs and frame strips); Hydra defaults in
+:mod:`.files` (GIFs, frame folders, video files), :mod:`.captions` and :mod:`.text_data`
+(captioned moving digits for text-to-video), :mod:`.data` (``VideoData`` and the frame
+masks), :mod:`.frames` (centres of mass and the classifier's reading of frames),
+:mod:`.metrics` (per-frame class accuracy, temporal consistency, continuation error,
+Fréchet distance), :mod:`.text_metrics` (prompted digit and direction),
+:mod:`.artifacts` (GIFs and frame strips); Hydra defaults in
 ``conf/domain/video.yaml``.
 
 Heavy imports (Lightning, timm, matplotlib, scikit-learn) happen on first use. The digits
@@ -28,8 +31,9 @@ class VideoDomain(LazyDomain):
 
     Network: :class:`~omnidiff_domains.video.dit.VideoDiT` (keys: size, depth, width, heads,
     patch, pos, attention, mlp_ratio, dropout, compile). Conditions (``data.cond``): label,
-    none, frames (given frames + mask), label+frames. Artifacts: a GIF per clip, a frame-strip
-    PNG, ``.pt``, ``.npy``. Metrics: see :mod:`omnidiff_domains.video.metrics`.
+    none, frames (given frames + mask), label+frames, text (a prompt), text+frames.
+    Artifacts: a GIF per clip, a frame-strip PNG (rows named by their prompts), ``.pt``,
+    ``.npy``. Metrics: see :mod:`omnidiff_domains.video.metrics`.
     """
 
     name = "video"

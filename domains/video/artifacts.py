@@ -1,12 +1,13 @@
 """Video artifacts: an animated GIF per clip (Pillow), one frame-strip PNG (a row per clip,
-its class or "given k" named on the left; capped at a glanceable number of rows, see
+its prompt, class or "given k" named on the left; capped at a glanceable number of rows, see
 :func:`frame_strip`), and the raw tensors of all clips (``.pt``, ``.npy``), all written
 atomically."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -43,12 +44,14 @@ def write_gif(clip: torch.Tensor, path: Path, scale: int = GIF_SCALE) -> Path:
     return path
 
 
-def _row_names(cond: Any, n: int, classes: list[str] | None) -> list[str]:
+def _row_names(cond: Any, n: int, classes: list[str] | None,
+               captions: Sequence[str] | None = None) -> list[str]:
+    """Each clip's name: its prompt (``captions``), class and "given k" (frames given)."""
     labels = cond.get("label") if isinstance(cond, dict) else cond
     masks = cond.get("mask") if isinstance(cond, dict) else None
     names = []
     for i in range(n):
-        parts = []
+        parts = [captions[i]] if captions is not None else []
         if isinstance(labels, torch.Tensor) and labels.dim() == 1:
             c = int(labels[i])
             parts.append(classes[c] if classes and c < len(classes) else str(c))
@@ -58,16 +61,22 @@ def _row_names(cond: Any, n: int, classes: list[str] | None) -> list[str]:
     return names
 
 
+def _file_tag(name: str, limit: int = 48) -> str:
+    """A row name as part of a file name: its letters and digits, runs of others as ``_``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:limit]
+
+
 def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | None = None,
                 max_rows: int = STRIP_ROWS, per_class: int = STRIP_PER_CLASS,
-                max_classes: int = STRIP_MAX_CLASSES):
+                max_classes: int = STRIP_MAX_CLASSES,
+                captions: Sequence[str] | None = None):
     """A ``Figure`` of clips ``(N, T, C, H, W)``: one row per clip, one column per frame;
     frames that were given are outlined.
 
     Only some clips are drawn (:func:`omnidiff.plots.pick_for_grid`): with class labels
     (``cond`` (N,) or ``cond["label"]``) at most ``per_class`` of each of the first
     ``max_classes`` classes, in class order (20 rows by default); otherwise the first
-    ``max_rows`` (16)."""
+    ``max_rows`` (16). ``captions``: each clip's prompt, named on the left of its row."""
     from matplotlib.figure import Figure
 
     labels = cond.get("label") if isinstance(cond, dict) else cond
@@ -75,12 +84,13 @@ def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | No
                          max_classes=max_classes)
     n, t = len(keep), samples.shape[1]
     imgs = _uint8(samples[keep])  # (n, T, H, W, C)
-    names = _row_names(cond, len(samples), classes)
+    names = _row_names(cond, len(samples), classes, captions)
     names = [names[int(i)] for i in keep]
     masks = cond.get("mask") if isinstance(cond, dict) else None
     if masks is not None:
         masks = masks[keep]
-    fig = Figure(figsize=(0.9 * t + 0.8, 0.9 * n))
+    label_w = 0.8 + 0.055 * max((len(s) for s in names), default=0)  # inches, 8-pt text
+    fig = Figure(figsize=(0.9 * t + label_w, 0.9 * n))
     axes = fig.subplots(n, t, squeeze=False)
     for i in range(n):
         for j in range(t):
@@ -102,18 +112,22 @@ def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | No
 
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
-                   prefix: str = "samples", data: Any = None) -> list[Path]:
+                   prefix: str = "samples", data: Any = None,
+                   captions: Sequence[str] | None = None) -> list[Path]:
     """``<prefix>.png`` (frame strips of some clips, see :func:`frame_strip`),
-    ``<prefix>_gif/NNN[_<class>].gif`` (every clip), ``.pt`` and ``.npy`` (every clip)."""
+    ``<prefix>_gif/NNN[_<name>].gif`` (every clip), ``.pt`` and ``.npy`` (every clip).
+    ``captions``: one prompt per clip (``Pipeline.save`` passes a prompted run's prompts;
+    evaluation, the data module's ``captions_of(cond)``), naming rows and GIFs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = samples.detach().float().cpu()
     classes = getattr(data, "classes", None) if data is not None else None
-    names = _row_names(cond, len(x), classes)
+    names = _row_names(cond, len(x), classes, captions)
     gif_dir = out / f"{prefix}_gif"
     gif_dir.mkdir(exist_ok=True)
-    paths = [atomic_save_figure(frame_strip(x, cond, classes), out / f"{prefix}.png", dpi=80)]
+    strip = frame_strip(x, cond, classes, captions=captions)
+    paths = [atomic_save_figure(strip, out / f"{prefix}.png", dpi=80)]
     for i, clip in enumerate(x):
-        tag = names[i].replace(" ", "_")
+        tag = _file_tag(names[i])
         paths.append(write_gif(clip, gif_dir / (f"{i:03d}_{tag}.gif" if tag else f"{i:03d}.gif")))
     return paths + save_raw(x, cond, out, prefix)

@@ -1,9 +1,15 @@
 """Video data: clips ``(B, T, C, H, W)`` in [-1, 1] and their conditions.
 
-Sources: ``moving_digits`` (generated offline, :mod:`.moving`) or ``folder`` (GIFs, frame
-folders or video files, :mod:`.files`; labels from sub-folder names). Conditions
-(``data.cond``): ``label``, ``none``, ``frames`` (given frames and their mask) or
-``label+frames``. Training batches of a frame-conditional model carry random masks — no frame
+Sources: ``moving_digits`` (generated offline, :mod:`.moving`), ``text_moving_digits`` (one
+digit moving left, right, up or down, with captions: :mod:`.text_data`) or ``folder`` (GIFs,
+frame folders or video files, :mod:`.files`; labels from sub-folder names, captions with
+``data.text`` from ``metadata.jsonl`` or a ``.txt`` beside each clip). Conditions
+(``data.cond``): ``label``, ``none``, ``frames`` (given frames and their mask),
+``label+frames``, ``text`` (a prompt: ``{"text": sequence}``) or ``text+frames`` (a prompt and
+given frames: ``{"text", "frames", "mask"}``, "continue this clip so that the digit moves
+up"). ``data.text`` holds the text encoder's settings
+(:data:`omnidiff.text.prompts.TEXT_DEFAULTS`; ``text_moving_digits`` defaults to a learned
+encoder). Training batches of a frame-conditional model carry random masks — no frame
 given, the first ``k`` frames (continuation), or a random subset (filling in) — so one model
 learns all three; the held-out reference alternates generation (no frame given, even
 indices) and continuation from the first ``eval_given`` frames (odd indices), which the
@@ -12,6 +18,7 @@ metrics score apart.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,14 +27,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff.plugins.data import collate_batch, eval_loader, train_loader
+from omnidiff.text.captions import CaptionTable, folder_captions
 
 from . import _image_domain
 from .files import find_clips, read_clip
+from .text_data import text_clips_arrays
 
 __all__ = ["VideoData", "random_masks", "first_frames", "CONDS", "SOURCES"]
 
-SOURCES = ("moving_digits", "folder")
-CONDS = ("label", "none", "frames", "label+frames")
+SOURCES = ("moving_digits", "text_moving_digits", "folder")
+CONDS = ("label", "none", "frames", "label+frames", "text", "text+frames")
+TEXT_CONDS = ("text", "text+frames")
 DIGIT_NAMES = [str(i) for i in range(10)]
 
 
@@ -50,10 +60,12 @@ def first_frames(b: int, frames: int, k: int) -> torch.Tensor:
 
 
 class _Clips(Dataset):
-    """In-memory clips; ``__getitems__`` builds a batch and its condition (random masks)."""
+    """In-memory clips; ``__getitems__`` builds a batch and its condition (random masks).
+    ``c``: each clip's caption index into the data module's caption table (None without)."""
 
-    def __init__(self, data: "VideoData", x: torch.Tensor, y: torch.Tensor | None):
-        self.data, self.x, self.y = data, x, y
+    def __init__(self, data: "VideoData", x: torch.Tensor, y: torch.Tensor | None,
+                 c: torch.Tensor | None = None):
+        self.data, self.x, self.y, self.c = data, x, y, c
 
     def __len__(self) -> int:
         return len(self.x)
@@ -62,7 +74,8 @@ class _Clips(Dataset):
         x = self.x[idx]  # (B, T, C, H, W)
         y = None if self.y is None else self.y[idx]
         mask = random_masks(len(idx), x.shape[1], self.data.p_none, self.data.p_fill)
-        cond = self.data.make_cond(x, y, mask)
+        c = None if self.c is None else self.c[idx]
+        cond = self.data.make_cond(x, y, mask, c)
         return {"x": x} if cond is None else {"x": x, "cond": cond}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -75,10 +88,16 @@ class VideoData(pl.LightningDataModule):
     """Clips for training and a held-out reference.
 
     Args:
-        name: ``moving_digits`` or ``folder`` (``root``: GIFs, frame folders, videos).
+        name: ``moving_digits``, ``text_moving_digits`` or ``folder`` (``root``: GIFs, frame
+            folders, videos).
         frames, size, channels: the clip's shape ``(frames, channels, size, size)``.
-        digit_size, max_digits, p_two, max_speed: the moving digits' make-up.
-        cond: ``label`` | ``none`` | ``frames`` | ``label+frames``.
+        digit_size, max_digits, p_two, max_speed: the moving digits' make-up
+            (``text_moving_digits``: one digit, the fastest speed up to ``max_speed`` that
+            crosses the canvas without bouncing).
+        cond: ``label`` | ``none`` | ``frames`` | ``label+frames`` | ``text`` |
+            ``text+frames``.
+        text: the text encoder's settings for captioned clips (``None``: no captions;
+            ``text_moving_digits`` then uses the defaults, a learned encoder).
         p_none, p_fill: training masks (see :func:`random_masks`); ``eval_given``: frames
             given to the continuations of the reference.
         train_size, val_size: generated clips; ``holdout``: held-out fraction of a folder.
@@ -91,7 +110,8 @@ class VideoData(pl.LightningDataModule):
                  p_two: float = 0.5, max_speed: int = 3, cond: str = "label",
                  p_none: float = 0.25, p_fill: float = 0.25, eval_given: int = 2,
                  train_size: int = 6000, val_size: int = 600, batch_size: int = 32,
-                 num_workers: int = 0, seed: int = 0, holdout: float = 0.1):
+                 num_workers: int = 0, seed: int = 0, holdout: float = 0.1,
+                 text: dict[str, Any] | None = None):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"data.name={name!r} is not one of {', '.join(SOURCES)}")
@@ -114,13 +134,31 @@ class VideoData(pl.LightningDataModule):
         self.train_size, self.val_size = int(train_size), int(val_size)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.seed, self.holdout = int(seed), float(holdout)
+        self.text = (dict(text) if text is not None
+                     else ({} if name == "text_moving_digits" else None))
+        _check_text(name, cond, self.text)
         self._arrays: dict[str, Any] | None = None
+        self.captions: CaptionTable | None = None
 
     # ------------------------------------------------------------------ loading
     def _load(self) -> dict[str, Any]:
         if self._arrays is None:
-            self._arrays = self._generate() if self.name == "moving_digits" else self._files()
+            load = {"moving_digits": self._generate, "text_moving_digits": self._text_clips,
+                    "folder": self._files}[self.name]
+            a = load()
+            if self.text is not None:
+                self.captions = CaptionTable(a["captions_train"], a["captions_test"], self.text)
+                a["c_train"] = self.captions.ids(a["captions_train"])
+                a["c_test"] = self.captions.ids(a["captions_test"])
+            self._arrays = a
         return self._arrays
+
+    def _text_clips(self) -> dict[str, Any]:
+        if self.channels != 1:
+            raise ValueError("data.name=text_moving_digits is grey: set data.channels=1")
+        digits = _image_domain().digits_arrays(self.digit_size)
+        return text_clips_arrays(self.train_size, digits, frames=self.frames, size=self.size,
+                                 max_speed=self.max_speed)
 
     def _generate(self) -> dict[str, Any]:
         from .moving import moving_digits
@@ -151,9 +189,15 @@ class VideoData(pl.LightningDataModule):
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
         n_te = max(1, round(self.holdout * len(x))) if len(x) > 1 else 0
         te, tr = perm[:n_te], perm[n_te:]
+        te = te if n_te else tr
         sub = (lambda v, i: None if v is None else v[i])  # noqa: E731
-        return {"x_train": x[tr], "y_train": sub(y, tr), "x_test": x[te] if n_te else x[tr],
-                "y_test": sub(y, te if n_te else tr), "classes": classes}
+        out = {"x_train": x[tr], "y_train": sub(y, tr), "x_test": x[te], "y_test": sub(y, te),
+               "classes": classes}
+        if self.text is not None:
+            captions = folder_captions(Path(self.root), paths)
+            out["captions_train"] = [captions[i] for i in tr.tolist()]
+            out["captions_test"] = [captions[i] for i in te.tolist()]
+        return out
 
     # ------------------------------------------------------------------ contract
     channel_axis = 1  # samples are (T, C, H, W): an autoencoder convolves over (T, H, W)
@@ -168,7 +212,7 @@ class VideoData(pl.LightningDataModule):
 
     @property
     def uses_frames(self) -> bool:
-        return self.cond in ("frames", "label+frames")
+        return self.cond in ("frames", "label+frames", "text+frames")
 
     @property
     def cond_spec(self) -> Any:
@@ -176,30 +220,54 @@ class VideoData(pl.LightningDataModule):
             return NoCond()
         if self.cond == "label":
             return LabelCond(max(len(self.classes), 1))
+        if self.text is not None:
+            self._load()  # the caption table
+        text = {"text": self.captions.cond_spec} if self.captions is not None else {}
+        if self.cond == "text":
+            return NamedCond(text)
         # both optional: left out, no frame is given (the null condition)
         fields = {"frames": TensorCond(self.event_shape, fill=0.0),
                   "mask": TensorCond((self.frames,), fill=0.0)}
         if self.cond == "label+frames":
             fields = {"label": LabelCond(max(len(self.classes), 1))} | fields
-        return NamedCond(fields)
+        return NamedCond(text | fields)
 
     def make_cond(self, x: torch.Tensor, labels: torch.Tensor | None,
-                  mask: torch.Tensor | None = None) -> Any:
-        """The condition of clips ``x: (N, T, C, H, W)`` (labels ``(N,)``, masks ``(N, T)``)."""
+                  mask: torch.Tensor | None = None, captions: torch.Tensor | None = None
+                  ) -> Any:
+        """The condition of clips ``x: (N, T, C, H, W)`` (labels ``(N,)``, masks ``(N, T)``,
+        caption indices ``(N,)`` into the caption table)."""
         if self.cond == "none":
             return None
         if self.cond == "label":
             return labels
+        text = {} if captions is None else {"text": self.captions.rows(captions)}
+        if self.cond == "text":
+            return text
         mask = torch.zeros(x.shape[:2]) if mask is None else mask.float()
         out = {"frames": x * mask[:, :, None, None, None], "mask": mask}
-        return ({"label": labels} if self.cond == "label+frames" else {}) | out
+        return ({"label": labels} if self.cond == "label+frames" else {}) | text | out
 
-    def continuation(self, clips: torch.Tensor, k: int, labels: Any = None) -> Any:
+    def captions_of(self, cond: Any) -> list[str] | None:
+        """The caption of each row of a batched condition (None without captions)."""
+        if self.captions is None or not isinstance(cond, dict) or "text" not in cond:
+            return None
+        return self.captions.captions_of(cond["text"])
+
+    def caption_truth(self) -> dict[str, tuple[int, int, str]]:
+        """text_moving_digits: each caption's ``(digit, direction, set)`` (direction: an index
+        of :data:`.captions.DIRECTIONS`; set: ``train``, ``held_in`` or ``held_out``)."""
+        return dict(self._load().get("truth") or {})
+
+    def continuation(self, clips: torch.Tensor, k: int, labels: Any = None,
+                     prompts: Any = None) -> Any:
         """The condition that continues ``clips (n, >= k, C, H, W)`` from their first ``k``
-        frames (with ``labels`` for a class-conditional model)."""
+        frames (with ``labels`` for a class-conditional model; with ``prompts``, one text or
+        one per clip, for a ``text+frames`` model, else the prompt is left for
+        ``generate(prompt=...)``)."""
         if not self.uses_frames:
             raise ValueError(f"a data.cond={self.cond} model is not frame-conditional; train "
-                             f"with data.cond=frames or label+frames")
+                             f"with data.cond=frames, label+frames or text+frames")
         n, t = clips.shape[0], self.frames
         if not 1 <= k < t or clips.shape[1] < k or tuple(clips.shape[2:]) != self.event_shape[1:]:
             raise ValueError(f"continuation needs clips (n, >= {k}, "
@@ -212,7 +280,14 @@ class VideoData(pl.LightningDataModule):
                 raise ValueError("this model is class-conditional (data.cond=label+frames): "
                                  "pass labels= (one class index, or one per clip)")
             labels, _ = self.cond_spec.field_specs["label"].check(labels, n)  # (n,) long
-        return self.make_cond(full, labels, first_frames(n, t, k))
+        cond = self.make_cond(full, labels, first_frames(n, t, k))
+        if prompts is None:
+            return cond
+        if self.cond != "text+frames":
+            raise ValueError(f"a data.cond={self.cond} model takes no prompt; train with "
+                             f"data.cond=text+frames")
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        return {"text": prompts} | cond
 
     def reference(self, n: int, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, Any]:
@@ -226,7 +301,7 @@ class VideoData(pl.LightningDataModule):
         if self.uses_frames:
             mask = first_frames(len(x), self.frames, self.eval_given)
             mask[::2] = 0.0
-        return x, self.make_cond(x, y, mask)
+        return x, self.make_cond(x, y, mask, a["c_test"][idx] if "c_test" in a else None)
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
@@ -234,15 +309,29 @@ class VideoData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         a = self._load()
-        return train_loader(_Clips(self, a["x_train"], a["y_train"]), self.batch_size,
+        return train_loader(_Clips(self, a["x_train"], a["y_train"], a.get("c_train")),
+                            self.batch_size,
                             seed=self.seed, num_workers=self.num_workers,
                             collate_fn=collate_batch)
 
     def val_dataloader(self) -> DataLoader:
         a = self._load()
-        return eval_loader(_Clips(self, a["x_test"], a["y_test"]), self.batch_size,
+        return eval_loader(_Clips(self, a["x_test"], a["y_test"], a.get("c_test")),
+                           self.batch_size,
                            num_workers=self.num_workers, collate_fn=collate_batch)
 
     def __repr__(self) -> str:
         return (f"VideoData(name={self.name!r}, frames={self.frames}, size={self.size}, "
                 f"cond={self.cond!r}, batch_size={self.batch_size})")
+
+
+def _check_text(name: str, cond: str, text: dict[str, Any] | None) -> None:
+    """One-line errors for captions and conditions that do not go together."""
+    if text is not None and name == "moving_digits":
+        raise ValueError("data.text needs captions: use data.name=text_moving_digits, or a "
+                         "folder of captioned clips (data.name=folder)")
+    if (text is not None) != (cond in TEXT_CONDS):
+        what = "captions (data.text)" if text is not None else f"data.cond={cond}"
+        fix = ("set data.cond=text or text+frames" if text is not None
+               else "set data.text={} (a learned encoder) with captioned clips")
+        raise ValueError(f"{what} needs a prompt condition and captions together: {fix}")

@@ -24,6 +24,9 @@ the continued and the true frames after the given ones), ``hold_com_err`` (the s
 holding the last given frame still), ``cont_vs_hold`` (below 1: better than holding still),
 and ``cont_mse`` / ``hold_mse`` (pixels).
 
+Prompted clips (a data module with captions, ``data.captions_of``): ``digit_acc_<set>`` and
+``direction_acc_<set>`` per evaluation set, see :mod:`.text_metrics`.
+
 Clips of two digits are scored through the same window: the metrics are meant for one-digit
 clips (the default).
 """
@@ -33,64 +36,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from omnidiff.plugins.metrics import frechet_distance
 
-from . import _image_domain
+from .frames import centre_of_mass, digit_crops, frame_scores
+from .text_metrics import text_video_metrics
 
 __all__ = ["video_metrics", "digit_crops", "centre_of_mass", "frame_scores"]
-
-
-def _ink(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).mean(2)  # (N, T, H, W) grey ink
-
-
-def centre_of_mass(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips ``(N, T, C, H, W)`` -> centres ``(N, T, 2)`` as (row, col) pixels and ink mass
-    ``(N, T)`` (a blank frame's centre is the canvas centre)."""
-    ink = _ink(x)  # (N, T, H, W)
-    h, w = ink.shape[-2:]
-    mass = ink.sum((-2, -1))  # (N, T)
-    rows = torch.arange(h, dtype=ink.dtype)
-    cols = torch.arange(w, dtype=ink.dtype)
-    safe = mass.clamp_min(1e-6)
-    r = (ink.sum(-1) * rows).sum(-1) / safe  # (N, T)
-    c = (ink.sum(-2) * cols).sum(-1) / safe
-    blank = mass < 1e-3
-    r = torch.where(blank, torch.full_like(r, (h - 1) / 2), r)
-    c = torch.where(blank, torch.full_like(c, (w - 1) / 2), c)
-    return torch.stack([r, c], dim=-1), mass
-
-
-def digit_crops(x: torch.Tensor, digit_size: int, out: int = 8) -> torch.Tensor:
-    """Each frame's ``digit_size`` window around its centre of mass, resampled to ``out x out``:
-    clips ``(N, T, C, H, W)`` -> ``(N * T, 1, out, out)`` in [-1, 1]."""
-    n, t, _, h, w = x.shape
-    com, _ = centre_of_mass(x)  # (N, T, 2)
-    ink = _ink(x).reshape(n * t, 1, h, w)  # (NT, 1, H, W) in [0, 1]
-    cy, cx = com.reshape(n * t, 2).unbind(-1)  # (NT,)
-    theta = torch.zeros(n * t, 2, 3)
-    theta[:, 0, 0], theta[:, 1, 1] = digit_size / w, digit_size / h
-    theta[:, 0, 2], theta[:, 1, 2] = (2 * cx + 1) / w - 1, (2 * cy + 1) / h - 1
-    grid = F.affine_grid(theta, (n * t, 1, out, out), align_corners=False)
-    crops = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return crops * 2.0 - 1.0  # (NT, 1, out, out)
-
-
-def frame_scores(x: torch.Tensor, digit_size: int, classifier: Any = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame: the classifier's probabilities ``(N, T, 10)`` and features ``(N, T, 128)``."""
-    if classifier is None:
-        classifier = _image_domain().digits_classifier(8)
-    n, t = x.shape[:2]
-    feats, probs = [], []
-    with torch.no_grad():
-        for chunk in digit_crops(x, digit_size).split(1024):
-            f = classifier.features(chunk)
-            feats.append(f)
-            probs.append(classifier.head(f).softmax(-1))
-    return torch.cat(probs).view(n, t, -1), torch.cat(feats).view(n, t, -1)
 
 
 def _accel(com: torch.Tensor) -> float:
@@ -188,4 +140,22 @@ def video_metrics(samples: torch.Tensor, reference: torch.Tensor, cond: Any = No
         k = int(m[0].sum())
         if torch.equal(m, m[:1].expand_as(m)) and torch.equal(m[0, :k], torch.ones(k)):
             out.update(_continuation(x[cont], ref[cont], k))
+    return out | _prompted(x, cond, data, gen, cont, digit_size)
+
+
+def _prompted(x: torch.Tensor, cond: Any, data: Any, gen: torch.Tensor, cont: torch.Tensor,
+              digit_size: int) -> dict[str, float]:
+    """Captioned clips judged against their prompts (:mod:`.text_metrics`): generated ones
+    per evaluation set, continued ones as ``cont_digit_acc`` / ``cont_direction_acc``."""
+    captions_of = getattr(data, "captions_of", None)
+    captions = None if captions_of is None else captions_of(cond)
+    if not captions:
+        return {}
+    truth, out = data.caption_truth(), {}
+    if len(gen):
+        out |= text_video_metrics(x[gen], [captions[i] for i in gen.tolist()], truth, digit_size)
+    if len(cont):
+        scores = text_video_metrics(x[cont], [captions[i] for i in cont.tolist()], truth,
+                                    digit_size)
+        out |= {f"cont_{k}": scores[k] for k in ("digit_acc", "direction_acc") if k in scores}
     return out

@@ -22,13 +22,34 @@ from torch import nn
 
 from omnidiff.core.conditions import SequenceCond, as_cond_spec, sequence_field
 
-__all__ = ["SequenceEncoder", "SequenceConditioning", "sequence_field", "pool"]
+__all__ = ["SequenceEncoder", "SequenceConditioning", "sequence_field", "pool", "AttentionPool"]
 
 
 def pool(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of ``context: (B, L, D)`` over its unmasked tokens -> ``(B, D)``."""
     w = mask.to(context.dtype).unsqueeze(-1)  # (B, L, 1)
     return (context * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+class AttentionPool(nn.Module):
+    """A prompt's encoding -> one vector, read by ``queries`` learned queries (attention
+    pooling, as Imagen's pooled text embedding): ``(context (B, L, W), mask (B, L)) -> (B,
+    out_dim)``. Unlike the mean, each query can pick the words it needs (a pitch name among
+    adjectives), whatever their number and place."""
+
+    def __init__(self, width: int, out_dim: int, queries: int = 4, heads: int = 4):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(queries, width))  # at the tokens' scale
+        self.norm = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.out = nn.Linear(queries * width, out_dim)
+
+    def forward(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b = context.shape[0]
+        q = self.norm(self.queries).expand(b, -1, -1)  # (B, Q, W)
+        read, _ = self.attn(q, context, context, key_padding_mask=~mask,
+                            need_weights=False)  # (B, Q, W)
+        return self.out(read.reshape(b, -1))  # (B, out_dim)
 
 
 class SequenceEncoder(nn.Module):
