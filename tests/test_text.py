@@ -25,7 +25,7 @@ from omnidiff.core.conditions import (
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError, UserError
-from omnidiff.nn import Layout, SequenceEncoder
+from omnidiff.nn import Layout, SequenceConditioning, SequenceEncoder
 from omnidiff.plugins.check import _check_network
 from omnidiff.samplers import generate_samples
 from omnidiff.text import PromptEncoder, fit_tokenizer, text_condition, tokenize
@@ -115,14 +115,39 @@ NETWORKS = {
                                              patch=[2, 4, 4], attention="factorised"),
     "diffwave": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2,
                                             text_width=16, text_layers=1, text_heads=2),
-    "diffwave-attnpool": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8,
-                                                     cycle=2, text_width=16, text_layers=1,
-                                                     text_heads=2, text_pool="attention"),
+    "dit-bag": lambda spec: build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2,
+                                      patch=[2, 4, 4], text_bag=True),
+    "diffwave-bag": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2,
+                                                text_width=16, text_layers=1, text_heads=2,
+                                                text_bag=True),
     "diffwave-cross": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2,
                                                   text_width=16, text_layers=1, text_heads=2,
                                                   text_pooled=False, text_cross=2, text_rate=30),
 }
 EVENTS = {"unet": (1, 8, 16), "dit": (4, 1, 8, 8), "diffwave": (1, 200)}
+
+
+def test_word_bag_adds_each_word_whatever_the_prompt_around_it():
+    """A word adds the same vector to a short and a long prompt (a mean would shrink it), the
+    bag starts at zero, padding adds nothing, and a dropped row or no prompt has the empty
+    bag; encoded once for sampling, it is what training computes."""
+    spec = NamedCond({"text": TOKENS})
+    cond_net = SequenceConditioning(spec, 16, layers=1, heads=2, bag_dim=8)
+    ids = torch.tensor([[5, 0, 0, 0, 0], [5, 7, 9, 11, 0]])
+    value = {"tokens": ids, "mask": ids > 0}
+    assert torch.equal(cond_net.words(value), torch.zeros(2, 8))
+    with torch.no_grad():
+        cond_net.words.table.weight.normal_()
+    bag = cond_net.words(value)
+    table = cond_net.words.table.weight
+    torch.testing.assert_close(bag[0], table[5])
+    torch.testing.assert_close(bag[1] - bag[0], table[7] + table[9] + table[11])
+    drop = torch.tensor([False, True])
+    out = cond_net.bag({"text": value}, drop, 2, "cpu")
+    assert torch.equal(out[1], torch.zeros(8)) and torch.equal(out[0], bag[0])
+    assert torch.equal(cond_net.bag(None, None, 3, "cpu"), torch.zeros(3, 8))
+    encoded = cond_net.encode_cond({"text": value})
+    torch.testing.assert_close(cond_net.bag(encoded, None, 2, "cpu"), bag)
 
 
 def test_layout_starts_at_zero_and_gives_each_position_its_words():

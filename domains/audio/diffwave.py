@@ -42,7 +42,6 @@ from omnidiff.core.conditions import (
     as_cond_spec,
 )
 from omnidiff.nn import (
-    AttentionPool,
     Conditioning,
     PooledCrossAttention,
     SequenceConditioning,
@@ -182,18 +181,18 @@ class DiffWave(nn.Module):
         cycle: dilation cycle length: layer i dilates by ``2 ** (i % cycle)`` (base 10).
         in_channels: channels of the signal (1 for a waveform).
         text_width, text_layers, text_heads: the prompt encoder (a sequence condition only).
-        text_pooled: add the prompt's pooled encoding to the time embedding: its mean
-            (``text_pool="mean"``) or what 4 learned queries read from it (``"attention"``,
-            :class:`omnidiff.nn.AttentionPool`).
+        text_pooled: add the prompt's mean encoding to the time embedding.
         text_cross: cross-attention to the prompt after every ``text_cross``-th layer (0:
             none), at ``text_rate`` samples per attention token.
+        text_bag: the prompt's bag of words (:class:`omnidiff.nn.WordBag`) joins the time
+            embedding too.
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
                  channels: int = 64, cycle: int = 10, in_channels: int = 1,
                  text_width: int = 128, text_layers: int = 2, text_heads: int = 4,
-                 text_pooled: bool = True, text_pool: str = "mean", text_cross: int = 0,
-                 text_rate: int = 50):
+                 text_pooled: bool = True, text_cross: int = 0, text_rate: int = 50,
+                 text_bag: bool = False):
         super().__init__()
         self.cond_spec = spec = as_cond_spec(cond)
         _check_spec(spec)
@@ -216,8 +215,8 @@ class DiffWave(nn.Module):
         # time + the global (label) condition; a spectrogram alone has no global part
         self.embed = Conditioning(NoCond() if self.mel_key is None and self.has_mel else spec,
                                   EMBED_DIM)
-        self._text(spec, text_width, text_layers, text_heads,
-                   text_pool if text_pooled else None, text_cross, text_rate)
+        self._text(spec, text_width, text_layers, text_heads, text_pooled, text_cross,
+                   text_rate, text_bag)
         self.time_proj = nn.Linear(EMBED_DIM, layers * channels)  # every layer's projection
         self.res = nn.ModuleList(ResidualLayer(channels, 2 ** (i % cycle), n_mels)
                                  for i in range(layers))
@@ -227,18 +226,14 @@ class DiffWave(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
-    def _text(self, spec: CondSpec, width: int, layers: int, heads: int, pooled: str | None,
-              cross: int, rate: int) -> None:
+    def _text(self, spec: CondSpec, width: int, layers: int, heads: int, pooled: bool,
+              cross: int, rate: int, bag: bool) -> None:
         """The prompt's encoder, its pooled projection and the cross-attention layers."""
         has_text = sequence_field(spec)[1] is not None
-        if pooled not in (None, "mean", "attention"):
-            raise ValueError(f"model.text_pool={pooled!r} is not one of mean, attention")
-        self.text = SequenceConditioning(spec, width, layers, heads) if has_text else None
-        self.text_pool = self.text_attn_pool = None
-        if has_text and pooled == "mean":
-            self.text_pool = nn.Linear(width, EMBED_DIM)
-        elif has_text and pooled == "attention":
-            self.text_attn_pool = AttentionPool(width, EMBED_DIM, heads=heads)
+        self.text = (SequenceConditioning(spec, width, layers, heads,
+                                          bag_dim=EMBED_DIM if bag else None)
+                     if has_text else None)
+        self.text_pool = nn.Linear(width, EMBED_DIM) if has_text and pooled else None
         every = int(cross) if has_text else 0
         self.cross = nn.ModuleDict({
             str(i): PooledCrossAttention(self.channels, width,
@@ -284,8 +279,8 @@ class DiffWave(nn.Module):
         text = None if self.text is None else self.text(cond, drop, b, x.device)
         if self.text_pool is not None:  # text: (B, L, W), (B, L)
             emb = emb + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, 512)
-        elif self.text_attn_pool is not None:
-            emb = emb + self.text_attn_pool(*text).to(emb.dtype)  # (B, 512)
+        if text is not None and self.text.words is not None:
+            emb = emb + self.text.bag(cond, drop, b, x.device).to(emb.dtype)  # (B, 512)
         emb = F.silu(emb)
         temb = self.time_proj(emb).to(x.dtype).view(b, self.layers, self.channels, 1)
         mel = self._mel(cond, drop, b, length)  # (B, M, T) or None
@@ -314,7 +309,7 @@ def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: b
         raise ValueError(f"DiffWave needs signals in time, event_shape (channels, samples); got "
                          f"{tuple(event_shape)}")
     known = {"hop", "layers", "channels", "cycle", "text_width", "text_layers", "text_heads",
-             "text_pooled", "text_pool", "text_cross", "text_rate"}
+             "text_pooled", "text_cross", "text_rate", "text_bag"}
     unknown = set(cfg) - known
     if unknown:
         raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "

@@ -17,7 +17,8 @@ cross-attention out of the blocks along time: there every spatial position of ev
 project the prompt again (``B * H' * W'`` rows of keys and values; 8 blocks on 16x16 clips in
 2x2x2 tubelets: 0.98 s a training step on one CPU thread against 0.73 s), and the blocks
 within frames have already written what they read into the tokens (the pooled prompt still
-modulates every block).
+modulates every block). ``text_bag`` adds the prompt's bag of words
+(:class:`omnidiff.nn.WordBag`) to the conditioning vector too.
 
 Frame conditioning (the condition fields ``frames (T, C, H, W)`` and ``mask (T,)``, 1 where
 a frame is given) enters as input channels: the given frames (zero elsewhere) and the mask
@@ -86,7 +87,7 @@ class VideoDiT(nn.Module):
                  heads: int | None = None, patch: Sequence[int] = (1, 4, 4),
                  pos: str = "sincos", attention: str = "joint", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, text_width: int | None = None, text_layers: int = 2,
-                 text_blocks: str = "all"):
+                 text_blocks: str = "all", text_bag: bool = False):
         super().__init__()
         if len(event_shape) != 4:
             raise ValueError(f"a video event is (T, C, H, W), got {tuple(event_shape)}")
@@ -115,7 +116,8 @@ class VideoDiT(nn.Module):
             fields = ["label"] if self.has_label else []
         self.cond = Conditioning(self.spec, self.width, fields=fields)
         text_width = int(text_width or self.width)
-        self.text = (SequenceConditioning(self.spec, text_width, text_layers, self.heads)
+        self.text = (SequenceConditioning(self.spec, text_width, text_layers, self.heads,
+                                          bag_dim=self.width if text_bag else None)
                      if sequence_field(self.spec)[1] is not None else None)
         self.text_pool = None if self.text is None else nn.Linear(text_width, self.width)
         self.text_blocks = _choice(text_blocks, TEXT_BLOCKS, "text_blocks")
@@ -192,6 +194,8 @@ class VideoDiT(nn.Module):
         text = None if self.text is None else self.text(cond, drop, b, x.device)
         if text is not None:  # (B, Lc, Dc), (B, Lc)
             c = c + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, D)
+            if self.text.words is not None:  # the prompt's bag of words
+                c = c + self.text.bag(cond, drop, b, x.device).to(c.dtype)  # (B, D)
         h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
         if self.pos_embed is not None:
             h = h + self.pos_embed.to(h.dtype)  # (B, L, D)
@@ -210,7 +214,8 @@ def _repeat(text: Any, k: int) -> Any:
 def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = False,
               **cfg: Any) -> nn.Module:
     """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
-    pos, attention, mlp_ratio, dropout, text_width, text_layers, text_blocks, compile)."""
+    pos, attention, mlp_ratio, dropout, text_width, text_layers, text_blocks, text_bag,
+    compile)."""
     net = VideoDiT(event_shape, cond_spec, **cfg)
     if compile:
         net.compile()

@@ -46,15 +46,15 @@ from omnidiff.nn.patches import (
 from omnidiff.nn.rope import Rotary, apply_rotary, rotary_tables
 from omnidiff.nn.signal_attention import PooledCrossAttention
 from omnidiff.nn.sequence import (
-    AttentionPool,
     SequenceConditioning,
     SequenceEncoder,
+    WordBag,
     pool,
     sequence_field,
 )
 from omnidiff.nn.transformer import CrossAttentionBlock, TransformerBlock
 
-__all__ = ["AttentionPool", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
+__all__ = ["WordBag", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",

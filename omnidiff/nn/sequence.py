@@ -22,7 +22,7 @@ from torch import nn
 
 from omnidiff.core.conditions import SequenceCond, as_cond_spec, sequence_field
 
-__all__ = ["SequenceEncoder", "SequenceConditioning", "sequence_field", "pool", "AttentionPool"]
+__all__ = ["SequenceEncoder", "SequenceConditioning", "sequence_field", "pool", "WordBag"]
 
 
 def pool(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -31,25 +31,34 @@ def pool(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (context * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
-class AttentionPool(nn.Module):
-    """A prompt's encoding -> one vector, read by ``queries`` learned queries (attention
-    pooling, as Imagen's pooled text embedding): ``(context (B, L, W), mask (B, L)) -> (B,
-    out_dim)``. Unlike the mean, each query can pick the words it needs (a pitch name among
-    adjectives), whatever their number and place."""
+class WordBag(nn.Module):
+    """A prompt as a bag of words: the sum over its unmasked tokens of a learned vector per
+    token id (or of a linear map of each embedding) -> ``(B, dim)``, zero at initialisation
+    and for the empty prompt.
 
-    def __init__(self, width: int, out_dim: int, queries: int = 4, heads: int = 4):
+    Each word adds the same vector whatever the prompt's length and wording, as a class label
+    adds its embedding, so what a word means is learned as fast as a label. A mean over the
+    encoder's tokens instead shrinks each word's share as the prompt grows: the same pitch or
+    digit named in a longer caption arrives weaker. Word order is the encoder's to read.
+    """
+
+    def __init__(self, spec: SequenceCond, dim: int):
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(queries, width))  # at the tokens' scale
-        self.norm = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.out = nn.Linear(queries * width, out_dim)
+        self.spec = spec
+        if spec.vocab_size is not None:
+            self.table = nn.Embedding(spec.vocab_size, dim)
+            nn.init.zeros_(self.table.weight)
+        else:
+            self.proj = nn.Linear(spec.dim, dim, bias=False)
+            nn.init.zeros_(self.proj.weight)
 
-    def forward(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b = context.shape[0]
-        q = self.norm(self.queries).expand(b, -1, -1)  # (B, Q, W)
-        read, _ = self.attn(q, context, context, key_padding_mask=~mask,
-                            need_weights=False)  # (B, Q, W)
-        return self.out(read.reshape(b, -1))  # (B, out_dim)
+    def forward(self, value: dict[str, torch.Tensor]) -> torch.Tensor:
+        seq, mask = value[self.spec.key], value["mask"]  # (B, L[, D]), (B, L)
+        if self.spec.vocab_size is not None:
+            words = self.table(seq)  # (B, L, dim)
+        else:
+            words = self.proj(seq.to(self.proj.weight.dtype))  # (B, L, dim)
+        return (words * mask[..., None].to(words.dtype)).sum(1)  # (B, dim)
 
 
 class SequenceEncoder(nn.Module):
@@ -98,15 +107,18 @@ class SequenceEncoder(nn.Module):
 
 
 class SequenceConditioning(nn.Module):
-    """The sequence of a condition specification, encoded for cross-attention."""
+    """The sequence of a condition specification, encoded for cross-attention; with
+    ``bag_dim``, also its :class:`WordBag` (``bag(cond, drop, batch)``)."""
 
-    def __init__(self, spec: Any, width: int, layers: int = 2, heads: int = 4):
+    def __init__(self, spec: Any, width: int, layers: int = 2, heads: int = 4,
+                 bag_dim: int | None = None):
         super().__init__()
         self.field, seq = sequence_field(spec)
         if seq is None:
             raise ValueError(f"no sequence condition in {as_cond_spec(spec).describe()}")
         self.encoder = SequenceEncoder(seq, width, layers, heads)
-        self.width = width
+        self.words = WordBag(seq, int(bag_dim)) if bag_dim else None
+        self.width, self.bag_dim = width, int(bag_dim or 0)
 
     def _get(self, cond: Any) -> Any:
         return cond if self.field is None or cond is None else cond.get(self.field)
@@ -123,7 +135,19 @@ class SequenceConditioning(nn.Module):
         null = self.encoder.null()
         enc |= {"null_context": null["context"].expand(b, -1, -1),
                 "null_mask": null["mask"].expand(b, -1)}
+        if self.words is not None:
+            enc["bag"] = self.words(value)  # (B, bag_dim)
         return enc if self.field is None else {**cond, self.field: enc}
+
+    def bag(self, cond: Any, drop: torch.Tensor | None, batch: int, device: torch.device
+            ) -> torch.Tensor:
+        """The prompt's :class:`WordBag` ``(B, bag_dim)``: zero where ``drop`` is True and
+        every row when ``cond`` is None (the empty prompt's bag)."""
+        value = self._get(cond)
+        if value is None:
+            return torch.zeros(batch, self.bag_dim, device=device)
+        out = value["bag"] if "bag" in value else self.words(value)  # (B, bag_dim)
+        return out if drop is None else out * (~drop)[:, None].to(out.dtype)
 
     def forward(self, cond: Any, drop: torch.Tensor | None, batch: int, device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor]:
