@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from _recipes import train_recipe
 
 import omnidiff
 from omnidiff_domains.image.captions import eval_prompts
@@ -35,17 +36,6 @@ SETS = ("held_in", "held_out", "right_first", "new_templates", "one_side")
 SHOWN = ["a 3 on the left and a 7 on the right", "seven on the right, three on the left",
          "left: 3, right: 7", "left: 0, right: 3", "right: 4; left: 1", "a 5 on the left",
          "nine on the right", "the right side shows a 2 while the left side shows an 8"]
-
-
-def _train(out: Path) -> Path:
-    from omnidiff.tasks.config import compose
-    from omnidiff.tasks.train import train
-
-    t0 = time.perf_counter()
-    run = train(compose("image_text_digits", [f"out={out}", "overwrite=true",
-                                              "trainer.enable_progress_bar=false"]))
-    print(f"trained image_text_digits in {time.perf_counter() - t0:.0f} s: {run}")
-    return Path(run) / "model.pt"
 
 
 def _row(pipe, prompts: dict, guidance: float | None) -> dict[str, float]:
@@ -68,7 +58,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.5, 3.0, 5.0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_text_digits"))
     args = ap.parse_args()
-    ckpt = args.checkpoint or _train(args.out / "run")
+    ckpt = args.checkpoint or train_recipe("image_text_digits", args.out / "run")
     pipe = omnidiff.load(ckpt, device="cpu")
     prompts = eval_prompts(args.n, seed=1)  # not the training run's evaluation captions
     print(f"\n{args.n} prompts per set, dpmpp_2m 20 NFE; joint accuracy (one_side: empty_ok)")

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _recipes import train_recipe
 
 import omnidiff
 from omnidiff_domains.audio.captions import eval_prompts
@@ -30,17 +31,6 @@ SETS = ("held_in", "held_out")
 ATTRS = ("pitch", "loud", "decay", "timbre", "all")
 SHOWN = ["a loud E4 with a long decay", "soft, bright F#4, long decay",
          "F sharp 4, dark and loud, short decay", "short decay, soft and dark: C4"]
-
-
-def _train(out: Path) -> Path:
-    from omnidiff.tasks.config import compose
-    from omnidiff.tasks.train import train
-
-    t0 = time.perf_counter()
-    run = train(compose("audio_text_tones", [f"out={out}", "overwrite=true",
-                                             "trainer.enable_progress_bar=false"]))
-    print(f"trained audio_text_tones in {time.perf_counter() - t0:.0f} s: {run}")
-    return Path(run) / "model.pt"
 
 
 def _scores(pipe, prompts: dict, guidance: float | None) -> dict[str, dict[str, float]]:
@@ -62,7 +52,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_text_tones"))
     args = ap.parse_args()
-    ckpt = args.checkpoint or _train(args.out / "run")
+    ckpt = args.checkpoint or train_recipe("audio_text_tones", args.out / "run")
     pipe = omnidiff.load(ckpt, device="cpu")
     prompts = eval_prompts(args.n, seed=1)
     print(f"\n{args.n} prompts per set, dpmpp_2m 20 NFE; share of tones right")

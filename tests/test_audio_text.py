@@ -109,23 +109,18 @@ def test_text_tones_data_prompts_and_one_line_mistakes():
             AudioData(**kwargs)
 
 
-def _caption_folder(root, style):
+def _caption_folder(root, style, write_captions):
     root.mkdir()
-    rows = []
-    for i, text in enumerate(["a loud C4", "soft, dark E4", "G4 with a long decay"] * 2):
-        t = np.arange(800) / 8000
-        soundfile.write(root / f"{i}.wav", 0.3 * np.sin(2 * np.pi * 300 * t), 8000)
-        rows.append({"file_name": f"{i}.wav", "text": text})
-        if style == "txt":
-            (root / f"{i}.txt").write_text(text + "\n")
-    if style == "jsonl":
-        (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    return root
+    texts = ["a loud C4", "soft, dark E4", "G4 with a long decay"] * 2
+    for i in range(len(texts)):
+        soundfile.write(root / f"{i}.wav", 0.3 * np.sin(2 * np.pi * 300 * np.arange(800) / 8000),
+                        8000)
+    return write_captions(root, [(f"{i}.wav", t) for i, t in enumerate(texts)], style)
 
 
 @pytest.mark.parametrize("style", ["jsonl", "txt"])
-def test_folder_recordings_with_captions_become_prompts(style, tmp_path):
-    root = _caption_folder(tmp_path / "wavs", style)
+def test_folder_recordings_with_captions_become_prompts(style, tmp_path, write_captions):
+    root = _caption_folder(tmp_path / "wavs", style, write_captions)
     dm = AudioData("folder", root=str(root), cond="text", holdout=0.34, batch_size=4,
                    clip_seconds=0.1)
     batch = next(iter(dm.train_dataloader()))

@@ -4,7 +4,6 @@ cross-attending networks (U-Net, DiT and DiffWave), the text encoders (a fitted 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -282,25 +281,20 @@ def _tiny_encoder(folder: Path, kind: str) -> Path:
     return folder
 
 
-def _caption_folder(root: Path, style: str) -> Path:
+def _caption_folder(root: Path, style: str, write_captions) -> Path:
     """Six 8x8 images with captions in metadata.jsonl or .txt files."""
     root.mkdir()
     rng = np.random.default_rng(0)
-    rows = []
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / f"{i}.png")
-        text = CAPTIONS[i % len(CAPTIONS)]
-        rows.append({"file_name": f"{i}.png", "text": text})
-        if style == "txt":
-            (root / f"{i}.txt").write_text(text + "\n")
-    if style == "jsonl":
-        (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    return root
+    return write_captions(root, [(f"{i}.png", CAPTIONS[i % len(CAPTIONS)]) for i in range(6)],
+                          style)
 
 
 @pytest.mark.parametrize("style", ["jsonl", "txt"])
-def test_folder_captions_become_prompts(style, tmp_path):
-    dm = ImageData("folder", root=str(_caption_folder(tmp_path / "imgs", style)), text={},
+def test_folder_captions_become_prompts(style, tmp_path, write_captions):
+    dm = ImageData("folder", root=str(_caption_folder(tmp_path / "imgs", style,
+                                                      write_captions)), text={},
                    holdout=0.34, batch_size=4)
     spec = dm.cond_spec
     assert isinstance(spec, NamedCond) and isinstance(spec.field_specs["text"], SequenceCond)
@@ -315,12 +309,12 @@ def test_folder_captions_become_prompts(style, tmp_path):
 
 @pytest.mark.parametrize("kind", ["clip", "t5"])
 def test_frozen_encoder_from_a_local_folder_trains_and_samples(kind, tmp_path, capsys,
-                                                               monkeypatch):
+                                                               monkeypatch, write_captions):
     """The real loading path of a ``transformers`` encoder: captions embedded once per
     distinct caption for training, the model trains, is stored with the encoder's folder, loads
     and samples from prompts (each distinct prompt embedded once)."""
     encoder = _tiny_encoder(tmp_path / kind, kind)
-    images = _caption_folder(tmp_path / "imgs", "jsonl")
+    images = _caption_folder(tmp_path / "imgs", "jsonl", write_captions)
     from omnidiff.text.pretrained import PretrainedTextEncoder
 
     calls = []
