@@ -113,7 +113,7 @@ def test_diffwave_receptive_field_is_bidirectional_and_bounded():
 def test_diffwave_errors_are_clear():
     with pytest.raises(ValueError, match="hop length"):
         DiffWave(TensorCond((8, None)))
-    with pytest.raises(ValueError, match="labels and/or a spectrogram"):
+    with pytest.raises(ValueError, match="labels, a prompt and/or a spectrogram"):
         DiffWave(TensorCond((3,)))
     with pytest.raises(ValueError, match="signals in time"):
         build_diffwave((1, 20, 20), None)
@@ -285,7 +285,7 @@ def test_folder_errors_are_one_clear_line(tmp_path):
     with pytest.raises(ValueError, match="data.root"):
         AudioData(name="folder")
     with pytest.raises(ValueError, match="unknown data.cond"):
-        AudioData(cond="text")
+        AudioData(cond="words")
     with pytest.raises(ValueError, match="data.sample_rate=80 is too low"):
         AudioData(sample_rate=80)
 
