@@ -33,24 +33,28 @@ def pool(context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class WordBag(nn.Module):
     """A prompt as a bag of words: the sum over its unmasked tokens of a learned vector per
-    token id (or of a linear map of each embedding) -> ``(B, dim)``, zero at initialisation
-    and for the empty prompt.
+    token id (or of a linear map of each embedding) -> ``(B, dim)``; zero for the empty prompt.
 
     Each word adds the same vector whatever the prompt's length and wording, as a class label
     adds its embedding, so what a word means is learned as fast as a label. A mean over the
     encoder's tokens instead shrinks each word's share as the prompt grows: the same pitch or
     digit named in a longer caption arrives weaker. Word order is the encoder's to read.
+    The vectors start at a label embedding's scale (N(0, 1) per entry), not at zero: a network
+    tells classes apart from its first step because their random embeddings already differ, and
+    a bag that starts at zero gives every word the same (zero) vector until the loss has pulled
+    them apart; the words that carry little of the loss (a digit's name beside the direction it
+    moves in) then stay indistinct for thousands of steps (video_text_digits: frames read as the
+    prompted digit 0.46 at 2000 steps against 0.19 from zero, std 0.3: 0.37).
     """
 
     def __init__(self, spec: SequenceCond, dim: int):
         super().__init__()
         self.spec = spec
         if spec.vocab_size is not None:
-            self.table = nn.Embedding(spec.vocab_size, dim)
-            nn.init.zeros_(self.table.weight)
-        else:
+            self.table = nn.Embedding(spec.vocab_size, dim)  # N(0, 1), as a label's
+        else:  # unit-variance embeddings give unit-variance vectors
             self.proj = nn.Linear(spec.dim, dim, bias=False)
-            nn.init.zeros_(self.proj.weight)
+            nn.init.normal_(self.proj.weight, std=spec.dim ** -0.5)
 
     def forward(self, value: dict[str, torch.Tensor]) -> torch.Tensor:
         seq, mask = value[self.spec.key], value["mask"]  # (B, L[, D]), (B, L)
