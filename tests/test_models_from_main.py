@@ -33,8 +33,10 @@ def one_thread():
 def test_model_from_main_samples_identically(name, one_thread):
     pipe = omnidiff.load(DATA / name, device="cpu")
     x = pipe.generate(**EXPECTED[name]["kwargs"])
-    # bit for bit on the machine that wrote them; a CPU with other vector units may round apart
-    torch.testing.assert_close(x, EXPECTED[name]["samples"], rtol=1e-5, atol=1e-6)
+    # bit for bit on the machine that wrote them; a CPU with other vector units rounds apart by
+    # a few 1e-6 (an AMD EPYC: 2.6e-6 on 2 of 3072 values of the latent model), while any change
+    # to the weights, the schedule or the sampler moves them by far more than 1e-4
+    torch.testing.assert_close(x, EXPECTED[name]["samples"], rtol=1e-4, atol=2e-5)
     assert x.std() > 0.05  # the weights matter: samples are not constant
 
 
