@@ -1,4 +1,5 @@
-"""Optimisation: AdamW with a linear learning-rate warm-up, and the EMA's averaging rule.
+"""Optimisation: AdamW with a linear learning-rate warm-up and an optional cosine decay, and the
+EMA's averaging rule.
 
 A training config's ``optim:`` block is passed whole: ``ema_decay`` / ``ema_warmup`` to the
 EMA callback (:data:`EMA_KEYS`), every other key to :func:`adamw` (so ``+optim.betas=[0.9,0.99]``
@@ -8,23 +9,41 @@ works without touching the training module). Pure torch; no Lightning.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Iterable
 
 import torch
 
 from omnidiff.errors import ConfigError
 
-__all__ = ["EMA_KEYS", "OPTIM_KEYS", "adamw", "optimizer_args", "ema_decay_at", "ema_update"]
+__all__ = ["EMA_KEYS", "OPTIM_KEYS", "adamw", "lr_factor", "optimizer_args", "ema_decay_at",
+           "ema_update"]
 
 EMA_KEYS = ("ema_decay", "ema_warmup")
 
 
+def lr_factor(step: int, warmup: int = 0, decay_steps: int = 0, final_lr: float = 0.0
+              ) -> float:
+    """The learning rate's multiplier at optimizer step ``step``: a linear warm-up over
+    ``warmup`` steps, then 1, or with ``decay_steps`` a cosine from 1 down to ``final_lr`` at
+    step ``decay_steps`` (held there after it)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay_steps <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (decay_steps - warmup))
+    return final_lr + (1.0 - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def adamw(params: Iterable[torch.nn.Parameter], *, lr: float = 1e-3, weight_decay: float = 0.0,
-          warmup: int = 0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
-          ) -> dict[str, Any]:
-    """AdamW (weight decay on matrices only: biases and norm gains are not decayed) and a
-    linear warm-up over ``warmup`` optimizer steps, in Lightning's ``configure_optimizers``
-    form."""
+          warmup: int = 0, decay_steps: int = 0, final_lr: float = 0.0,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> dict[str, Any]:
+    """AdamW (weight decay on matrices only: biases and norm gains are not decayed) with the
+    schedule of :func:`lr_factor` (``decay_steps`` 0: constant after the warm-up), in
+    Lightning's ``configure_optimizers`` form."""
+    if int(decay_steps) < 0 or not 0.0 <= float(final_lr) <= 1.0:
+        raise ConfigError(f"optim.decay_steps={decay_steps!r} / optim.final_lr={final_lr!r}: "
+                          "give steps >= 0 (0: no decay) and a fraction of lr in [0, 1]")
     decay, no_decay = [], []
     for p in params:
         if p.requires_grad:
@@ -32,9 +51,9 @@ def adamw(params: Iterable[torch.nn.Parameter], *, lr: float = 1e-3, weight_deca
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(weight_decay)},
                              {"params": no_decay, "weight_decay": 0.0}], lr=float(lr),
                             betas=tuple(float(b) for b in betas), eps=float(eps))
-    steps = max(0, int(warmup))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: min(1.0, (step + 1) / steps) if steps else 1.0)
+    shape = {"warmup": max(0, int(warmup)), "decay_steps": int(decay_steps),
+             "final_lr": float(final_lr)}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, **shape))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
