@@ -88,12 +88,13 @@ def test_judge_reads_true_clips_and_a_reversed_clip_moves_wrong(arrays):
     assert (judge_direction(still) == -1).all()
 
 
-@pytest.mark.parametrize("cond,att,blocks", [("text", "factorised", "spatial"),
-                                             ("text+frames", "joint", "all")])
-def test_text_dit_passes_the_domain_contract(cond, att, blocks, tmp_path):
+@pytest.mark.parametrize("cond,att,blocks,extra", [
+    ("text", "factorised", "spatial", {"text_bag": True, "text_pooled": False}),
+    ("text+frames", "joint", "all", {})])
+def test_text_dit_passes_the_domain_contract(cond, att, blocks, extra, tmp_path):
     report = check_domain(get_domain("video"), data={**SMALL_DATA, "cond": cond},
                           model={**SMALL_MODEL, "attention": att, "pos": "rope",
-                                 "text_blocks": blocks}, out_dir=tmp_path)
+                                 "text_blocks": blocks, **extra}, out_dir=tmp_path)
     assert any(k.startswith("direction_acc_held") for k in report["metrics"])
     assert any(f.endswith(".png") for f in map(str, report["files"]))
 

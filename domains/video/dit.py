@@ -18,7 +18,8 @@ project the prompt again (``B * H' * W'`` rows of keys and values; 8 blocks on 1
 2x2x2 tubelets: 0.98 s a training step on one CPU thread against 0.73 s), and the blocks
 within frames have already written what they read into the tokens (the pooled prompt still
 modulates every block). ``text_bag`` adds the prompt's bag of words
-(:class:`omnidiff.nn.WordBag`) to the conditioning vector too.
+(:class:`omnidiff.nn.WordBag`) to the conditioning vector too; ``text_pooled=False`` leaves the
+pooled encoding out of it (as in the image and audio networks).
 
 Frame conditioning (the condition fields ``frames (T, C, H, W)`` and ``mask (T,)``, 1 where
 a frame is given) enters as input channels: the given frames (zero elsewhere) and the mask
@@ -87,7 +88,7 @@ class VideoDiT(nn.Module):
                  heads: int | None = None, patch: Sequence[int] = (1, 4, 4),
                  pos: str = "sincos", attention: str = "joint", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, text_width: int | None = None, text_layers: int = 2,
-                 text_blocks: str = "all", text_bag: bool = False):
+                 text_blocks: str = "all", text_bag: bool = False, text_pooled: bool = True):
         super().__init__()
         if len(event_shape) != 4:
             raise ValueError(f"a video event is (T, C, H, W), got {tuple(event_shape)}")
@@ -119,7 +120,8 @@ class VideoDiT(nn.Module):
         self.text = (SequenceConditioning(self.spec, text_width, text_layers, self.heads,
                                           bag_dim=self.width if text_bag else None)
                      if sequence_field(self.spec)[1] is not None else None)
-        self.text_pool = None if self.text is None else nn.Linear(text_width, self.width)
+        self.text_pool = (nn.Linear(text_width, self.width)
+                          if self.text is not None and text_pooled else None)
         self.text_blocks = _choice(text_blocks, TEXT_BLOCKS, "text_blocks")
         if self.text_blocks == "spatial" and self.attention != "factorised":
             raise ValueError("model.text_blocks=spatial needs model.attention=factorised (the "
@@ -192,10 +194,10 @@ class VideoDiT(nn.Module):
         b = x.shape[0]  # x: (B, T, C, H, W)
         c = self.cond(t, cond, drop, b)  # (B, D): time + label (other fields are not read)
         text = None if self.text is None else self.text(cond, drop, b, x.device)
-        if text is not None:  # (B, Lc, Dc), (B, Lc)
+        if self.text_pool is not None:  # the pooled prompt: text (B, Lc, Dc), (B, Lc)
             c = c + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, D)
-            if self.text.words is not None:  # the prompt's bag of words
-                c = c + self.text.bag(cond, drop, b, x.device).to(c.dtype)  # (B, D)
+        if text is not None and self.text.words is not None:  # the prompt's bag of words
+            c = c + self.text.bag(cond, drop, b, x.device).to(c.dtype)  # (B, D)
         h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
         if self.pos_embed is not None:
             h = h + self.pos_embed.to(h.dtype)  # (B, L, D)
@@ -215,7 +217,7 @@ def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = Fals
               **cfg: Any) -> nn.Module:
     """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
     pos, attention, mlp_ratio, dropout, text_width, text_layers, text_blocks, text_bag,
-    compile)."""
+    text_pooled, compile)."""
     net = VideoDiT(event_shape, cond_spec, **cfg)
     if compile:
         net.compile()
