@@ -122,6 +122,8 @@ NETWORKS = {
     "diffwave-cross": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2,
                                                   text_width=16, text_layers=1, text_heads=2,
                                                   text_pooled=False, text_cross=2, text_rate=30),
+    "diffwave-bagonly": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8,
+                                                    cycle=2, text_pooled=False, text_bag=True),
 }
 EVENTS = {"unet": (1, 8, 16), "dit": (4, 1, 8, 8), "diffwave": (1, 200)}
 
@@ -192,7 +194,8 @@ def test_networks_read_a_sequence(name, kind):
         if seq.vocab_size:  # word order matters: the same tokens reversed give another output
             tokens = text["tokens"]
             rev = {**text, "tokens": torch.cat([tokens[:, :6].flip(1), tokens[:, 6:]], 1)}
-            assert not torch.allclose(out, net(x, t, with_text(rev)), atol=1e-4)
+            same = torch.allclose(out, net(x, t, with_text(rev)), atol=1e-4)
+            assert same == name.endswith("bagonly")  # ... except to a bag of words alone
 
 
 def test_prompt_encoded_once_and_one_network_call_per_step(monkeypatch):
@@ -388,3 +391,12 @@ def test_sample_command_takes_prompts(text_model, tmp_path, capsys):
     prompts.write_text("\n")
     assert main(["sample", f"checkpoint={text_model}", f"prompts={prompts}"]) != 0
     assert "holds no prompt" in capsys.readouterr().err
+
+
+def test_a_bag_alone_builds_no_encoder_and_a_network_that_reads_nothing_is_refused():
+    spec = NamedCond({"text": TOKENS})
+    net = NETWORKS["diffwave-bagonly"](spec)
+    assert net.text.encoder is None and net.text_pool is None
+    assert not [k for k in net.state_dict() if ".encoder." in k]
+    with pytest.raises(ValueError, match="reads nothing of the prompt"):
+        build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2, text_pooled=False)

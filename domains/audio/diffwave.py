@@ -185,7 +185,8 @@ class DiffWave(nn.Module):
         text_cross: cross-attention to the prompt after every ``text_cross``-th layer (0:
             none), at ``text_rate`` samples per attention token.
         text_bag: the prompt's bag of words (:class:`omnidiff.nn.WordBag`) joins the time
-            embedding too.
+            embedding too; with ``text_pooled=False`` and no ``text_cross`` it is all the
+            network reads of the prompt, and no encoder is built.
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
@@ -230,8 +231,12 @@ class DiffWave(nn.Module):
               cross: int, rate: int, bag: bool) -> None:
         """The prompt's encoder, its pooled projection and the cross-attention layers."""
         has_text = sequence_field(spec)[1] is not None
+        if has_text and not (pooled or cross or bag):
+            raise ValueError("model.text_pooled=false with no text_cross and no text_bag reads "
+                             "nothing of the prompt: turn one of them on")
         self.text = (SequenceConditioning(spec, width, layers, heads,
-                                          bag_dim=EMBED_DIM if bag else None)
+                                          bag_dim=EMBED_DIM if bag else None,
+                                          encoder=bool(pooled or cross))
                      if has_text else None)
         self.text_pool = nn.Linear(width, EMBED_DIM) if has_text and pooled else None
         every = int(cross) if has_text else 0
@@ -276,10 +281,11 @@ class DiffWave(nn.Module):
         drop: (B,) bool -> (B, Cin, T)."""
         b, _, length = x.shape
         emb = self.embed(t, self._global(cond), drop, b)  # (B, 512)
-        text = None if self.text is None else self.text(cond, drop, b, x.device)
+        text = (None if self.text is None or self.text.encoder is None
+                else self.text(cond, drop, b, x.device))  # (B, L, W), (B, L): the encoding
         if self.text_pool is not None:  # text: (B, L, W), (B, L)
             emb = emb + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, 512)
-        if text is not None and self.text.words is not None:
+        if self.text is not None and self.text.words is not None:  # the bag of words
             emb = emb + self.text.bag(cond, drop, b, x.device).to(emb.dtype)  # (B, 512)
         emb = F.silu(emb)
         temb = self.time_proj(emb).to(x.dtype).view(b, self.layers, self.channels, 1)

@@ -112,15 +112,18 @@ class SequenceEncoder(nn.Module):
 
 class SequenceConditioning(nn.Module):
     """The sequence of a condition specification, encoded for cross-attention; with
-    ``bag_dim``, also its :class:`WordBag` (``bag(cond, drop, batch)``)."""
+    ``bag_dim``, also its :class:`WordBag` (``bag(cond, drop, batch)``). ``encoder=False``
+    (a network that reads the bag alone) builds and runs no encoder."""
 
     def __init__(self, spec: Any, width: int, layers: int = 2, heads: int = 4,
-                 bag_dim: int | None = None):
+                 bag_dim: int | None = None, encoder: bool = True):
         super().__init__()
         self.field, seq = sequence_field(spec)
         if seq is None:
             raise ValueError(f"no sequence condition in {as_cond_spec(spec).describe()}")
-        self.encoder = SequenceEncoder(seq, width, layers, heads)
+        if not encoder and not bag_dim:
+            raise ValueError("a sequence condition needs its encoder, its bag of words or both")
+        self.encoder = SequenceEncoder(seq, width, layers, heads) if encoder else None
         self.words = WordBag(seq, int(bag_dim)) if bag_dim else None
         self.width, self.bag_dim = width, int(bag_dim or 0)
 
@@ -132,13 +135,14 @@ class SequenceConditioning(nn.Module):
         "null_mask"}`` (the prompt's encoding and the null prompt's, per row; done once per
         sampling run, so no step runs the encoder; encoded conditions pass through)."""
         value = self._get(cond)
-        if value is None or "context" in value:
+        if value is None or "context" in value or "bag" in value:
             return cond
-        enc = self.encoder(value)
-        b = enc["mask"].shape[0]
-        null = self.encoder.null()
-        enc |= {"null_context": null["context"].expand(b, -1, -1),
-                "null_mask": null["mask"].expand(b, -1)}
+        enc = {} if self.encoder is None else self.encoder(value)
+        if self.encoder is not None:
+            b = enc["mask"].shape[0]
+            null = self.encoder.null()
+            enc |= {"null_context": null["context"].expand(b, -1, -1),
+                    "null_mask": null["mask"].expand(b, -1)}
         if self.words is not None:
             enc["bag"] = self.words(value)  # (B, bag_dim)
         return enc if self.field is None else {**cond, self.field: enc}
