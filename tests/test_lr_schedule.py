@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omnidiff.errors import ConfigError
-from omnidiff.training.optim import adamw, lr_factor
+from omnidiff.training.optim import adamw, lr_factor, optimizer_args
 
 
 def test_warmup_then_constant_without_decay():
@@ -38,3 +38,5 @@ def test_the_optimizer_follows_the_schedule():
 def test_bad_decay_settings_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="final_lr"):
         adamw([torch.nn.Parameter(torch.zeros(1))], final_lr=2.0)
+    with pytest.raises(ConfigError, match="decay_steps"):  # the block's check, before any work
+        optimizer_args({"lr": 1e-3, "decay_steps": -5})

@@ -137,8 +137,9 @@ class SequenceConditioning(nn.Module):
         value = self._get(cond)
         if value is None or "context" in value or "bag" in value:
             return cond
-        enc = {} if self.encoder is None else self.encoder(value)
+        enc = {}
         if self.encoder is not None:
+            enc = self.encoder(value)
             b = enc["mask"].shape[0]
             null = self.encoder.null()
             enc |= {"null_context": null["context"].expand(b, -1, -1),
