@@ -124,6 +124,9 @@ NETWORKS = {
                                                   text_pooled=False, text_cross=2, text_rate=30),
     "diffwave-bagonly": lambda spec: build_diffwave((1, 200), spec, layers=4, channels=8,
                                                     cycle=2, text_pooled=False, text_bag=True),
+    "dit-bagonly": lambda spec: build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2,
+                                          patch=[2, 4, 4], text_bag=True, text_pooled=False,
+                                          text_blocks="none"),
 }
 EVENTS = {"unet": (1, 8, 16), "dit": (4, 1, 8, 8), "diffwave": (1, 200)}
 
@@ -400,3 +403,9 @@ def test_a_bag_alone_builds_no_encoder_and_a_network_that_reads_nothing_is_refus
     assert not [k for k in net.state_dict() if ".encoder." in k]
     with pytest.raises(ValueError, match="reads nothing of the prompt"):
         build_diffwave((1, 200), spec, layers=4, channels=8, cycle=2, text_pooled=False)
+    dit = NETWORKS["dit-bagonly"](spec)
+    assert dit.text.encoder is None and not any(b.cross for b in dit.blocks)
+    assert not [k for k in dit.state_dict() if ".encoder." in k]
+    with pytest.raises(ValueError, match="reads nothing of the prompt"):
+        build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2, patch=[2, 4, 4],
+                  text_pooled=False, text_blocks="none")

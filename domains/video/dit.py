@@ -19,7 +19,9 @@ project the prompt again (``B * H' * W'`` rows of keys and values; 8 blocks on 1
 within frames have already written what they read into the tokens (the pooled prompt still
 modulates every block). ``text_bag`` adds the prompt's bag of words
 (:class:`omnidiff.nn.WordBag`) to the conditioning vector too; ``text_pooled=False`` leaves the
-pooled encoding out of it (as in the image and audio networks).
+pooled encoding out of it (as in the image and audio networks); ``text_blocks="none"`` has no
+block cross-attend, and with ``text_pooled=False`` too the network reads the bag alone and
+builds no text encoder.
 
 Frame conditioning (the condition fields ``frames (T, C, H, W)`` and ``mask (T,)``, 1 where
 a frame is given) enters as input channels: the given frames (zero elsewhere) and the mask
@@ -62,7 +64,7 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 POSITIONS = ("sincos", "rope")
 LAYOUTS = ("joint", "factorised")
-TEXT_BLOCKS = ("all", "spatial")
+TEXT_BLOCKS = ("all", "spatial", "none")
 
 
 def frame_fields(spec: Any) -> tuple[bool, bool]:
@@ -117,15 +119,10 @@ class VideoDiT(nn.Module):
             fields = ["label"] if self.has_label else []
         self.cond = Conditioning(self.spec, self.width, fields=fields)
         text_width = int(text_width or self.width)
-        self.text = (SequenceConditioning(self.spec, text_width, text_layers, self.heads,
-                                          bag_dim=self.width if text_bag else None)
-                     if sequence_field(self.spec)[1] is not None else None)
+        self.text_blocks = _choice(text_blocks, TEXT_BLOCKS, "text_blocks")
+        self.text = self._text_conditioning(text_width, text_layers, text_bag, text_pooled)
         self.text_pool = (nn.Linear(text_width, self.width)
                           if self.text is not None and text_pooled else None)
-        self.text_blocks = _choice(text_blocks, TEXT_BLOCKS, "text_blocks")
-        if self.text_blocks == "spatial" and self.attention != "factorised":
-            raise ValueError("model.text_blocks=spatial needs model.attention=factorised (the "
-                             "joint layout has no blocks within frames)")
         self.blocks = nn.ModuleList(
             TransformerBlock(self.width, self.heads, mlp_ratio, dropout,
                              context_dim=text_width if self._reads_text(i) else None)
@@ -134,11 +131,29 @@ class VideoDiT(nn.Module):
                                 * self.patch[2])
         self._positions()
 
+    def _text_conditioning(self, width: int, layers: int, bag: bool, pooled: bool
+                           ) -> SequenceConditioning | None:
+        """The prompt's encoder and bag of words (None without a sequence condition); no
+        encoder when nothing reads it (``text_blocks=none``, ``text_pooled=False``)."""
+        if self.text_blocks == "spatial" and self.attention != "factorised":
+            raise ValueError("model.text_blocks=spatial needs model.attention=factorised (the "
+                             "joint layout has no blocks within frames)")
+        if sequence_field(self.spec)[1] is None:
+            return None
+        encoder = pooled or self.text_blocks != "none"
+        if not encoder and not bag:
+            raise ValueError("model.text_blocks=none with text_pooled=false and no text_bag "
+                             "reads nothing of the prompt; set model.text_bag=true")
+        return SequenceConditioning(self.spec, width, layers, self.heads,
+                                    bag_dim=self.width if bag else None, encoder=encoder)
+
     def _reads_text(self, i: int) -> bool:
         """Whether block ``i`` cross-attends to the prompt (odd blocks of the factorised layout
         run along time)."""
         along_time = self.attention == "factorised" and i % 2 == 1
-        return self.text is not None and not (self.text_blocks == "spatial" and along_time)
+        if self.text is None or self.text_blocks == "none":
+            return False
+        return not (self.text_blocks == "spatial" and along_time)
 
     def _positions(self) -> None:
         tt, hh, ww = self.grid
@@ -193,10 +208,11 @@ class VideoDiT(nn.Module):
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]  # x: (B, T, C, H, W)
         c = self.cond(t, cond, drop, b)  # (B, D): time + label (other fields are not read)
-        text = None if self.text is None else self.text(cond, drop, b, x.device)
-        if self.text_pool is not None:  # the pooled prompt: text (B, Lc, Dc), (B, Lc)
+        text = (None if self.text is None or self.text.encoder is None
+                else self.text(cond, drop, b, x.device))  # (B, Lc, Dc), (B, Lc)
+        if self.text_pool is not None:  # the pooled prompt
             c = c + self.text_pool(pool(*text).to(self.text_pool.weight.dtype))  # (B, D)
-        if text is not None and self.text.words is not None:  # the prompt's bag of words
+        if self.text is not None and self.text.words is not None:  # the prompt's bag of words
             c = c + self.text.bag(cond, drop, b, x.device).to(c.dtype)  # (B, D)
         h = self.embed(self._inputs(x, cond, drop))  # (B, L, D), L = T' H' W'
         if self.pos_embed is not None:
