@@ -90,7 +90,7 @@ def test_judge_reads_true_clips_and_a_reversed_clip_moves_wrong(arrays):
 
 @pytest.mark.parametrize("cond,att,blocks,extra", [
     ("text", "factorised", "spatial", {"text_bag": True, "text_pooled": False}),
-    ("text+frames", "joint", "all", {})])
+    ("text+frames", "joint", "all", {"seam_conv": True})])
 def test_text_dit_passes_the_domain_contract(cond, att, blocks, extra, tmp_path):
     report = check_domain(get_domain("video"), data={**SMALL_DATA, "cond": cond},
                           model={**SMALL_MODEL, "attention": att, "pos": "rope",
@@ -165,3 +165,21 @@ def test_mistakes_are_one_line(make, needle):
     with pytest.raises(ValueError, match=needle) as info:
         make()
     assert "\n" not in str(info.value)
+
+
+def test_seam_conv_starts_as_the_plain_network_and_learns_across_patch_borders():
+    torch.manual_seed(0)
+    plain = build_dit((4, 1, 8, 8), None, depth=2, width=16, heads=2, patch=[2, 4, 4])
+    seam = build_dit((4, 1, 8, 8), None, depth=2, width=16, heads=2, patch=[2, 4, 4],
+                     seam_conv=True)
+    seam.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        for p in plain.final.parameters():
+            p.normal_()  # a trained output layer
+        seam.final.load_state_dict(plain.final.state_dict())
+    x, t = torch.randn(2, 4, 1, 8, 8), torch.rand(2)
+    assert torch.equal(plain(x, t), seam(x, t))
+    with torch.no_grad():
+        seam.seam.conv.weight[0, 0, 1, 1, 0] = 1.0  # each pixel reads its left neighbour
+    y, y0 = seam(x, t), plain(x, t)
+    assert torch.allclose(y[..., 1:] - y0[..., 1:], y0[..., :-1], atol=1e-5)

@@ -42,6 +42,7 @@ from omnidiff.nn import (
     FinalLayer,
     PatchEmbed,
     Rotary,
+    SeamConv,
     SequenceConditioning,
     TransformerBlock,
     pool,
@@ -90,7 +91,8 @@ class VideoDiT(nn.Module):
                  heads: int | None = None, patch: Sequence[int] = (1, 4, 4),
                  pos: str = "sincos", attention: str = "joint", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, text_width: int | None = None, text_layers: int = 2,
-                 text_blocks: str = "all", text_bag: bool = False, text_pooled: bool = True):
+                 text_blocks: str = "all", text_bag: bool = False, text_pooled: bool = True,
+                 seam_conv: bool = False):
         super().__init__()
         if len(event_shape) != 4:
             raise ValueError(f"a video event is (T, C, H, W), got {tuple(event_shape)}")
@@ -129,6 +131,7 @@ class VideoDiT(nn.Module):
             for i in range(self.depth))
         self.final = FinalLayer(self.width, self.channels * self.patch[0] * self.patch[1]
                                 * self.patch[2])
+        self.seam = SeamConv(self.channels, 3) if seam_conv else None
         self._positions()
 
     def _text_conditioning(self, width: int, layers: int, bag: bool, pooled: bool
@@ -221,6 +224,8 @@ class VideoDiT(nn.Module):
             h = self._block(i, h, c, text)  # (B, L, D)
         out = self.final(h, c)  # (B, L, pt ph pw C)
         y = unpatchify(out, self.patch, (self.frames, *self.size_hw), self.channels)
+        if self.seam is not None:
+            y = self.seam(y)  # (B, C, T, H, W)
         return y.transpose(1, 2)  # (B, T, C, H, W)
 
 
@@ -233,7 +238,7 @@ def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = Fals
               **cfg: Any) -> nn.Module:
     """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
     pos, attention, mlp_ratio, dropout, text_width, text_layers, text_blocks, text_bag,
-    text_pooled, compile)."""
+    text_pooled, seam_conv, compile)."""
     net = VideoDiT(event_shape, cond_spec, **cfg)
     if compile:
         net.compile()

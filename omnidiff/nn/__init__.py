@@ -37,6 +37,7 @@ from omnidiff.nn.layout import Layout
 from omnidiff.nn.norm import group_count, group_norm
 from omnidiff.nn.patches import (
                                     PatchEmbed,
+                                    SeamConv,
                                     patchify,
                                     sincos_1d,
                                     sincos_embedding,
@@ -57,7 +58,7 @@ from omnidiff.nn.transformer import CrossAttentionBlock, TransformerBlock
 __all__ = ["WordBag", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
-           "sincos_embedding", "PatchEmbed", "token_grid", "group_count", "group_norm",
+           "sincos_embedding", "PatchEmbed", "SeamConv", "token_grid", "group_count", "group_norm",
            "Rotary", "apply_rotary", "rotary_tables", "CrossAttention", "CrossAttentionBlock",
            "key_padding_mask", "Layout", "SequenceEncoder", "SequenceConditioning",
            "sequence_field",

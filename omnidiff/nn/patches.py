@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import nn
 
 __all__ = ["patchify", "unpatchify", "sincos_embedding", "sincos_1d", "PatchEmbed",
-           "token_grid"]
+           "SeamConv", "token_grid"]
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -158,3 +158,24 @@ class PatchEmbed(nn.Module):
         token_grid(x.shape[2:], self.patch)  # divisibility check (conv would drop the rest)
         y = self.proj(x)  # (B, D, *token_grid)
         return rearrange(y, "b d ... -> b (...) d")  # (B, L, D)
+
+
+class SeamConv(nn.Module):
+    """``y + conv(y)`` over an unpatchified output ``(B, C, *grid)``: a ConvNd of kernel 3
+    across patch borders, zero at first (the network starts as without it).
+
+    A linear map per token draws every patch on its own, and a young model's outputs show the
+    patch grid; U-ViT (Bao et al. 2023) adds a 3x3 convolution after the final linear layer for
+    this. Costs ``C * C * 3**N`` weights.
+    """
+
+    def __init__(self, channels: int, ndim: int):
+        super().__init__()
+        if ndim not in _CONVS:
+            raise ValueError(f"SeamConv supports ndim 1, 2 or 3 (Conv1d/2d/3d), got {ndim}.")
+        self.conv = _CONVS[ndim](channels, channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y + self.conv(y)  # (B, C, *grid)
