@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from omnidiff.core.guidance import classifier_free, conditional
+from omnidiff.core.guidance import classifier_free, composed, conditional
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.schedules import get_schedule
 from omnidiff.nn import ClassEmbedding
@@ -115,3 +115,41 @@ def test_guidance_through_sampler_counts_network_evals():
                    sampler="ddim", steps=6)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(x, b, atol=1e-3)
+
+
+def test_composed_guidance_adds_each_conditions_push_in_one_call():
+    m = CountingModel()
+    x, t, c1 = inputs()
+    c2 = torch.tensor([2, 2, 0, 0, 1])
+    a, b = m.cond_only(x, t, c1), m.cond_only(x, t, c2)
+    u = m.uncond_only(x, t, c1)
+    m.calls.clear()
+    out = composed(m, [c1, c2], [2.0, 5.0])(x, t)
+    torch.testing.assert_close(out, u + 2.0 * (a - u) + 5.0 * (b - u), atol=1e-12, rtol=0)
+    assert len(m.calls) == 1 and m.calls[0][0] == 15
+    assert m.calls[0][1].tolist() == [False] * 10 + [True] * 5
+    # one condition is classifier-free guidance at that scale
+    torch.testing.assert_close(composed(m, [c1], [3.5])(x, t),
+                               classifier_free(m, c1, 3.5)(x, t), atol=1e-12, rtol=0)
+
+
+def test_composed_guidance_through_a_sampler_counts_its_halves():
+    torch.manual_seed(0)
+    sched = get_schedule("cosine")
+    model = DiffusionModel(TinyCondNet(), sched, "v")
+    c1, c2 = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 2])
+    noise = torch.randn(4, 2, generator=gen(3))
+    stats = {}
+    with torch.no_grad():
+        x = sample(composed(model, [c1, c2], [1.0, 1.0]), noise, schedule=sched,
+                   prediction="v", sampler="ddim", steps=6, stats=stats)
+    assert torch.isfinite(x).all() and stats["network_evals"] == 18
+
+
+@pytest.mark.parametrize("conds,weights,needle", [
+    ([], [], "one weight per condition"), ([torch.tensor([0])], [1.0, 2.0], "one weight"),
+    ([None], [1.0], "every condition")])
+def test_composed_guidance_mistakes_are_one_line(conds, weights, needle):
+    with pytest.raises(ValueError, match=needle) as info:
+        composed(CountingModel(), conds, weights)
+    assert "\n" not in str(info.value)

@@ -15,7 +15,7 @@ rescale=0.7, interval=(0.28, 5.42), schedule=model.schedule, prediction=model.pr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -25,7 +25,8 @@ from omnidiff.core.predictions import target, to_x0_eps
 from omnidiff.core.schedules import Schedule, get_schedule
 from omnidiff.errors import UserError
 
-__all__ = ["classifier_free", "conditional", "cfg_rule", "rescale_rule", "interval_rule"]
+__all__ = ["classifier_free", "composed", "conditional", "cfg_rule", "rescale_rule",
+           "interval_rule"]
 
 
 def conditional(model: Callable[..., torch.Tensor], cond: Any,
@@ -86,6 +87,35 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
         c, u = out.chunk(2)
         return rule(c, u, x_t, t)
     fn.cfg_batches = 2  # for NFE accounting: one call evaluates the network on 2 halves
+    return fn
+
+
+def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
+             weights: Sequence[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Guidance by several conditions at once (composable diffusion, Liu et al. 2022):
+    ``fn(x_t, t) = u + sum_i weights[i] (c_i - u)``, ``c_i`` the output under ``conds[i]`` and
+    ``u`` the null condition's, in one batched call of ``len(conds) + 1`` halves.
+
+    ``conds`` are conditions of one kind and batch (e.g. a prompt and the part of it that
+    names one attribute, encoded to the same length): each term pushes the sample towards its
+    own condition, so one attribute is not drowned by another that carries more of the
+    output. One condition of weight ``w`` is :func:`classifier_free` at scale ``w``.
+    """
+    if not conds or len(conds) != len(weights):
+        raise UserError(f"composed guidance needs one weight per condition, got "
+                        f"{len(conds)} conditions and {len(weights)} weights")
+    if any(c is None for c in conds):
+        raise UserError("composed guidance needs every condition: pass cond=... for each")
+    k, w = len(conds), [float(v) for v in weights]
+
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x_t.shape[0]
+        drop = torch.arange((k + 1) * b, device=x_t.device) >= k * b  # the last half: null
+        cond = cat_conds([*conds, conds[0]])
+        out = model(torch.cat([x_t] * (k + 1)), torch.cat([t] * (k + 1)), cond=cond, drop=drop)
+        *cs, u = out.chunk(k + 1)  # (B, *event) each
+        return u + sum(wi * (ci - u) for wi, ci in zip(w, cs))
+    fn.cfg_batches = k + 1  # for NFE accounting
     return fn
 
 
