@@ -81,13 +81,21 @@ def classifier_free(model: Callable[..., torch.Tensor], cond: Any,
         b = x_t.shape[0]
         first = torch.zeros(b, dtype=torch.bool, device=x_t.device) if drop is None else drop
         second = torch.full((b,), uncond is None, dtype=torch.bool, device=x_t.device)
-        both = torch.cat([first, second])
-        cond2 = cat_conds([cond, cond if uncond is None else uncond])
-        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), cond=cond2, drop=both)
-        c, u = out.chunk(2)
+        c, u = _halves(model, x_t, t, [cond, cond if uncond is None else uncond],
+                       [first, second])
         return rule(c, u, x_t, t)
     fn.cfg_batches = 2  # for NFE accounting: one call evaluates the network on 2 halves
     return fn
+
+
+def _halves(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: torch.Tensor,
+            conds: Sequence[Any], drops: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The network under each condition (with its (B,) drop mask) in one batched call: one
+    ``(B, *event)`` output per condition."""
+    k = len(conds)
+    out = model(torch.cat([x_t] * k), torch.cat([t] * k), cond=cat_conds(conds),
+                drop=torch.cat(list(drops)))  # (k B, *event)
+    return out.chunk(k)
 
 
 def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
@@ -109,11 +117,9 @@ def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
     k, w = len(conds), [float(v) for v in weights]
 
     def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        b = x_t.shape[0]
-        drop = torch.arange((k + 1) * b, device=x_t.device) >= k * b  # the last half: null
-        cond = cat_conds([*conds, conds[0]])
-        out = model(torch.cat([x_t] * (k + 1)), torch.cat([t] * (k + 1)), cond=cond, drop=drop)
-        *cs, u = out.chunk(k + 1)  # (B, *event) each
+        keep, null = (torch.full((x_t.shape[0],), v, dtype=torch.bool, device=x_t.device)
+                      for v in (False, True))
+        *cs, u = _halves(model, x_t, t, [*conds, conds[0]], [keep] * k + [null])
         return u + sum(wi * (ci - u) for wi, ci in zip(w, cs))
     fn.cfg_batches = k + 1  # for NFE accounting
     return fn
