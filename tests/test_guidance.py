@@ -131,6 +131,13 @@ def test_composed_guidance_adds_each_conditions_push_in_one_call():
     # one condition is classifier-free guidance at that scale
     torch.testing.assert_close(composed(m, [c1], [3.5])(x, t),
                                classifier_free(m, c1, 3.5)(x, t), atol=1e-12, rtol=0)
+    # a negative condition takes the null one's place, as in classifier_free
+    neg = torch.tensor([1, 0, 0, 2, 2])
+    torch.testing.assert_close(composed(m, [c1], [3.5], uncond=neg)(x, t),
+                               classifier_free(m, c1, 3.5, uncond=neg)(x, t), atol=1e-12, rtol=0)
+    n_ = m.cond_only(x, t, neg)
+    torch.testing.assert_close(composed(m, [c1, c2], [2.0, 5.0], uncond=neg)(x, t),
+                               n_ + 2.0 * (a - n_) + 5.0 * (b - n_), atol=1e-12, rtol=0)
 
 
 def test_composed_guidance_through_a_sampler_counts_its_halves():

@@ -380,6 +380,30 @@ def test_prompts_as_cond_negative_prompts_and_mistakes(text_model, tmp_path):
             pipe.generate(steps=2, **kwargs)
 
 
+def test_composed_prompts_add_their_pushes_to_guidance(text_model):
+    """compose=[(part, w)]: u + g (c - u) + w (c_part - u); the prompt itself as its own part
+    is guidance g + w; one part per prompt is repeated as the prompts are."""
+    pipe = omnidiff.load(text_model, device="cpu")
+    a, b = "a 3 on the left and a 7 on the right", "left: 2"
+    kw = dict(prompt=[a, b], n=3, steps=3, seed=0)
+    plain = pipe.generate(guidance=5.0, **kw)
+    same = pipe.generate(guidance=3.0, compose=[([a, b], 2.0)], **kw)
+    torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)
+    part = pipe.generate(guidance=3.0, compose=[(["left: 3", "right: 1"], 4.0)], **kw)
+    assert pipe.last_stats["network_evals"] == 3 * pipe.last_stats["nfe"]
+    per_sample = pipe.generate(guidance=3.0, compose=[(["left: 3"] * 3 + ["right: 1"] * 3, 4.0)],
+                               **kw)
+    assert torch.equal(part, per_sample)  # (a barely trained model: a small push, but real)
+    assert (part - plain).abs().max() > 10 * (same - plain).abs().max().clamp_min(1e-7)
+    zero = pipe.generate(guidance=5.0, compose=[("right: 1", 0.0)], **kw)
+    torch.testing.assert_close(zero, plain, atol=1e-4, rtol=1e-4)
+    for kwargs, needle in [(dict(compose=[("b", 1.0)]), "guidance= too"),
+                           (dict(compose=[("b", -1.0)], guidance=1.0), ">= 0"),
+                           (dict(compose="b", guidance=1.0), "pairs")]:
+        with pytest.raises(PipelineError, match=needle):
+            pipe.generate(prompt="a", steps=2, **kwargs)
+
+
 def test_sample_command_takes_prompts(text_model, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("left: 3, right: 7\n\na 1 on the left\n")
@@ -391,6 +415,15 @@ def test_sample_command_takes_prompts(text_model, tmp_path, capsys):
     code = main(["sample", f"checkpoint={text_model}", "prompt=left: 3, right: 7", "n=2",
                  "steps=2", f"out={tmp_path / 'b'}"])
     assert code == 0, capsys.readouterr().err
+    code = main(["sample", f"checkpoint={text_model}", "prompt=left: 3, right: 7", "n=2",
+                 "steps=2", "guidance=2", "compose=left: 3", "compose_weight=4",
+                 f"out={tmp_path / 'c'}"])
+    assert code == 0, capsys.readouterr().err
+    composed = torch.load(tmp_path / "c" / "samples.pt", weights_only=True)["samples"]
+    plain = torch.load(tmp_path / "b" / "samples.pt", weights_only=True)["samples"]
+    assert composed.shape == plain.shape and not torch.equal(composed, plain)
+    assert main(["sample", f"checkpoint={text_model}", "prompt=a", "compose=b"]) != 0
+    assert "go together" in capsys.readouterr().err
     prompts.write_text("\n")
     assert main(["sample", f"checkpoint={text_model}", f"prompts={prompts}"]) != 0
     assert "holds no prompt" in capsys.readouterr().err

@@ -19,15 +19,17 @@ from omnidiff_domains.video.captions import (
     DIGIT_WORDS,
     DIRECTIONS,
     HELD_OUT_PAIRS,
+    PART_FORMS,
     PHRASES,
     TEMPLATES,
     captioned_pairs,
+    digit_part,
     eval_prompts,
 )
 from omnidiff_domains.video.data import VideoData
 from omnidiff_domains.video.dit import build_dit
 from omnidiff_domains.video.text_data import clip_speed, text_clips_arrays
-from omnidiff_domains.video.text_metrics import judge_direction, text_video_metrics
+from omnidiff_domains.video.text_metrics import judge_clips, judge_direction, text_video_metrics
 
 SMALL_DATA = {"name": "text_moving_digits", "frames": 4, "size": 16, "digit_size": 8,
               "train_size": 64, "batch_size": 8}
@@ -88,6 +90,37 @@ def test_judge_reads_true_clips_and_a_reversed_clip_moves_wrong(arrays):
     assert (judge_direction(still) == -1).all()
 
 
+def test_part_captions_name_the_clips_digit_alone():
+    """data.part_captions: that share of training captions names the digit alone, the digit
+    the clip shows; the full captions and the held-out reference are as before."""
+    digits = get_domain("image").digits_arrays(8)
+    a = text_clips_arrays(400, digits, frames=4, size=16, max_speed=1, part_captions=0.3)
+    full = [c in a["truth"] for c in a["captions_train"]]
+    parts = [i for i, f in enumerate(full) if not f]
+    assert 0.2 < len(parts) / 400 < 0.4
+    forms = [re.escape(f).replace(r"\{ad\}", "an? (.+)").replace(r"\{d\}", "(.+)")
+             for f in PART_FORMS]
+    named = []
+    for i in parts:
+        text = a["captions_train"][i]
+        word = next(m.group(1) for f in forms if (m := re.fullmatch(f, text)))
+        named.append(DIGIT_WORDS.index(word) if word in DIGIT_WORDS else int(word))
+    read = judge_clips(a["x_train"][parts], 8)["digit"].mode(1).values
+    assert (read == torch.tensor(named)).float().mean() > 0.9
+    assert all(len(c.split()) > 2 for c, f in zip(a["captions_train"], full) if f)
+    assert digit_part("the digit seven drifts up", 7) == "a seven"
+    assert digit_part("8 going left", 8) == "an 8"
+    dm = VideoData(**{**SMALL_DATA, "cond": "text", "part_captions": 0.25})
+    test = dm.captions_of(dm.reference(6, torch.Generator().manual_seed(0))[1])
+    truth = dm.caption_truth()
+    want = [("an " if truth[c][0] == 8 else "a ") for c in test]
+    got = dm.caption_parts(test)["digit"]
+    assert [g.startswith(w) for g, w in zip(got, want)] == [True] * 6
+    assert all(g.split()[1] in c.split() for g, c in zip(got, test))
+    with pytest.raises(ValueError, match="parts are unknown"):
+        dm.caption_parts(["a 7 dancing"])
+
+
 @pytest.mark.parametrize("cond,att,blocks,extra", [
     ("text", "factorised", "spatial", {"text_bag": True, "text_pooled": False}),
     ("text+frames", "joint", "all", {"seam_conv": True})])
@@ -132,6 +165,21 @@ def test_trained_model_generates_from_prompts_and_continues(text_model, tmp_path
                for p in (text_model / "samples" / "samples_gif").glob("*.gif"))
 
 
+@pytest.mark.parametrize("override,needle", [
+    ("+sampler.compose.colour=2", "the captions' parts are ['digit']"),
+    ("sampler.guidance=null", "set sampler.guidance too"),
+    ("sampler.compose.digit=-1", ">= 0")])
+def test_composed_evaluation_mistakes_stop_before_training(override, needle, tmp_path, capsys):
+    overrides = [f"data.{k}={v}" for k, v in SMALL_DATA.items() if k != "name"]
+    code = main(["train", "recipe=video_text_digits", *overrides, "model.depth=1",
+                 "model.width=24", "model.heads=2", "model.patch=[2,4,4]", "model.text_layers=1",
+                 "trainer.max_steps=1", "trainer.enable_progress_bar=false", override,
+                 f"out={tmp_path / 'run'}", "threads=1"])
+    err = capsys.readouterr().err
+    assert code != 0 and needle in err, err
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_folder_clips_with_metadata_become_prompts(tmp_path):
     root = tmp_path / "clips"
     root.mkdir()
@@ -158,6 +206,9 @@ def test_folder_clips_with_metadata_become_prompts(tmp_path):
     (lambda: VideoData("text_moving_digits"), "data.cond=text"),
     (lambda: VideoData("folder", root="x", cond="text"), "data.text"),
     (lambda: clip_speed(8, 16, 12, 1), "without bouncing"),
+    (lambda: VideoData("text_moving_digits", cond="text", part_captions=1.0), "must lie in"),
+    (lambda: VideoData("moving_digits", part_captions=0.2), "text_moving_digits"),
+    (lambda: VideoData("moving_digits").caption_parts(["a 7"]), "names no parts"),
     (lambda: build_dit((4, 1, 16, 16), None, attention="joint", text_blocks="spatial"),
      "factorised"),
 ])

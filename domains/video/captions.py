@@ -10,7 +10,9 @@ moving left", "the digit seven drifts up", "3 going downwards", "an eight slides
 :data:`HELD_OUT_PAIRS`, the ten ``(digit, direction)`` with ``digit % 4 == direction``, never
 appear in training (every digit still moves in its three other directions, and every direction
 carries seven or eight digits); :func:`eval_prompts` gives fixed evaluation sets of training
-pairs (``held_in``) and of held-out pairs (``held_out``).
+pairs (``held_in``) and of held-out pairs (``held_out``). :func:`digit_caption` names a digit
+alone (a share of the training captions with ``data.part_captions``) and :func:`digit_part`
+finds those words in a full caption: the part that composed guidance pushes towards.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ __all__ = [
     "PAIR_SETS",
     "PHRASES",
     "TEMPLATES",
+    "PART_FORMS",
     "caption",
     "captioned_pairs",
+    "digit_caption",
+    "digit_part",
     "eval_prompts",
 ]
 
@@ -38,6 +43,8 @@ PHRASES = (("left", "to the left", "leftwards"), ("right", "to the right", "righ
 # {ad}: "a"/"an" + the digit, {d}: the digit, {where}: a phrase of the direction
 TEMPLATES = ("{ad} moving {where}", "the digit {d} drifts {where}", "{d} going {where}",
              "{ad} slides {where}", "the number {d} travels {where}", "{ad} heading {where}")
+# captions that name the digit alone, a part of a full caption ("a 7", "the digit seven")
+PART_FORMS = ("{ad}", "the digit {d}", "the number {d}", "{d}")
 HELD_OUT_PAIRS = frozenset((d, d % 4) for d in range(10))
 PAIR_SETS = {
     "train": [(d, k) for d in range(10) for k in range(4) if (d, k) not in HELD_OUT_PAIRS],
@@ -57,6 +64,20 @@ def caption(digit: int, direction: int, rng: np.random.Generator) -> str:
     phrases = PHRASES[direction]
     where = phrases[rng.integers(len(phrases))]
     return template.format(d=word, ad=_article(word), where=where)
+
+
+def digit_caption(digit: int, rng: np.random.Generator) -> str:
+    """A caption naming ``digit`` alone, without a direction: a random form of
+    :data:`PART_FORMS` and of the digit ("a 7", "the number seven")."""
+    word = DIGIT_WORDS[digit] if rng.integers(2) else str(digit)
+    return PART_FORMS[rng.integers(len(PART_FORMS))].format(d=word, ad=_article(word))
+
+
+def digit_part(text: str, digit: int) -> str:
+    """The words of caption ``text`` that name its ``digit``, in the caption's own form ("a 7
+    moving left" -> "a 7", "the digit seven drifts up" -> "a seven")."""
+    word = DIGIT_WORDS[digit] if DIGIT_WORDS[digit] in text.split() else str(digit)
+    return _article(word)
 
 
 def captioned_pairs(n: int, rng: np.random.Generator, pairs: str = "train", balanced: bool = False

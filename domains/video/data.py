@@ -31,6 +31,7 @@ from omnidiff.text.captions import CaptionTable, folder_captions
 
 from . import _image_domain
 from .files import find_clips, read_clip
+from .captions import digit_part
 from .text_data import text_clips_arrays
 
 __all__ = ["VideoData", "random_masks", "first_frames", "CONDS", "SOURCES"]
@@ -101,6 +102,9 @@ class VideoData(pl.LightningDataModule):
         p_none, p_fill: training masks (see :func:`random_masks`); ``eval_given``: frames
             given to the continuations of the reference.
         train_size, val_size: generated clips; ``holdout``: held-out fraction of a folder.
+        part_captions: ``text_moving_digits``: the share of training captions that name the
+            digit alone ("a 7"), so the model knows that part's own condition and composed
+            guidance (``sampler.compose: {digit: w}``, :meth:`caption_parts`) can push it.
     """
 
     pipeline_attrs = ("classes",)
@@ -111,7 +115,7 @@ class VideoData(pl.LightningDataModule):
                  p_none: float = 0.25, p_fill: float = 0.25, eval_given: int = 2,
                  train_size: int = 6000, val_size: int = 600, batch_size: int = 32,
                  num_workers: int = 0, seed: int = 0, holdout: float = 0.1,
-                 text: dict[str, Any] | None = None):
+                 text: dict[str, Any] | None = None, part_captions: float = 0.0):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"data.name={name!r} is not one of {', '.join(SOURCES)}")
@@ -137,6 +141,7 @@ class VideoData(pl.LightningDataModule):
         self.text = (dict(text) if text is not None
                      else ({} if name == "text_moving_digits" else None))
         _check_text(name, cond, self.text)
+        self.part_captions = _check_parts(name, part_captions)
         self._arrays: dict[str, Any] | None = None
         self.captions: CaptionTable | None = None
 
@@ -158,7 +163,7 @@ class VideoData(pl.LightningDataModule):
             raise ValueError("data.name=text_moving_digits is grey: set data.channels=1")
         digits = _image_domain().digits_arrays(self.digit_size)
         return text_clips_arrays(self.train_size, digits, frames=self.frames, size=self.size,
-                                 max_speed=self.max_speed)
+                                 max_speed=self.max_speed, part_captions=self.part_captions)
 
     def _generate(self) -> dict[str, Any]:
         from .moving import moving_digits
@@ -259,6 +264,20 @@ class VideoData(pl.LightningDataModule):
         of :data:`.captions.DIRECTIONS`; set: ``train``, ``held_in`` or ``held_out``)."""
         return dict(self._load().get("truth") or {})
 
+    def caption_parts(self, captions: list[str]) -> dict[str, list[str]]:
+        """text_moving_digits: the words of each caption that name one attribute, by attribute
+        (``{"digit": ["a 7", ...]}``), for composed guidance; one clear error for a caption
+        this data set did not write."""
+        if self.name != "text_moving_digits":
+            raise ValueError(f"data.name={self.name} names no parts of its captions: drop "
+                             f"sampler.compose")
+        truth = self.caption_truth()
+        unknown = [c for c in captions if c not in truth]
+        if unknown:
+            raise ValueError(f"caption {unknown[0]!r} is not one of text_moving_digits' "
+                             f"full captions: its parts are unknown")
+        return {"digit": [digit_part(c, truth[c][0]) for c in captions]}
+
     def continuation(self, clips: torch.Tensor, k: int, labels: Any = None,
                      prompts: Any = None) -> Any:
         """The condition that continues ``clips (n, >= k, C, H, W)`` from their first ``k``
@@ -335,3 +354,13 @@ def _check_text(name: str, cond: str, text: dict[str, Any] | None) -> None:
         fix = ("set data.cond=text or text+frames" if text is not None
                else "set data.text={} (a learned encoder) with captioned clips")
         raise ValueError(f"{what} needs a prompt condition and captions together: {fix}")
+
+
+def _check_parts(name: str, share: Any) -> float:
+    """``data.part_captions``: a share in [0, 1), and only for text_moving_digits."""
+    share = float(share)
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"data.part_captions={share} must lie in [0, 1)")
+    if share and name != "text_moving_digits":
+        raise ValueError(f"data.part_captions is for data.name=text_moving_digits, not {name}")
+    return share

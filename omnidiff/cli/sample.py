@@ -60,8 +60,9 @@ def sample_sweep(args: list[str]) -> int:
     return report(folder, jobs, again)
 
 
-PROMPT_KEYS = ("prompt", "prompts", "negative_prompt")  # text, kept as written
+PROMPT_KEYS = ("prompt", "prompts", "negative_prompt", "compose")  # text, kept as written
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
+               "compose_weight",
                "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta",
                *PROMPT_KEYS}
 PER_PROMPT = 8  # samples per prompt when n is not given
@@ -116,7 +117,8 @@ def _sample_request(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prompt_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """``prompt=TEXT`` or ``prompts=FILE`` (one prompt per line), and ``negative_prompt=``, as
+    """``prompt=TEXT`` or ``prompts=FILE`` (one prompt per line), ``negative_prompt=`` and
+    ``compose=TEXT compose_weight=W`` (composed guidance towards one more prompt), as
     ``Pipeline.generate``'s keywords; n is then the number of samples per prompt."""
     if opts.get("prompt") is not None and opts.get("prompts") is not None:
         raise UsageError("pass prompt=TEXT or prompts=FILE, not both")
@@ -133,6 +135,11 @@ def _prompt_options(opts: dict[str, Any]) -> dict[str, Any]:
         out["prompt"] = str(opts["prompt"])
     if opts.get("negative_prompt") is not None:
         out["negative_prompt"] = str(opts["negative_prompt"])
+    if (opts.get("compose") is None) != (opts.get("compose_weight") is None):
+        raise UsageError("compose=TEXT (a part of the prompt to push towards) and "
+                         "compose_weight=W go together: pass both")
+    if opts.get("compose") is not None:
+        out["compose"] = [(str(opts["compose"]), number(opts, "compose_weight", float, None, 0))]
     return out
 
 

@@ -99,7 +99,8 @@ def _halves(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: torch.Tens
 
 
 def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
-             weights: Sequence[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+             weights: Sequence[float], *, uncond: Any = None
+             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Guidance by several conditions at once (composable diffusion, Liu et al. 2022):
     ``fn(x_t, t) = u + sum_i weights[i] (c_i - u)``, ``c_i`` the output under ``conds[i]`` and
     ``u`` the null condition's, in one batched call of ``len(conds) + 1`` halves.
@@ -108,6 +109,8 @@ def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
     names one attribute, encoded to the same length): each term pushes the sample towards its
     own condition, so one attribute is not drowned by another that carries more of the
     output. One condition of weight ``w`` is :func:`classifier_free` at scale ``w``.
+    ``uncond`` (a condition of the same kind and batch) takes the null condition's place in
+    ``u``, as in :func:`classifier_free` (a negative prompt).
     """
     if not conds or len(conds) != len(weights):
         raise UserError(f"composed guidance needs one weight per condition, got "
@@ -118,8 +121,9 @@ def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
 
     def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         keep, null = (torch.full((x_t.shape[0],), v, dtype=torch.bool, device=x_t.device)
-                      for v in (False, True))
-        *cs, u = _halves(model, x_t, t, [*conds, conds[0]], [keep] * k + [null])
+                      for v in (False, uncond is None))
+        last = conds[0] if uncond is None else uncond
+        *cs, u = _halves(model, x_t, t, [*conds, last], [keep] * k + [null])
         return u + sum(wi * (ci - u) for wi, ci in zip(w, cs))
     fn.cfg_batches = k + 1  # for NFE accounting
     return fn

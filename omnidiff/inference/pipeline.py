@@ -173,6 +173,7 @@ class Pipeline:
                  seed: int | None = None, batch_size: int | None = None,
                  progress: bool | None = None, prompt: str | Sequence[str] | None = None,
                  negative_prompt: str | Sequence[str] | None = None,
+                 compose: Sequence[tuple[Any, float]] | None = None,
                  **options: Any) -> torch.Tensor:
         """Samples ``(n, *event)`` on CPU.
 
@@ -181,6 +182,14 @@ class Pipeline:
         the texts (``{"text": [...]}`` for a named set; other fields such as labels go in
         ``cond`` beside ``prompt``). ``negative_prompt`` (one, or one per sample) takes the null
         prompt's place under guidance. Each distinct prompt is encoded once, not per step.
+
+        ``compose``: ``(prompt, weight)`` pairs whose pushes add to guidance's (composable
+        diffusion, Liu et al. 2022): ``u + guidance (c - u) + sum weight_i (c_i - u)``, one more
+        network half per pair. A pair's prompt is one text, or one per prompt (or per
+        sample); typically the words of the prompt that name the attribute the samples miss,
+        e.g. ``generate(prompt=["a 7 moving left", "a 3 moving up"], guidance=2,
+        compose=[(["a 7", "a 3"], 5.0)])``. For a model without prompts the pairs hold
+        conditions of its kind (labels, tensors).
 
         ``cond``: a condition of the model's kind (:attr:`cond_spec`): an int, list or long
         tensor of labels; a tensor of the specified per-sample shape, one ``(*shape)`` or a
@@ -211,6 +220,7 @@ class Pipeline:
             steps = int(default["steps"]) if own else DEFAULT_STEPS
         sampler = sampler or str(default["name"])
         cond, uncond, n, prompts = self._prompted(cond, n, prompt, negative_prompt, guidance)
+        parts = self._parts(compose, cond, n, prompt)
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
         self.last_sampler, self.last_stats = sampler, {}
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
@@ -219,7 +229,7 @@ class Pipeline:
                                    batch_size=batch_size, device=self.device,
                                    progress=progress, shape_for=self._shape_for,
                                    decode=self.decode, stats=self.last_stats, uncond=uncond,
-                                   **options)
+                                   compose=parts, **options)
         self.last_cond, self._last_samples, self.last_prompts = used, x, prompts
         return x
 
@@ -275,6 +285,33 @@ class Pipeline:
         uncond, _ = self._texts_in(negative if field is None
                                    else {**(cond or {}), field: negative})
         return cond, uncond, n, prompts
+
+    def _parts(self, compose: Any, cond: Any, n: int | None, prompt: Any
+               ) -> list[tuple[Any, float]] | None:
+        """``compose``'s pairs with their texts as conditions: one text for every sample, one
+        per prompt (repeated as the prompts are), or one per sample."""
+        if compose is None:
+            return None
+        if isinstance(compose, tuple) and len(compose) == 2 and not isinstance(compose[0],
+                                                                                  tuple):
+            compose = [compose]  # one pair
+        if not isinstance(compose, (list, tuple)) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 for p in compose):
+            raise PipelineError("compose= takes (prompt, weight) pairs, e.g. "
+                                "compose=[(\"a 7\", 5.0)]")
+        field = sequence_field(self.cond_spec)[0]
+        per = 1 if prompt is None or n is None or isinstance(prompt, str) else \
+            n // max(len(prompt), 1)
+        out = []
+        for value, weight in compose:
+            if isinstance(value, (list, tuple)) and value and per > 1 and \
+                    len(value) == len(prompt):
+                value = [v for v in value for _ in range(per)]
+            if isinstance(value, str) or (isinstance(value, (list, tuple)) and value
+                                          and isinstance(value[0], str)):
+                value = value if field is None else {**(cond or {}), field: value}
+            out.append((self._texts_in(value)[0], weight))
+        return out
 
     def _grid(self, sampler: str, steps: int | None, options: dict[str, Any]
               ) -> tuple[Any, str]:

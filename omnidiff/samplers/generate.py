@@ -11,7 +11,7 @@ import torch
 
 from omnidiff._util import INT64_MAX, number_problem
 from omnidiff.core.conditions import CondSpec, as_cond_spec, index_cond, map_cond
-from omnidiff.core.guidance import classifier_free
+from omnidiff.core.guidance import classifier_free, composed
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError
 from omnidiff.samplers.sampling import SAMPLERS, sample
@@ -112,7 +112,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      shape_for: Callable[[Any], Sequence[int]] | None = None,
                      decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      noise: torch.Tensor | None = None, stats: dict | None = None,
-                     uncond: Any = None, **options: Any) -> tuple[torch.Tensor, Any]:
+                     uncond: Any = None, compose: Sequence[tuple[Any, float]] | None = None,
+                     **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
 
@@ -131,7 +132,10 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     ``nfe`` (denoiser calls per sample) and ``network_evals`` (network passes per sample: 2
     per call under guidance), averaged over batches where an adaptive sampler differs.
     ``uncond`` (checked like ``cond``, one or n) replaces the null condition under guidance
-    (a negative prompt). What stays fixed over a run (a prompt's encoding) is computed once
+    (a negative prompt). ``compose``: ``(condition, weight)`` pairs (each condition checked
+    like ``cond``) whose pushes ``weight (c_i - u)`` add to guidance's (composable diffusion,
+    :func:`~omnidiff.core.guidance.composed`), e.g. the part of a prompt that names one
+    attribute, so that attribute is not drowned by the rest. What stays fixed over a run (a prompt's encoding) is computed once
     per batch (:meth:`DiffusionModel.encode_cond`), not per step.
     """
     spec = as_cond_spec(cond_spec)
@@ -146,16 +150,19 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         cond, _ = _prepare_cond(spec, cond, noise.shape[0], gen)
     if uncond is not None:
         uncond, _ = check_cond(spec, uncond, noise.shape[0])
+    parts, weights = _checked_parts(spec, compose, guidance, noise.shape[0])
     device, dtype = device_dtype(model, device)
     # stochastic samplers draw from a device generator seeded from the CPU one
     dev_gen = torch.Generator(device=device).manual_seed(
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
     bs = int(batch_size) if batch_size else auto_batch(noise.shape[0], event_shape)
 
-    def run(x_T: torch.Tensor, c: Any, u: Any, stats: dict[str, Any]) -> torch.Tensor:
-        c, u = _encoded(model, c), _encoded(model, u)
-        return sample(classifier_free(model, c, guidance, uncond=u), x_T,
-                      schedule=model.schedule,
+    def run(x_T: torch.Tensor, c: Any, u: Any, *more: Any, stats: dict[str, Any]
+            ) -> torch.Tensor:
+        c, u, more = _encoded(model, c), _encoded(model, u), [_encoded(model, p) for p in more]
+        guided = (composed(model, [c, *more], [guidance, *weights], uncond=u) if more
+                  else classifier_free(model, c, guidance, uncond=u))
+        return sample(guided, x_T, schedule=model.schedule,
                       prediction=model.prediction, sampler=sampler,
                       steps=None if steps is None else int(steps), generator=dev_gen,
                       stats=stats, **options)
@@ -163,13 +170,32 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     was_training = model.training
     model.eval()
     try:
-        out, counts = _in_batches(run, noise, (cond, uncond), bs, (device, dtype), progress,
-                                  decode)
+        out, counts = _in_batches(run, noise, (cond, uncond, *parts), bs, (device, dtype),
+                                  progress, decode)
     finally:
         model.train(was_training)
     if stats is not None:
         stats.update(_mean_counts(counts))
     return torch.cat(out), cond
+
+
+def _checked_parts(spec: CondSpec, compose: Sequence[tuple[Any, float]] | None,
+                   guidance: float | None, n: int) -> tuple[list[Any], list[float]]:
+    """``compose``'s conditions (each checked for ``n`` samples) and weights (finite, >= 0);
+    one :class:`PipelineError` for a mistake."""
+    if not compose:
+        return [], []
+    if guidance is None:
+        raise PipelineError("compose= adds to classifier-free guidance: pass guidance= too")
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in compose):
+        raise PipelineError("compose= takes (condition, weight) pairs, e.g. "
+                            "[(\"a 7\", 5.0)] for a prompt")
+    for _, w in compose:
+        problem = number_problem("compose weight", w, float, 0)
+        if problem:
+            raise PipelineError(problem)
+    return ([check_cond(spec, c, n)[0] for c, _ in compose],
+            [float(w) for _, w in compose])
 
 
 def _encoded(model: Any, cond: Any) -> Any:
@@ -178,19 +204,19 @@ def _encoded(model: Any, cond: Any) -> Any:
 
 
 def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
-                conds: tuple[Any, Any], bs: int, to: tuple[torch.device, torch.dtype],
+                conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
                 progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
-    """``run(x_T, cond, uncond)`` over batches of ``bs`` (each decoded when ``decode``): the
+    """``run(x_T, cond, uncond, *parts)`` over batches of ``bs`` (each decoded when ``decode``): the
     samples (float32, on the CPU) and each batch's (size, steps, nfe, network evals)."""
     device, dtype = to
     out, counts = [], []
     for i in _batch_starts(noise.shape[0], bs, progress):
         x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
-        c, u = (map_cond(lambda v: v.to(device), index_cond(x, slice(i, i + bs)))
-                for x in conds)
+        batch = [map_cond(lambda v: v.to(device), index_cond(x, slice(i, i + bs)))
+                 for x in conds]
         st: dict[str, Any] = {}
-        x0 = run(x_T, c, u, stats=st)  # (b, *event)
+        x0 = run(x_T, *batch, stats=st)  # (b, *event)
         counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
         if decode is not None:
             x0 = decode(x0)  # (b, *sample_shape)

@@ -388,11 +388,29 @@ def _check_blocks(cfg: DictConfig) -> None:
     optimizer_args(to_plain(cfg.optim))
     _check_stage(cfg)
     block = {k: v for k, v in to_plain(cfg.sampler).items()
-             if k not in ("name", "steps", "guidance") and v is not None}
+             if k not in ("name", "steps", "guidance", "compose") and v is not None}
     try:
         check_sampler_options(str(cfg.sampler.name), block)
     except ValueError as exc:
         raise ConfigError(f"sampler: {exc}") from None
+    _check_compose(to_plain(cfg.sampler.get("compose")), cfg.sampler.get("guidance"))
+
+
+def _check_compose(compose: Any, guidance: Any) -> None:
+    """``sampler.compose``: null, or ``{part: weight}`` (weights numbers >= 0) beside
+    ``sampler.guidance``."""
+    if compose is None:
+        return
+    if not isinstance(compose, dict) or not compose:
+        raise ConfigError(f"sampler.compose={compose!r}: give {{part: weight}}, e.g. "
+                          f"sampler.compose={{digit: 5}}, or null")
+    for part, weight in compose.items():
+        problem = number_problem(f"sampler.compose.{part}", weight, float, 0)
+        if problem:
+            raise ConfigError(problem)
+    if guidance is None:
+        raise ConfigError("sampler.compose adds to classifier-free guidance: set "
+                          "sampler.guidance too")
 
 
 AUTOENCODER_REQUIRED = "required"  # a latent recipe's `autoencoder:` until the user names one

@@ -13,12 +13,13 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
 
-from omnidiff.core.conditions import cond_batch_size, index_cond
-from omnidiff.errors import NonFiniteLossError, TrainingPreempted
+from omnidiff.core.conditions import cond_batch_size, index_cond, sequence_field
+from omnidiff.errors import NonFiniteLossError, TrainingPreempted, UserError
 from omnidiff.io import atomic_write_json
 from omnidiff.model_file import state_digest
 from omnidiff.plugins.contract import data_kwargs, takes_keyword
 from omnidiff.samplers.generate import generate_samples, sampler_options
+from omnidiff.text.prompts import PromptEncoder
 from omnidiff.training.optim import ema_update
 from omnidiff.training.tensorboard import log_artifacts
 
@@ -171,12 +172,24 @@ class SampleCallback(Evaluation):
         self.sampler = str(block.pop("name", "dpmpp_2m"))
         self.steps = int(block.pop("steps", 20))
         self.guidance = block.pop("guidance", None)
+        self.compose = dict(block.pop("compose", None) or {})
         self.options = block
         self.run_dir = Path(run_dir)
         self.n, self.n_ref = int(n), int(n_ref)
         self.seed, self.batch_size = int(seed), batch_size
         self._reference: tuple[torch.Tensor, Any] | None = None
         self._conds: Any = None
+        self._parts: list[tuple[Any, float]] | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.compose and not callable(getattr(trainer.datamodule, "caption_parts", None)):
+            raise UserError(f"sampler.compose needs captions whose parts the data knows "
+                            f"({type(trainer.datamodule).__name__} names none): drop "
+                            f"sampler.compose")
+        try:
+            self._composed(trainer, pl_module.spec.cond)  # its mistakes before training
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
     def _ref(self, trainer: Any) -> tuple[torch.Tensor, Any]:
         if self._reference is None:
@@ -202,6 +215,27 @@ class SampleCallback(Evaluation):
                 self._conds = index_cond(conds, torch.arange(self.n) % size)
         return self._conds
 
+    def _composed(self, trainer: Any, spec: Any) -> list[tuple[Any, float]] | None:
+        """``sampler.compose``'s ``(condition, weight)`` pairs: each evaluation prompt's part
+        named by the key (the data module's ``caption_parts``), encoded like a prompt."""
+        if not self.compose:
+            return None
+        if self._parts is None:
+            dm, conds = trainer.datamodule, self._conditions(trainer, spec)
+            field, seq = sequence_field(spec)
+            captions = dm.captions_of(conds) if seq is not None else None
+            if captions is None:
+                raise UserError("sampler.compose composes prompts: this model takes none")
+            table, encode = dm.caption_parts(captions), PromptEncoder(seq)
+            missing = sorted(set(self.compose) - set(table))
+            if missing:
+                raise UserError(f"sampler.compose names {missing}; the captions' parts are "
+                                f"{sorted(table)}")
+            self._parts = [(encode(table[k]) if field is None
+                            else {**conds, field: encode(table[k])}, float(w))
+                           for k, w in self.compose.items()]
+        return self._parts
+
     @torch.no_grad()
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
         spec, dm, domain = module.spec.cond, trainer.datamodule, module.domain
@@ -210,6 +244,7 @@ class SampleCallback(Evaluation):
             module.model, self.n, event_shape=module.spec.event_shape, cond_spec=spec,
             cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
             guidance=self.guidance, seed=self.seed, batch_size=self.batch_size, progress=False,
+            compose=self._composed(trainer, spec),
             shape_for=getattr(dm, "event_shape_for", None),
             decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
         seconds = time.perf_counter() - t0
