@@ -94,7 +94,7 @@ def test_part_captions_name_the_clips_digit_alone():
     """data.part_captions: that share of training captions names the digit alone, the digit
     the clip shows; the full captions and the held-out reference are as before."""
     digits = get_domain("image").digits_arrays(8)
-    a = text_clips_arrays(400, digits, frames=4, size=16, max_speed=1, part_captions=0.3)
+    a = text_clips_arrays(400, digits, frames=4, size=16, max_speed=1, part_captions={"digit": 0.3})
     full = [c in a["truth"] for c in a["captions_train"]]
     parts = [i for i, f in enumerate(full) if not f]
     assert 0.2 < len(parts) / 400 < 0.4
@@ -110,15 +110,24 @@ def test_part_captions_name_the_clips_digit_alone():
     assert all(len(c.split()) > 2 for c, f in zip(a["captions_train"], full) if f)
     assert digit_part("the digit seven drifts up", 7) == "a seven"
     assert digit_part("8 going left", 8) == "an 8"
-    dm = VideoData(**{**SMALL_DATA, "cond": "text", "part_captions": 0.25})
+    dm = VideoData(**{**SMALL_DATA, "cond": "text", "part_captions": {"digit": 0.25}})
     test = dm.captions_of(dm.reference(6, torch.Generator().manual_seed(0))[1])
     truth = dm.caption_truth()
     want = [("an " if truth[c][0] == 8 else "a ") for c in test]
     got = dm.caption_parts(test)["digit"]
     assert [g.startswith(w) for g, w in zip(got, want)] == [True] * 6
     assert all(g.split()[1] in c.split() for g, c in zip(got, test))
+    dirs = dm.caption_parts(test)["direction"]
+    assert all(d.startswith("moving ") and c.endswith(" " + d[7:]) for c, d in zip(test, dirs))
     with pytest.raises(ValueError, match="parts are unknown"):
         dm.caption_parts(["a 7 dancing"])
+    b = text_clips_arrays(400, digits, frames=4, size=16, max_speed=1,
+                          part_captions={"direction": 0.3})
+    alone = [i for i, c in enumerate(b["captions_train"]) if c not in b["truth"]]
+    assert 0.2 < len(alone) / 400 < 0.4
+    said = [next(k for k, ps in enumerate(PHRASES) for p in ps
+                 if b["captions_train"][i].endswith(" " + p)) for i in alone]
+    assert torch.equal(judge_direction(b["x_train"][alone]), torch.tensor(said))
 
 
 @pytest.mark.parametrize("cond,att,blocks,extra", [
@@ -166,7 +175,7 @@ def test_trained_model_generates_from_prompts_and_continues(text_model, tmp_path
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("+sampler.compose.colour=2", "the captions' parts are ['digit']"),
+    ("+sampler.compose.colour=2", "the captions' parts are ['digit', 'direction']"),
     ("sampler.guidance=null", "set sampler.guidance too"),
     ("sampler.compose.digit=-1", ">= 0")])
 def test_composed_evaluation_mistakes_stop_before_training(override, needle, tmp_path, capsys):
@@ -206,8 +215,12 @@ def test_folder_clips_with_metadata_become_prompts(tmp_path):
     (lambda: VideoData("text_moving_digits"), "data.cond=text"),
     (lambda: VideoData("folder", root="x", cond="text"), "data.text"),
     (lambda: clip_speed(8, 16, 12, 1), "without bouncing"),
-    (lambda: VideoData("text_moving_digits", cond="text", part_captions=1.0), "must lie in"),
-    (lambda: VideoData("moving_digits", part_captions=0.2), "text_moving_digits"),
+    (lambda: VideoData("text_moving_digits", cond="text", part_captions={"digit": 0.6,
+                                                                       "direction": 0.4}),
+     "sum below 1"),
+    (lambda: VideoData("text_moving_digits", cond="text", part_captions={"colour": 0.1}),
+     "digit and direction"),
+    (lambda: VideoData("moving_digits", part_captions={"digit": 0.2}), "text_moving_digits"),
     (lambda: VideoData("moving_digits").caption_parts(["a 7"]), "names no parts"),
     (lambda: build_dit((4, 1, 16, 16), None, attention="joint", text_blocks="spatial"),
      "factorised"),

@@ -10,9 +10,10 @@ moving left", "the digit seven drifts up", "3 going downwards", "an eight slides
 :data:`HELD_OUT_PAIRS`, the ten ``(digit, direction)`` with ``digit % 4 == direction``, never
 appear in training (every digit still moves in its three other directions, and every direction
 carries seven or eight digits); :func:`eval_prompts` gives fixed evaluation sets of training
-pairs (``held_in``) and of held-out pairs (``held_out``). :func:`digit_caption` names a digit
-alone (a share of the training captions with ``data.part_captions``) and :func:`digit_part`
-finds those words in a full caption: the part that composed guidance pushes towards.
+pairs (``held_in``) and of held-out pairs (``held_out``). :func:`digit_caption` and
+:func:`direction_caption` name the digit or the direction alone (shares of the training
+captions with ``data.part_captions``); :func:`digit_part` and :func:`direction_part` find
+those words in a full caption: the parts that composed guidance pushes towards.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ __all__ = [
     "PAIR_SETS",
     "PHRASES",
     "TEMPLATES",
+    "DIRECTION_FORMS",
     "PART_FORMS",
     "caption",
     "captioned_pairs",
     "digit_caption",
     "digit_part",
+    "direction_caption",
+    "direction_part",
     "eval_prompts",
 ]
 
@@ -45,6 +49,8 @@ TEMPLATES = ("{ad} moving {where}", "the digit {d} drifts {where}", "{d} going {
              "{ad} slides {where}", "the number {d} travels {where}", "{ad} heading {where}")
 # captions that name the digit alone, a part of a full caption ("a 7", "the digit seven")
 PART_FORMS = ("{ad}", "the digit {d}", "the number {d}", "{d}")
+# captions that name the direction alone ("moving left", "something drifts up")
+DIRECTION_FORMS = ("moving {where}", "something drifts {where}", "going {where}")
 HELD_OUT_PAIRS = frozenset((d, d % 4) for d in range(10))
 PAIR_SETS = {
     "train": [(d, k) for d in range(10) for k in range(4) if (d, k) not in HELD_OUT_PAIRS],
@@ -78,6 +84,22 @@ def digit_part(text: str, digit: int) -> str:
     moving left" -> "a 7", "the digit seven drifts up" -> "a seven")."""
     word = DIGIT_WORDS[digit] if DIGIT_WORDS[digit] in text.split() else str(digit)
     return _article(word)
+
+
+def direction_caption(direction: int, rng: np.random.Generator) -> str:
+    """A caption naming ``direction`` alone, without a digit: a random form of
+    :data:`DIRECTION_FORMS` and phrase of the direction ("moving left", "going upwards")."""
+    phrases = PHRASES[direction]
+    where = phrases[rng.integers(len(phrases))]
+    return DIRECTION_FORMS[rng.integers(len(DIRECTION_FORMS))].format(where=where)
+
+
+def direction_part(text: str, direction: int) -> str:
+    """The words of caption ``text`` that name its ``direction``, in the caption's own phrase
+    ("a 7 moving to the left" -> "moving to the left")."""
+    phrase = max((p for p in PHRASES[direction] if text.endswith(" " + p)), key=len,
+                 default=DIRECTIONS[direction])
+    return f"moving {phrase}"
 
 
 def captioned_pairs(n: int, rng: np.random.Generator, pairs: str = "train", balanced: bool = False

@@ -31,7 +31,7 @@ from omnidiff.text.captions import CaptionTable, folder_captions
 
 from . import _image_domain
 from .files import find_clips, read_clip
-from .captions import digit_part
+from .captions import digit_part, direction_part
 from .text_data import text_clips_arrays
 
 __all__ = ["VideoData", "random_masks", "first_frames", "CONDS", "SOURCES"]
@@ -102,9 +102,10 @@ class VideoData(pl.LightningDataModule):
         p_none, p_fill: training masks (see :func:`random_masks`); ``eval_given``: frames
             given to the continuations of the reference.
         train_size, val_size: generated clips; ``holdout``: held-out fraction of a folder.
-        part_captions: ``text_moving_digits``: the share of training captions that name the
-            digit alone ("a 7"), so the model knows that part's own condition and composed
-            guidance (``sampler.compose: {digit: w}``, :meth:`caption_parts`) can push it.
+        part_captions: ``text_moving_digits``: the shares of training captions that name one
+            part alone, ``{digit: s, direction: s}`` ("a 7", "moving left"), so the model
+            knows each part's own condition and composed guidance (``sampler.compose: {digit:
+            w}``, :meth:`caption_parts`) can push it.
     """
 
     pipeline_attrs = ("classes",)
@@ -115,7 +116,8 @@ class VideoData(pl.LightningDataModule):
                  p_none: float = 0.25, p_fill: float = 0.25, eval_given: int = 2,
                  train_size: int = 6000, val_size: int = 600, batch_size: int = 32,
                  num_workers: int = 0, seed: int = 0, holdout: float = 0.1,
-                 text: dict[str, Any] | None = None, part_captions: float = 0.0):
+                 text: dict[str, Any] | None = None,
+                 part_captions: dict[str, float] | None = None):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"data.name={name!r} is not one of {', '.join(SOURCES)}")
@@ -266,8 +268,8 @@ class VideoData(pl.LightningDataModule):
 
     def caption_parts(self, captions: list[str]) -> dict[str, list[str]]:
         """text_moving_digits: the words of each caption that name one attribute, by attribute
-        (``{"digit": ["a 7", ...]}``), for composed guidance; one clear error for a caption
-        this data set did not write."""
+        (``{"digit": ["a 7", ...], "direction": ["moving left", ...]}``), for composed
+        guidance; one clear error for a caption this data set did not write."""
         if self.name != "text_moving_digits":
             raise ValueError(f"data.name={self.name} names no parts of its captions: drop "
                              f"sampler.compose")
@@ -276,7 +278,8 @@ class VideoData(pl.LightningDataModule):
         if unknown:
             raise ValueError(f"caption {unknown[0]!r} is not one of text_moving_digits' "
                              f"full captions: its parts are unknown")
-        return {"digit": [digit_part(c, truth[c][0]) for c in captions]}
+        return {"digit": [digit_part(c, truth[c][0]) for c in captions],
+                "direction": [direction_part(c, truth[c][1]) for c in captions]}
 
     def continuation(self, clips: torch.Tensor, k: int, labels: Any = None,
                      prompts: Any = None) -> Any:
@@ -356,11 +359,16 @@ def _check_text(name: str, cond: str, text: dict[str, Any] | None) -> None:
         raise ValueError(f"{what} needs a prompt condition and captions together: {fix}")
 
 
-def _check_parts(name: str, share: Any) -> float:
-    """``data.part_captions``: a share in [0, 1), and only for text_moving_digits."""
-    share = float(share)
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"data.part_captions={share} must lie in [0, 1)")
-    if share and name != "text_moving_digits":
+def _check_parts(name: str, shares: Any) -> dict[str, float]:
+    """``data.part_captions``: ``{digit: s, direction: s}``, shares >= 0 summing below 1, and
+    only for text_moving_digits."""
+    shares = dict(shares or {})
+    unknown = sorted(set(shares) - {"digit", "direction"})
+    if unknown:
+        raise ValueError(f"data.part_captions names {unknown}; its parts are digit and direction")
+    shares = {k: float(v) for k, v in shares.items()}
+    if any(v < 0 for v in shares.values()) or sum(shares.values()) >= 1:
+        raise ValueError(f"data.part_captions={shares}: shares must be >= 0 and sum below 1")
+    if any(shares.values()) and name != "text_moving_digits":
         raise ValueError(f"data.part_captions is for data.name=text_moving_digits, not {name}")
-    return share
+    return shares

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .captions import captioned_pairs, digit_caption, eval_prompts
+from .captions import captioned_pairs, digit_caption, direction_caption, eval_prompts
 
 __all__ = ["TEXT_SEED", "EVAL_PER_SET", "clip_speed", "straight_paths", "draw_clips",
            "text_clips_arrays"]
@@ -80,30 +80,38 @@ def _clips(x: torch.Tensor, y: torch.Tensor, pairs: dict, rng: np.random.Generat
     return draw_clips(_pick(x, y, pairs["digit"], rng), paths, size)
 
 
-def _part_captions(train: dict, share: float, rng: np.random.Generator) -> list[bool]:
-    """Replace a random ``share`` of ``train``'s captions by captions naming the digit alone, in
-    place; which captions stay full (all of them, drawing nothing, when ``share`` is 0)."""
+def _part_captions(train: dict, shares: dict[str, float], rng: np.random.Generator
+                   ) -> list[bool]:
+    """Replace random shares of ``train``'s captions by captions naming one part alone
+    (``shares``: ``digit`` and ``direction``), in place; which captions stay full (all of them,
+    drawing nothing, when no share is set)."""
     full = [True] * len(train["captions"])
-    if share <= 0:
+    digit, direction = (float(shares.get(k, 0.0)) for k in ("digit", "direction"))
+    if digit + direction <= 0:
         return full
     for i in range(len(full)):
-        if rng.random() < share:
+        u = rng.random()
+        if u < digit:
             train["captions"][i] = digit_caption(int(train["digit"][i]), rng)
-            full[i] = False
+        elif u < digit + direction:
+            train["captions"][i] = direction_caption(int(train["direction"][i]), rng)
+        full[i] = u >= digit + direction
     return full
 
 
 def text_clips_arrays(n_train: int, digits: dict[str, torch.Tensor], *, frames: int, size: int,
-                      max_speed: int, part_captions: float = 0.0) -> dict[str, Any]:
+                      max_speed: int, part_captions: dict[str, float] | None = None
+                      ) -> dict[str, Any]:
     """Training clips ``(n_train, T, 1, S, S)`` with captions, and the held-out reference (the
     evaluation sets' captions, clips of the test split, shuffled together); ``truth`` maps each
-    full caption to ``(digit, direction, set)``. A share ``part_captions`` of the training
-    captions name the digit alone (:func:`.captions.digit_caption`; not in ``truth``)."""
+    full caption to ``(digit, direction, set)``. Shares ``part_captions`` (``{"digit": s,
+    "direction": s}``) of the training captions name the digit or the direction alone
+    (:func:`.captions.digit_caption`, :func:`.captions.direction_caption`; not in ``truth``)."""
     digit_size = int(digits["x_train"].shape[-1])
     speed = clip_speed(frames, size, digit_size, max_speed)
     rng = np.random.default_rng(TEXT_SEED)
     train = captioned_pairs(n_train, rng)
-    full = _part_captions(train, part_captions, rng)
+    full = _part_captions(train, part_captions or {}, rng)
     x_train = _clips(digits["x_train"], digits["y_train"], train, rng, frames, size, speed)
     truth = {c: (int(a), int(b), "train")
              for c, a, b, f in zip(train["captions"], train["digit"], train["direction"], full)
