@@ -181,8 +181,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
 
 def _checked_parts(spec: CondSpec, compose: Sequence[tuple[Any, float]] | None,
                    guidance: float | None, n: int) -> tuple[list[Any], list[float]]:
-    """``compose``'s conditions (each checked for ``n`` samples) and weights (finite, >= 0);
-    one :class:`PipelineError` for a mistake."""
+    """``compose``'s conditions (each checked for ``n`` samples) and weights (finite, >= 0),
+    those of weight 0 left out; one :class:`PipelineError` for a mistake."""
     if not compose:
         return [], []
     if guidance is None:
@@ -194,8 +194,8 @@ def _checked_parts(spec: CondSpec, compose: Sequence[tuple[Any, float]] | None,
         problem = number_problem("compose weight", w, float, 0)
         if problem:
             raise PipelineError(problem)
-    return ([check_cond(spec, c, n)[0] for c, _ in compose],
-            [float(w) for _, w in compose])
+    kept = [(c, float(w)) for c, w in compose if w]  # a weight of 0 costs no network half
+    return [check_cond(spec, c, n)[0] for c, _ in kept], [w for _, w in kept]
 
 
 def _encoded(model: Any, cond: Any) -> Any:
