@@ -395,6 +395,8 @@ def test_composed_prompts_add_their_pushes_to_guidance(text_model):
                                **kw)
     assert torch.equal(part, per_sample)  # (a barely trained model: a small push, but real)
     assert (part - plain).abs().max() > 10 * (same - plain).abs().max().clamp_min(1e-7)
+    one = pipe.generate(guidance=3.0, compose=[("left: 3", 4.0)], **kw)
+    assert torch.equal(one, pipe.generate(guidance=3.0, compose=[(["left: 3"] * 6, 4.0)], **kw))
     zero = pipe.generate(guidance=5.0, compose=[("right: 1", 0.0)], **kw)
     assert torch.equal(zero, plain) and pipe.last_stats["network_evals"] == 2 * 3
     for kwargs, needle in [(dict(compose=[("b", 1.0)]), "guidance= too"),

@@ -29,7 +29,11 @@ from omnidiff_domains.video.captions import (
 from omnidiff_domains.video.data import VideoData
 from omnidiff_domains.video.dit import build_dit
 from omnidiff_domains.video.text_data import clip_speed, text_clips_arrays
-from omnidiff_domains.video.text_metrics import judge_clips, judge_direction, text_video_metrics
+from omnidiff_domains.video.text_metrics import (
+    judge_clips,
+    judge_direction,
+    text_video_metrics,
+)
 
 SMALL_DATA = {"name": "text_moving_digits", "frames": 4, "size": 16, "digit_size": 8,
               "train_size": 64, "batch_size": 8}

@@ -135,8 +135,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     (a negative prompt). ``compose``: ``(condition, weight)`` pairs (each condition checked
     like ``cond``) whose pushes ``weight (c_i - u)`` add to guidance's (composable diffusion,
     :func:`~omnidiff.core.guidance.composed`), e.g. the part of a prompt that names one
-    attribute, so that attribute is not drowned by the rest. What stays fixed over a run (a prompt's encoding) is computed once
-    per batch (:meth:`DiffusionModel.encode_cond`), not per step.
+    attribute, so that attribute is not drowned by the rest. What stays fixed over a run (a
+    prompt's encoding) is computed once per batch (:meth:`DiffusionModel.encode_cond`), not
+    per step.
     """
     spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
@@ -207,8 +208,9 @@ def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                 conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
                 progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
-    """``run(x_T, cond, uncond, *parts)`` over batches of ``bs`` (each decoded when ``decode``): the
-    samples (float32, on the CPU) and each batch's (size, steps, nfe, network evals)."""
+    """``run(x_T, cond, uncond, *parts)`` over batches of ``bs`` (each decoded when
+    ``decode``): the samples (float32, on the CPU) and each batch's (size, steps, nfe,
+    network evals)."""
     device, dtype = to
     out, counts = [], []
     for i in _batch_starts(noise.shape[0], bs, progress):
