@@ -24,7 +24,7 @@ from omnidiff.core.conditions import (
 from omnidiff.core.guidance import classifier_free
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError, UserError
-from omnidiff.nn import Layout, SequenceConditioning, SequenceEncoder
+from omnidiff.nn import Layout, SequenceConditioning, SequenceEncoder, WordBag
 from omnidiff.plugins.check import _check_network
 from omnidiff.samplers import generate_samples
 from omnidiff.text import PromptEncoder, fit_tokenizer, text_condition, tokenize
@@ -152,6 +152,28 @@ def test_word_bag_adds_each_word_whatever_the_prompt_around_it():
     assert torch.equal(cond_net.bag(None, None, 3, "cpu"), torch.zeros(3, 8))
     encoded = cond_net.encode_cond({"text": value})
     torch.testing.assert_close(cond_net.bag(encoded, None, 2, "cpu"), bag)
+
+
+def test_word_bag_gain_starts_at_the_same_scale_and_learns_that_many_times_faster():
+    """A bag with ``gain`` g draws the same N(0, 1) vectors (scale) and one Adam step moves
+    them g times as far as the plain bag's, for token ids and for embeddings alike."""
+    ids = torch.tensor([[5, 7, 0], [9, 0, 0]])
+    value = {"tokens": ids, "mask": ids > 0}
+    embeddings = {"embeddings": torch.randn(2, 3, 12), "mask": ids > 0}
+    for seq, x in ((TOKENS, value), (SequenceCond(5, dim=12), embeddings)):
+        moved = []
+        for gain in (1.0, 8.0):
+            torch.manual_seed(0)
+            bag = WordBag(seq, 64, gain=gain)
+            before = bag(x).detach()
+            assert 0.7 < float(before[1].std() / (x["mask"][1].sum() ** 0.5)) < 1.3
+            opt = torch.optim.Adam(bag.parameters(), lr=1e-3)
+            bag(x).sum().backward()
+            opt.step()
+            moved.append(float((bag(x).detach() - before).abs().mean()))
+        assert abs(moved[1] / moved[0] - 8.0) < 0.5, moved
+    with pytest.raises(ValueError, match="gain > 0"):
+        WordBag(TOKENS, 8, gain=0.0)
 
 
 def test_layout_starts_at_zero_and_gives_each_position_its_words():

@@ -92,7 +92,7 @@ class VideoDiT(nn.Module):
                  pos: str = "sincos", attention: str = "joint", mlp_ratio: float = 4.0,
                  dropout: float = 0.0, text_width: int | None = None, text_layers: int = 2,
                  text_blocks: str = "all", text_bag: bool = False, text_pooled: bool = True,
-                 seam_conv: bool = False):
+                 text_bag_gain: float = 1.0, seam_conv: bool = False):
         super().__init__()
         if len(event_shape) != 4:
             raise ValueError(f"a video event is (T, C, H, W), got {tuple(event_shape)}")
@@ -122,7 +122,8 @@ class VideoDiT(nn.Module):
         self.cond = Conditioning(self.spec, self.width, fields=fields)
         text_width = int(text_width or self.width)
         self.text_blocks = _choice(text_blocks, TEXT_BLOCKS, "text_blocks")
-        self.text = self._text_conditioning(text_width, text_layers, text_bag, text_pooled)
+        self.text = self._text_conditioning(text_width, text_layers, text_bag, text_pooled,
+                                            text_bag_gain)
         self.text_pool = (nn.Linear(text_width, self.width)
                           if self.text is not None and text_pooled else None)
         self.blocks = nn.ModuleList(
@@ -134,8 +135,8 @@ class VideoDiT(nn.Module):
         self.seam = SeamConv(self.channels, 3) if seam_conv else None
         self._positions()
 
-    def _text_conditioning(self, width: int, layers: int, bag: bool, pooled: bool
-                           ) -> SequenceConditioning | None:
+    def _text_conditioning(self, width: int, layers: int, bag: bool, pooled: bool,
+                           bag_gain: float) -> SequenceConditioning | None:
         """The prompt's encoder and bag of words (None without a sequence condition); no
         encoder when nothing reads it (``text_blocks=none``, ``text_pooled=False``)."""
         if self.text_blocks == "spatial" and self.attention != "factorised":
@@ -148,7 +149,8 @@ class VideoDiT(nn.Module):
             raise ValueError("model.text_blocks=none with text_pooled=false and no text_bag "
                              "reads nothing of the prompt; set model.text_bag=true")
         return SequenceConditioning(self.spec, width, layers, self.heads,
-                                    bag_dim=self.width if bag else None, encoder=encoder)
+                                    bag_dim=self.width if bag else None, encoder=encoder,
+                                    bag_gain=bag_gain)
 
     def _reads_text(self, i: int) -> bool:
         """Whether block ``i`` cross-attends to the prompt (odd blocks of the factorised layout
@@ -238,7 +240,7 @@ def build_dit(event_shape: tuple[int, ...], cond_spec: Any, compile: bool = Fals
               **cfg: Any) -> nn.Module:
     """The domain's network factory (``model`` config keys: size, depth, width, heads, patch,
     pos, attention, mlp_ratio, dropout, text_width, text_layers, text_blocks, text_bag,
-    text_pooled, seam_conv, compile)."""
+    text_pooled, text_bag_gain, seam_conv, compile)."""
     net = VideoDiT(event_shape, cond_spec, **cfg)
     if compile:
         net.compile()

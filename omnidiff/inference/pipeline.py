@@ -32,6 +32,7 @@ from omnidiff.samplers.generate import (
     auto_batch,
     check_cond,
     check_request,
+    compose_pairs,
     device_dtype,
     generate_samples,
     noise_and_cond,
@@ -292,13 +293,7 @@ class Pipeline:
         per prompt (repeated as the prompts are), or one per sample."""
         if compose is None:
             return None
-        if isinstance(compose, tuple) and len(compose) == 2 and not isinstance(compose[0],
-                                                                                  tuple):
-            compose = [compose]  # one pair
-        if not isinstance(compose, (list, tuple)) or not all(
-                isinstance(p, (list, tuple)) and len(p) == 2 for p in compose):
-            raise PipelineError("compose= takes (prompt, weight) pairs, e.g. "
-                                "compose=[(\"a 7\", 5.0)]")
+        compose = compose_pairs(compose)
         field = sequence_field(self.cond_spec)[0]
         per = 1 if prompt is None or n is None or isinstance(prompt, str) else \
             n // max(len(prompt), 1)

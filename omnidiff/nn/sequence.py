@@ -45,16 +45,23 @@ class WordBag(nn.Module):
     them apart; the words that carry little of the loss (a digit's name beside the direction it
     moves in) then stay indistinct for thousands of steps (video_text_digits: frames read as the
     prompted digit 0.46 at 2000 steps against 0.19 from zero, std 0.3: 0.37).
+
+    ``gain`` stores the vectors ``gain`` times smaller and multiplies them back: the same
+    vectors at the start, but an optimiser's steps (Adam's are about ``lr`` per entry whatever
+    the scale) move them ``gain`` times faster -- the bag's own learning rate.
     """
 
-    def __init__(self, spec: SequenceCond, dim: int):
+    def __init__(self, spec: SequenceCond, dim: int, gain: float = 1.0):
         super().__init__()
-        self.spec = spec
+        if not gain > 0:
+            raise ValueError(f"a bag of words needs gain > 0, got {gain}")
+        self.spec, self.gain = spec, float(gain)
         if spec.vocab_size is not None:
             self.table = nn.Embedding(spec.vocab_size, dim)  # N(0, 1), as a label's
+            nn.init.normal_(self.table.weight, std=1.0 / self.gain)
         else:  # unit-variance embeddings give unit-variance vectors
             self.proj = nn.Linear(spec.dim, dim, bias=False)
-            nn.init.normal_(self.proj.weight, std=spec.dim ** -0.5)
+            nn.init.normal_(self.proj.weight, std=spec.dim ** -0.5 / self.gain)
 
     def forward(self, value: dict[str, torch.Tensor]) -> torch.Tensor:
         seq, mask = value[self.spec.key], value["mask"]  # (B, L[, D]), (B, L)
@@ -62,7 +69,7 @@ class WordBag(nn.Module):
             words = self.table(seq)  # (B, L, dim)
         else:
             words = self.proj(seq.to(self.proj.weight.dtype))  # (B, L, dim)
-        return (words * mask[..., None].to(words.dtype)).sum(1)  # (B, dim)
+        return self.gain * (words * mask[..., None].to(words.dtype)).sum(1)  # (B, dim)
 
 
 class SequenceEncoder(nn.Module):
@@ -112,11 +119,12 @@ class SequenceEncoder(nn.Module):
 
 class SequenceConditioning(nn.Module):
     """The sequence of a condition specification, encoded for cross-attention; with
-    ``bag_dim``, also its :class:`WordBag` (``bag(cond, drop, batch)``). ``encoder=False``
+    ``bag_dim``, also its :class:`WordBag` (``bag(cond, drop, batch)``; ``bag_gain``: its
+    ``gain``). ``encoder=False``
     (a network that reads the bag alone) builds and runs no encoder."""
 
     def __init__(self, spec: Any, width: int, layers: int = 2, heads: int = 4,
-                 bag_dim: int | None = None, encoder: bool = True):
+                 bag_dim: int | None = None, encoder: bool = True, bag_gain: float = 1.0):
         super().__init__()
         self.field, seq = sequence_field(spec)
         if seq is None:
@@ -124,7 +132,7 @@ class SequenceConditioning(nn.Module):
         if not encoder and not bag_dim:
             raise ValueError("a sequence condition needs its encoder, its bag of words or both")
         self.encoder = SequenceEncoder(seq, width, layers, heads) if encoder else None
-        self.words = WordBag(seq, int(bag_dim)) if bag_dim else None
+        self.words = WordBag(seq, int(bag_dim), bag_gain) if bag_dim else None
         self.width, self.bag_dim = width, int(bag_dim or 0)
 
     def _get(self, cond: Any) -> Any:

@@ -17,7 +17,7 @@ from omnidiff.errors import ConditionError, PipelineError
 from omnidiff.samplers.sampling import SAMPLERS, sample
 
 __all__ = ["generate_samples", "sampler_options", "check_request", "check_cond",
-           "noise_and_cond", "device_dtype", "auto_batch"]
+           "compose_pairs", "noise_and_cond", "device_dtype", "auto_batch"]
 
 
 def auto_batch(n: int, event_shape: Sequence[int]) -> int:
@@ -188,15 +188,25 @@ def _checked_parts(spec: CondSpec, compose: Sequence[tuple[Any, float]] | None,
         return [], []
     if guidance is None:
         raise PipelineError("compose= adds to classifier-free guidance: pass guidance= too")
-    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in compose):
-        raise PipelineError("compose= takes (condition, weight) pairs, e.g. "
-                            "[(\"a 7\", 5.0)] for a prompt")
+    compose = compose_pairs(compose)
     for _, w in compose:
         problem = number_problem("compose weight", w, float, 0)
         if problem:
             raise PipelineError(problem)
     kept = [(c, float(w)) for c, w in compose if w]  # a weight of 0 costs no network half
     return [check_cond(spec, c, n)[0] for c, _ in kept], [w for _, w in kept]
+
+
+def compose_pairs(compose: Any) -> list[tuple[Any, Any]]:
+    """``compose`` as a list of ``(condition, weight)`` pairs (one bare pair is a list of
+    one); anything else is one :class:`PipelineError`."""
+    if isinstance(compose, tuple) and len(compose) == 2 and not isinstance(compose[0], tuple):
+        compose = [compose]  # one pair
+    if not isinstance(compose, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in compose):
+        raise PipelineError("compose= takes (condition, weight) pairs, e.g. "
+                            "compose=[(\"a 7\", 5.0)] for a prompt")
+    return [tuple(p) for p in compose]
 
 
 def _encoded(model: Any, cond: Any) -> Any:

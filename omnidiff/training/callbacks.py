@@ -233,7 +233,7 @@ class SampleCallback(Evaluation):
                                 f"{sorted(table)}")
             self._parts = [(encode(table[k]) if field is None
                             else {**conds, field: encode(table[k])}, float(w))
-                           for k, w in self.compose.items()]
+                           for k, w in self.compose.items() if w]  # 0: no half
         return self._parts
 
     @torch.no_grad()
