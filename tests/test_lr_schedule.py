@@ -40,3 +40,6 @@ def test_bad_decay_settings_are_refused_in_one_line():
         adamw([torch.nn.Parameter(torch.zeros(1))], final_lr=2.0)
     with pytest.raises(ConfigError, match="decay_steps"):  # the block's check, before any work
         optimizer_args({"lr": 1e-3, "decay_steps": -5})
+    with pytest.raises(ConfigError, match="ends before optim.warmup=200"):  # no silent no-decay
+        optimizer_args({"lr": 1e-3, "warmup": 200, "decay_steps": 150})
+    assert optimizer_args({"warmup": 200, "decay_steps": 0})["decay_steps"] == 0  # 0: no decay

@@ -41,7 +41,7 @@ def adamw(params: Iterable[torch.nn.Parameter], *, lr: float = 1e-3, weight_deca
     """AdamW (weight decay on matrices only: biases and norm gains are not decayed) with the
     schedule of :func:`lr_factor` (``decay_steps`` 0: constant after the warm-up), in
     Lightning's ``configure_optimizers`` form."""
-    _check_decay(decay_steps, final_lr)
+    _check_decay(decay_steps, final_lr, warmup)
     decay, no_decay = [], []
     for p in params:
         if p.requires_grad:
@@ -55,10 +55,14 @@ def adamw(params: Iterable[torch.nn.Parameter], *, lr: float = 1e-3, weight_deca
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _check_decay(decay_steps: Any, final_lr: Any) -> None:
+def _check_decay(decay_steps: Any, final_lr: Any, warmup: Any = 0) -> None:
     if int(decay_steps) < 0 or not 0.0 <= float(final_lr) <= 1.0:
         raise ConfigError(f"optim.decay_steps={decay_steps!r} / optim.final_lr={final_lr!r}: "
                           "give steps >= 0 (0: no decay) and a fraction of lr in [0, 1]")
+    if 0 < int(decay_steps) <= int(warmup or 0):
+        raise ConfigError(f"optim.decay_steps={decay_steps} ends before optim.warmup={warmup} "
+                          f"does, so nothing would decay: give more steps than the warm-up "
+                          f"(0: no decay)")
 
 
 # the keys of a config's ``optim:`` block: adamw's settings and the EMA's
@@ -72,7 +76,8 @@ def optimizer_args(optim: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"optim.{unknown[0]} is not an optimizer option; choose from: "
                           f"{', '.join(OPTIM_KEYS)}")
-    _check_decay(optim.get("decay_steps", 0), optim.get("final_lr", 0.0))  # before any work
+    _check_decay(optim.get("decay_steps", 0), optim.get("final_lr", 0.0),
+                 optim.get("warmup", 0))  # before any work
     return {k: v for k, v in optim.items() if k not in EMA_KEYS}
 
 
