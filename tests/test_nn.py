@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timm.layers import Mlp as TimmMlp
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
 from omnidiff.nn import (
@@ -12,6 +13,7 @@ from omnidiff.nn import (
     ConditionEmbedding,
     Conditioning,
     FinalLayer,
+    Mlp,
     TransformerBlock,
     group_count,
     modulate,
@@ -118,3 +120,18 @@ def test_modulate_broadcasts_over_tokens():
                                                        (10, 4, 2), (1, 32, 1)])
 def test_group_count(channels, groups, expected):
     assert group_count(channels, groups) == expected
+
+
+def test_mlp_is_timms_in_names_initialisation_and_output():
+    """The DiT block's feed-forward layer was timm's ``Mlp``: ours has its parameter names, draws
+    the same weights from the same seed and computes the same function, so checkpoints written
+    with timm's load and sample unchanged."""
+    torch.manual_seed(0)
+    theirs = TimmMlp(16, 64, act_layer=torch.nn.GELU, drop=0.0)
+    torch.manual_seed(0)
+    ours = Mlp(16, 64, torch.nn.GELU, 0.0)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)

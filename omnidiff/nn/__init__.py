@@ -9,6 +9,7 @@ One file per concept:
 * :mod:`.attention` — self-attention, and cross-attention of a sample's tokens over a
   condition's sequence (text) with its padding mask, through PyTorch's scaled-dot-product
   attention;
+* :mod:`.mlp` — the transformer's feed-forward layer (timm's parameter names);
 * :mod:`.transformer` — DiT's adaLN-Zero block (optionally cross-attending, as PixArt-alpha)
   and Stable Diffusion's self- / cross-attention / feed-forward block;
 * :mod:`.patches` — patchify / unpatchify of an N-dimensional grid (einops) with N-d sine-cosine
@@ -34,6 +35,7 @@ from omnidiff.nn.embeddings import (
                                     timestep_embedding,
 )
 from omnidiff.nn.layout import Layout
+from omnidiff.nn.mlp import Mlp
 from omnidiff.nn.norm import group_count, group_norm
 from omnidiff.nn.patches import (
                                     PatchEmbed,
@@ -55,7 +57,7 @@ from omnidiff.nn.sequence import (
 )
 from omnidiff.nn.transformer import CrossAttentionBlock, TransformerBlock
 
-__all__ = ["WordBag", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
+__all__ = ["Mlp", "WordBag", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "SeamConv", "token_grid", "group_count", "group_norm",

@@ -1,7 +1,7 @@
 """Transformer blocks over the attention layers of :mod:`.attention`.
 
 :class:`TransformerBlock` is DiT's block (Peebles & Xie 2023): LayerNorm without affine ->
-adaLN modulation -> attention -> gate, and the same around an MLP (timm's ``Mlp``); its
+adaLN modulation -> attention -> gate, and the same around an MLP (:class:`.mlp.Mlp`); its
 parameter names (``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``, ``ada.1``) match timm's
 layers so that checkpoints of earlier omnidiff versions load unchanged. With ``context_dim`` it
 also reads a sequence (a prompt) by cross-attention between the two halves, as PixArt-alpha
@@ -18,6 +18,7 @@ from torch import nn
 
 from omnidiff.nn.adaln import adaln_zero, gate, modulate
 from omnidiff.nn.attention import CrossAttention, Rope, SelfAttention
+from omnidiff.nn.mlp import Mlp
 
 __all__ = ["SelfAttention", "TransformerBlock", "CrossAttentionBlock"]
 
@@ -31,8 +32,6 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  context_dim: int | None = None):
-        from timm.layers import Mlp  # imported here: `import omnidiff.nn` stays light
-
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(dim, heads, dropout=dropout)
@@ -43,7 +42,7 @@ class TransformerBlock(nn.Module):
             nn.init.zeros_(self.cross.proj.weight)
             nn.init.zeros_(self.cross.proj.bias)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=dropout)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), nn.GELU, dropout)
         self.ada = adaln_zero(dim, 6)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor, rope: Rope | None = None,
