@@ -174,6 +174,12 @@ def test_word_bag_gain_starts_at_the_same_scale_and_learns_that_many_times_faste
         assert abs(moved[1] / moved[0] - 8.0) < 0.5, moved
     with pytest.raises(ValueError, match="gain > 0"):
         WordBag(TOKENS, 8, gain=0.0)
+    spec = NamedCond({"text": TOKENS})  # model.text_bag_gain reaches both networks' bags
+    dit = build_dit((4, 1, 8, 8), spec, depth=2, width=16, heads=2, patch=[2, 4, 4],
+                    text_bag=True, text_bag_gain=4.0)
+    wave = build_diffwave((1, 200), spec, layers=2, channels=8, cycle=2, text_pooled=False,
+                          text_bag=True, text_bag_gain=4.0)
+    assert dit.text.words.gain == wave.text.words.gain == 4.0
 
 
 def test_layout_starts_at_zero_and_gives_each_position_its_words():

@@ -187,13 +187,14 @@ class DiffWave(nn.Module):
         text_bag: the prompt's bag of words (:class:`omnidiff.nn.WordBag`) joins the time
             embedding too; with ``text_pooled=False`` and no ``text_cross`` it is all the
             network reads of the prompt, and no encoder is built.
+        text_bag_gain: the bag's vectors learn this many times faster (``WordBag``'s gain).
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
                  channels: int = 64, cycle: int = 10, in_channels: int = 1,
                  text_width: int = 128, text_layers: int = 2, text_heads: int = 4,
                  text_pooled: bool = True, text_cross: int = 0, text_rate: int = 50,
-                 text_bag: bool = False):
+                 text_bag: bool = False, text_bag_gain: float = 1.0):
         super().__init__()
         self.cond_spec = spec = as_cond_spec(cond)
         _check_spec(spec)
@@ -217,7 +218,7 @@ class DiffWave(nn.Module):
         self.embed = Conditioning(NoCond() if self.mel_key is None and self.has_mel else spec,
                                   EMBED_DIM)
         self._text(spec, text_width, text_layers, text_heads, text_pooled, text_cross,
-                   text_rate, text_bag)
+                   text_rate, text_bag, text_bag_gain)
         self.time_proj = nn.Linear(EMBED_DIM, layers * channels)  # every layer's projection
         self.res = nn.ModuleList(ResidualLayer(channels, 2 ** (i % cycle), n_mels)
                                  for i in range(layers))
@@ -228,7 +229,7 @@ class DiffWave(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def _text(self, spec: CondSpec, width: int, layers: int, heads: int, pooled: bool,
-              cross: int, rate: int, bag: bool) -> None:
+              cross: int, rate: int, bag: bool, bag_gain: float = 1.0) -> None:
         """The prompt's encoder, its pooled projection and the cross-attention layers."""
         has_text = sequence_field(spec)[1] is not None
         if has_text and not (pooled or cross or bag):
@@ -236,7 +237,7 @@ class DiffWave(nn.Module):
                              "nothing of the prompt: turn one of them on")
         self.text = (SequenceConditioning(spec, width, layers, heads,
                                           bag_dim=EMBED_DIM if bag else None,
-                                          encoder=bool(pooled or cross))
+                                          encoder=bool(pooled or cross), bag_gain=bag_gain)
                      if has_text else None)
         self.text_pool = nn.Linear(width, EMBED_DIM) if has_text and pooled else None
         every = int(cross) if has_text else 0
@@ -315,7 +316,8 @@ def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: b
         raise ValueError(f"DiffWave needs signals in time, event_shape (channels, samples); got "
                          f"{tuple(event_shape)}")
     known = {"hop", "layers", "channels", "cycle", "text_width", "text_layers", "text_heads",
-             "text_pooled", "text_cross", "text_rate", "text_bag"}
+             "text_pooled", "text_cross", "text_rate", "text_bag",
+             "text_bag_gain"}
     unknown = set(cfg) - known
     if unknown:
         raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "
