@@ -58,10 +58,11 @@ class WordBag(nn.Module):
         self.spec, self.gain = spec, float(gain)
         if spec.vocab_size is not None:
             self.table = nn.Embedding(spec.vocab_size, dim)  # N(0, 1), as a label's
-            nn.init.normal_(self.table.weight, std=1.0 / self.gain)
         else:  # unit-variance embeddings give unit-variance vectors
             self.proj = nn.Linear(spec.dim, dim, bias=False)
-            nn.init.normal_(self.proj.weight, std=spec.dim ** -0.5 / self.gain)
+            nn.init.normal_(self.proj.weight, std=spec.dim ** -0.5)
+        with torch.no_grad():  # stored gain times smaller (no new draw: gain 1 is as before)
+            next(self.parameters()).div_(self.gain)
 
     def forward(self, value: dict[str, torch.Tensor]) -> torch.Tensor:
         seq, mask = value[self.spec.key], value["mask"]  # (B, L[, D]), (B, L)
