@@ -5,7 +5,7 @@ Registered under the entry-point group ``omnidiff.domains`` as
 :mod:`.densities`, :mod:`.clouds`, :mod:`.data`, :mod:`.networks`, :mod:`.metrics`,
 :mod:`.artifacts`; Hydra defaults in ``conf/domain/points.yaml``.
 
-Heavy imports (Lightning, timm, matplotlib) happen on first use, so listing domains stays fast.
+Heavy imports (Lightning, matplotlib) happen on first use, so listing domains stays fast.
 """
 
 from __future__ import annotations

@@ -21,12 +21,11 @@ import math
 from typing import Any
 
 import torch
-from timm.layers import Mlp
 from torch import nn
 from torch.nn import functional as F
 
 from omnidiff.core.conditions import as_cond_spec
-from omnidiff.nn import Conditioning, FinalLayer, TransformerBlock
+from omnidiff.nn import Conditioning, FinalLayer, Mlp, TransformerBlock
 
 __all__ = ["NETWORKS", "PointMLP", "SetTransformer", "build_network"]
 
@@ -38,7 +37,7 @@ class _ResBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(width)
         self.cond = nn.Linear(width, width)
-        self.mlp = Mlp(width, int(width * mlp_ratio), act_layer=nn.SiLU, drop=dropout)
+        self.mlp = Mlp(width, int(width * mlp_ratio), nn.SiLU, dropout)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return h + self.mlp(self.norm(h) + self.cond(F.silu(c)))

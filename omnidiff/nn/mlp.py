@@ -1,8 +1,10 @@
-"""The transformer's feed-forward layer: ``fc2(drop(act(fc1(x))))``, then dropout.
+"""The feed-forward layer of transformer and residual blocks: ``fc2(drop(act(fc1(x))))``,
+then dropout.
 
-Its parameter names (``fc1``, ``fc2``) are those of timm's ``Mlp``, which the DiT block used
-before, so checkpoints written then load unchanged and sample identically; written here so that
-``import omnidiff.nn`` does not import timm (about 2 s) for two linear layers.
+Its parameter names (``fc1``, ``fc2``) are those of timm's ``Mlp``, which the DiT block and the
+points networks used before, so checkpoints written then load unchanged and sample identically;
+written here so that ``import omnidiff.nn`` does not import timm (about 2 s) for two linear
+layers.
 """
 
 from __future__ import annotations

@@ -121,8 +121,8 @@ class SequenceEncoder(nn.Module):
 class SequenceConditioning(nn.Module):
     """The sequence of a condition specification, encoded for cross-attention; with
     ``bag_dim``, also its :class:`WordBag` (``bag(cond, drop, batch)``; ``bag_gain``: its
-    ``gain``). ``encoder=False``
-    (a network that reads the bag alone) builds and runs no encoder."""
+    ``gain``). ``encoder=False`` (a network that reads the bag alone) builds and runs no
+    encoder."""
 
     def __init__(self, spec: Any, width: int, layers: int = 2, heads: int = 4,
                  bag_dim: int | None = None, encoder: bool = True, bag_gain: float = 1.0):
