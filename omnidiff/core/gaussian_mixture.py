@@ -57,6 +57,23 @@ class GaussianMixture:
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.means[comp] + (chol[comp] @ z[:, :, None])[..., 0], comp
 
+    def conditional(self, observed: torch.Tensor, y: torch.Tensor) -> "GaussianMixture":
+        """The exact law of the other coordinates given ``x[observed] = y`` (a mixture again:
+        each component's Gaussian conditional, weights times the component's density of
+        ``y``). observed: (D,) bool, y: (n_observed,)."""
+        o = torch.as_tensor(observed, dtype=torch.bool)
+        h, y = ~o, torch.as_tensor(y, dtype=torch.float64)
+        s_oo = self.covs[:, o][:, :, o]  # (K, O, O)
+        s_ho = self.covs[:, h][:, :, o]  # (K, H, O)
+        s_hh = self.covs[:, h][:, :, h]  # (K, H, H)
+        gain = s_ho @ torch.linalg.inv(s_oo)  # (K, H, O)
+        dev = y - self.means[:, o]  # (K, O)
+        means = self.means[:, h] + (gain @ dev[:, :, None])[..., 0]  # (K, H)
+        covs = s_hh - gain @ s_ho.transpose(1, 2)
+        log_w = torch.log(self.weights) + torch.distributions.MultivariateNormal(
+            self.means[:, o], s_oo).log_prob(y)
+        return GaussianMixture(log_w.softmax(0), means, 0.5 * (covs + covs.transpose(1, 2)))
+
     # ---- noisy marginals -----------------------------------------------------------------
     # With S_k = U_k diag(d_k) U_k^T, the noisy covariance alpha^2 S_k + sigma^2 I shares U_k,
     # so solves and log-determinants are elementwise (no batched LAPACK calls in a sampler).

@@ -25,8 +25,8 @@ from omnidiff.core.predictions import target, to_x0_eps
 from omnidiff.core.schedules import Schedule, get_schedule
 from omnidiff.errors import UserError
 
-__all__ = ["classifier_free", "composed", "conditional", "cfg_rule", "rescale_rule",
-           "interval_rule"]
+__all__ = ["classifier_free", "composed", "conditional", "autoguided", "cfg_rule",
+           "rescale_rule", "interval_rule"]
 
 
 def conditional(model: Callable[..., torch.Tensor], cond: Any,
@@ -126,6 +126,23 @@ def composed(model: Callable[..., torch.Tensor], conds: Sequence[Any],
         *cs, u = _halves(model, x_t, t, [*conds, last], [keep] * k + [null])
         return u + sum(wi * (ci - u) for wi, ci in zip(w, cs))
     fn.cfg_batches = k + 1  # for NFE accounting
+    return fn
+
+
+def autoguided(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               weak: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scale: float
+               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Autoguidance (Karras et al. 2024): ``weak + scale (model - weak)``, the guiding branch a
+    weaker version of the same model (an early checkpoint, a smaller run) rather than an
+    unconditional one, so it works for unconditional models too. Both are ``fn(x_t, t)``
+    callables with the same schedule and prediction type (each already bound to its
+    condition or guided); scale 1 is ``model`` itself."""
+    w = float(scale)
+
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        u = weak(x_t, t)
+        return u + w * (model(x_t, t) - u)
+    fn.cfg_batches = getattr(model, "cfg_batches", 1) + getattr(weak, "cfg_batches", 1)
     return fn
 
 

@@ -175,6 +175,7 @@ class Pipeline:
                  progress: bool | None = None, prompt: str | Sequence[str] | None = None,
                  negative_prompt: str | Sequence[str] | None = None,
                  compose: Sequence[tuple[Any, float]] | None = None,
+                 guide_model: "Pipeline | str | Path | None" = None,
                  **options: Any) -> torch.Tensor:
         """Samples ``(n, *event)`` on CPU.
 
@@ -211,6 +212,16 @@ class Pipeline:
         For a label-conditional model without ``cond`` the labels are drawn uniformly (with
         ``seed``); the conditions used are kept in :attr:`last_cond` for :meth:`save` and
         :meth:`metrics`.
+
+        Control, with no retraining (:func:`omnidiff.samplers.sample` has the details):
+        ``known=x, mask=m`` fills in what ``m`` (True where known) hides, keeping ``x``
+        exactly where it is set (inpainting, a gap in a waveform, in-between frames);
+        ``method=`` ``tds`` (default) | ``replace`` | ``repaint`` | ``dps``, or a dict with
+        its options. ``init=x, strength=s`` edits ``x`` (SDEdit; with another label or prompt,
+        translation). ``guide=fn, guide_scale=`` guides by ``fn(x0_hat) -> (B,)`` log-score.
+        ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker version of this model,
+        e.g. an early checkpoint) makes ``guidance`` autoguidance, also for unconditional
+        models.
         """
         options = sampler_options(self.domain, options)
         default = self.default_sampler
@@ -230,9 +241,29 @@ class Pipeline:
                                    batch_size=batch_size, device=self.device,
                                    progress=progress, shape_for=self._shape_for,
                                    decode=self.decode, stats=self.last_stats, uncond=uncond,
-                                   compose=parts, **options)
+                                   compose=parts, guide_model=self._guide_model(guide_model),
+                                   **options)
         self.last_cond, self._last_samples, self.last_prompts = used, x, prompts
         return x
+
+    def _guide_model(self, other: "Pipeline | str | Path | None") -> DiffusionModel | None:
+        """The guiding model of autoguidance, on this device, checked to share this model's
+        domain, shape, condition, schedule and prediction (one line naming what differs)."""
+        if other is None:
+            return None
+        if not isinstance(other, Pipeline):
+            other = load(other, device=self.device)
+        ours, theirs = self.model, other.model
+        pairs = {"domain": (self.domain_name, other.domain_name),
+                 "sample shape": (self.event_shape, other.event_shape),
+                 "condition": (self.cond_spec.describe(), other.cond_spec.describe()),
+                 "schedule": (ours.schedule.config(), theirs.schedule.config()),
+                 "prediction": (ours.prediction, theirs.prediction)}
+        for what, (a, b) in pairs.items():
+            if a != b:
+                raise PipelineError(f"guide_model= must be a weaker version of this model; "
+                                    f"its {what} differs ({b} vs {a})")
+        return theirs.to(self.device).eval()
 
     # ---- prompts: texts -> the sequence condition ------------------------------------------
     def encode_prompts(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 
 from omnidiff._util import INT64_MAX, number_problem
 from omnidiff.core.conditions import CondSpec, as_cond_spec, index_cond, map_cond
-from omnidiff.core.guidance import classifier_free, composed
+from omnidiff.core.guidance import autoguided, classifier_free, composed, conditional
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConditionError, PipelineError
 from omnidiff.samplers.sampling import SAMPLERS, sample
@@ -73,7 +73,8 @@ def _batch_starts(n: int, bs: int, progress: bool | None):
     return starts
 
 
-def check_request(sampler: str, spec: CondSpec, **values: Any) -> None:
+def check_request(sampler: str, spec: CondSpec, *, autoguided: bool = False,
+                  **values: Any) -> None:
     """A generate request's names and numbers: ``n``, ``steps``, ``batch_size`` integers
     >= 1, ``seed`` an integer in [0, 2**63), ``guidance`` a finite number >= 0 (None: not
     set); one :class:`PipelineError` naming the value otherwise."""
@@ -85,9 +86,11 @@ def check_request(sampler: str, spec: CondSpec, **values: Any) -> None:
         problem = None if value is None else number_problem(key, value, *rules[key], INT64_MAX)
         if problem:
             raise PipelineError(problem)
-    if values.get("guidance") is not None and not spec.conditional:
+    if autoguided and values.get("guidance") is None:
+        raise PipelineError("guide_model= (autoguidance) needs guidance= (its scale, e.g. 2)")
+    if values.get("guidance") is not None and not spec.conditional and not autoguided:
         raise PipelineError("guidance needs a conditional model; this one is unconditional "
-                            "(drop guidance=)")
+                            "(drop guidance=, or guide it by a weaker model: guide_model=)")
 
 
 def noise_and_cond(spec: CondSpec, cond: Any, n: int | None, gen: torch.Generator,
@@ -113,6 +116,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                      noise: torch.Tensor | None = None, stats: dict | None = None,
                      uncond: Any = None, compose: Sequence[tuple[Any, float]] | None = None,
+                     known: Any = None, mask: Any = None, init: Any = None,
+                     guide_model: DiffusionModel | None = None,
                      **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
@@ -138,10 +143,20 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     attribute, so that attribute is not drowned by the rest. What stays fixed over a run (a
     prompt's encoding) is computed once per batch (:meth:`DiffusionModel.encode_cond`), not
     per step.
+
+    ``known``, ``mask``, ``init`` (one sample ``(*event)`` or one per sample) are split into
+    batches with the noise and go to :func:`~omnidiff.samplers.sample` with ``method``,
+    ``strength``, ``guide`` and ``guide_scale`` (imputation, editing, guidance by a function;
+    :mod:`~omnidiff.samplers.control`): they act on the model's own samples, so not on a
+    latent model's (with ``decode``). ``guide_model`` (a weaker model of the same schedule
+    and prediction) turns ``guidance`` into autoguidance (Karras et al. 2024):
+    ``weak + guidance (model - weak)``, both under the same condition; it works for
+    unconditional models.
     """
     spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
-                   batch_size=batch_size)
+                   batch_size=batch_size, autoguided=guide_model is not None)
+    _check_control(known, mask, init, decode, guide_model, compose, uncond)
     if seed is None:
         seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
     gen = torch.Generator().manual_seed(int(seed))
@@ -152,32 +167,66 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     if uncond is not None:
         uncond, _ = check_cond(spec, uncond, noise.shape[0])
     parts, weights = _checked_parts(spec, compose, guidance, noise.shape[0])
+    per_sample = [_per_sample(k, v, noise.shape) for k, v in
+                  (("known", known), ("mask", mask), ("init", init))]
     device, dtype = device_dtype(model, device)
     # stochastic samplers draw from a device generator seeded from the CPU one
     dev_gen = torch.Generator(device=device).manual_seed(
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
     bs = int(batch_size) if batch_size else auto_batch(noise.shape[0], event_shape)
 
-    def run(x_T: torch.Tensor, c: Any, u: Any, *more: Any, stats: dict[str, Any]
-            ) -> torch.Tensor:
-        c, u, more = _encoded(model, c), _encoded(model, u), [_encoded(model, p) for p in more]
-        guided = (composed(model, [c, *more], [guidance, *weights], uncond=u) if more
-                  else classifier_free(model, c, guidance, uncond=u))
+    def run(x_T: torch.Tensor, c: Any, u: Any, kn: Any, m: Any, x_init: Any, *more: Any,
+            stats: dict[str, Any]) -> torch.Tensor:
+        raw, c, u = c, _encoded(model, c), _encoded(model, u)
+        more = [_encoded(model, p) for p in more]
+        if guide_model is not None:
+            guided = autoguided(conditional(model, c),
+                                conditional(guide_model, _encoded(guide_model, raw)), guidance)
+        elif more:
+            guided = composed(model, [c, *more], [guidance, *weights], uncond=u)
+        else:
+            guided = classifier_free(model, c, guidance, uncond=u)
         return sample(guided, x_T, schedule=model.schedule,
                       prediction=model.prediction, sampler=sampler,
                       steps=None if steps is None else int(steps), generator=dev_gen,
-                      stats=stats, **options)
+                      stats=stats, known=kn, mask=m, init=x_init, **options)
 
     was_training = model.training
     model.eval()
     try:
-        out, counts = _in_batches(run, noise, (cond, uncond, *parts), bs, (device, dtype),
-                                  progress, decode)
+        out, counts = _in_batches(run, noise, (cond, uncond, *per_sample, *parts), bs,
+                                  (device, dtype), progress, decode)
     finally:
         model.train(was_training)
     if stats is not None:
         stats.update(_mean_counts(counts))
     return torch.cat(out), cond
+
+
+def _check_control(known: Any, mask: Any, init: Any, decode: Any, guide_model: Any,
+                   compose: Any, uncond: Any) -> None:
+    """What imputation, editing and autoguidance cannot be combined with: one line each."""
+    if decode is not None and any(v is not None for v in (known, mask, init)):
+        raise PipelineError("known= / mask= / init= act on the model's own samples, and this "
+                            "model generates latents that a decoder turns into data; impute "
+                            "or edit with a model trained on the data itself")
+    if guide_model is not None and (compose or uncond is not None):
+        raise PipelineError("guide_model= (autoguidance) takes the unconditional branch's "
+                            "place: drop compose= and negative prompts, or drop guide_model=")
+
+
+def _per_sample(name: str, value: Any, shape: torch.Size) -> torch.Tensor | None:
+    """``value`` (one sample or one per sample) as ``(n, *event)`` on the CPU, or a line
+    saying which shapes fit."""
+    if value is None:
+        return None
+    v = torch.as_tensor(value)
+    if tuple(v.shape) == tuple(shape[1:]):
+        return v.expand(shape)
+    if tuple(v.shape) != tuple(shape):
+        raise PipelineError(f"{name} has shape {tuple(v.shape)}; it must be one sample "
+                            f"{tuple(shape[1:])} or one per sample {tuple(shape)}")
+    return v
 
 
 def _checked_parts(spec: CondSpec, compose: Sequence[tuple[Any, float]] | None,
@@ -218,7 +267,7 @@ def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                 conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
                 progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
-    """``run(x_T, cond, uncond, *parts)`` over batches of ``bs`` (each decoded when
+    """``run(x_T, cond, uncond, known, mask, init, *parts)`` over batches of ``bs`` (each decoded when
     ``decode``): the samples (float32, on the CPU) and each batch's (size, steps, nfe,
     network evals)."""
     device, dtype = to

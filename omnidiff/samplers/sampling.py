@@ -19,6 +19,7 @@ from omnidiff.core.predictions import PREDICTIONS
 from omnidiff.core.schedules import Schedule, get_schedule
 from omnidiff.errors import UserError
 from omnidiff.samplers.consistency import consistency
+from omnidiff.samplers.control import control
 from omnidiff.samplers.denoiser import Denoiser, coefficients
 from omnidiff.samplers.exponential import (
     ddim,
@@ -71,7 +72,8 @@ def register_sampler(name: str, fn: Callable[..., torch.Tensor]) -> None:
 
 
 # options sample() itself reads (the rest go to the sampler function)
-SAMPLE_OPTIONS = ("grid", "clip_x0", "state_dtype", "stats")
+SAMPLE_OPTIONS = ("grid", "clip_x0", "state_dtype", "stats", "known", "mask", "method",
+                  "init", "strength", "guide", "guide_scale")
 
 
 def sampler_option_names(sampler: str) -> list[str] | None:
@@ -121,6 +123,8 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
            steps: int | None = None, grid: Any = None,
            generator: torch.Generator | None = None, stats: dict | None = None,
            state_dtype: torch.dtype | None = None, clip_x0: Any = None,
+           known: Any = None, mask: Any = None, method: Any = None, init: Any = None,
+           strength: Any = None, guide: Any = None, guide_scale: Any = 1.0,
            **options: Any) -> torch.Tensor:
     """Draw samples by integrating from ``t_max`` to clean data.
 
@@ -141,6 +145,17 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     clip_x0: clip every x0 estimate to the data's range (eps_hat then follows from x_t):
     ``c`` for [-c, c], ``(lo, hi)``, or ``"dynamic"`` / ``"dynamic:p"`` (dynamic thresholding,
     Saharia et al. 2022); e.g. 1.0 for images in [-1, 1]. Off by default.
+
+    Control (:mod:`~omnidiff.samplers.control`), every keyword checked before sampling:
+    known, mask: imputation -- the samples equal ``known`` where ``mask`` (bool, one sample
+    ``(*event)`` or ``(B, *event)``) is True and follow the model's conditional law elsewhere;
+    ``method``: ``tds`` (default), ``replace``, ``repaint`` or ``dps``, or a dict with its
+    options, e.g. ``{"name": "tds", "particles": 16}``
+    (:mod:`~omnidiff.samplers.imputation`).
+    init, strength: editing (SDEdit) -- ``init`` noised to the start of the grid's last
+    ``round(strength * steps)`` steps and solved back; strength in (0, 1], default 0.6.
+    guide, guide_scale: guidance by ``guide(x0_hat) -> (B,)`` log-score through the network
+    (DPS / universal guidance), ``x0_hat += guide_scale (sigma^2 / alpha) grad``.
     Returns (B, *event) in the noise's dtype.
     """
     schedule = get_schedule(schedule)
@@ -151,16 +166,22 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
                          "alpha(t_max) = 0 (zero terminal SNR) makes x0 = (x - sigma eps) / "
                          "alpha undefined; train with v, x0 or flow prediction")
     ts, grid = resolve_grid(schedule, steps, grid, sampler)
-    steps = len(ts) - 1
-    ts = ts.tolist()  # python floats: no device sync in loops
-    denoise = Denoiser(model, schedule, prediction, noise.dtype, clip_x0=clip_x0)
     if state_dtype is None:
         state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
-    x = noise.to(state_dtype) * schedule.prior_std
-    x = SAMPLERS[sampler](denoise, x, ts[:-1], generator=generator, **options)
+    ctl = control(schedule, prediction, noise.shape, noise.device, state_dtype, known=known,
+                  mask=mask, method=method, init=init, strength=strength, guide=guide,
+                  guide_scale=guide_scale)
+    ts = ctl.grid(ts)
+    steps = len(ts) - 1
+    ts = ts.tolist()  # python floats: no device sync in loops
+    denoise = Denoiser(ctl.model(model, generator), schedule, prediction, noise.dtype,
+                       clip_x0=clip_x0)
+    x = ctl.start(noise.to(state_dtype), ts[0], generator)
+    x = ctl.run(SAMPLERS[sampler], denoise, x, ts[:-1], generator, **options)
     a0, _, _ = coefficients(schedule, ts[-1])
-    x0 = denoise.combine(x, ts[-2], a0, 0.0)  # final step: from t_min to clean data
+    x0 = ctl.finish(denoise.combine(x, ts[-2], a0, 0.0))  # final step: t_min to clean data
     if stats is not None:
-        stats.update(nfe=denoise.nfe, network_evals=denoise.network_evals, grid=grid,
-                     steps=steps, sampler=sampler, **denoise.info)
+        stats.update(nfe=denoise.nfe, grid=grid, steps=steps, sampler=sampler,
+                     network_evals=ctl.network_evals(denoise.network_evals, denoise.nfe),
+                     **denoise.info)
     return x0.to(noise.dtype)
