@@ -133,7 +133,7 @@ class Control:
             return tds(denoise, x, ts, obs=self.obs.repeat(self.particles),
                        schedule=self.schedule, particles=self.particles,
                        scale=float(self.options["scale"]), ess=float(self.options["ess"]),
-                       generator=generator)
+                       eta=float(self.options["eta"]), generator=generator)
         return sampler(denoise, x, ts, generator=generator, **options)
 
     def finish(self, x0: torch.Tensor) -> torch.Tensor:

@@ -53,22 +53,19 @@ def _gather(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def tds(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, obs: Observation,
-        schedule: Schedule, particles: int, scale: float, ess: float,
+        schedule: Schedule, particles: int, scale: float, ess: float, eta: float,
         generator: torch.Generator | None) -> torch.Tensor:
     """Run TDS from ``x: (B K, *event)`` (``K = particles`` consecutive rows per sample) at
     ``ts[0]`` to ``ts[-1]`` (``obs`` repeated likewise); returns one particle per sample
     (B, *event), drawn by its final weight."""
     k = particles
     b = x.shape[0] // k
-    log_w = torch.zeros(b, k, dtype=torch.float64, device=x.device)
     x0, log_twist, g = _estimate(denoise, x, ts[0], obs, schedule)
+    log_w = log_twist.view(b, k).clone()  # the first target is p~_T(y | x_T) p(x_T)
     for t, s in zip(ts[:-1], ts[1:]):
         a_t, sig_t, _ = coefficients(schedule, t)
         a_s, sig_s, _ = coefficients(schedule, s)
-        ratio = a_t / a_s
-        var_ts = sig_t ** 2 - (ratio * sig_s) ** 2
-        cx, c0 = ratio * sig_s ** 2 / sig_t ** 2, a_s * var_ts / sig_t ** 2
-        var = var_ts * sig_s ** 2 / sig_t ** 2  # the ancestral step's variance
+        cx, c0, var = _step_coefficients(a_t, sig_t, a_s, sig_s, eta)
         xd = x.double()
         mean_p = lincomb((cx, xd), (c0, x0))  # the model's step
         shift = lincomb((c0 * scale * sig_t ** 2 / a_t, g))  # twisted minus plain mean
@@ -85,6 +82,17 @@ def tds(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, obs: Observation
                                                         generator)
     pick = torch.multinomial(log_w.softmax(-1).float(), 1, generator=generator)  # (B, 1)
     return _gather(x, pick)
+
+
+def _step_coefficients(a_t: float, sig_t: float, a_s: float, sig_s: float, eta: float
+                       ) -> tuple[float, float, float]:
+    """(cx, c0, var) of the stochastic DDIM step from t to s (Song et al. 2021, eq. 12):
+    ``x_s ~ N(cx x_t + c0 x0_hat, var)``, with ``var`` ``eta^2`` times the ancestral (DDPM)
+    posterior variance; ``eta = 1`` is DDPM's step, smaller is closer to the ODE."""
+    ratio = a_t / a_s
+    var = eta ** 2 * (sig_t ** 2 - (ratio * sig_s) ** 2) * sig_s ** 2 / sig_t ** 2
+    d = max(sig_s ** 2 - var, 0.0) ** 0.5  # the share of eps_hat kept
+    return d / sig_t, a_s - d * a_t / sig_t, var
 
 
 def _maybe_resample(log_w: torch.Tensor, state: tuple[torch.Tensor, ...], ess: float,
