@@ -111,7 +111,7 @@ def test_editing_keeps_the_law_and_stays_near_the_input():
         assert sliced_wasserstein(x, ref) < 0.1
         moved[strength] = float((x - init).norm(dim=1).mean())
     assert moved[0.3] < moved[0.6] < moved[1.0]
-    assert moved[0.3] < 0.3 < 2.0 < moved[1.0]  # 2.6: two independent points of the circle
+    assert moved[0.3] < 0.3 and moved[1.0] > 2.0  # 2.6: two independent points of the circle
 
 
 def test_autoguidance_is_the_linear_rule():

@@ -32,7 +32,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
-from omnidiff.plugins.data import TensorDictDataset, collate_batch, eval_loader, train_loader
+from omnidiff.plugins.data import (
+    TensorDictDataset,
+    collate_batch,
+    eval_loader,
+    mask_along,
+    parse_numbers,
+    train_loader,
+)
 from omnidiff.text.captions import CaptionTable, folder_captions
 
 from .files import AudioFileError, find_audio, read_audio
@@ -277,6 +284,22 @@ class AudioData(pl.LightningDataModule):
             raise AudioFileError(f"{path} has {wav.shape[-1]} samples at {self.sample_rate} Hz, "
                                  f"fewer than one hop ({self.hop_length}); use a longer file")
         return self.spectrogram(wav[None, :, :frames * self.hop_length])
+
+    def read_sample(self, path: Any) -> torch.Tensor:
+        """A recording -> ``(1, samples)`` of this data's length (cut, or padded with silence)
+        at its rate (``omnidiff sample known=clip.wav`` / ``init=``)."""
+        wav = read_audio(path, self.sample_rate)  # (1, T)
+        length = self.event_shape[-1]
+        return torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[:, :length]
+
+    def read_mask(self, value: Any) -> torch.Tensor:
+        """Gaps in seconds, ``0.10-0.13`` (several: ``0.1-0.13,0.2-0.25``), that the model
+        fills in -> ``(1, samples)`` bool, True outside them."""
+        length = self.event_shape[-1]
+        hidden = torch.zeros(length, dtype=torch.bool)
+        for a, b in parse_numbers(value, tuple, "gaps in seconds, e.g. mask=0.10-0.13"):
+            hidden[int(round(a * self.sample_rate)):int(round(b * self.sample_rate))] = True
+        return mask_along((1, length), 1, torch.nonzero(~hidden).flatten().tolist())
 
     def duration(self, x: torch.Tensor) -> float:
         """Seconds of audio in a batch ``(n, 1, T)`` (for the real-time factor)."""

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond
+from omnidiff.errors import DataError
 from omnidiff.plugins.data import eval_loader, train_loader
 from omnidiff.text.captions import CaptionTable, folder_captions
 
@@ -325,6 +326,21 @@ class ImageData(pl.LightningDataModule):
         return _to_float(x[idx]), self._cond("test", idx)
 
     # ------------------------------------------------------------------ Lightning hooks
+    def read_sample(self, path: Any) -> torch.Tensor:
+        """An image file -> ``(C, H, W)`` in [-1, 1] at this data's size and channels
+        (``omnidiff sample known=photo.png`` / ``init=``)."""
+        c, h, w = self.event_shape
+        arr, _, _ = _read_image(_existing(path), _file_mode(c), (h, w))
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        return _to_float(x[None] if x.ndim == 2 else x.permute(2, 0, 1))
+
+    def read_mask(self, value: Any) -> torch.Tensor:
+        """A mask image, white where the model fills in (as inpainting tools draw it) ->
+        ``(C, H, W)`` bool, True where the image is kept."""
+        c, h, w = self.event_shape
+        arr, _, _ = _read_image(_existing(value), "L", (h, w))
+        return torch.from_numpy(arr < 128)[None].expand(c, h, w).contiguous()
+
     def prepare_data(self) -> None:
         if self.name in _TORCHVISION and self.download:
             self._load()
@@ -351,6 +367,13 @@ class ImageData(pl.LightningDataModule):
 
 
 # ---------------------------------------------------------------------- image files
+def _existing(path: Any) -> Path:
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path} is not an image file; pass a PNG / JPEG path")
+    return path
+
+
 def _imagefolder_files(root: Path) -> tuple[list[Path], torch.Tensor, list[str]]:
     """``root/<class>/<image>``: the image paths, their labels (N,) and the class names."""
     from torchvision.datasets import ImageFolder

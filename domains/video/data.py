@@ -26,12 +26,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from omnidiff.core.conditions import LabelCond, NamedCond, NoCond, TensorCond
-from omnidiff.plugins.data import collate_batch, eval_loader, train_loader
+from omnidiff.errors import DataError
+from omnidiff.plugins.data import (
+    collate_batch,
+    eval_loader,
+    mask_along,
+    parse_numbers,
+    train_loader,
+)
 from omnidiff.text.captions import CaptionTable, folder_captions
 
 from . import _image_domain
-from .files import find_clips, read_clip
 from .captions import digit_part, direction_part
+from .files import find_clips, read_clip
 from .text_data import text_clips_arrays
 
 __all__ = ["VideoData", "random_masks", "first_frames", "CONDS", "SOURCES"]
@@ -212,6 +219,20 @@ class VideoData(pl.LightningDataModule):
     @property
     def event_shape(self) -> tuple[int, ...]:
         return (self.frames, self.channels, self.size, self.size)
+
+    def read_sample(self, path: Any) -> torch.Tensor:
+        """A GIF, video file or frame folder -> ``(frames, C, H, W)`` in [-1, 1] at this data's
+        size (``omnidiff sample known=clip.gif`` / ``init=``)."""
+        return read_clip(path, self.frames, self.size, self.channels)
+
+    def read_mask(self, value: Any) -> torch.Tensor:
+        """The given frames, ``0,1,6,7`` -> ``(frames, C, H, W)`` bool, True on them (the model
+        generates the others: in-between frames, a continuation, a beginning)."""
+        idx = parse_numbers(value, int, "the given frames, e.g. mask=0,1,6,7 (of 0.."
+                            f"{self.frames - 1})")
+        if any(not 0 <= i < self.frames for i in idx):
+            raise DataError(f"mask={value!r}: frames run from 0 to {self.frames - 1}")
+        return mask_along(self.event_shape, 0, idx)
 
     @property
     def classes(self) -> list[str]:

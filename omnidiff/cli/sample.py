@@ -13,6 +13,7 @@ from omnidiff._util import nonfinite_rows
 from omnidiff.cli.args import key_values, number, out_folder
 from omnidiff.errors import UsageError
 from omnidiff.inference.pipeline import CALIBRATION_SEED, load
+from omnidiff.inference.sample_files import read_mask, read_samples
 from omnidiff.io import atomic_write_json
 from omnidiff.model_file import grids_destination, write_grids
 from omnidiff.tasks.sweeps import (
@@ -36,7 +37,8 @@ def sample_sweep(args: list[str]) -> int:
     combination's artifacts and ``metrics.json`` in its own folder, the model read once; every
     job's options are checked before any sampling."""
     sweep = parse_sweep(args, sampler_choices, verbatim=("checkpoint", "out", "resume",
-                                                          "cond", *PROMPT_KEYS))
+                                                          "cond", "known", "mask", "init",
+                                                          "guide", *PROMPT_KEYS))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
     options = each_job(sweep, lambda job: {**_sample_options(shared + job.overrides),
                                            "metrics": True})
@@ -61,8 +63,9 @@ def sample_sweep(args: list[str]) -> int:
 
 
 PROMPT_KEYS = ("prompt", "prompts", "negative_prompt", "compose")  # text, kept as written
+CONTROL_KEYS = ("known", "mask", "method", "particles", "init", "strength", "guide")
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
-               "compose_weight",
+               "compose_weight", *CONTROL_KEYS,
                "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta",
                *PROMPT_KEYS}
 PER_PROMPT = 8  # samples per prompt when n is not given
@@ -143,21 +146,61 @@ def _prompt_options(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _control_options(pipe: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """``known=FILE mask=... [method= particles=]`` (imputation), ``init=FILE strength=``
+    (editing) and ``guide=MODEL.pt`` (autoguidance, with ``guidance=``) as
+    ``Pipeline.generate``'s keywords, the files read (:mod:`omnidiff.inference.sample_files`)."""
+    out: dict[str, Any] = {}
+    if (opts.get("known") is None) != (opts.get("mask") is None):
+        raise UsageError("known=FILE (the sample to complete) and mask=... (what is kept: a "
+                         "mask PNG, a gap in seconds, the given frames, or a .npy) go together")
+    if opts.get("known") is not None:
+        out["known"] = read_samples(pipe, opts["known"], "known")
+        out["mask"] = read_mask(pipe, opts["mask"])
+        method = opts.get("method")
+        particles = number(opts, "particles", int, None, 1)
+        if particles is not None:
+            if method not in (None, "tds"):
+                raise UsageError("particles= sets the tds method's particles; drop it or "
+                                 "use method=tds")
+            method = {"name": "tds", "particles": particles}
+        if method is not None:
+            out["method"] = method
+    elif opts.get("method") is not None or opts.get("particles") is not None:
+        raise UsageError("method= / particles= choose how known=FILE is completed: pass "
+                         "known= and mask= too")
+    if opts.get("init") is not None:
+        out["init"] = read_samples(pipe, opts["init"], "init")
+        out["strength"] = number(opts, "strength", float, 0.6, 0)
+    elif opts.get("strength") is not None:
+        raise UsageError("strength= sets how far init=FILE is noised: pass init= too")
+    if opts.get("guide") is not None:
+        out["guide_model"] = str(opts["guide"])
+    return out
+
+
 def _sample_into(pipe: Any, opts: dict[str, Any], out: Path) -> dict[str, Any]:
     """Draw samples with ``omnidiff sample``'s options, write the domain's artifacts to
     ``out`` and, with ``metrics=true``, ``out/metrics.json``; returns what it recorded."""
-    request = _sample_request(opts) | _prompt_options(opts)
+    request = _sample_request(opts) | _prompt_options(opts) | _control_options(pipe, opts)
     cond = _cond_option(pipe, opts.get("cond"))
     if request["n"] is None:  # a list of labels, a file of conditions: they say how many
-        request["n"] = (PER_PROMPT if "prompt" in request
+        given = next((request[k] for k in ("known", "init") if k in request), None)
+        batch = given is not None and given.dim() == len(pipe.sample_shape) + 1
+        request["n"] = (PER_PROMPT if "prompt" in request else given.shape[0] if batch
+                        else PER_PROMPT if given is not None
                         else 64 if cond is None or isinstance(cond, int) else None)
     t0 = time.perf_counter()
     x = pipe.generate(cond=cond, **request)
     seconds = time.perf_counter() - t0
     _check_finite_samples(x)
     files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
-    print(f"sampled with {pipe.last_sampler} on the {pipe.last_grid} grid "
-          f"({pipe.last_stats.get('nfe')} NFE, {seconds:.2f} s)")
+    st = pipe.last_stats
+    how = (f", imputed by {st['method']}" if "method" in st else "") + (
+        f", edited at strength {st['strength']:g}" if "strength" in st else "")
+    print(f"sampled with {pipe.last_sampler} on the {pipe.last_grid} grid{how} "
+          f"({st.get('nfe')} NFE, {st.get('network_evals')} network passes per sample, "
+          f"{seconds:.2f} s)")
     print(f"wrote {len(files)} file(s) to {out}:")
     for f in files:
         print(f"  {f}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
@@ -11,7 +11,7 @@ from omnidiff.core.conditions import cond_batch_size, index_cond
 from omnidiff.errors import ConditionError, DataError
 
 __all__ = ["TensorDictDataset", "collate_batch", "EpochSampler", "ResumableLoader", "train_loader",
-           "eval_loader", "prepare_data_module", "check_batch"]
+           "eval_loader", "prepare_data_module", "check_batch", "mask_along", "parse_numbers"]
 
 
 def check_batch(batch: Any, event_shape: tuple[int, ...], spec: Any,
@@ -207,3 +207,29 @@ def eval_loader(dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
     global RNG, so validation does not shift the training noise of the steps after it."""
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=False,
                       generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def mask_along(event_shape: Sequence[int], axis: int, known: Sequence[int]) -> torch.Tensor:
+    """A mask ``(*event_shape)`` bool, True at the positions ``known`` of axis ``axis`` (for
+    ``read_mask``: the given frames of a clip, the samples of a waveform outside a gap)."""
+    size = int(event_shape[axis])
+    line = torch.zeros(size, dtype=torch.bool)
+    line[torch.as_tensor(list(known), dtype=torch.long)] = True
+    view = [1] * len(event_shape)
+    view[axis] = size
+    return line.view(view).expand(*event_shape).contiguous()
+
+
+def parse_numbers(value: Any, kind: type, what: str) -> list:
+    """``1,2,5`` / ``[1, 2, 5]`` / ``0.10-0.13,0.5-0.6`` (spans, for ``kind=tuple``) as a list;
+    a :class:`DataError` naming ``what`` otherwise."""
+    items = value if isinstance(value, (list, tuple)) else str(value).strip("[]").split(",")
+    try:
+        if kind is tuple:
+            out = [tuple(float(v) for v in str(s).split("-", 1)) for s in items if str(s)]
+            if any(len(s) != 2 or not s[0] < s[1] for s in out):
+                raise ValueError
+            return out
+        return [kind(str(v).strip()) for v in items if str(v).strip()]
+    except ValueError:
+        raise DataError(f"mask={value!r}: give {what}") from None

@@ -140,6 +140,15 @@ class Control:
         """The clean samples, exactly equal to the observation where it is known."""
         return x0 if self.obs is None else self.obs.impose(x0)
 
+    def info(self) -> dict[str, Any]:
+        """What :func:`sample` reports in ``stats``: the imputation method, the edit strength."""
+        out: dict[str, Any] = {}
+        if self.obs is not None:
+            out["method"] = self.method
+        if self.init is not None:
+            out["strength"] = self.strength
+        return out
+
     def network_evals(self, counted: int, nfe: int) -> int:
         """Network passes per sample from the denoiser's count (``tds``: every call but the
         last runs one pass per particle)."""

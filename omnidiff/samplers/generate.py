@@ -20,6 +20,9 @@ __all__ = ["generate_samples", "sampler_options", "check_request", "check_cond",
            "compose_pairs", "noise_and_cond", "device_dtype", "auto_batch"]
 
 
+CONTROL_STATS = ("method", "strength")  # what sample() reports of imputation and editing
+
+
 def auto_batch(n: int, event_shape: Sequence[int]) -> int:
     numel = max(1, math.prod(event_shape))
     return max(1, min(n, 1024, max(16, 2 ** 20 // numel)))
@@ -266,7 +269,7 @@ def _encoded(model: Any, cond: Any) -> Any:
 def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                 conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
                 progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
-                ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
+                ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int, dict]]]:
     """``run(x_T, cond, uncond, known, mask, init, *parts)`` over batches of ``bs`` (each decoded when
     ``decode``): the samples (float32, on the CPU) and each batch's (size, steps, nfe,
     network evals)."""
@@ -278,18 +281,19 @@ def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                  for x in conds]
         st: dict[str, Any] = {}
         x0 = run(x_T, *batch, stats=st)  # (b, *event)
-        counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"]))
+        counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"],
+                       {k: st[k] for k in CONTROL_STATS if k in st}))
         if decode is not None:
             x0 = decode(x0)  # (b, *sample_shape)
         out.append(x0.float().cpu())
     return out, counts
 
 
-def _mean_counts(counts: list[tuple[int, int, int, int]]) -> dict[str, float | int]:
+def _mean_counts(counts: list[tuple[int, int, int, int, dict]]) -> dict[str, Any]:
     """Per-sample ``steps``, ``nfe`` and ``network_evals`` over batches ``(size, steps, nfe,
     network evals)``: the common value, or the sample-weighted mean when batches differ."""
     total = sum(c[0] for c in counts)
-    out: dict[str, float | int] = {}
+    out: dict[str, Any] = dict(counts[-1][4])  # what control reports (the same every batch)
     for j, key in enumerate(("steps", "nfe", "network_evals"), 1):
         values = {c[j] for c in counts}
         out[key] = (values.pop() if len(values) == 1

@@ -183,5 +183,5 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     if stats is not None:
         stats.update(nfe=denoise.nfe, grid=grid, steps=steps, sampler=sampler,
                      network_evals=ctl.network_evals(denoise.network_evals, denoise.nfe),
-                     **denoise.info)
+                     **ctl.info(), **denoise.info)
     return x0.to(noise.dtype)
