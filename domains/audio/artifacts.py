@@ -62,7 +62,16 @@ def _panels(samples: torch.Tensor, cond: Any, names: list[str], mel_spec: MelSpe
     return [(f"#{i} {names[i]}", made[i]) for i in range(k)]
 
 
-def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int):
+def _gaps(known: torch.Tensor, sample_rate: int) -> list[tuple[float, float]]:
+    """The filled-in spans of one waveform's mask (T,) bool, in seconds."""
+    edges = torch.diff(torch.cat([known.new_ones(1), known, known.new_ones(1)]).int())
+    starts = torch.nonzero(edges == -1).flatten()
+    ends = torch.nonzero(edges == 1).flatten()
+    return [(float(a) / sample_rate, float(b) / sample_rate) for a, b in zip(starts, ends)]
+
+
+def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int,
+            gaps: list[list[tuple[float, float]]] | None = None):
     from matplotlib.figure import Figure
 
     cols = 4 if len(panels) > 2 else len(panels)
@@ -73,6 +82,8 @@ def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int):
         seconds = mel.shape[-1] * hop / sample_rate
         ax.imshow(mel.numpy(), origin="lower", aspect="auto", vmin=0.0, vmax=1.0,
                   cmap="magma", extent=(0.0, seconds, 0, mel.shape[0]))
+        for a, b in (gaps[j] if gaps and j < len(gaps) else []):  # filled in: shaded
+            ax.axvspan(a, b, color="cyan", alpha=0.3, lw=0)
         ax.set_title(textwrap.fill(title, 34), fontsize=8)
         ax.set_xlabel("s", fontsize=7)
         ax.set_ylabel("mel bin", fontsize=7)
@@ -82,9 +93,11 @@ def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int):
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples", data: Any = None,
-                   captions: list[str] | None = None) -> list[Path]:
+                   captions: list[str] | None = None,
+                   known: torch.Tensor | None = None) -> list[Path]:
     """Write WAVs, the spectrogram PNG and the raw tensors of ``samples: (N, 1, T)``;
-    ``captions`` (one per sample) title the panels and name the WAVs."""
+    ``captions`` (one per sample) title the panels and name the WAVs. ``known`` (N, 1, T)
+    bool, for imputed clips: the filled-in spans are shaded on the spectrograms."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_rate = int(getattr(data, "sample_rate", 8000))
@@ -96,6 +109,9 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
     for i in range(min(x.shape[0], MAX_WAVS)):
         stem = f"{i:03d}_{_file_name(names[i]) if captions is not None else names[i]}"
         files.append(write_wav(x[i], wav_dir / f"{stem}.wav", sample_rate))
-    fig = _figure(_panels(x, cond, names, mel_spec), sample_rate, mel_spec.hop)
+    gaps = None if known is None else [_gaps(k[0].cpu(), sample_rate) for k in known]
+    if gaps and _mel_of(cond) is not None:  # a vocoder's panels come in pairs per clip
+        gaps = [g for g in gaps for _ in (0, 1)]
+    fig = _figure(_panels(x, cond, names, mel_spec), sample_rate, mel_spec.hop, gaps)
     files.append(atomic_save_figure(fig, out_dir / f"{prefix}.png", dpi=100))
     return files + save_raw(x, cond, out_dir, prefix)

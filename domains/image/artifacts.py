@@ -16,7 +16,8 @@ from torchvision.utils import make_grid
 from omnidiff.io import atomic_path, save_raw
 from omnidiff.plots import pick_for_grid
 
-__all__ = ["save_artifacts", "image_grid", "captioned_grid", "MIN_TILE", "GRID_MAX",
+__all__ = ["save_artifacts", "image_grid", "captioned_grid", "outline_filled", "MIN_TILE",
+           "GRID_MAX",
            "GRID_PER_CLASS",
            "GRID_MAX_CLASSES"]
 
@@ -94,22 +95,42 @@ def captioned_grid(samples: torch.Tensor, captions: Sequence[str], padding: int 
     return np.asarray(page)
 
 
+def outline_filled(grid: np.ndarray, known_grid: np.ndarray) -> np.ndarray:
+    """``grid`` (Hg, Wg, C) as RGB with the border of the filled-in part drawn in red:
+    ``known_grid`` (Hg, Wg) is the mask laid out the same way (255 known, 0 filled, the
+    padding between)."""
+    rgb = np.repeat(grid, 3, axis=-1) if grid.shape[-1] == 1 else grid.copy()
+    filled, known = known_grid < 64, known_grid > 192
+    near = np.zeros_like(known)
+    near[1:] |= known[:-1]
+    near[:-1] |= known[1:]
+    near[:, 1:] |= known[:, :-1]
+    near[:, :-1] |= known[:, 1:]
+    rgb[filled & near] = (230, 40, 40)
+    return rgb
+
+
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
-                   prefix: str = "samples", captions: Sequence[str] | None = None
-                   ) -> list[Path]:
+                   prefix: str = "samples", captions: Sequence[str] | None = None,
+                   known: torch.Tensor | None = None) -> list[Path]:
     """Write ``<prefix>.png`` (a grid of at most 10 x 10 samples, see :func:`image_grid`;
     with captions, one labelled row per prompt: :func:`captioned_grid`), ``<prefix>.pt``
     ({"samples", "cond"}) and ``<prefix>.npy`` (all samples as float32 (B, C, H, W) in
     [-1, 1]) into ``out_dir``, atomically; returns the paths. ``captions``: one per sample
     (``Pipeline.save`` passes a prompted run's prompts; evaluation, the data module's
-    ``captions_of(cond)``).
+    ``captions_of(cond)``). ``known`` (B, C, H, W) bool, for imputed samples: the border of
+    the filled-in part is drawn in red.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if captions is not None:
         grid = captioned_grid(samples, captions)
     else:
-        grid = image_grid(samples, cond.get("label") if isinstance(cond, dict) else cond)
+        labels = cond.get("label") if isinstance(cond, dict) else cond
+        grid = image_grid(samples, labels)
+        if known is not None:  # imputation: where the model filled in, outlined
+            mask_img = known.float().amax(1, keepdim=True) * 2 - 1  # (B, 1, H, W) in {-1, 1}
+            grid = outline_filled(grid, image_grid(mask_img, labels)[..., 0])
     png = out_dir / f"{prefix}.png"
     with atomic_path(png) as tmp:
         Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")

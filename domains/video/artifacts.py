@@ -69,14 +69,16 @@ def _file_tag(name: str, limit: int = 48) -> str:
 def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | None = None,
                 max_rows: int = STRIP_ROWS, per_class: int = STRIP_PER_CLASS,
                 max_classes: int = STRIP_MAX_CLASSES,
-                captions: Sequence[str] | None = None):
+                captions: Sequence[str] | None = None, known: torch.Tensor | None = None):
     """A ``Figure`` of clips ``(N, T, C, H, W)``: one row per clip, one column per frame;
     frames that were given are outlined.
 
     Only some clips are drawn (:func:`omnidiff.plots.pick_for_grid`): with class labels
     (``cond`` (N,) or ``cond["label"]``) at most ``per_class`` of each of the first
     ``max_classes`` classes, in class order (20 rows by default); otherwise the first
-    ``max_rows`` (16). ``captions``: each clip's prompt, named on the left of its row."""
+    ``max_rows`` (16). ``captions``: each clip's prompt, named on the left of its row.
+    ``known`` (N, T, C, H, W) bool, for imputed clips: the frames given (any of it) are
+    outlined like the given frames of a continuation."""
     from matplotlib.figure import Figure
 
     labels = cond.get("label") if isinstance(cond, dict) else cond
@@ -87,6 +89,8 @@ def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | No
     names = _row_names(cond, len(samples), classes, captions)
     names = [names[int(i)] for i in keep]
     masks = cond.get("mask") if isinstance(cond, dict) else None
+    if known is not None:
+        masks = known.flatten(2).any(-1).float()  # (N, T): frames given
     if masks is not None:
         masks = masks[keep]
     label_w = 0.8 + 0.055 * max((len(s) for s in names), default=0)  # inches, 8-pt text
@@ -113,11 +117,13 @@ def frame_strip(samples: torch.Tensor, cond: Any = None, classes: list[str] | No
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples", data: Any = None,
-                   captions: Sequence[str] | None = None) -> list[Path]:
+                   captions: Sequence[str] | None = None,
+                   known: torch.Tensor | None = None) -> list[Path]:
     """``<prefix>.png`` (frame strips of some clips, see :func:`frame_strip`),
     ``<prefix>_gif/NNN[_<name>].gif`` (every clip), ``.pt`` and ``.npy`` (every clip).
     ``captions``: one prompt per clip (``Pipeline.save`` passes a prompted run's prompts;
-    evaluation, the data module's ``captions_of(cond)``), naming rows and GIFs."""
+    evaluation, the data module's ``captions_of(cond)``), naming rows and GIFs. ``known``:
+    imputed clips' given part (:func:`frame_strip`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = samples.detach().float().cpu()
@@ -125,7 +131,7 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
     names = _row_names(cond, len(x), classes, captions)
     gif_dir = out / f"{prefix}_gif"
     gif_dir.mkdir(exist_ok=True)
-    strip = frame_strip(x, cond, classes, captions=captions)
+    strip = frame_strip(x, cond, classes, captions=captions, known=known)
     paths = [atomic_save_figure(strip, out / f"{prefix}.png", dpi=80)]
     for i, clip in enumerate(x):
         tag = _file_tag(names[i])

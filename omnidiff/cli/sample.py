@@ -38,7 +38,7 @@ def sample_sweep(args: list[str]) -> int:
     job's options are checked before any sampling."""
     sweep = parse_sweep(args, sampler_choices, verbatim=("checkpoint", "out", "resume",
                                                           "cond", "known", "mask", "init",
-                                                          "guide", *PROMPT_KEYS))
+                                                          "guide", "classifier", *PROMPT_KEYS))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
     options = each_job(sweep, lambda job: {**_sample_options(shared + job.overrides),
                                            "metrics": True})
@@ -63,7 +63,8 @@ def sample_sweep(args: list[str]) -> int:
 
 
 PROMPT_KEYS = ("prompt", "prompts", "negative_prompt", "compose")  # text, kept as written
-CONTROL_KEYS = ("known", "mask", "method", "particles", "init", "strength", "guide")
+CONTROL_KEYS = ("known", "mask", "method", "particles", "init", "strength", "guide",
+                "classifier", "label", "classifier_scale")
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
                "compose_weight", *CONTROL_KEYS,
                "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta",
@@ -176,6 +177,12 @@ def _control_options(pipe: Any, opts: dict[str, Any]) -> dict[str, Any]:
         raise UsageError("strength= sets how far init=FILE is noised: pass init= too")
     if opts.get("guide") is not None:
         out["guide_model"] = str(opts["guide"])
+    if opts.get("classifier") is not None:
+        out.update(classifier=str(opts["classifier"]), label=opts.get("label"),
+                   classifier_scale=number(opts, "classifier_scale", float, 1.0, 0))
+    elif opts.get("label") is not None:
+        raise UsageError("label= is the class a classifier guides towards: pass "
+                         "classifier=MODEL.pt too (cond= conditions a conditional model)")
     return out
 
 

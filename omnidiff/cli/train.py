@@ -141,5 +141,8 @@ def _report_run(run_dir: Path) -> None:
     if model.exists() and summary.get("stage") == "autoencoder":
         print(f"autoencoder: {model}   (omnidiff train recipe=... autoencoder={model} trains a "
               "latent diffusion model on it)")
+    elif model.exists() and summary.get("stage") == "classifier":
+        print(f"classifier: {model}   (omnidiff sample checkpoint=<a diffusion model of this "
+              f"recipe> classifier={model} label=K guides it towards class K)")
     elif model.exists():
         print(f"model: {model}   (omnidiff sample checkpoint={model})")

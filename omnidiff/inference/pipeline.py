@@ -20,6 +20,7 @@ from omnidiff.core.guidance import classifier_free, conditional
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import CheckpointError, ConditionError, PipelineError, UserError
 from omnidiff.inference.condition_files import read_condition_file
+from omnidiff.methods.classifier import NoisyClassifier, load_classifier
 from omnidiff.methods.consistency import ConsistencyModel
 from omnidiff.methods.latent.autoencoder import read_autoencoder
 from omnidiff.model_file import read_checkpoint
@@ -71,6 +72,7 @@ class Pipeline:
         self.last_sampler: str | None = None
         self.last_stats: dict[str, Any] = {}  # steps, nfe, network_evals of the last generate
         self.last_prompts: list[str] | None = None  # the prompt of each sample, when given
+        self.last_mask: torch.Tensor | None = None  # generate's mask= (imputation), if any
         self._prompt_encoder: PromptEncoder | None = None
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
@@ -176,6 +178,7 @@ class Pipeline:
                  negative_prompt: str | Sequence[str] | None = None,
                  compose: Sequence[tuple[Any, float]] | None = None,
                  guide_model: "Pipeline | str | Path | None" = None,
+                 classifier: Any = None, label: Any = None, classifier_scale: float = 1.0,
                  **options: Any) -> torch.Tensor:
         """Samples ``(n, *event)`` on CPU.
 
@@ -221,7 +224,9 @@ class Pipeline:
         translation). ``guide=fn, guide_scale=`` guides by ``fn(x0_hat) -> (B,)`` log-score.
         ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker version of this model,
         e.g. an early checkpoint) makes ``guidance`` autoguidance, also for unconditional
-        models.
+        models. ``classifier=`` (the ``model.pt`` of ``omnidiff train stage=classifier`` on
+        this domain and schedule, or a loaded :class:`NoisyClassifier`) guides towards
+        ``label=`` (one, or one per sample; n follows from a list) at ``classifier_scale``.
         """
         options = sampler_options(self.domain, options)
         default = self.default_sampler
@@ -232,6 +237,9 @@ class Pipeline:
             steps = int(default["steps"]) if own else DEFAULT_STEPS
         sampler = sampler or str(default["name"])
         cond, uncond, n, prompts = self._prompted(cond, n, prompt, negative_prompt, guidance)
+        clf = self._classifier(classifier)
+        if clf is not None and n is None and cond is None and isinstance(label, (list, tuple)):
+            n = len(label)
         parts = self._parts(compose, cond, n, prompt)
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
         self.last_sampler, self.last_stats = sampler, {}
@@ -242,9 +250,33 @@ class Pipeline:
                                    progress=progress, shape_for=self._shape_for,
                                    decode=self.decode, stats=self.last_stats, uncond=uncond,
                                    compose=parts, guide_model=self._guide_model(guide_model),
-                                   **options)
+                                   classifier=clf, classifier_labels=label,
+                                   classifier_scale=classifier_scale, **options)
         self.last_cond, self._last_samples, self.last_prompts = used, x, prompts
+        mask = options.get("mask")
+        self.last_mask = None if mask is None else torch.as_tensor(mask).bool().expand(x.shape)
         return x
+
+    def _classifier(self, clf: Any) -> NoisyClassifier | None:
+        """The guiding classifier, on this device, checked to read this model's samples: its
+        domain, sample shape and schedule (one line naming what differs)."""
+        if clf is None:
+            return None
+        if not isinstance(clf, NoisyClassifier):
+            clf, payload = load_classifier(clf)
+            pairs = {"domain": (self.domain_name, payload["domain"]),
+                     "sample shape": (list(self.event_shape), list(payload["event_shape"]))}
+            for what, (a, b) in pairs.items():
+                if a != b:
+                    raise PipelineError(f"classifier= was trained on another {what} ({b}; "
+                                        f"this model: {a}); train one with `omnidiff train "
+                                        f"stage=classifier` on this model's recipe")
+        if clf.schedule.config() != self.model.schedule.config():
+            raise PipelineError("classifier= was trained on noisy samples of another schedule "
+                                f"({clf.schedule.config()}; this model: "
+                                f"{self.model.schedule.config()}); train it with this "
+                                "model's schedule=")
+        return clf.to(self.device)
 
     def _guide_model(self, other: "Pipeline | str | Path | None") -> DiffusionModel | None:
         """The guiding model of autoguidance, on this device, checked to share this model's
@@ -446,11 +478,19 @@ class Pipeline:
 
     # ---- files and metrics ----------------------------------------------------------------
     def save(self, samples: torch.Tensor, out_dir: str | Path, *, cond: Any = None,
-             prefix: str = "samples") -> list[Path]:
-        """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``."""
+             prefix: str = "samples", known: torch.Tensor | None = None) -> list[Path]:
+        """Write the domain's artifacts (images, audio, plots + raw tensors) to ``out_dir``.
+        ``known`` (bool, like ``samples``; default: the last :meth:`generate`'s ``mask`` for
+        its samples) shows the given part apart from the filled one, where the domain draws
+        it (the mask outlined on images, the gap shaded on spectrograms, given frames
+        outlined on strips)."""
         self._check(samples, any_shape=self.cond_spec.variable_shape)
 
         extra = {"data": self.data()} if takes_data_module(self.domain, "save_artifacts") else {}
+        if known is None and samples is self._last_samples:
+            known = self.last_mask
+        if known is not None and takes_keyword(self.domain, "save_artifacts", "known"):
+            extra["known"] = torch.as_tensor(known).bool().expand(samples.shape)
         if cond is None and samples is self._last_samples and self.last_prompts is not None \
                 and takes_keyword(self.domain, "save_artifacts", "captions"):
             extra["captions"] = self.last_prompts

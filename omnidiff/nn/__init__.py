@@ -21,9 +21,12 @@ One file per concept:
 * :mod:`.signal_attention` — cross-attention from a 1D signal to a prompt at a pooled rate
   (:class:`PooledCrossAttention`);
 * :mod:`.rope` — rotary position embeddings over an N-d token grid (:class:`Rotary`);
-* :mod:`.norm` — the GroupNorm group-count helper.
+* :mod:`.norm` — the GroupNorm group-count helper;
+* :mod:`.classifier` — a small classifier of noisy samples of any domain (classifier
+  guidance's default network).
 """
 
+from omnidiff.nn.classifier import NoisyClassifierNet
 from omnidiff.nn.adaln import FinalLayer, adaln_zero, gate, modulate
 from omnidiff.nn.attention import CrossAttention, SelfAttention, key_padding_mask
 from omnidiff.nn.embeddings import (
@@ -57,7 +60,7 @@ from omnidiff.nn.sequence import (
 )
 from omnidiff.nn.transformer import CrossAttentionBlock, TransformerBlock
 
-__all__ = ["Mlp", "WordBag", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
+__all__ = ["NoisyClassifierNet", "Mlp", "WordBag", "PooledCrossAttention", "timestep_embedding", "TimeEmbedding", "ClassEmbedding", "ConditionEmbedding",
            "Conditioning", "null_where", "modulate", "gate", "adaln_zero", "FinalLayer",
            "SelfAttention", "TransformerBlock", "patchify", "unpatchify", "sincos_1d",
            "sincos_embedding", "PatchEmbed", "SeamConv", "token_grid", "group_count", "group_norm",

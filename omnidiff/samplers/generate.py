@@ -13,6 +13,7 @@ from omnidiff._util import INT64_MAX, number_problem
 from omnidiff.core.conditions import CondSpec, as_cond_spec, index_cond, map_cond
 from omnidiff.core.guidance import autoguided, classifier_free, composed, conditional
 from omnidiff.core.model import DiffusionModel
+from omnidiff.core.steering import guided_by_xt
 from omnidiff.errors import ConditionError, PipelineError
 from omnidiff.samplers.sampling import SAMPLERS, sample
 
@@ -121,6 +122,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      uncond: Any = None, compose: Sequence[tuple[Any, float]] | None = None,
                      known: Any = None, mask: Any = None, init: Any = None,
                      guide_model: DiffusionModel | None = None,
+                     classifier: Callable[..., torch.Tensor] | None = None,
+                     classifier_labels: Any = None, classifier_scale: float = 1.0,
                      **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
@@ -154,7 +157,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     latent model's (with ``decode``). ``guide_model`` (a weaker model of the same schedule
     and prediction) turns ``guidance`` into autoguidance (Karras et al. 2024):
     ``weak + guidance (model - weak)``, both under the same condition; it works for
-    unconditional models.
+    unconditional models. ``classifier`` (a noise-aware classifier ``c(x_t, t) -> logits``
+    of the same schedule) guides towards ``classifier_labels`` (one, or one per sample) at
+    ``classifier_scale`` (classifier guidance, :func:`~omnidiff.core.steering.guided_by_xt`).
     """
     spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
@@ -172,14 +177,15 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     parts, weights = _checked_parts(spec, compose, guidance, noise.shape[0])
     per_sample = [_per_sample(k, v, noise.shape) for k, v in
                   (("known", known), ("mask", mask), ("init", init))]
+    per_sample.append(_labels(classifier, classifier_labels, noise.shape[0]))
     device, dtype = device_dtype(model, device)
     # stochastic samplers draw from a device generator seeded from the CPU one
     dev_gen = torch.Generator(device=device).manual_seed(
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
     bs = int(batch_size) if batch_size else auto_batch(noise.shape[0], event_shape)
 
-    def run(x_T: torch.Tensor, c: Any, u: Any, kn: Any, m: Any, x_init: Any, *more: Any,
-            stats: dict[str, Any]) -> torch.Tensor:
+    def run(x_T: torch.Tensor, c: Any, u: Any, kn: Any, m: Any, x_init: Any, labels: Any,
+            *more: Any, stats: dict[str, Any]) -> torch.Tensor:
         raw, c, u = c, _encoded(model, c), _encoded(model, u)
         more = [_encoded(model, p) for p in more]
         if guide_model is not None:
@@ -189,6 +195,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
             guided = composed(model, [c, *more], [guidance, *weights], uncond=u)
         else:
             guided = classifier_free(model, c, guidance, uncond=u)
+        if classifier is not None:
+            guided = guided_by_xt(guided, lambda x, t: classifier.log_prob(x, t, labels),
+                                  float(classifier_scale), model.schedule, model.prediction)
         return sample(guided, x_T, schedule=model.schedule,
                       prediction=model.prediction, sampler=sampler,
                       steps=None if steps is None else int(steps), generator=dev_gen,
@@ -216,6 +225,26 @@ def _check_control(known: Any, mask: Any, init: Any, decode: Any, guide_model: A
     if guide_model is not None and (compose or uncond is not None):
         raise PipelineError("guide_model= (autoguidance) takes the unconditional branch's "
                             "place: drop compose= and negative prompts, or drop guide_model=")
+
+
+def _labels(classifier: Any, labels: Any, n: int) -> torch.Tensor | None:
+    """The classifier guidance's labels as ``(n,)`` long (one label: for every sample)."""
+    if classifier is None:
+        if labels is not None:
+            raise PipelineError("label= is the class a classifier guides towards: pass "
+                                "classifier= too")
+        return None
+    if labels is None:
+        raise PipelineError("classifier= guides towards a class: pass label= (one, or one per "
+                            "sample)")
+    v = torch.as_tensor(labels)
+    if v.is_floating_point() or v.dim() > 1 or (v.dim() == 1 and len(v) not in (1, n)):
+        raise PipelineError(f"label= must be an integer or {n} of them, got {labels!r}")
+    k = int(getattr(classifier, "num_classes", 0) or 0)
+    if k and (v.min() < 0 or v.max() >= k):
+        raise PipelineError(f"label= must be in 0..{k - 1} (the classifier's classes), got "
+                            f"{v.tolist()}")
+    return v.long().reshape(-1).expand(n)
 
 
 def _per_sample(name: str, value: Any, shape: torch.Size) -> torch.Tensor | None:
@@ -270,7 +299,7 @@ def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                 conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
                 progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int, dict]]]:
-    """``run(x_T, cond, uncond, known, mask, init, *parts)`` over batches of ``bs`` (each decoded when
+    """``run(x_T, cond, uncond, known, mask, init, labels, *parts)`` over batches of ``bs`` (each decoded when
     ``decode``): the samples (float32, on the CPU) and each batch's (size, steps, nfe,
     network evals)."""
     device, dtype = to

@@ -424,8 +424,11 @@ def _check_stage(cfg: DictConfig) -> None:
                           "autoencoder's latents: pass autoencoder=<the model.pt of its "
                           "autoencoder run, e.g. runs/<recipe>_ae/<time>/model.pt>")
     stage = cfg.get("stage", "diffusion")
-    if stage not in ("diffusion", "autoencoder", "distill"):
-        raise ConfigError(f"stage={stage!r}: choose diffusion, autoencoder or distill")
+    if stage not in ("diffusion", "autoencoder", "distill", "classifier"):
+        raise ConfigError(f"stage={stage!r}: choose diffusion, autoencoder, distill or "
+                          "classifier")
+    if stage == "classifier" and cfg.get("autoencoder"):
+        raise ConfigError("stage=classifier classifies the data itself; drop autoencoder=")
     if stage == "distill":
         distill_options(to_plain(cfg.get("distill") or {}))
     if stage == "autoencoder":

@@ -50,6 +50,11 @@ from omnidiff.plugins.data import prepare_data_module
 from omnidiff.tasks.config import check_machine, model_spec, to_plain, validate
 from omnidiff.tasks.distill import build_distill, teacher_payload
 from omnidiff.training.autoencoder_module import AutoencoderModule, ReconstructionCallback
+from omnidiff.training.classifier_module import (
+    ClassifierEvaluation,
+    ClassifierModule,
+    class_count,
+)
 from omnidiff.training.callbacks import (
     EMA,
     Evaluation,
@@ -125,7 +130,11 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
         callbacks.append(EMA(decay=float(ema_decay),
                              warmup=bool(cfg.optim.get("ema_warmup", True))))
     callbacks.append(InferenceExport(run_dir / "model.pt"))
-    if cfg.get("stage", "diffusion") == "autoencoder":
+    if cfg.get("stage", "diffusion") == "classifier":
+        callbacks.append(ClassifierEvaluation(every_n_steps=int(cfg.eval.every_n_steps or 0),
+                                              n_ref=int(cfg.eval.n_ref),
+                                              seed=int(cfg.eval.seed)))
+    elif cfg.get("stage", "diffusion") == "autoencoder":
         callbacks.append(ReconstructionCallback(
             run_dir, every_n_steps=int(cfg.eval.every_n_steps or 0),
             n=min(int(cfg.eval.n_samples), 64), n_ref=int(cfg.eval.n_ref),
@@ -182,6 +191,13 @@ def build_module(cfg: Any) -> tuple[Any, Any]:
     dm = _prepared_data(cfg, build_domain(str(cfg.domain), ae))
     if stage == "distill":
         return dm, build_distill(cfg, dm, teacher, ae)
+    if stage == "classifier":
+        return dm, ClassifierModule(str(cfg.domain), event_shape=dm.event_shape,
+                                    num_classes=class_count(dm.cond_spec),
+                                    schedule=to_plain(cfg.schedule),
+                                    classifier=to_plain(cfg.get("classifier") or {}),
+                                    optim=to_plain(cfg.optim), data_cfg=to_plain(cfg.data),
+                                    classes=getattr(dm, "classes", None))
     if stage == "autoencoder":
         ae_cfg = {"channel_axis": int(getattr(dm, "channel_axis", 0)), **to_plain(cfg.ae)}
         return dm, AutoencoderModule(str(cfg.domain), ae_cfg, event_shape=dm.event_shape,
@@ -262,8 +278,8 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> Non
     summary["final"] = evaluation.final_metrics
     summary["history"] = evaluation.history
     summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")
-    if cfg.get("stage", "diffusion") == "autoencoder":
-        summary["stage"] = "autoencoder"
+    if cfg.get("stage", "diffusion") in ("autoencoder", "classifier"):
+        summary["stage"] = cfg.stage
     else:
         summary["sampler"] = dict(to_plain(cfg.sampler))
     atomic_write_json(plain_python(summary), run_dir / "metrics.json")
