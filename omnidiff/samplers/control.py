@@ -66,6 +66,8 @@ class Control:
     def model(self, model: Model, generator: torch.Generator | None) -> Model:
         """The model the denoiser sees: one :func:`steer_x0` wrapper holding every edit of
         ``x0_hat`` (so gradients through the network are taken once)."""
+        if self.particles > 1:
+            model = per_particle(model, self.particles, self.obs.known.shape[0])
         edits, grad, inputs = [], False, None
         if self.guide is not None:
             edits.append(self._guide_edit())
@@ -153,6 +155,19 @@ class Control:
         """Network passes per sample from the denoiser's count (``tds``: every call but the
         last runs one pass per particle)."""
         return counted + (counted // max(nfe, 1)) * (nfe - 1) * (self.particles - 1)
+
+
+def per_particle(model: Model, k: int, b: int) -> Model:
+    """``model`` called once per particle on the rows ``j::k`` (each particle of every sample,
+    in sample order), so a model bound to one condition per sample (a closure over ``b``
+    rows) serves ``b k`` particles; a call on ``b`` rows (the final step) goes through."""
+    def fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.shape[0] != b * k:
+            return model(x_t, t)
+        outs = [model(x_t[j::k], t[j::k]) for j in range(k)]  # k of (B, *event)
+        return torch.stack(outs, 1).flatten(0, 1)  # (B k, *event), sample-major
+    fn.cfg_batches = getattr(model, "cfg_batches", 1)
+    return fn
 
 
 def control(schedule: Schedule, prediction: str, shape: torch.Size, device: torch.device,
