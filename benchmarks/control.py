@@ -76,6 +76,7 @@ def methods(quick: bool) -> list[tuple[str, str, object, int]]:
     rows += [("repaint r=10", "ddpm", {"name": "repaint", "resample": 10}, s) for s in (20, 50)]
     rows += [(f"tds K={k}", "ddpm", {"name": "tds", "particles": k}, s)
              for k in (2, 4, 8, 16) for s in (20, 50)]
+    rows += [(f"smc K={k}", "ddpm", {"name": "smc", "particles": k}, 20) for k in (8, 16)]
     return rows[::3] if quick else rows
 
 
@@ -170,7 +171,7 @@ def digits(args: argparse.Namespace) -> None:
     print("| method | label | guidance | class_acc (source) | evals | seconds |")
     print("|---|---|---|---|---|---|")
     for guidance, with_label in ((0.0, "hidden"), (2.0, "given")):
-        for method in ("replace", "repaint", "dps", "tds"):
+        for method in ("replace", "repaint", "dps", "tds", "smc"):
             t0 = time.perf_counter()
             y = pipe.generate(cond=labels, guidance=guidance, known=x, mask=mask,
                               method=method, steps=20, seed=0)
@@ -222,7 +223,7 @@ def tones(args: argparse.Namespace) -> None:
     print("| fill | pitch_match | gap SNR dB (median) | evals | seconds |")
     print("|---|---|---|---|---|")
     print(f"| silence | 0.000 | {score(torch.where(mask, x, 0.0))[1]:.1f} | 0 | 0 |")
-    for method in ("replace", "repaint", "dps", "tds"):
+    for method in ("replace", "repaint", "dps", "tds", "smc"):
         t0 = time.perf_counter()
         y = pipe.generate(cond=cond, known=x, mask=mask, method=method, steps=20, seed=0)
         match, snr = score(y)
@@ -251,7 +252,7 @@ def frames(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|")
     print(f"| cross-fade of frames 1 and 6 | {com_err(fade):.3f} | "
           f"{float((fade - x[:, hidden]).pow(2).mean()):.4f} | 0 | 0 |")
-    for method in ("replace", "repaint", "dps", "tds"):
+    for method in ("replace", "repaint", "dps", "tds", "smc"):
         t0 = time.perf_counter()
         y = pipe.generate(cond=cond, known=x, mask=mask, method=method, steps=20, seed=0)
         print(f"| {method} | {com_err(y[:, hidden]):.3f} | "

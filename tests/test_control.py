@@ -279,3 +279,19 @@ def test_tds_calls_a_model_bound_to_one_condition_per_sample_on_that_many_rows()
                steps=4, known=torch.tensor([2.0, 0.0]), mask=obs,
                method={"name": "tds", "particles": 3})
     assert set(rows) == {5} and torch.equal(x[:, 0], torch.full((5,), 2.0, dtype=x.dtype))
+
+
+@pytest.mark.parametrize("method", [{"name": "tds", "particles": 4},
+                                    {"name": "smc", "particles": 4}])
+def test_particle_methods_keep_each_sample_with_its_own_observation(method):
+    """Rows with different observations in one batch: each completion follows its own
+    conditional (x = 2 on the circle: y near 0; x = 0: y near +-2), so particles are never
+    handed to another sample."""
+    gm = eight_gaussians()
+    known = torch.tensor([[2.0, 0.0], [0.0, 0.0]], dtype=torch.float64).repeat(100, 1)
+    x = sample(gm.model(SCHED, PRED), torch.randn(200, 2, dtype=torch.float64), schedule=SCHED,
+               prediction=PRED, sampler="ddpm", steps=10, known=known,
+               mask=torch.tensor([True, False]), method=method,
+               generator=torch.Generator().manual_seed(0))
+    assert (x[0::2, 1].abs() < 0.8).float().mean() > 0.9  # the mode at (2, 0)
+    assert ((x[1::2, 1].abs() - 2.0).abs() < 0.8).float().mean() > 0.9  # the modes at (0, +-2)

@@ -31,7 +31,7 @@ from omnidiff.samplers.imputation import (
     parse_method,
     repaint,
 )
-from omnidiff.samplers.twisted import tds
+from omnidiff.samplers.twisted import smc, tds
 
 __all__ = ["Control", "control"]
 
@@ -53,7 +53,7 @@ class Control:
 
     @property
     def particles(self) -> int:
-        return int(self.options["particles"]) if self.method == "tds" else 1
+        return int(self.options["particles"]) if self.method in ("tds", "smc") else 1
 
     def grid(self, ts: torch.Tensor) -> torch.Tensor:
         """The grid's last ``round(strength * steps)`` steps when editing (at least one)."""
@@ -72,7 +72,7 @@ class Control:
         if self.guide is not None:
             edits.append(self._guide_edit())
             grad = True
-        if self.obs is not None and self.method != "tds":
+        if self.obs is not None and self.method not in ("tds", "smc"):
             if self.method == "dps":
                 edits.append(dps_edit(self.obs, self.schedule, float(self.options["scale"])))
                 grad = True
@@ -136,6 +136,10 @@ class Control:
                        schedule=self.schedule, particles=self.particles,
                        scale=float(self.options["scale"]), ess=float(self.options["ess"]),
                        eta=float(self.options["eta"]), generator=generator)
+        if self.method == "smc":
+            return smc(denoise, x, ts, obs=self.obs.repeat(self.particles),
+                       schedule=self.schedule, particles=self.particles,
+                       ess=float(self.options["ess"]), generator=generator)
         return sampler(denoise, x, ts, generator=generator, **options)
 
     def finish(self, x0: torch.Tensor) -> torch.Tensor:

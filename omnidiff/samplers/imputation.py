@@ -41,7 +41,8 @@ __all__ = ["METHODS", "Observation", "observation", "parse_method", "dps_edit", 
            "repaint", "renoise"]
 
 METHODS = {"replace": {}, "dps": {"scale": 1.0}, "repaint": {"resample": 10, "jump": 1},
-           "tds": {"particles": 8, "scale": 1.0, "ess": 0.5, "eta": 1.0}}
+           "tds": {"particles": 8, "scale": 1.0, "ess": 0.5, "eta": 1.0},
+           "smc": {"particles": 8, "ess": 0.5}}
 DEFAULT_METHOD = "tds"
 
 

@@ -21,7 +21,7 @@ from omnidiff.core.schedules import Schedule
 from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
 from omnidiff.samplers.imputation import Observation, twist
 
-__all__ = ["tds", "systematic_resample"]
+__all__ = ["tds", "smc", "forward_path", "systematic_resample"]
 
 
 def _estimate(denoise: Denoiser, x: torch.Tensor, t: float, obs: Observation,
@@ -45,10 +45,11 @@ def systematic_resample(log_w: torch.Tensor, generator: torch.Generator | None
     return torch.searchsorted(cdf, points).clamp_max(k - 1)
 
 
-def _gather(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows of ``v: (B K, ...)`` picked per group by ``idx: (B, K)`` (indices within a group)."""
-    b, k = idx.shape
-    flat = (idx + k * torch.arange(b, device=idx.device)[:, None]).reshape(-1)  # (B K,)
+def _gather(v: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
+    """Rows of ``v: (B k, ...)`` (groups of ``k``) picked by ``idx: (B, m)``, indices within
+    each group: (B m, ...)."""
+    b = idx.shape[0]
+    flat = (idx + k * torch.arange(b, device=idx.device)[:, None]).reshape(-1)  # (B m,)
     return v[flat]
 
 
@@ -81,7 +82,7 @@ def tds(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, obs: Observation
         log_w, (x, x0, log_twist, g) = _maybe_resample(log_w, (x, x0, log_twist, g), ess,
                                                         generator)
     pick = torch.multinomial(log_w.softmax(-1).float(), 1, generator=generator)  # (B, 1)
-    return _gather(x, pick)
+    return _gather(x, pick, k)
 
 
 def _step_coefficients(a_t: float, sig_t: float, a_s: float, sig_s: float, eta: float
@@ -107,4 +108,51 @@ def _maybe_resample(log_w: torch.Tensor, state: tuple[torch.Tensor, ...], ess: f
                       torch.arange(k, device=log_w.device).expand(b, k))
     log_w = torch.where(low[:, None], torch.zeros_like(log_w), log_w)
     log_w = log_w - log_w.logsumexp(-1, keepdim=True)  # keep the numbers small
-    return log_w, tuple(_gather(v, idx) for v in state)
+    return log_w, tuple(_gather(v, idx, k) for v in state)
+
+
+def forward_path(known: torch.Tensor, ts: list[float], schedule: Schedule,
+                 generator: torch.Generator | None) -> list[torch.Tensor]:
+    """One trajectory of the forward process from the observation ``known`` (B, *event): the
+    noisy observation at each of ``ts`` (decreasing), drawn as a Markov chain upwards from
+    the least noisy time (a path, not independent draws)."""
+    a, s, _ = coefficients(schedule, ts[-1])
+    z = torch.randn(known.shape, generator=generator, device=known.device, dtype=known.dtype)
+    path = [lincomb((a, known), (s, z))]
+    for lo, hi in zip(ts[::-1][:-1], ts[::-1][1:]):
+        a_lo, s_lo, _ = coefficients(schedule, lo)
+        a_hi, s_hi, _ = coefficients(schedule, hi)
+        ratio = a_hi / a_lo
+        z = torch.randn(known.shape, generator=generator, device=known.device, dtype=known.dtype)
+        path.append(lincomb((ratio, path[-1]), (max(s_hi ** 2 - (ratio * s_lo) ** 2, 0.0) ** 0.5,
+                                                 z)))
+    return path[::-1]  # aligned with ts
+
+
+def smc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, obs: Observation,
+        schedule: Schedule, particles: int, ess: float, generator: torch.Generator | None
+        ) -> torch.Tensor:
+    """SMCDiff (Trippe et al. 2023, alg. 1): the known part of every particle follows one
+    forward path of the observation; the rest takes the model's ancestral steps, and each
+    particle is weighted by how likely the model's step makes the path's next known values
+    (resampled like :func:`tds`). No gradients; exact as the particles grow when the model's
+    steps are. ``x``: (B K, *event) like :func:`tds`; returns (B, *event)."""
+    k = particles
+    b = x.shape[0] // k
+    path = forward_path(obs.known[::k].double(), ts, schedule, generator)  # per sample
+    mask = obs.mask
+    x = torch.where(mask, path[0].repeat_interleave(k, 0).to(x.dtype), x)
+    log_w = torch.zeros(b, k, dtype=torch.float64, device=x.device)
+    for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
+        a_t, sig_t, _ = coefficients(schedule, t)
+        a_s, sig_s, _ = coefficients(schedule, s)
+        cx, c0, var = _step_coefficients(a_t, sig_t, a_s, sig_s, 1.0)
+        mean = lincomb((cx, x.double()), (c0, denoise.x0(x, t).double()))  # (B K, *event)
+        nxt = path[i + 1].repeat_interleave(k, 0)
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+        d = torch.where(mask, nxt - mean, 0.0)
+        log_w = log_w - (d * d).flatten(1).sum(1).view(b, k) / (2 * var)
+        x = torch.where(mask, nxt, mean + var ** 0.5 * z).to(x.dtype)
+        log_w, (x,) = _maybe_resample(log_w, (x,), ess, generator)
+    pick = torch.multinomial(log_w.softmax(-1).float(), 1, generator=generator)  # (B, 1)
+    return _gather(x, pick, k)
