@@ -127,3 +127,26 @@ def read_torch_file(path: Path, hint: str) -> Any:
         why = ("it holds objects that cannot be loaded safely with weights_only=True"
                if unsafe else f"torch.load failed: {type(exc).__name__}")
         raise CheckpointError(f"{path} is not an omnidiff checkpoint ({why}); {hint}") from None
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def read_payload(path: str | os.PathLike, kind: str, version: int, hint: str) -> dict[str, Any]:
+    """The ``model.pt`` dict of ``kind`` (``autoencoder``, ``classifier``) in ``path`` (the
+    file or its run folder), read as :func:`read_torch_file`; one :class:`CheckpointError`
+    ending in ``hint`` for another kind of file or one written by a newer omnidiff."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    obj = read_torch_file(path, hint)
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        other = obj.get("kind") if isinstance(obj, dict) else None
+        what = (_a(f"{other}'s") if other else "a diffusion model's"
+                if isinstance(obj, dict) and "schedule" in obj else f"not {_a(kind)}'s")
+        raise CheckpointError(f"{path} is {what} checkpoint, not {_a(kind)}; {hint}")
+    if int(obj.get("format_version", 1)) > version:
+        raise CheckpointError(f"{path} was written by a newer omnidiff "
+                              f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
+    return obj

@@ -19,7 +19,6 @@ Its ``model.pt`` (``torch.load(weights_only=True)``)::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -29,7 +28,7 @@ from omnidiff._util import append_dims
 from omnidiff._version import __version__
 from omnidiff.core.schedules import Schedule, get_schedule
 from omnidiff.errors import CheckpointError, ConfigError
-from omnidiff.io import FILE_FORMAT, read_torch_file, state_digest
+from omnidiff.io import FILE_FORMAT, read_payload, state_digest
 from omnidiff.nn.classifier import NoisyClassifierNet
 from omnidiff.plugins.registry import get_domain
 
@@ -132,16 +131,6 @@ def read_classifier(payload: dict[str, Any], where: str = "the classifier"
 
 def load_classifier(path: str | os.PathLike) -> tuple[NoisyClassifier, dict[str, Any]]:
     """The classifier in ``path`` (its ``model.pt`` or run folder) and its payload."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
     hint = "pass classifier=<the model.pt of an `omnidiff train stage=classifier` run>"
-    obj = read_torch_file(path, hint)
-    if not isinstance(obj, dict) or obj.get("kind") != CLASSIFIER_KIND:
-        what = ("a diffusion model's" if isinstance(obj, dict) and "prediction" in obj
-                else "not a classifier's")
-        raise CheckpointError(f"{path} is {what} checkpoint, not a classifier; {hint}")
-    if int(obj.get("format_version", 1)) > CLASSIFIER_FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer omnidiff "
-                              f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
+    obj = read_payload(path, CLASSIFIER_KIND, CLASSIFIER_FORMAT_VERSION, hint)
     return read_classifier(obj, str(path)), obj

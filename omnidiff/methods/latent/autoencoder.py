@@ -28,7 +28,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -36,7 +35,7 @@ from torch import nn
 
 from omnidiff._version import __version__
 from omnidiff.errors import CheckpointError, ConfigError
-from omnidiff.io import FILE_FORMAT, read_torch_file, state_digest
+from omnidiff.io import FILE_FORMAT, read_payload, state_digest
 from omnidiff.methods.latent.losses import RECON_LOSSES
 from omnidiff.nn.autoencoder import ConvDecoder, ConvEncoder
 
@@ -243,18 +242,8 @@ def load_autoencoder(path: str | os.PathLike, *, domain: str | None = None
     """The autoencoder in ``path`` (its ``model.pt`` or run folder) and its payload, checked
     against the ``domain`` it is to be used with (the data's shape is checked when the latent
     data module is set up, :class:`~omnidiff.methods.latent.data.LatentData`)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
     hint = "pass autoencoder=<the model.pt of an `omnidiff train stage=autoencoder` run>"
-    obj = read_torch_file(path, hint)
-    if not isinstance(obj, dict) or obj.get("kind") != AE_KIND:
-        what = ("a diffusion model's" if isinstance(obj, dict) and "schedule" in obj
-                else "not an autoencoder's")
-        raise CheckpointError(f"{path} is {what} checkpoint, not an autoencoder; {hint}")
-    if int(obj.get("format_version", 1)) > AE_FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer omnidiff "
-                              f"({obj.get('omnidiff_version')}); upgrade omnidiff to read it")
+    obj = read_payload(path, AE_KIND, AE_FORMAT_VERSION, hint)
     if domain is not None and obj.get("domain", domain) != domain:  # before building it
         raise CheckpointError(f"{path} is an autoencoder of the {obj['domain']!r} domain, not "
                               f"of {domain!r}; train one on this domain's data first")
