@@ -295,3 +295,82 @@ def test_particle_methods_keep_each_sample_with_its_own_observation(method):
                generator=torch.Generator().manual_seed(0))
     assert (x[0::2, 1].abs() < 0.8).float().mean() > 0.9  # the mode at (2, 0)
     assert ((x[1::2, 1].abs() - 2.0).abs() < 0.8).float().mean() > 0.9  # the modes at (0, +-2)
+
+
+# ---- files: samples and masks from the command line, artifacts that show the given part -------
+def test_audio_and_video_masks_and_their_mistakes(tmp_path):
+    from omnidiff.errors import DataError
+    from omnidiff_domains.audio.data import AudioData
+    from omnidiff_domains.video.data import VideoData
+
+    audio = AudioData()
+    m = audio.read_mask("0.10-0.13")
+    assert m.shape == audio.event_shape and int((~m).sum()) == round(0.03 * audio.sample_rate)
+    assert not m[0, int(0.11 * audio.sample_rate)] and m[0, 0]
+    with pytest.raises(DataError, match="gaps in seconds"):
+        audio.read_mask("0.2-0.1")
+    video = VideoData(frames=8, size=16, digit_size=8)
+    m = video.read_mask("0,1,6,7")
+    assert m.shape == video.event_shape and m[[0, 1, 6, 7]].all() and not m[2:6].any()
+    with pytest.raises(DataError, match="frames run from 0 to 7"):
+        video.read_mask([0, 9])
+
+
+def test_artifacts_show_the_filled_part(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from omnidiff_domains.audio.artifacts import save_artifacts as audio_save
+    from omnidiff_domains.image.artifacts import save_artifacts as image_save
+    from omnidiff_domains.video.artifacts import save_artifacts as video_save
+
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    known = torch.zeros_like(x, dtype=torch.bool)
+    known[..., :4, :] = True
+    png = image_save(x, tmp_path, known=known)[0]
+    rgb = np.asarray(Image.open(png).convert("RGB"))
+    assert ((rgb == (230, 40, 40)).all(-1)).sum() >= 4 * 32  # one red line per tile
+    wav = torch.sin(torch.arange(2000) * 0.3).view(1, 1, -1).repeat(2, 1, 1) * 0.5
+    gap = torch.ones_like(wav, dtype=torch.bool)
+    gap[..., 800:1040] = False
+    assert any(p.suffix == ".png" for p in audio_save(wav, tmp_path / "a", known=gap))
+    clips = torch.rand(2, 4, 1, 16, 16) * 2 - 1
+    frames = torch.zeros_like(clips, dtype=torch.bool)
+    frames[:, [0, 3]] = True
+    assert any(p.suffix == ".png" for p in video_save(clips, tmp_path / "v", known=frames))
+
+
+def test_cli_completes_an_image_from_png_files(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from omnidiff.cli.commands import main
+    from omnidiff.model_file import save_inference
+    from omnidiff.model_spec import ModelSpec
+    from omnidiff.training.diffusion_module import DiffusionModule
+
+    torch.manual_seed(0)
+    unet = {"base_channels": 16, "channel_mult": [1], "num_res_blocks": 1,
+            "attn_resolutions": [], "norm_groups": 8, "num_head_channels": 8}
+    ckpt = save_inference(DiffusionModule(ModelSpec("image", unet, {"name": "cosine"},
+                                                    (1, 8, 8), 10, prediction="v",
+                                                    data={"name": "digits"})),
+                          tmp_path / "model.pt")
+    pixels = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    Image.fromarray(pixels, "L").save(tmp_path / "digit.png")
+    hole = np.zeros((8, 8), dtype=np.uint8)
+    hole[4:] = 255  # white: fill in
+    Image.fromarray(hole, "L").save(tmp_path / "hole.png")
+    out = tmp_path / "out"
+    code = main(["sample", f"checkpoint={ckpt}", f"known={tmp_path / 'digit.png'}",
+                 f"mask={tmp_path / 'hole.png'}", "cond=3", "n=2", "steps=2",
+                 "method=replace", f"out={out}"])
+    assert code == 0, capsys.readouterr().err
+    assert "imputed by replace" in capsys.readouterr().out
+    x = np.load(out / "samples.npy")  # (2, 1, 8, 8) in [-1, 1]
+    assert np.allclose(x[:, 0, :4], pixels[:4] / 127.5 - 1, atol=1e-5)
+    rgb = np.asarray(Image.open(out / "samples.png").convert("RGB"))
+    assert ((rgb == (230, 40, 40)).all(-1)).any()
+    code = main(["sample", f"checkpoint={ckpt}", f"known={tmp_path / 'digit.png'}",
+                 "mask=0.1-0.2", f"out={tmp_path / 'never'}"])
+    assert code != 0 and "not an image file" in capsys.readouterr().err

@@ -331,7 +331,7 @@ class ImageData(pl.LightningDataModule):
         (``omnidiff sample known=photo.png`` / ``init=``)."""
         c, h, w = self.event_shape
         arr, _, _ = _read_image(_existing(path), _file_mode(c), (h, w))
-        x = torch.from_numpy(np.ascontiguousarray(arr))
+        x = torch.from_numpy(np.array(arr))  # a writable copy
         return _to_float(x[None] if x.ndim == 2 else x.permute(2, 0, 1))
 
     def read_mask(self, value: Any) -> torch.Tensor:
