@@ -184,7 +184,7 @@ def digits(args: argparse.Namespace) -> None:
                                      generator=torch.Generator().manual_seed(0))) % 10
     print("\n| editing strength | class_acc (new label) | class_acc (source) |")
     print("|---|---|---|")
-    for strength in (0.3, 0.5, 0.7):
+    for strength in (0.3, 0.4, 0.5, 0.6, 0.7):
         y = pipe.generate(cond=target, guidance=2.0, init=x, strength=strength, steps=20,
                           seed=0)
         pipe.save(y[:64], out, cond=target[:64], prefix=f"edit_{strength}")

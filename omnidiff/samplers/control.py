@@ -6,10 +6,11 @@ A :class:`Control` changes four things and nothing else: the grid (editing start
 the model (a wrapper of :mod:`omnidiff.core.steering`), the start state, and the loop
 (RePaint's resampling, TDS's particles); the samplers themselves stay untouched.
 
-Editing (SDEdit, Meng et al. 2022): ``init`` is noised to the time where the last
-``round(strength * steps)`` steps of the grid begin, ``x = alpha init + sigma noise``, and
-solved back from there (strength 1: from ``t_max``, where little of ``init`` is left; the
-``steps`` are those of the whole grid, as in diffusers' image-to-image).
+Editing (SDEdit, Meng et al. 2022): ``init`` is noised to the time ``t0 = strength * t_max``
+(SDEdit's t0 on the schedule's own time axis), ``x = alpha init + sigma noise``, and solved
+back over the grid's times below ``t0`` (strength 1: the whole grid from ``t_max``, where little
+of ``init`` is left). On a grid uniform in t this is diffusers' image-to-image, which runs the
+last ``strength * steps`` of the steps; on other grids it stays the same noise level.
 """
 
 from __future__ import annotations
@@ -56,12 +57,13 @@ class Control:
         return int(self.options["particles"]) if self.method in ("tds", "smc") else 1
 
     def grid(self, ts: torch.Tensor) -> torch.Tensor:
-        """The grid's last ``round(strength * steps)`` steps when editing (at least one)."""
+        """When editing: the grid's times below ``t0 = strength * t_max``, with ``t0`` first
+        (strength 1 keeps the whole grid)."""
         if self.init is None:
             return ts
-        steps = len(ts) - 1
-        keep = max(1, round(self.strength * steps))
-        return ts[steps - keep:]
+        t0 = max(self.strength * self.schedule.t_max, self.schedule.t_min)
+        later = ts[:-1][ts[:-1] < t0 * (1 - 1e-9)]
+        return torch.cat([ts.new_tensor([t0]), later, ts[-1:]])
 
     def model(self, model: Model, generator: torch.Generator | None) -> Model:
         """The model the denoiser sees: one :func:`steer_x0` wrapper holding every edit of

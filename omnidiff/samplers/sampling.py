@@ -152,8 +152,8 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     ``method``: ``tds`` (default), ``replace``, ``repaint`` or ``dps``, or a dict with its
     options, e.g. ``{"name": "tds", "particles": 16}``
     (:mod:`~omnidiff.samplers.imputation`).
-    init, strength: editing (SDEdit) -- ``init`` noised to the start of the grid's last
-    ``round(strength * steps)`` steps and solved back; strength in (0, 1], default 0.6.
+    init, strength: editing (SDEdit) -- ``init`` noised to the time ``strength * t_max`` and
+    solved back over the grid's times below it; strength in (0, 1], default 0.6.
     guide, guide_scale: guidance by ``guide(x0_hat) -> (B,)`` log-score through the network
     (DPS / universal guidance), ``x0_hat += guide_scale (sigma^2 / alpha) grad``.
     Returns (B, *event) in the noise's dtype.
