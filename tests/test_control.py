@@ -103,15 +103,19 @@ def test_editing_keeps_the_law_and_stays_near_the_input():
     init = gm.sample(4000, torch.Generator().manual_seed(0))[0]
     ref = gm.sample(4000, torch.Generator().manual_seed(1))[0]
     noise = torch.randn(4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    moved = {}
+    moved, stay = {}, {}
     for strength in (0.3, 0.6, 1.0):
         x = sample(gm.model(SCHED, PRED), noise, schedule=SCHED, prediction=PRED,
                    sampler="ddpm", steps=40, init=init, strength=strength,
                    generator=torch.Generator().manual_seed(3))
         assert sliced_wasserstein(x, ref) < 0.1
         moved[strength] = float((x - init).norm(dim=1).mean())
+        mode = (x[:, None] - gm.means).norm(dim=-1).argmin(1)
+        stay[strength] = float((mode == (init[:, None] - gm.means).norm(dim=-1).argmin(1))
+                               .float().mean())
     assert moved[0.3] < moved[0.6] < moved[1.0]
-    assert moved[0.3] < 0.3 and moved[1.0] > 2.0  # 2.6: two independent points of the circle
+    assert moved[1.0] > 2.0  # 2.6: two independent points of the circle
+    assert stay[0.3] > 0.7 > stay[0.6] > stay[1.0] and stay[1.0] < 0.3  # 1/8: independent
 
 
 def test_autoguidance_is_the_linear_rule():
