@@ -29,7 +29,8 @@ from omnidiff._util import append_dims
 from omnidiff.core.predictions import target, to_x0_eps
 from omnidiff.core.schedules import Schedule, get_schedule
 
-__all__ = ["steer_x0", "guided_by_x0", "guided_by_xt", "Edit", "LogScore"]
+__all__ = ["steer_x0", "score_edit", "guided_by_x0", "guided_by_xt", "tweedie_step",
+           "alpha_sigma", "Edit", "LogScore"]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # edit(x_t, t, x0_hat) -> new x0_hat, all (B, *event); x_t requires grad when steer_x0(grad=True)
@@ -76,17 +77,22 @@ def tweedie_step(schedule: Schedule, t: torch.Tensor, ndim: int) -> torch.Tensor
     return s * s / a
 
 
+def score_edit(fn: LogScore, scale: float, schedule: Schedule) -> Edit:
+    """The edit of :func:`guided_by_x0` for :func:`steer_x0` with ``grad=True`` (the graph is
+    kept, so further edits may differentiate ``x0_hat`` again)."""
+    def edit(x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        (g,) = torch.autograd.grad(fn(x0.to(x.dtype)).sum(), x, retain_graph=True)
+        return x0 + scale * tweedie_step(schedule, t, x.ndim) * g.double()  # (B, *event)
+    return edit
+
+
 def guided_by_x0(model: Model, fn: LogScore, scale: float, schedule: Schedule | str,
                  prediction: str) -> Model:
     """Guidance by ``fn(x0_hat) -> (B,)`` log-score, through the network (DPS form):
     ``x0_hat += scale (sigma^2 / alpha) grad_{x_t} fn(x0_hat(x_t))``. Costs a backward pass
     through the network per evaluation."""
     schedule = get_schedule(schedule)
-
-    def edit(x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        (g,) = torch.autograd.grad(fn(x0).sum(), x)  # (B, *event)
-        return x0 + scale * tweedie_step(schedule, t, x.ndim) * g.double()
-    return steer_x0(model, schedule, prediction, edit, grad=True)
+    return steer_x0(model, schedule, prediction, score_edit(fn, scale, schedule), grad=True)
 
 
 def guided_by_xt(model: Model, fn: LogScore, scale: float, schedule: Schedule | str,

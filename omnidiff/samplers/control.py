@@ -22,7 +22,7 @@ import torch
 
 from omnidiff._util import is_number
 from omnidiff.core.schedules import Schedule
-from omnidiff.core.steering import alpha_sigma, steer_x0, tweedie_step
+from omnidiff.core.steering import alpha_sigma, score_edit, steer_x0
 from omnidiff.errors import UserError
 from omnidiff.samplers.denoiser import coefficients, lincomb
 from omnidiff.samplers.imputation import (
@@ -72,7 +72,7 @@ class Control:
             model = per_particle(model, self.particles, self.obs.known.shape[0])
         edits, grad, inputs = [], False, None
         if self.guide is not None:
-            edits.append(self._guide_edit())
+            edits.append(score_edit(self.guide, self.guide_scale, self.schedule))
             grad = True
         if self.obs is not None and self.method not in ("tds", "smc"):
             if self.method == "dps":
@@ -90,14 +90,6 @@ class Control:
             return x0
         return steer_x0(model, self.schedule, self.prediction, edit, grad=grad, inputs=inputs)
 
-    def _guide_edit(self):
-        fn, scale, schedule = self.guide, self.guide_scale, self.schedule
-
-        def edit(x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-            (g,) = torch.autograd.grad(fn(x0.to(x.dtype)).sum(), x, retain_graph=True)
-            return x0 + scale * tweedie_step(schedule, t, x.ndim) * g.double()
-        return edit
-
     def _fresh(self, generator: torch.Generator | None) -> Model:
         """x_t with its known part drawn afresh from q(x_t | y) (``replace``)."""
         obs, schedule = self.obs, self.schedule
@@ -113,7 +105,7 @@ class Control:
     def start(self, noise: torch.Tensor, t0: float, generator: torch.Generator | None
               ) -> torch.Tensor:
         """The state at the grid's first time: ``prior_std * noise``, or ``alpha init + sigma
-        noise`` when editing; ``particles`` rows per sample for ``tds``."""
+        noise`` when editing; ``particles`` rows per sample for ``tds`` and ``smc``."""
         k = self.particles
         if k > 1:
             more = torch.randn((noise.shape[0], k - 1, *noise.shape[1:]), generator=generator,
