@@ -72,7 +72,7 @@ class Pipeline:
         self.last_sampler: str | None = None
         self.last_stats: dict[str, Any] = {}  # steps, nfe, network_evals of the last generate
         self.last_prompts: list[str] | None = None  # the prompt of each sample, when given
-        self.last_mask: torch.Tensor | None = None  # generate's mask= (imputation), if any
+        self.last_mask: Any = None  # generate's mask= (imputation), if any
         self._prompt_encoder: PromptEncoder | None = None
         self._last_samples: torch.Tensor | None = None
         self._reference: tuple[int, Any] | None = None
@@ -219,10 +219,10 @@ class Pipeline:
         Control, with no retraining (:func:`omnidiff.samplers.sample` has the details):
         ``known=x, mask=m`` fills in what ``m`` (True where known) hides, keeping ``x``
         exactly where it is set (inpainting, a gap in a waveform, in-between frames);
-        ``method=`` ``tds`` (default) | ``replace`` | ``repaint`` | ``dps``, or a dict with
-        its options. ``init=x, strength=s`` edits ``x`` (SDEdit; with another label or prompt,
-        translation). ``guide=fn, guide_scale=`` guides by ``fn(x0_hat) -> (B,)`` log-score.
-        ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker version of this model,
+        ``method=`` ``tds`` (default) | ``smc`` | ``replace`` | ``repaint`` | ``dps``, or
+        a dict with its options. ``init=x, strength=s`` edits ``x`` (SDEdit; with another
+        label or prompt, translation). ``guide=fn, guide_scale=`` guides by ``fn(x0_hat) ->
+        (B,)`` log-score. ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker version of this model,
         e.g. an early checkpoint) makes ``guidance`` autoguidance, also for unconditional
         models. ``classifier=`` (the ``model.pt`` of ``omnidiff train stage=classifier`` on
         this domain and schedule, or a loaded :class:`NoisyClassifier`) guides towards
@@ -253,8 +253,7 @@ class Pipeline:
                                    classifier=clf, classifier_labels=label,
                                    classifier_scale=classifier_scale, **options)
         self.last_cond, self._last_samples, self.last_prompts = used, x, prompts
-        mask = options.get("mask")
-        self.last_mask = None if mask is None else torch.as_tensor(mask).bool().expand(x.shape)
+        self.last_mask = options.get("mask")  # save() broadcasts it to the samples
         return x
 
     def _classifier(self, clf: Any) -> NoisyClassifier | None:

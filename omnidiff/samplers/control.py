@@ -26,7 +26,9 @@ from omnidiff.core.steering import alpha_sigma, score_edit, steer_x0
 from omnidiff.errors import UserError
 from omnidiff.samplers.denoiser import coefficients, lincomb
 from omnidiff.samplers.imputation import (
+    PARTICLE_METHODS,
     Observation,
+    batch_of,
     dps_edit,
     observation,
     parse_method,
@@ -54,7 +56,7 @@ class Control:
 
     @property
     def particles(self) -> int:
-        return int(self.options["particles"]) if self.method in ("tds", "smc") else 1
+        return int(self.options["particles"]) if self.method in PARTICLE_METHODS else 1
 
     def grid(self, ts: torch.Tensor) -> torch.Tensor:
         """When editing: the grid's times below ``t0 = strength * t_max``, with ``t0`` first
@@ -74,7 +76,7 @@ class Control:
         if self.guide is not None:
             edits.append(score_edit(self.guide, self.guide_scale, self.schedule))
             grad = True
-        if self.obs is not None and self.method not in ("tds", "smc"):
+        if self.obs is not None and self.method not in PARTICLE_METHODS:
             if self.method == "dps":
                 edits.append(dps_edit(self.obs, self.schedule, float(self.options["scale"])))
                 grad = True
@@ -205,11 +207,7 @@ def _edit(init: Any, strength: Any, shape: torch.Size, device: torch.device,
     if not is_number(strength, float, 0) or not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1] (1: noise init fully, small: keep most "
                         f"of it), got {strength!r}")
-    init = torch.as_tensor(init)
-    if tuple(init.shape) not in (tuple(shape[1:]), tuple(shape)):
-        raise UserError(f"init has shape {tuple(init.shape)}; it must be one sample "
-                        f"{tuple(shape[1:])} or a batch {tuple(shape)} like the samples")
-    init = init.to(device=device, dtype=dtype).expand(shape).contiguous()
+    init = batch_of("init", init, shape).to(device=device, dtype=dtype).contiguous()
     if not torch.isfinite(init).all():
         raise UserError("init= holds NaN or inf")
     return init, float(strength)

@@ -15,6 +15,7 @@ from omnidiff.core.guidance import autoguided, classifier_free, composed, condit
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.steering import guided_by_xt
 from omnidiff.errors import ConditionError, PipelineError
+from omnidiff.samplers.imputation import batch_of
 from omnidiff.samplers.sampling import SAMPLERS, sample
 
 __all__ = ["generate_samples", "sampler_options", "check_request", "check_cond",
@@ -175,7 +176,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     if uncond is not None:
         uncond, _ = check_cond(spec, uncond, noise.shape[0])
     parts, weights = _checked_parts(spec, compose, guidance, noise.shape[0])
-    per_sample = [_per_sample(k, v, noise.shape) for k, v in
+    per_sample = [None if v is None else batch_of(k, v, noise.shape) for k, v in
                   (("known", known), ("mask", mask), ("init", init))]
     per_sample.append(_labels(classifier, classifier_labels, noise.shape[0]))
     device, dtype = device_dtype(model, device)
@@ -247,20 +248,6 @@ def _labels(classifier: Any, labels: Any, n: int) -> torch.Tensor | None:
     return v.long().reshape(-1).expand(n)
 
 
-def _per_sample(name: str, value: Any, shape: torch.Size) -> torch.Tensor | None:
-    """``value`` (one sample or one per sample) as ``(n, *event)`` on the CPU, or a line
-    saying which shapes fit."""
-    if value is None:
-        return None
-    v = torch.as_tensor(value)
-    if tuple(v.shape) == tuple(shape[1:]):
-        return v.expand(shape)
-    if tuple(v.shape) != tuple(shape):
-        raise PipelineError(f"{name} has shape {tuple(v.shape)}; it must be one sample "
-                            f"{tuple(shape[1:])} or one per sample {tuple(shape)}")
-    return v
-
-
 def _checked_parts(spec: CondSpec, compose: Sequence[tuple[Any, float]] | None,
                    guidance: float | None, n: int) -> tuple[list[Any], list[float]]:
     """``compose``'s conditions (each checked for ``n`` samples) and weights (finite, >= 0),
@@ -299,9 +286,9 @@ def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                 conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
                 progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int, dict]]]:
-    """``run(x_T, cond, uncond, known, mask, init, labels, *parts)`` over batches of ``bs`` (each decoded when
-    ``decode``): the samples (float32, on the CPU) and each batch's (size, steps, nfe,
-    network evals)."""
+    """``run(x_T, cond, uncond, known, mask, init, labels, *parts)`` over batches of ``bs``
+    (each decoded when ``decode``): the samples (float32, on the CPU) and each batch's (size,
+    steps, nfe, network evals, what control reports)."""
     device, dtype = to
     out, counts = [], []
     for i in _batch_starts(noise.shape[0], bs, progress):
@@ -320,7 +307,8 @@ def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
 
 def _mean_counts(counts: list[tuple[int, int, int, int, dict]]) -> dict[str, Any]:
     """Per-sample ``steps``, ``nfe`` and ``network_evals`` over batches ``(size, steps, nfe,
-    network evals)``: the common value, or the sample-weighted mean when batches differ."""
+    network evals, control)``: the common value, or the sample-weighted mean when batches
+    differ; with the control's ``method`` / ``strength``."""
     total = sum(c[0] for c in counts)
     out: dict[str, Any] = dict(counts[-1][4])  # what control reports (the same every batch)
     for j, key in enumerate(("steps", "nfe", "network_evals"), 1):

@@ -21,6 +21,9 @@ or to the sampler's loop:
   sequential Monte Carlo over ``particles`` copies of each sample, proposals twisted like
   ``dps`` and importance weights that make it exact as the particles grow. Its own ancestral
   (DDPM) steps: the ``sampler`` does not apply.
+* ``smc`` -- SMCDiff (Trippe et al. 2023), also in :mod:`~omnidiff.samplers.twisted`: the known
+  part follows one forward path of the observation, particles are weighted by how likely the
+  model's step makes it; no gradients. Its own ancestral steps.
 
 A method's options come with it as a dict: ``method={"name": "repaint", "resample": 10}``.
 """
@@ -37,13 +40,14 @@ from omnidiff.core.steering import alpha_sigma, tweedie_step
 from omnidiff.errors import UserError
 from omnidiff.samplers.denoiser import coefficients, lincomb
 
-__all__ = ["METHODS", "Observation", "observation", "parse_method", "dps_edit", "twist",
-           "repaint", "renoise"]
+__all__ = ["METHODS", "PARTICLE_METHODS", "Observation", "observation", "batch_of",
+           "parse_method", "dps_edit", "twist", "repaint", "renoise"]
 
 METHODS = {"replace": {}, "dps": {"scale": 1.0}, "repaint": {"resample": 10, "jump": 1},
            "tds": {"particles": 8, "scale": 1.0, "ess": 0.5, "eta": 1.0},
            "smc": {"particles": 8, "ess": 0.5}}
 DEFAULT_METHOD = "tds"
+PARTICLE_METHODS = ("tds", "smc")  # run their own loop over `particles` copies per sample
 
 
 @dataclass
@@ -70,14 +74,8 @@ def observation(known: Any, mask: Any, shape: torch.Size, device: torch.device,
     if (known is None) != (mask is None):
         raise UserError("imputation needs both known= (the observed values) and mask= (True "
                         "where they hold); pass both or neither")
-    known = torch.as_tensor(known)
-    mask = torch.as_tensor(mask)
-    event = tuple(shape[1:])
-    for name, v in (("known", known), ("mask", mask)):
-        if tuple(v.shape) not in (event, tuple(shape)) and not (
-                v.ndim == len(shape) and v.shape[0] == 1 and tuple(v.shape[1:]) == event):
-            raise UserError(f"{name} has shape {tuple(v.shape)}; it must be one sample "
-                            f"{event} or a batch {tuple(shape)} like the samples")
+    known, mask = (batch_of(name, _one_row(v, shape), shape)
+                   for name, v in (("known", known), ("mask", mask)))
     if mask.dtype != torch.bool:
         if not ((mask == 0) | (mask == 1)).all():
             raise UserError("mask must be boolean (or 0/1): True / 1 where known= holds")
@@ -88,10 +86,29 @@ def observation(known: Any, mask: Any, shape: torch.Size, device: torch.device,
     if not bool(mask.any()):
         raise UserError("mask= hides every value: nothing is known (drop known= and mask= for "
                         "unconditional samples, or set the mask True where known= holds)")
-    known = known.to(device=device, dtype=dtype).expand(shape)
-    if not torch.isfinite(torch.where(mask.to(device).expand(shape), known, 0)).all():
+    known, mask = known.to(device=device, dtype=dtype), mask.to(device)
+    if not torch.isfinite(torch.where(mask, known, 0)).all():
         raise UserError("known= holds NaN or inf where the mask is set")
-    return Observation(known.contiguous(), mask.to(device).expand(shape).contiguous())
+    return Observation(known.contiguous(), mask.contiguous())
+
+
+def batch_of(name: str, value: Any, shape: torch.Size) -> torch.Tensor:
+    """``value``, one sample ``(*event)`` or one per sample ``shape = (B, *event)``, as a
+    ``(B, *event)`` tensor (a broadcast view for one sample); one :class:`UserError` naming
+    ``name`` and the shapes that fit otherwise."""
+    v = torch.as_tensor(value)
+    if tuple(v.shape) == tuple(shape[1:]):
+        return v.expand(shape)
+    if tuple(v.shape) != tuple(shape):
+        raise UserError(f"{name} has shape {tuple(v.shape)}; it must be one sample "
+                        f"{tuple(shape[1:])} or one per sample {tuple(shape)}")
+    return v
+
+
+def _one_row(value: Any, shape: torch.Size) -> Any:
+    """A ``(1, *event)`` observation read as one sample (it broadcasts like one)."""
+    v = torch.as_tensor(value)
+    return v[0] if v.ndim == len(shape) and v.shape[0] == 1 and v.shape[1:] == shape[1:] else v
 
 
 def parse_method(method: Any) -> tuple[str, dict[str, Any]]:

@@ -149,7 +149,7 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     Control (:mod:`~omnidiff.samplers.control`), every keyword checked before sampling:
     known, mask: imputation -- the samples equal ``known`` where ``mask`` (bool, one sample
     ``(*event)`` or ``(B, *event)``) is True and follow the model's conditional law elsewhere;
-    ``method``: ``tds`` (default), ``replace``, ``repaint`` or ``dps``, or a dict with its
+    ``method``: ``tds`` (default), ``smc``, ``replace``, ``repaint`` or ``dps``, or a dict with its
     options, e.g. ``{"name": "tds", "particles": 16}``
     (:mod:`~omnidiff.samplers.imputation`).
     init, strength: editing (SDEdit) -- ``init`` noised to the time ``strength * t_max`` and

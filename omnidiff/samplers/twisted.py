@@ -81,8 +81,7 @@ def tds(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, obs: Observation
         log_twist, x = new_twist, x_new.to(x.dtype)
         log_w, (x, x0, log_twist, g) = _maybe_resample(log_w, (x, x0, log_twist, g), ess,
                                                         generator)
-    pick = torch.multinomial(log_w.softmax(-1).float(), 1, generator=generator)  # (B, 1)
-    return _gather(x, pick, k)
+    return _pick_one(x, log_w, k, generator)
 
 
 def _step_coefficients(a_t: float, sig_t: float, a_s: float, sig_s: float, eta: float
@@ -94,6 +93,13 @@ def _step_coefficients(a_t: float, sig_t: float, a_s: float, sig_s: float, eta: 
     var = eta ** 2 * (sig_t ** 2 - (ratio * sig_s) ** 2) * sig_s ** 2 / sig_t ** 2
     d = max(sig_s ** 2 - var, 0.0) ** 0.5  # the share of eps_hat kept
     return d / sig_t, a_s - d * a_t / sig_t, var
+
+
+def _pick_one(x: torch.Tensor, log_w: torch.Tensor, k: int,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """One particle per sample of ``x: (B k, *event)``, drawn by its weight: (B, *event)."""
+    pick = torch.multinomial(log_w.softmax(-1).float(), 1, generator=generator)  # (B, 1)
+    return _gather(x, pick, k)
 
 
 def _maybe_resample(log_w: torch.Tensor, state: tuple[torch.Tensor, ...], ess: float,
@@ -154,5 +160,4 @@ def smc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, obs: Observation
         log_w = log_w - (d * d).flatten(1).sum(1).view(b, k) / (2 * var)
         x = torch.where(mask, nxt, mean + var ** 0.5 * z).to(x.dtype)
         log_w, (x,) = _maybe_resample(log_w, (x,), ess, generator)
-    pick = torch.multinomial(log_w.softmax(-1).float(), 1, generator=generator)  # (B, 1)
-    return _gather(x, pick, k)
+    return _pick_one(x, log_w, k, generator)
