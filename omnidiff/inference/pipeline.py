@@ -222,9 +222,9 @@ class Pipeline:
         ``method=`` ``tds`` (default) | ``smc`` | ``replace`` | ``repaint`` | ``dps``, or
         a dict with its options. ``init=x, strength=s`` edits ``x`` (SDEdit; with another
         label or prompt, translation). ``guide=fn, guide_scale=`` guides by ``fn(x0_hat) ->
-        (B,)`` log-score. ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker version of this model,
-        e.g. an early checkpoint) makes ``guidance`` autoguidance, also for unconditional
-        models. ``classifier=`` (the ``model.pt`` of ``omnidiff train stage=classifier`` on
+        (B,)`` log-score. ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker
+        version of this model, e.g. an early checkpoint) makes ``guidance`` autoguidance, also
+        for unconditional models. ``classifier=`` (the ``model.pt`` of ``omnidiff train stage=classifier`` on
         this domain and schedule, or a loaded :class:`NoisyClassifier`) guides towards
         ``label=`` (one, or one per sample; n follows from a list) at ``classifier_scale``.
         """
