@@ -224,9 +224,10 @@ class Pipeline:
         label or prompt, translation). ``guide=fn, guide_scale=`` guides by ``fn(x0_hat) ->
         (B,)`` log-score. ``guide_model=`` (a Pipeline or a ``model.pt`` path: a weaker
         version of this model, e.g. an early checkpoint) makes ``guidance`` autoguidance, also
-        for unconditional models. ``classifier=`` (the ``model.pt`` of ``omnidiff train stage=classifier`` on
-        this domain and schedule, or a loaded :class:`NoisyClassifier`) guides towards
-        ``label=`` (one, or one per sample; n follows from a list) at ``classifier_scale``.
+        for unconditional models. ``classifier=`` (the ``model.pt`` of ``omnidiff train
+        stage=classifier`` on this domain and schedule, or a loaded :class:`NoisyClassifier`)
+        guides towards ``label=`` (one, or one per sample; n follows from a list) at
+        ``classifier_scale``.
         """
         options = sampler_options(self.domain, options)
         default = self.default_sampler
