@@ -1,7 +1,7 @@
 """Control at sampling time, measured. Not a test; prints tables.
 
     python benchmarks/control.py exact [--n 4000] [--observations 4] [--quick]
-    python benchmarks/control.py autoguidance --model MODEL.pt --weak WEAK.pt [--n 4096]
+    python benchmarks/control.py autoguidance --model MODEL.pt --weak WEAK.ckpt[,...] [--n 4096]
     python benchmarks/control.py digits --model runs/image_digits/<time>/model.pt [--n 500]
     python benchmarks/control.py tones --model runs/audio_tones/<time>/model.pt [--n 96]
     python benchmarks/control.py frames --model runs/video_text_digits/<time>/model.pt
@@ -17,11 +17,15 @@ observations, and the floor (two independent exact samples of that size). NFE co
 calls; "evals" counts network passes per sample (tds: one per particle, repaint: one per
 resampling), so methods can be compared at equal calls and at equal work.
 
-``autoguidance``: a trained model guided by a weaker one (an early checkpoint or a shorter run,
-Karras et al. 2024) at several scales, against unguided sampling at the same NFE (20,
-dpmpp_2m), by the domain's own metrics on held-out data (points2d: sliced W2 and MMD; digits:
-Fréchet distance), averaged over ``--seeds``. For the points densities it also prints each
-mode's share of the samples (nearest labelled reference point) against its true share.
+``autoguidance``: an unconditional model guided by weaker ones (``--weak``: early checkpoints
+or shorter / smaller runs, comma-separated; Karras et al. 2024) at ``--scales``, against
+unguided sampling at the same steps and at the same NFE (twice the steps: a guided step calls
+both networks), dpmpp_2m, averaged over ``--seeds``. Points: sliced W2 to exact samples of the
+training law, over all points and within modes (the random split of points between modes,
+which dominates the first at any n, left out), and the smallest ratio of a mode's share to its
+true share; the floor is two exact samples. Digits: the domain's metrics (Fréchet distance,
+precision / recall, ``class_share_min``: the smallest ratio of a class's share to its share of
+the held-out digits, as the digits classifier reads them).
 
 ``digits``: an ``image_digits`` model on held-out digits. Imputation: the lower half hidden and
 filled by each method, without the label (guidance 0: the unconditional branch) and with it;
@@ -128,36 +132,60 @@ def exact(args: argparse.Namespace) -> None:
                   f"{d:.4f} | {d / floor:.1f} | {err:.0e} | {secs:.1f} |")
 
 
-def mode_shares(x: torch.Tensor, density: str) -> list[float]:
-    """Each mode's share of ``x`` (the label of the nearest of 20k labelled points)."""
+def exact_law_distances(x: torch.Tensor, density: str, n: int) -> dict[str, float]:
+    """Sliced W2 of points ``x`` to ``n`` exact samples of ``density``, over all points and
+    within modes (each point to its nearest labelled sample's mode, mode by mode, weighted by
+    the true shares: the random split between modes, which dominates the first number at any
+    n, is left out), and each mode's share of ``x``."""
     from omnidiff_domains.points.densities import sample_density
-    ref, labels = sample_density(density, 20_000, torch.Generator().manual_seed(7))
-    nearest = torch.cdist(x.float(), ref).argmin(1)
-    counts = torch.bincount(labels[nearest], minlength=int(labels.max()) + 1)
-    return [round(float(c) / len(x), 3) for c in counts]
+    ref, labels = sample_density(density, n, torch.Generator().manual_seed(123))
+    mode = labels[torch.cdist(x.float(), ref).argmin(1)]
+    k = int(labels.max()) + 1
+    within = sum(float((labels == j).float().mean())
+                 * sliced_wasserstein(x[mode == j], ref[labels == j]) ** 2 for j in range(k))
+    shares = torch.bincount(mode, minlength=k).float() / len(x)
+    truth = torch.bincount(labels, minlength=k).float() / len(labels)
+    return {"sliced_w2": sliced_wasserstein(x, ref), "within_modes": within ** 0.5,
+            "share_min": float((shares / truth).min())}
+
+
+def autoguidance_floor(density: str, n: int) -> dict[str, float]:
+    """The metrics between two independent exact samples of ``density`` (the floor)."""
+    from omnidiff_domains.points.densities import sample_density
+    return exact_law_distances(sample_density(density, n, torch.Generator().manual_seed(456))[0],
+                               density, n)
 
 
 def autoguidance(args: argparse.Namespace) -> None:
     import omnidiff
     pipe = omnidiff.load(args.model, device="cpu")
-    weak = omnidiff.load(args.weak, device="cpu")
     density = pipe.data_cfg.get("name") if pipe.domain_name == "points" else None
-    print(f"\n## autoguidance: {args.model} guided by {args.weak}, {args.n} samples, "
-          f"dpmpp_2m 20 NFE, {args.seeds} seeds")
-    for scale in [None, *args.scales]:
-        rows: dict[str, list[float]] = {}
-        shares = None
+    keys = (["sliced_w2", "within_modes", "share_min"] if density
+            else ["fd", "precision", "recall", "class_share_min"])
+    print(f"\n## autoguidance: {args.model}, {args.n} samples, dpmpp_2m, mean of {args.seeds} "
+          "seeds")
+    print("| guided by | scale | steps | NFE | " + " | ".join(keys) + " | seconds |")
+    print("|---|---|---|---|" + "---|" * (len(keys) + 1))
+    if density:
+        floor = autoguidance_floor(density, args.n)
+        print("| (floor: two exact samples) | | | | "
+              + " | ".join(f"{floor[k]:.4f}" for k in keys) + " | |")
+    rows = [(None, None, args.steps), (None, None, 2 * args.steps)]
+    rows += [(w, sc, args.steps) for w in args.weak.split(",") for sc in args.scales]
+    for weak, scale, steps in rows:
+        guide = {} if weak is None else {"guide_model": omnidiff.load(weak, device="cpu"),
+                                         "guidance": scale}
+        vals: dict[str, list[float]] = {k: [] for k in keys}
+        t0 = time.perf_counter()
         for seed in range(args.seeds):
-            kw = {} if scale is None else {"guide_model": weak, "guidance": scale}
-            x = pipe.generate(args.n, steps=20, seed=seed, **kw)
-            for k, v in pipe.metrics(x).items():
-                rows.setdefault(k, []).append(float(v))
-            if density:
-                shares = mode_shares(x, density)
-        label = "unguided" if scale is None else f"guidance {scale}"
-        nums = ", ".join(f"{k} {sum(v) / len(v):.4g}" for k, v in rows.items()
-                         if k not in ("sample_seconds", "finite_frac"))
-        print(f"- {label}: {nums}" + (f"; mode shares {shares}" if shares else ""))
+            x = pipe.generate(args.n, steps=steps, seed=seed, **guide)
+            got = exact_law_distances(x, density, args.n) if density else pipe.metrics(x)
+            for k in keys:
+                vals[k].append(float(got[k]))
+        nfe = steps * (1 if weak is None else 2)
+        print(f"| {'-' if weak is None else weak} | {scale or '-'} | {steps} | {nfe} | "
+              + " | ".join(f"{sum(v) / len(v):.4f}" for v in vals.values())
+              + f" | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 def digits(args: argparse.Namespace) -> None:
@@ -268,6 +296,7 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--weak")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.5, 2.0, 3.0])
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="runs/bench_control")
     parser.add_argument("--n", type=int, default=4000)

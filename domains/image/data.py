@@ -166,13 +166,16 @@ class ImageData(pl.LightningDataModule):
         flip: random horizontal flips; ``None`` means on for natural images only.
         text: the text encoder's settings for captioned data (``None``: captions unused;
             ``text_digits`` then uses the defaults, a learned encoder).
+        labels: ``False`` drops the class labels, so labelled data trains an unconditional
+            model (the metrics still read the samples with the classifier).
     """
 
     def __init__(self, name: str = "digits", root: str | None = None, download: bool = False,
                  channels: int | None = None, image_size: int | list[int] | None = None,
                  batch_size: int = 128, num_workers: int = 0, seed: int = 0,
                  train_size: int | None = None, holdout: float = 0.1,
-                 flip: bool | None = None, text: dict[str, Any] | None = None):
+                 flip: bool | None = None, text: dict[str, Any] | None = None,
+                 labels: bool = True):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"unknown image data {name!r}; choose one of {', '.join(SOURCES)}")
@@ -190,6 +193,7 @@ class ImageData(pl.LightningDataModule):
         self.holdout = float(holdout)
         self.flip = (name in _NATURAL) if flip is None else bool(flip)
         self.text = dict(text) if text is not None else ({} if name == "text_digits" else None)
+        self.labels = bool(labels)
         if self.text is not None and name not in ("text_digits", "imagefolder", "folder"):
             raise ValueError(f"data.text needs captions: use data.name=text_digits, or a folder "
                              f"of captioned images (data.name=folder), not {name}")
@@ -221,6 +225,8 @@ class ImageData(pl.LightningDataModule):
                 if a.get(key) is not None:
                     a[key] = (a[key][keep] if key == "y_train"
                               else [a[key][i] for i in keep.tolist()])
+        if not self.labels:
+            a = a | {"y_train": None, "y_test": None, "classes": []}  # a copy: may be cached
         if self.text is not None:
             self.captions = CaptionTable(a["captions_train"], a["captions_test"], self.text)
             a["c_train"] = self.captions.ids(a["captions_train"])

@@ -7,7 +7,10 @@ What is computed depends on what the data is:
   ``fd`` (Fréchet distance of penultimate features, the project's small-scale stand-in for FID;
   lower is better), ``precision`` and ``recall`` (Kynkäänniemi et al. 2019, k=3; higher is
   better) and, when ``cond`` is given, ``class_acc`` (fraction of samples the classifier labels
-  as the class they were generated for; higher is better).
+  as the class they were generated for; higher is better); without ``cond``,
+  ``class_share_min``: the smallest ratio over classes of a class's share of the samples to its
+  share of the reference, both as the classifier reads them (1 when every class keeps its
+  share; a mode dropped gives 0).
 * **Any images**: ``pixel_fd`` (Fréchet distance of the images average-pooled to at most 8x8
   per channel, a crude but model-free statistic; lower is better), ``pixel_mean_gap`` and
   ``pixel_std_gap`` (absolute differences of the pixel mean / std; lower is better).
@@ -115,6 +118,26 @@ def inception_fid(samples: torch.Tensor, reference: torch.Tensor) -> float | Non
 
 
 @torch.no_grad()
+def _read(classifier: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's features of ``x`` and its predicted classes, in chunks."""
+    feats, preds = [], []
+    for chunk in x.split(512):
+        f = classifier.features(chunk)
+        feats.append(f)
+        logits = classifier.head(f) if hasattr(classifier, "head") else classifier(chunk)
+        preds.append(logits.argmax(1))
+    return torch.cat(feats), torch.cat(preds)
+
+
+def class_share_min(pred: torch.Tensor, pred_ref: torch.Tensor) -> float:
+    """min over the reference's classes of (share in ``pred``) / (share in ``pred_ref``)."""
+    k = int(max(pred.max(), pred_ref.max())) + 1
+    share = torch.bincount(pred, minlength=k).float() / len(pred)
+    ref = torch.bincount(pred_ref, minlength=k).float() / len(pred_ref)
+    seen = ref > 0
+    return float((share[seen] / ref[seen]).min())
+
+
 def image_metrics(samples: torch.Tensor, reference: torch.Tensor,
                   cond: torch.Tensor | None = None, ref_cond: torch.Tensor | None = None, *,
                   classifier: torch.nn.Module | None = None, inception: bool | None = None,
@@ -139,20 +162,15 @@ def image_metrics(samples: torch.Tensor, reference: torch.Tensor,
     if classifier is None and is_digits(reference):
         classifier = digits_classifier(tuple(reference.shape[-2:]))
     if classifier is not None:
-        fs, fr, logits = [], [], []
-        for chunk in samples.split(512):
-            f = classifier.features(chunk)
-            fs.append(f)
-            logits.append(classifier.head(f) if hasattr(classifier, "head") else classifier(chunk))
-        for chunk in reference.split(512):
-            fr.append(classifier.features(chunk))
-        f_s, f_r = torch.cat(fs), torch.cat(fr)
+        f_s, pred = _read(classifier, samples)
+        f_r, pred_r = _read(classifier, reference)
         out["fd"] = frechet_distance(f_s, f_r)
         out["precision"], out["recall"] = precision_recall(f_r, f_s, k=3)
         labels = cond.get("label") if isinstance(cond, dict) else cond
         if labels is not None:
-            pred = torch.cat(logits).argmax(1)
             out["class_acc"] = (pred == labels.cpu().long()).float().mean().item()
+        else:
+            out["class_share_min"] = class_share_min(pred, pred_r)
     if data is not None and getattr(data, "captions_of", None) is not None:
         out |= caption_metrics(samples, data.captions_of(cond), data.caption_truth())
     if inception is None:

@@ -202,8 +202,20 @@ def build_module(cfg: Any) -> tuple[Any, Any]:
         ae_cfg = {"channel_axis": int(getattr(dm, "channel_axis", 0)), **to_plain(cfg.ae)}
         return dm, AutoencoderModule(str(cfg.domain), ae_cfg, event_shape=dm.event_shape,
                                      optim=to_plain(cfg.optim), data_cfg=to_plain(cfg.data))
-    return dm, DiffusionModule(model_spec(cfg, dm), loss=to_plain(cfg.loss),
-                               optim=to_plain(cfg.optim), autoencoder=ae)
+    spec = model_spec(cfg, dm)
+    _no_guidance_without_condition(cfg, spec.cond)
+    return dm, DiffusionModule(spec, loss=to_plain(cfg.loss), optim=to_plain(cfg.optim),
+                               autoencoder=ae)
+
+
+def _no_guidance_without_condition(cfg: Any, cond_spec: Any) -> None:
+    """A recipe's ``sampler.guidance`` is dropped, with one line, when its data trains an
+    unconditional model (e.g. ``data.labels=false``): the run's evaluation and model.pt then
+    sample unguided instead of failing once training is done."""
+    if cfg.sampler.get("guidance") is not None and not cond_spec.conditional:
+        print(f"omnidiff: sampler.guidance={cfg.sampler.guidance} dropped: this data trains an "
+              "unconditional model (autoguidance at sampling time: guide_model=)", flush=True)
+        cfg.sampler.guidance = None
 
 
 def _build_trainer(cfg: Any, run_dir: Path, resume_step: int | None) -> Any:
