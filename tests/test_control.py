@@ -128,6 +128,28 @@ def test_autoguidance_is_the_linear_rule():
     assert g.cfg_batches == 2
 
 
+def test_autoguidance_undoes_an_error_the_weak_model_has_more_of():
+    """Modes too wide (std 0.3 for 0.2), guided by a model with more of that error (0.4): the
+    guided samples' modes are narrower than the model's, each mode keeps its share, and a
+    larger scale narrows them further."""
+    truth, main, weak = (eight_gaussians(std=s) for s in (0.2, 0.3, 0.4))
+    noise = torch.randn(4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def spread(model):
+        x = sample(model, noise, schedule=SCHED, prediction=PRED, sampler="dpmpp_2m", steps=30)
+        mode = torch.cdist(x, truth.means).argmin(1)
+        shares = torch.bincount(mode, minlength=8) / len(x)
+        return float((x - truth.means[mode]).pow(2).sum(1).mean().div(2).sqrt()), shares
+
+    m, w = main.model(SCHED, PRED), weak.model(SCHED, PRED)
+    alone, _ = spread(m)
+    guided, shares = spread(autoguided(m, w, 2.0))
+    more, _ = spread(autoguided(m, w, 3.0))
+    assert abs(alone - 0.3) < 0.02
+    assert more < guided < alone - 0.05 and guided < 0.26, (alone, guided, more)
+    assert shares.min() > 0.125 / 2
+
+
 def test_guide_by_a_function_moves_samples_towards_its_mode():
     gm = eight_gaussians()
     noise = torch.randn(2000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -266,6 +288,33 @@ def test_stage_classifier_needs_labels(tmp_path, capsys):
     assert code != 0
     assert "labelled data" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_unconditional_digits_from_a_guided_recipe(tmp_path, capsys):
+    """``data.labels=false`` on image_digits (a recipe with guidance 2): the guidance is dropped
+    with one line before training, the run's evaluation samples unguided and reports each
+    class's share, and the model is guided by its own early checkpoint (autoguidance)."""
+    import json
+
+    import omnidiff
+    from omnidiff.cli.commands import main
+
+    out = tmp_path / "u"
+    code = main(["train", "recipe=image_digits", "data.labels=false", f"out={out}",
+                 "trainer.max_steps=20", "checkpoint.every_n_train_steps=10", "checkpoint.keep=-1",
+                 "model.base_channels=16", "model.channel_mult=[1]", "model.num_res_blocks=1",
+                 "model.attn_resolutions=[]", "model.norm_groups=8", "model.num_head_channels=8",
+                 "sampler.steps=4", "eval.n_samples=40", "eval.n_ref=80",
+                 "trainer.enable_progress_bar=false"])
+    assert code == 0
+    assert "sampler.guidance=2.0 dropped" in capsys.readouterr().out
+    assert "class_share_min" in json.loads((out / "metrics.json").read_text())["final"]
+    pipe = omnidiff.load(out / "model.pt", device="cpu")
+    assert not pipe.spec.cond.conditional
+    x = pipe.generate(4, steps=3, seed=0, guide_model=out / "checkpoints" / "step=10.ckpt",
+                      guidance=2.0)
+    assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+    assert pipe.last_stats["network_evals"] == 6
 
 
 def test_tds_calls_a_model_bound_to_one_condition_per_sample_on_that_many_rows():

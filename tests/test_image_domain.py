@@ -100,6 +100,12 @@ def test_digits_data():
     assert len(dm16._load()["x_test"]) == len(a["x_test"])  # the held-out split never moves
 
 
+def test_digits_without_labels_train_an_unconditional_model():
+    dm = ImageData(name="digits", labels=False)
+    assert dm.num_classes == 0 and not dm.cond_spec.conditional and dm.classes == []
+    assert ImageData(name="digits").num_classes == 10  # the shared (cached) arrays keep theirs
+
+
 def test_torchvision_missing_offline_fails_clearly(tmp_path):
     dm = ImageData(name="cifar10", root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="data.download=true") as e:
@@ -180,6 +186,12 @@ def test_classifier_and_metrics():
     assert same["fd"] * 10 < noise["fd"], (same["fd"], noise["fd"])
     assert same["precision"] > 0.7 and same["recall"] > 0.7 and noise["precision"] < 0.2
     assert same["pixel_fd"] < noise["pixel_fd"]
+    # without labels: each class's share of the samples against its share of the reference
+    assert "class_share_min" not in same  # labelled samples: class_acc instead
+    even = image_metrics(real[:half], real[half:])
+    assert "class_acc" not in even and even["class_share_min"] > 0.6
+    no_zeros = real[:half][d["y_test"][:half] != 0]
+    assert image_metrics(no_zeros, real[half:])["class_share_min"] < 0.05  # a class dropped
     # Fréchet distance of identical Gaussians is ~0, and grows with a mean shift
     f = torch.randn(500, 4, generator=torch.Generator().manual_seed(0))
     assert frechet_distance(f, f) < 1e-6
