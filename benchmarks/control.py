@@ -162,8 +162,8 @@ def autoguidance(args: argparse.Namespace) -> None:
     density = pipe.data_cfg.get("name") if pipe.domain_name == "points" else None
     keys = (["sliced_w2", "within_modes", "share_min"] if density
             else ["fd", "precision", "recall", "class_share_min"])
-    print(f"\n## autoguidance: {args.model}, {args.n} samples, dpmpp_2m, mean of {args.seeds} "
-          "seeds")
+    print(f"\n## autoguidance: {args.model}, {args.n} samples, dpmpp_2m, mean of seeds "
+          f"{args.seed0}-{args.seed0 + args.seeds - 1}")
     print("| guided by | scale | steps | NFE | " + " | ".join(keys) + " | seconds |")
     print("|---|---|---|---|" + "---|" * (len(keys) + 1))
     if density:
@@ -177,7 +177,7 @@ def autoguidance(args: argparse.Namespace) -> None:
                                          "guidance": scale}
         vals: dict[str, list[float]] = {k: [] for k in keys}
         t0 = time.perf_counter()
-        for seed in range(args.seeds):
+        for seed in range(args.seed0, args.seed0 + args.seeds):
             x = pipe.generate(args.n, steps=steps, seed=seed, **guide)
             got = exact_law_distances(x, density, args.n) if density else pipe.metrics(x)
             for k in keys:
@@ -297,6 +297,8 @@ def main() -> None:
     parser.add_argument("--weak")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.5, 2.0, 3.0])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--seed0", type=int, default=0, help="the first seed (autoguidance: "
+                        "confirm a scale chosen on some seeds on others)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="runs/bench_control")
     parser.add_argument("--n", type=int, default=4000)

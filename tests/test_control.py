@@ -291,7 +291,7 @@ def test_stage_classifier_needs_labels(tmp_path, capsys):
 
 
 def test_unconditional_digits_from_a_guided_recipe(tmp_path, capsys):
-    """``data.labels=false`` on image_digits (a recipe with guidance 2): the guidance is dropped
+    """``data.conditional=false`` on image_digits (a recipe with guidance 2): the guidance is dropped
     with one line before training, the run's evaluation samples unguided and reports each
     class's share, and the model is guided by its own early checkpoint (autoguidance)."""
     import json
@@ -300,7 +300,7 @@ def test_unconditional_digits_from_a_guided_recipe(tmp_path, capsys):
     from omnidiff.cli.commands import main
 
     out = tmp_path / "u"
-    code = main(["train", "recipe=image_digits", "data.labels=false", f"out={out}",
+    code = main(["train", "recipe=image_digits", "data.conditional=false", f"out={out}",
                  "trainer.max_steps=20", "checkpoint.every_n_train_steps=10", "checkpoint.keep=-1",
                  "model.base_channels=16", "model.channel_mult=[1]", "model.num_res_blocks=1",
                  "model.attn_resolutions=[]", "model.norm_groups=8", "model.num_head_channels=8",

@@ -101,7 +101,7 @@ def test_digits_data():
 
 
 def test_digits_without_labels_train_an_unconditional_model():
-    dm = ImageData(name="digits", labels=False)
+    dm = ImageData(name="digits", conditional=False)
     assert dm.num_classes == 0 and not dm.cond_spec.conditional and dm.classes == []
     assert ImageData(name="digits").num_classes == 10  # the shared (cached) arrays keep theirs
 
@@ -138,6 +138,8 @@ def test_folder_data(tmp_path):
     dm = ImageData(name="imagefolder", root=str(tmp_path / "classes"), batch_size=2)
     assert dm.num_classes == 2 and dm.classes == ["cat", "dog"]
     assert next(iter(dm.train_dataloader()))["cond"].dtype == torch.long
+    with pytest.raises(ValueError, match="data.name=imagefolder"):
+        _ = ImageData(name="folder", root=str(tmp_path / "flat"), conditional=True).num_classes
 
 
 def test_folder_errors_are_one_clear_line(tmp_path):

@@ -166,8 +166,9 @@ class ImageData(pl.LightningDataModule):
         flip: random horizontal flips; ``None`` means on for natural images only.
         text: the text encoder's settings for captioned data (``None``: captions unused;
             ``text_digits`` then uses the defaults, a learned encoder).
-        labels: ``False`` drops the class labels, so labelled data trains an unconditional
-            model (the metrics still read the samples with the classifier).
+        conditional: ``None`` uses the class labels when the data has them; ``False`` drops
+            them, so labelled data trains an unconditional model (the metrics still read the
+            samples with the classifier); ``True`` requires them.
     """
 
     def __init__(self, name: str = "digits", root: str | None = None, download: bool = False,
@@ -175,7 +176,7 @@ class ImageData(pl.LightningDataModule):
                  batch_size: int = 128, num_workers: int = 0, seed: int = 0,
                  train_size: int | None = None, holdout: float = 0.1,
                  flip: bool | None = None, text: dict[str, Any] | None = None,
-                 labels: bool = True):
+                 conditional: bool | None = None):
         super().__init__()
         if name not in SOURCES:
             raise ValueError(f"unknown image data {name!r}; choose one of {', '.join(SOURCES)}")
@@ -193,7 +194,7 @@ class ImageData(pl.LightningDataModule):
         self.holdout = float(holdout)
         self.flip = (name in _NATURAL) if flip is None else bool(flip)
         self.text = dict(text) if text is not None else ({} if name == "text_digits" else None)
-        self.labels = bool(labels)
+        self.conditional = None if conditional is None else bool(conditional)
         if self.text is not None and name not in ("text_digits", "imagefolder", "folder"):
             raise ValueError(f"data.text needs captions: use data.name=text_digits, or a folder "
                              f"of captioned images (data.name=folder), not {name}")
@@ -225,8 +226,11 @@ class ImageData(pl.LightningDataModule):
                 if a.get(key) is not None:
                     a[key] = (a[key][keep] if key == "y_train"
                               else [a[key][i] for i in keep.tolist()])
-        if not self.labels:
+        if self.conditional is False:
             a = a | {"y_train": None, "y_test": None, "classes": []}  # a copy: may be cached
+        elif self.conditional and a["y_train"] is None:
+            raise ValueError(f"data.conditional=true needs class labels, and {self.name} has "
+                             "none: use data.name=imagefolder (a sub-folder per class)")
         if self.text is not None:
             self.captions = CaptionTable(a["captions_train"], a["captions_test"], self.text)
             a["c_train"] = self.captions.ids(a["captions_train"])

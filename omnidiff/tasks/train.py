@@ -210,7 +210,7 @@ def build_module(cfg: Any) -> tuple[Any, Any]:
 
 def _no_guidance_without_condition(cfg: Any, cond_spec: Any) -> None:
     """A recipe's ``sampler.guidance`` is dropped, with one line, when its data trains an
-    unconditional model (e.g. ``data.labels=false``): the run's evaluation and model.pt then
+    unconditional model (e.g. ``data.conditional=false``): the run's evaluation and model.pt then
     sample unguided instead of failing once training is done."""
     if cfg.sampler.get("guidance") is not None and not cond_spec.conditional:
         print(f"omnidiff: sampler.guidance={cfg.sampler.guidance} dropped: this data trains an "
