@@ -179,6 +179,10 @@ def autoguidance(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         for seed in range(args.seed0, args.seed0 + args.seeds):
             x = pipe.generate(args.n, steps=steps, seed=seed, **guide)
+            if seed == args.seed0:
+                name = "unguided" if weak is None else f"{Path(weak).stem}_{scale}"
+                pipe.save(x[:64] if density is None else x, args.out,
+                          prefix=f"autoguidance_{name}_{steps}steps")
             got = exact_law_distances(x, density, args.n) if density else pipe.metrics(x)
             for k in keys:
                 vals[k].append(float(got[k]))
@@ -186,6 +190,7 @@ def autoguidance(args: argparse.Namespace) -> None:
         print(f"| {'-' if weak is None else weak} | {scale or '-'} | {steps} | {nfe} | "
               + " | ".join(f"{sum(v) / len(v):.4f}" for v in vals.values())
               + f" | {time.perf_counter() - t0:.0f} |", flush=True)
+    print(f"\npictures (the first seed of each row): {args.out}")
 
 
 def digits(args: argparse.Namespace) -> None:
