@@ -138,6 +138,7 @@ def class_share_min(pred: torch.Tensor, pred_ref: torch.Tensor) -> float:
     return float((share[seen] / ref[seen]).min())
 
 
+@torch.no_grad()
 def image_metrics(samples: torch.Tensor, reference: torch.Tensor,
                   cond: torch.Tensor | None = None, ref_cond: torch.Tensor | None = None, *,
                   classifier: torch.nn.Module | None = None, inception: bool | None = None,
