@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from omnidiff.core.gaussian_mixture import GaussianMixture, eight_gaussians, random_mixture
 from omnidiff.samplers import sample
+from omnidiff_domains.points.densities import sample_density
 from omnidiff_domains.points.metrics import sliced_wasserstein
 
 SCHEDULE, PREDICTION = "cosine", "eps"
@@ -137,7 +138,6 @@ def exact_law_distances(x: torch.Tensor, density: str, n: int) -> dict[str, floa
     within modes (each point to its nearest labelled sample's mode, mode by mode, weighted by
     the true shares: the random split between modes, which dominates the first number at any
     n, is left out), and each mode's share of ``x``."""
-    from omnidiff_domains.points.densities import sample_density
     ref, labels = sample_density(density, n, torch.Generator().manual_seed(123))
     mode = labels[torch.cdist(x.float(), ref).argmin(1)]
     k = int(labels.max()) + 1
@@ -151,7 +151,6 @@ def exact_law_distances(x: torch.Tensor, density: str, n: int) -> dict[str, floa
 
 def autoguidance_floor(density: str, n: int) -> dict[str, float]:
     """The metrics between two independent exact samples of ``density`` (the floor)."""
-    from omnidiff_domains.points.densities import sample_density
     return exact_law_distances(sample_density(density, n, torch.Generator().manual_seed(456))[0],
                                density, n)
 
@@ -181,11 +180,11 @@ def autoguidance(args: argparse.Namespace) -> None:
              else pipe.metrics(training_samples(pipe, args.n)))
     print(f"| (floor: {'two exact samples' if density else 'training data'}) | | | | "
           + " | ".join(f"{floor[k]:.4f}" for k in keys) + " | |")
+    weaks = {w: omnidiff.load(w, device="cpu") for w in args.weak.split(",")}  # read once
     rows = [(None, None, args.steps), (None, None, 2 * args.steps)]
-    rows += [(w, sc, args.steps) for w in args.weak.split(",") for sc in args.scales]
+    rows += [(w, sc, args.steps) for w in weaks for sc in args.scales]
     for weak, scale, steps in rows:
-        guide = {} if weak is None else {"guide_model": omnidiff.load(weak, device="cpu"),
-                                         "guidance": scale}
+        guide = {} if weak is None else {"guide_model": weaks[weak], "guidance": scale}
         vals: dict[str, list[float]] = {k: [] for k in keys}
         t0 = time.perf_counter()
         for seed in range(args.seed0, args.seed0 + args.seeds):
