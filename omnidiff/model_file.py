@@ -39,7 +39,19 @@ import torch
 
 from omnidiff._version import __version__
 from omnidiff.errors import CheckpointError
-from omnidiff.io import FILE_FORMAT, atomic_torch_save, read_torch_file, state_digest
+from omnidiff.io import (
+    FILE_FORMAT,
+    atomic_torch_save,
+    atomic_write_json,
+    read_json,
+    read_torch_file,
+    state_digest,
+)
+from omnidiff.methods.diffusers.folder import (
+    is_diffusers_folder,
+    read_diffusers_folder,
+    sidecar_path,
+)
 from omnidiff.methods.distill_options import student_fields
 from omnidiff.model_spec import ModelSpec, loss_settings, payload_cond_spec
 
@@ -141,6 +153,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load ``model.pt`` or a Lightning ``.ckpt`` (``weights_only=True``) as the payload (the
     model.pt dict)."""
     path = Path(path)
+    if is_diffusers_folder(path):  # another library's model: read, never rewritten
+        return _checked_payload(read_diffusers_folder(path), path)
     if path.is_dir():
         for cand in (path / "model.pt", path / "checkpoints" / "last.ckpt"):
             if cand.is_file():
@@ -171,10 +185,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def grids_destination(checkpoint: str | os.PathLike,
                       dest: str | os.PathLike | None = None) -> Path:
     """Where :func:`write_grids` writes: ``dest``, else the checkpoint's own model.pt (a
-    Lightning ``.ckpt`` is never rewritten). Call it before long work to fail early."""
+    Lightning ``.ckpt`` is never rewritten; a diffusers folder's grids go in its sidecar,
+    ``<folder>.omnidiff.json``). Call it before long work to fail early."""
     if dest is not None:
         return Path(dest)
     src = Path(checkpoint)
+    if is_diffusers_folder(src):
+        return sidecar_path(src)
     if src.is_dir():
         src = src / "model.pt"
     if src.suffix == ".ckpt" or not src.is_file():
@@ -188,6 +205,9 @@ def write_grids(checkpoint: str | os.PathLike, grids: dict[str, Any],
     """Add calibrated ``grids`` to the checkpoint's ``model.pt`` (atomically; the grids it
     already holds are kept unless replaced), or write the model.pt it becomes to ``dest``."""
     dest = grids_destination(checkpoint, dest)
+    if dest.suffix == ".json":  # a diffusers folder's sidecar: the grids alone
+        old = (read_json(dest) or {}).get("grids") or {}
+        return atomic_write_json({"grids": {**old, **grids}}, dest)
     payload = read_checkpoint(checkpoint)
     payload["grids"] = {**(payload.get("grids") or {}), **grids}
     return write_inference(payload, dest)

@@ -27,6 +27,7 @@ from omnidiff.core.conditions import CondSpec, NoCond, as_cond_spec
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import ConfigError, blamed_on
 from omnidiff.methods.consistency import ConsistencyModel
+from omnidiff.methods.diffusers.network import build_diffusers_net
 from omnidiff.methods.distill_options import student_fields
 from omnidiff.methods.latent.domain import LatentDomain
 from omnidiff.plugins.registry import get_domain
@@ -141,6 +142,8 @@ class ModelSpec:
     def build_network(self, domain: Any) -> nn.Module:
         """The domain's network for this spec (a bad ``model`` option names the block)."""
         with blamed_on(ConfigError, "model"):
+            if self.model.get("name") == "diffusers":  # a diffusers class, in any domain
+                return build_diffusers_net(self.event_shape, self.cond, **self.model)
             return domain.build_network(self.event_shape, self.cond, **self.model)
 
     def denoiser(self, net: nn.Module) -> DiffusionModel:

@@ -17,7 +17,7 @@ from omnidiff.core.schedules import SCHEDULES, get_schedule
 from omnidiff.samplers import SAMPLERS, STOCHASTIC, sample, timesteps
 
 GM = eight_gaussians()
-VALID = {"linear": "eps", "cosine": "v", "sigmoid": "x0", "edm": "x0", "flow": "flow"}
+VALID = {"linear": "eps", "discrete": "v", "cosine": "v", "sigmoid": "x0", "edm": "x0", "flow": "flow"}
 
 
 def _noise(n: int, seed: int = 0) -> torch.Tensor:

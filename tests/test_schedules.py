@@ -20,7 +20,7 @@ def interior(schedule, n: int = 257) -> torch.Tensor:
 
 
 def test_names():
-    assert set(ALL) == {"linear", "cosine", "sigmoid", "edm", "flow"}
+    assert set(ALL) == {"linear", "discrete", "cosine", "sigmoid", "edm", "flow"}
 
 
 @pytest.mark.parametrize("name", VP)

@@ -8,6 +8,10 @@ a sampler integrates over (a final step then lands on t = 0).
 * ``linear``  — DDPM (Ho et al. 2020): beta from 1e-4 to 0.02 over 1000 steps, read as
   continuous time by interpolating log(alpha) piecewise linearly between t_n = n / 1000
   (as DPM-Solver does for discrete models), so alpha(n / 1000)**2 equals DDPM's alpha-bar_n.
+* ``discrete`` — any discrete-time DDPM model's betas as the DDPM code bases (diffusers) name
+  them: linear, scaled_linear (Stable Diffusion), squaredcos_cap_v2, optionally rescaled to zero
+  terminal SNR; computed in float32 as those code bases do and read as continuous time like
+  ``linear``. A network trained at discrete timesteps k = 0..N-1 sees k = N t - 1.
 * ``cosine``  — Nichol & Dhariwal 2021: alpha-bar(t) = f(t) / f(0), f = cos((t+s)/(1+s) pi/2)^2;
   ``shift`` > 1 lowers the log-SNR everywhere by ``log(shift)`` (the "shifted cosine" of
   Hoogeboom et al. 2023, shift = resolution / 64; the same factor as SD3's timestep shift):
@@ -28,8 +32,9 @@ import torch
 
 from omnidiff.errors import UserError
 
-__all__ = ["Schedule", "VPSchedule", "LinearSchedule", "CosineSchedule", "SigmoidSchedule",
-           "EDMSchedule", "FlowSchedule", "SCHEDULES", "get_schedule"]
+__all__ = ["Schedule", "VPSchedule", "LinearSchedule", "DiscreteSchedule", "BETA_SCHEDULES",
+           "CosineSchedule", "SigmoidSchedule", "EDMSchedule", "FlowSchedule", "SCHEDULES",
+           "get_schedule"]
 
 _TINY = 1e-12  # floor for alpha and sigma inside log-SNR, so lambda stays finite
 
@@ -120,24 +125,21 @@ class VPSchedule(Schedule):
         return self.t_of_log_alpha(_vp_log_alpha(_f64(lam)))
 
 
-class LinearSchedule(VPSchedule):
-    name = "linear"
+class _KnotSchedule(VPSchedule):
+    """A discrete-time model's N betas read as continuous time: log(alpha) is interpolated
+    piecewise linearly between the knots t_n = n / N (n = 0..N, log alpha_0 = 0), as
+    DPM-Solver does for discrete models, so alpha(n / N)**2 is the model's alpha-bar_n and the
+    network's discrete timestep (0-based) at time t is ``N t - 1``. t_min = 1 / N, t_max = 1."""
 
-    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000):
-        self.beta_start, self.beta_end, self.num_steps = beta_start, beta_end, num_steps
-        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
-        self.betas = betas
-        self.alphas_cumprod = torch.cumprod(1.0 - betas, 0)  # DDPM's alpha-bar_n, n = 1..N
-        # knots t_n = n / N, n = 0..N, with log alpha_0 = 0 (clean data)
-        self._knots_t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+    def _set_betas(self, betas: torch.Tensor) -> None:
+        self.betas = betas.to(torch.float64)
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)  # alpha-bar_n, n = 1..N
+        n = len(betas)
+        self._knots_t = torch.arange(n + 1, dtype=torch.float64) / n
         self._knots_la = torch.cat([torch.zeros(1, dtype=torch.float64),
-                                    0.5 * torch.cumsum(torch.log1p(-betas), 0)])
-        self.t_min = 1.0 / num_steps
+                                    0.5 * torch.cumsum(torch.log1p(-self.betas), 0)])
+        self.t_min = 1.0 / n
         self.t_max = 1.0
-
-    def config(self):
-        return {"name": self.name, "beta_start": self.beta_start, "beta_end": self.beta_end,
-                "num_steps": self.num_steps}
 
     @staticmethod
     def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
@@ -153,6 +155,85 @@ class LinearSchedule(VPSchedule):
     def t_of_log_alpha(self, log_alpha):
         # log alpha decreases in t: interpolate on the reversed (increasing) knots
         return self._interp(log_alpha, self._knots_la.flip(0), self._knots_t.flip(0))
+
+
+class LinearSchedule(_KnotSchedule):
+    name = "linear"
+
+    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000):
+        self.beta_start, self.beta_end, self.num_steps = beta_start, beta_end, num_steps
+        self._set_betas(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64))
+
+    def config(self):
+        return {"name": self.name, "beta_start": self.beta_start, "beta_end": self.beta_end,
+                "num_steps": self.num_steps}
+
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+ZERO_SNR_FLOOR = 2.0 ** -24  # alpha-bar of the last step after zero-terminal-SNR rescaling
+
+
+def discrete_betas(beta_schedule: str, beta_start: float, beta_end: float,
+                   num_steps: int) -> torch.Tensor:
+    """(num_steps,) float32 betas as the DDPM code bases compute them (in float32, so that a
+    model trained on them is sampled on its own alpha-bars): ``linear`` in beta,
+    ``scaled_linear`` linear in sqrt(beta) (Stable Diffusion), ``squaredcos_cap_v2`` the
+    betas of Nichol & Dhariwal's cosine alpha-bar (s = 0.008), capped at 0.999."""
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps,
+                              dtype=torch.float32) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+        f = [math.cos((i / num_steps + 0.008) / 1.008 * math.pi / 2) ** 2
+             for i in range(num_steps + 1)]
+        return torch.tensor([min(1 - f[i + 1] / f[i], 0.999) for i in range(num_steps)],
+                            dtype=torch.float32)
+    raise UserError(f"unknown beta_schedule {beta_schedule!r}; choose one of: "
+                    f"{', '.join(BETA_SCHEDULES)}")
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Betas rescaled so that the last step is pure noise (Lin et al. 2023, Algorithm 1):
+    sqrt(alpha-bar) shifted to end at 0 and scaled to keep its first value (float32)."""
+    root = torch.cumprod(1.0 - betas, 0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    abar = root ** 2
+    return 1.0 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
+
+
+class DiscreteSchedule(_KnotSchedule):
+    """A discrete-time DDPM model's schedule, named as the DDPM code bases (diffusers) name it:
+    ``beta_schedule`` linear | scaled_linear | squaredcos_cap_v2 over ``num_steps`` training
+    steps, optionally rescaled to zero terminal SNR (``zero_terminal_snr``; its last alpha-bar,
+    0, is floored at 2**-24 so that x0 stays defined, as diffusers' multistep solvers do)."""
+
+    name = "discrete"
+
+    def __init__(self, beta_schedule: str = "linear", beta_start: float = 1e-4,
+                 beta_end: float = 0.02, num_steps: int = 1000,
+                 zero_terminal_snr: bool = False):
+        if not (isinstance(num_steps, int) and num_steps >= 2):
+            raise UserError(f"discrete schedule: num_steps must be an integer >= 2, got "
+                            f"{num_steps!r}")
+        self.beta_schedule, self.num_steps = beta_schedule, num_steps
+        self.beta_start, self.beta_end = float(beta_start), float(beta_end)
+        self.zero_terminal_snr = bool(zero_terminal_snr)
+        betas = discrete_betas(beta_schedule, self.beta_start, self.beta_end, num_steps)
+        if self.zero_terminal_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        abar = torch.cumprod(1.0 - betas, 0)
+        if self.zero_terminal_snr:
+            abar[-1] = ZERO_SNR_FLOOR
+        self._set_betas(betas)
+        self.alphas_cumprod = abar.to(torch.float64)  # the float32 values the model saw
+        self._knots_la[1:] = 0.5 * torch.log(self.alphas_cumprod)
+
+    def config(self):
+        return {"name": self.name, "beta_schedule": self.beta_schedule,
+                "beta_start": self.beta_start, "beta_end": self.beta_end,
+                "num_steps": self.num_steps, "zero_terminal_snr": self.zero_terminal_snr}
 
 
 class CosineSchedule(VPSchedule):
@@ -261,8 +342,8 @@ class FlowSchedule(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    c.name: c for c in (LinearSchedule, CosineSchedule, SigmoidSchedule, EDMSchedule,
-                        FlowSchedule)
+    c.name: c for c in (LinearSchedule, DiscreteSchedule, CosineSchedule, SigmoidSchedule,
+                        EDMSchedule, FlowSchedule)
 }
 
 

@@ -22,6 +22,7 @@ from omnidiff.errors import CheckpointError, ConditionError, PipelineError, User
 from omnidiff.inference.condition_files import read_condition_file
 from omnidiff.methods.classifier import NoisyClassifier, load_classifier
 from omnidiff.methods.consistency import ConsistencyModel
+from omnidiff.methods.diffusers.scheduler import diffusers_times
 from omnidiff.methods.latent.autoencoder import read_autoencoder
 from omnidiff.model_file import read_checkpoint
 from omnidiff.model_spec import ModelSpec
@@ -179,8 +180,13 @@ class Pipeline:
                  compose: Sequence[tuple[Any, float]] | None = None,
                  guide_model: "Pipeline | str | Path | None" = None,
                  classifier: Any = None, label: Any = None, classifier_scale: float = 1.0,
-                 **options: Any) -> torch.Tensor:
+                 noise: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
         """Samples ``(n, *event)`` on CPU.
+
+        ``noise``: the starting noise, standard normal ``(n, *event)`` (n follows from it),
+        instead of noise drawn from ``seed``: the same noise through two samplers, two models
+        or two libraries (with ``grid="diffusers"`` on a model loaded from a diffusers folder:
+        the timesteps its scheduler would use) gives results to compare side by side.
 
         ``prompt``: a text or a list of texts for a model with a sequence condition; ``n``
         samples per prompt (default 1), in the order of the prompts. The same as ``cond=`` with
@@ -242,7 +248,9 @@ class Pipeline:
         if clf is not None and n is None and cond is None and isinstance(label, (list, tuple)):
             n = len(label)
         parts = self._parts(compose, cond, n, prompt)
+        n = self._check_noise(noise, n, cond)
         options["grid"], self.last_grid = self._grid(sampler, steps, options)
+        steps = None if _explicit(options["grid"]) else steps
         self.last_sampler, self.last_stats = sampler, {}
         x, used = generate_samples(self.model, n, event_shape=self.event_shape,
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
@@ -252,10 +260,26 @@ class Pipeline:
                                    decode=self.decode, stats=self.last_stats, uncond=uncond,
                                    compose=parts, guide_model=self._guide_model(guide_model),
                                    classifier=clf, classifier_labels=label,
-                                   classifier_scale=classifier_scale, **options)
+                                   classifier_scale=classifier_scale, noise=noise, **options)
         self.last_cond, self._last_samples, self.last_prompts = used, x, prompts
         self.last_mask = options.get("mask")  # save() broadcasts it to the samples
         return x
+
+    def _check_noise(self, noise: Any, n: int | None, cond: Any) -> int | None:
+        """``n`` as ``noise`` fixes it; one line when the noise is not ``(n, *event)``."""
+        if noise is None:
+            return n
+        if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
+            raise PipelineError(f"noise= must be a float tensor (n, *event), got "
+                                f"{type(noise).__name__}")
+        event = tuple(self._shape_for(cond) if cond is not None and
+                      self.cond_spec.variable_shape else self.event_shape)
+        if noise.dim() != len(event) + 1 or tuple(noise.shape[1:]) != event \
+                or n not in (None, noise.shape[0]):
+            want = ", ".join(map(str, event))
+            raise PipelineError(f"noise= must have shape ({n or 'n'}, {want}) for this model, "
+                                f"got {tuple(noise.shape)}")
+        return int(noise.shape[0])
 
     def _classifier(self, clf: Any) -> NoisyClassifier | None:
         """The guiding classifier, on this device, checked to read this model's samples: its
@@ -376,6 +400,8 @@ class Pipeline:
         """(the grid to sample on, its label): the stored calibrated one unless the caller
         named a grid or passed times; ``"calibrated"`` without a stored one is an error."""
         grid = options.get("grid")
+        if grid == "diffusers":
+            return self._diffusers_grid(sampler, steps), "diffusers"
         if _explicit(grid) or (grid is not None and grid != "calibrated"):
             return grid, grid if isinstance(grid, str) else "explicit"
         times = stored_grid(self.info.get("grids"), sampler, steps, options)
@@ -388,6 +414,18 @@ class Pipeline:
                                 f"{have}); run `omnidiff calibrate checkpoint=... "
                                 f"sampler={sampler} steps={steps}` first")
         return None, default_grid(self.model.schedule, sampler)
+
+    def _diffusers_grid(self, sampler: str, steps: int | None) -> torch.Tensor:
+        """The times a diffusers scheduler of ``sampler`` evaluates at for ``steps`` steps,
+        from the scheduler config of the folder this model was loaded from."""
+        source = self.info.get("diffusers")
+        if not source:
+            raise PipelineError("grid='diffusers' reproduces the timesteps of a diffusers "
+                                "scheduler; it is for models loaded from a diffusers folder")
+        try:
+            return diffusers_times(source["scheduler"], sampler, steps or DEFAULT_STEPS)
+        except UserError as exc:
+            raise PipelineError(str(exc)) from None
 
     @torch.no_grad()
     def calibrate(self, sampler: str = "dpmpp_2m", steps: int = 5, *, n: int | None = None,

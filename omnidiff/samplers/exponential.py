@@ -29,6 +29,7 @@ from omnidiff.samplers.helpers import (
     exp_step,
     lagrange_integrals,
     langevin,
+    lowers_final_order,
     multistep_order,
     randn,
     time_of,
@@ -45,11 +46,6 @@ def _pairs(ts: list[float]):
 def _push(history: list, lam: float, x0: torch.Tensor, order: int) -> list:
     """Newest-first multistep history of (lambda, x0_hat), at most ``order`` long."""
     return [(lam, x0)] + history[:order - 1]
-
-
-def _lof(lower_order_final: bool | None, ts: list[float]) -> bool:
-    """``None``: lower the order of the final steps on short grids (< 15 steps, as diffusers)."""
-    return len(ts) - 1 < 15 if lower_order_final is None else bool(lower_order_final)
 
 
 def ddim_step(denoise: Denoiser, x: torch.Tensor, t: float, t_next: float, eta: float,
@@ -132,14 +128,14 @@ def dpmpp_3m(denoise: Denoiser, x: torch.Tensor, ts: list[float], *,
     ``lower_order_final`` (default: on grids of < 15 steps) ends with 2M, then DDIM.
     """
     hist: list = []
-    lof = _lof(lower_order_final, ts)
+    lof = lowers_final_order(lower_order_final, ts)
     for i, (t, t_next) in enumerate(_pairs(ts)):
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
         h = lam_n - lam
         x0 = denoise.x0(x, t)
         hist = _push(hist, lam, x0, 3)
-        p = multistep_order(3, i, len(ts) - 1, lof)
+        p = multistep_order(3, i, len(ts), lof)
         em = math.expm1(-h)
         w = np.zeros(3)  # weights on the newest-first history x0_i, x0_{i-1}, x0_{i-2}
         w[0] = -a_n * em
@@ -169,13 +165,13 @@ def deis(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 3,
     if order < 1:
         raise UserError(f"deis order must be >= 1, got {order}")
     hist: list = []
-    lof = _lof(lower_order_final, ts)
+    lof = lowers_final_order(lower_order_final, ts)
     for i, (t, t_next) in enumerate(_pairs(ts)):
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
         x0 = denoise.x0(x, t)
         hist = _push(hist, lam, x0, order)
-        use = hist[:multistep_order(order, i, len(ts) - 1, lof)]
+        use = hist[:multistep_order(order, i, len(ts), lof)]
         w = lagrange_integrals([l for l, _ in use], lam_n, exp_moments(lam_n - lam, len(use)))
         x = lincomb((s_n / s, x), *((a_n * wj, mj) for wj, (_, mj) in zip(w, use)))
     return x
@@ -222,7 +218,7 @@ def unipc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 2
         raise UserError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
     hist: list = []
     last = None  # what UniC needs from the previous predictor step
-    lof = _lof(lower_order_final, ts)
+    lof = lowers_final_order(lower_order_final, ts)
     for i, (t, t_next) in enumerate(_pairs(ts)):
         _, s, lam = coefficients(denoise.schedule, t)
         a_n, s_n, lam_n = coefficients(denoise.schedule, t_next)
@@ -235,7 +231,7 @@ def unipc(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 2
                         (-rhs_scale * c[-1], x0), (rhs_scale * c[-1], xp))
         hist = _push(hist, lam, x0, order)
         h = lam_n - lam
-        older = hist[1:multistep_order(order, i, len(ts) - 1, lof)]
+        older = hist[1:multistep_order(order, i, len(ts), lof)]
         rks = [(l - lam) / h for l, _ in older]
         ds = [(r, m) for r, (_, m) in zip(rks, older)]  # D_k = (m_k - x0) / r_k, kept lazy
         R, b, h_phi_1, b_h = _unipc_coeffs(rks + [1.0], h, variant)

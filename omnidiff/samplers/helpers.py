@@ -30,7 +30,8 @@ from omnidiff.errors import UserError
 from omnidiff.samplers.denoiser import Denoiser, coefficients, lincomb
 
 __all__ = ["randn", "time_of", "sigma_tilde", "exp_step", "ancestral_split", "churn",
-           "churn_gamma", "multistep_order", "langevin", "lagrange_integrals", "exp_moments",
+           "churn_gamma", "lowers_final_order", "multistep_order", "langevin",
+           "lagrange_integrals", "exp_moments",
            "poly_moments", "OdeCoordinates", "CHARTS", "dopri5"]
 
 
@@ -69,11 +70,18 @@ def ancestral_split(s_n: float, lam: float, lam_n: float, eta: float = 1.0
     return down, eta * s_n * math.sqrt(q)
 
 
+def lowers_final_order(lower_order_final: bool | None, ts: list[float]) -> bool:
+    """``None``: lower the order of the final steps on short grids (< 15 steps, as diffusers;
+    ``ts`` ends at t_min, so the final denoising step makes ``len(ts)`` steps in all)."""
+    return len(ts) < 15 if lower_order_final is None else bool(lower_order_final)
+
+
 def multistep_order(order: int, i: int, n: int, lower_order_final: bool) -> int:
     """Order of step ``i`` of ``n`` for a multistep method: at most ``i + 1`` (warm-up) and,
     with ``lower_order_final``, at most the number of steps left (diffusers' rule: the last
     steps of a short grid are its largest in log-SNR, where high-order extrapolation is
-    unstable)."""
+    unstable). ``n`` counts the final denoising step to clean data (first order), as
+    diffusers' schedulers count theirs, so the step before it is at most second order."""
     return max(1, min(order, i + 1, n - i if lower_order_final else order))
 
 

@@ -24,6 +24,7 @@ from omnidiff.samplers.helpers import (
     churn_gamma,
     dopri5,
     lagrange_integrals,
+    lowers_final_order,
     multistep_order,
     poly_moments,
     randn,
@@ -119,13 +120,13 @@ def lms(denoise: Denoiser, x: torch.Tensor, ts: list[float], *, order: int = 4,
     as in :func:`~omnidiff.samplers.exponential.dpmpp_3m`."""
     ch = OdeCoordinates(denoise, time or _default_time(denoise))
     hist: list = []  # newest first: (u, dy/du)
-    lof = len(ts) - 1 < 15 if lower_order_final is None else lower_order_final
+    lof = lowers_final_order(lower_order_final, ts)
     for i, (t, t_next) in enumerate(_pairs(ts)):
         u, u_n = ch.u(t), ch.u(t_next)
         y = ch.to_y(x, t)
         d = ch.f(y, t)
         hist = [(u, d)] + hist[:order - 1]
-        use = hist[:multistep_order(order, i, len(ts) - 1, lof)]
+        use = hist[:multistep_order(order, i, len(ts), lof)]
         w = lagrange_integrals([uj for uj, _ in use], u_n, poly_moments(u_n - u, len(use)))
         c = ch.scale(t_next)
         x = lincomb((c, y), *((c * wj, dj) for wj, (_, dj) in zip(w, use)))
