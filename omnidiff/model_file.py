@@ -56,7 +56,7 @@ from omnidiff.methods.distill_options import student_fields
 from omnidiff.model_spec import ModelSpec, loss_settings, payload_cond_spec
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "export_payload", "save_inference", "write_inference",
-           "read_checkpoint", "grids_destination", "write_grids", "ModelSpec",
+           "read_checkpoint", "outputs_home", "grids_destination", "write_grids", "ModelSpec",
            "payload_cond_spec", "loss_settings"]
 
 FORMAT = FILE_FORMAT
@@ -180,6 +180,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return _checked_payload(_from_lightning(obj, path), path)
     raise CheckpointError(f"{path} is not an omnidiff checkpoint; pass the model.pt or a .ckpt "
                           "written by `omnidiff train`")
+
+
+def outputs_home(checkpoint: str | os.PathLike) -> Path:
+    """The folder that receives what is made from a checkpoint (``generated/``): the
+    model.pt's folder, the run folder, or for a diffusers folder (not ours to write into) the
+    folder ``<folder>.omnidiff`` beside it."""
+    src = Path(checkpoint)
+    if is_diffusers_folder(src):
+        src = src.resolve()
+        return src.with_name(src.name + ".omnidiff")
+    return src.parent if src.is_file() else src
 
 
 def grids_destination(checkpoint: str | os.PathLike,

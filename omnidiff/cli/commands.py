@@ -7,6 +7,7 @@
     omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
     omnidiff calibrate checkpoint=PATH [sampler= steps= guidance= ...]   fit a few-step grid
     omnidiff likelihood checkpoint=PATH data=FILE.npy|reference [n= divergence= solver= ...]
+    omnidiff export checkpoint=PATH out=FOLDER     a diffusers pipeline folder of the model
     omnidiff check NAME [data.KEY=V model.KEY=V]   the domain contract test, without pytest
     omnidiff domains                               installed domain plugins and their recipes
     omnidiff recipes                               recipes with a one-line description
@@ -80,6 +81,13 @@ commands:
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
                                       exact log-likelihood (probability-flow ODE): nats
                                       and bits/dim (of the latents, for a latent model)
+  export checkpoint=PATH out=FOLDER [overwrite=false]
+                                      write a model whose network is a diffusers class
+                                      (model.name=diffusers) as a diffusers pipeline folder
+                                      (DDIMPipeline.from_pretrained loads it)
+  Every command that reads checkpoint= also reads a diffusers folder (save_pretrained's,
+  or a pipeline's with unet/ and scheduler/): sample grid=diffusers uses the timesteps its
+  scheduler would; calibrate keeps its grids in FOLDER.omnidiff.json beside it.
   check NAME [data.KEY=V model.KEY=V n=4 steps=2 sampler=ddim]
                                       run the domain contract test on an installed domain
                                       (a plugin author's check; no pytest needed)
@@ -95,7 +103,7 @@ commands:
 
 # command -> the module of omnidiff.cli that runs it (cmd_<command>)
 COMMANDS = {"train": "train", "distill": "train", "sample": "sample", "compare": "tools",
-            "calibrate": "sample", "likelihood": "sample", "check": "tools",
+            "calibrate": "sample", "likelihood": "sample", "export": "sample", "check": "tools",
             "domains": "tools", "recipes": "tools", "demo": "tools"}
 
 

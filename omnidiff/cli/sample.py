@@ -12,10 +12,11 @@ from typing import Any
 from omnidiff._util import nonfinite_rows
 from omnidiff.cli.args import key_values, number, out_folder
 from omnidiff.errors import UsageError
+from omnidiff.inference.export import export_diffusers
 from omnidiff.inference.pipeline import CALIBRATION_SEED, load
 from omnidiff.inference.sample_files import read_mask, read_samples
 from omnidiff.io import atomic_write_json
-from omnidiff.model_file import grids_destination, write_grids
+from omnidiff.model_file import grids_destination, outputs_home, write_grids
 from omnidiff.tasks.sweeps import (
     MULTIRUN_FLAGS,
     Job,
@@ -29,7 +30,7 @@ from omnidiff.tasks.sweeps import (
     sweep_folder,
 )
 
-__all__ = ["cmd_sample", "cmd_calibrate", "cmd_likelihood", "sample_sweep"]
+__all__ = ["cmd_sample", "cmd_calibrate", "cmd_likelihood", "cmd_export", "sample_sweep"]
 
 
 def sample_sweep(args: list[str]) -> int:
@@ -44,8 +45,8 @@ def sample_sweep(args: list[str]) -> int:
                                            "metrics": True})
     first = options[sweep.jobs[0].name]
     ckpt = Path(str(first["checkpoint"]))
-    base = ckpt.parent if ckpt.is_file() else ckpt
-    folder, resuming = sweep_folder(sweep, new_folder(base / "generated", "sweep-"))
+    folder, resuming = sweep_folder(sweep, new_folder(outputs_home(ckpt) / "generated",
+                                                      "sweep-"))
     folder = folder.absolute()
     pipe = load(ckpt, device=first.get("device"))
     print(f"omnidiff sweep: {len(sweep.jobs)} sampling job(s) over "
@@ -85,9 +86,8 @@ def cmd_sample(args: list[str]) -> int:
         return sample_sweep([a for a in args if a not in MULTIRUN_FLAGS])
     opts = _sample_options(args)
     ckpt = Path(str(opts["checkpoint"]))
-    base = ckpt.parent if ckpt.is_file() else ckpt
-    out = out_folder(opts.get("out"),
-                      base / "generated" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out_folder(opts.get("out"), outputs_home(ckpt) / "generated" / stamp)
     _sample_into(load(ckpt, device=opts.get("device")), opts, out)
     return 0
 
@@ -270,8 +270,27 @@ def cmd_calibrate(args: list[str]) -> int:
               f"{st['start_error']['median']:.4g} ({st['start']} grid) -> "
               f"{st['error']['median']:.4g}  ({st['runs']} sampler runs, {st['seconds']:.0f} s)")
     write_grids(ckpt, pipe.info["grids"], dest)
-    print(f"wrote {len(steps)} grid(s) into {dest}; `omnidiff sample checkpoint={dest} "
+    uses = ckpt if dest.suffix == ".json" else dest  # a diffusers folder: its sidecar
+    print(f"wrote {len(steps)} grid(s) into {dest}; `omnidiff sample checkpoint={uses} "
           f"sampler={sampler} steps={steps[0]}` uses it")
+    return 0
+
+
+EXPORT_KEYS = {"checkpoint", "out", "overwrite", "format"}
+
+
+def cmd_export(args: list[str]) -> int:
+    """``omnidiff export checkpoint=model.pt out=FOLDER``: a diffusers pipeline folder."""
+    opts = key_values(args, EXPORT_KEYS, "export")
+    if not opts.get("checkpoint") or not opts.get("out"):
+        raise UsageError("export needs checkpoint=PATH (a model.pt) and out=FOLDER (the "
+                         "diffusers folder to write)")
+    if str(opts.get("format") or "diffusers") != "diffusers":
+        raise UsageError(f"format={opts['format']!r}: omnidiff exports format=diffusers")
+    pipe = load(Path(str(opts["checkpoint"])), device="cpu")
+    out = export_diffusers(pipe, str(opts["out"]), overwrite=bool(opts.get("overwrite")))
+    print(f"wrote {out} (diffusers DDIMPipeline folder); load it with "
+          f"diffusers.DDIMPipeline.from_pretrained({str(out)!r}) or omnidiff.load")
     return 0
 
 

@@ -32,6 +32,7 @@ from omnidiff.core.losses import LOSS_KEYS, TIME_SAMPLING, WEIGHTINGS, check_los
 from omnidiff.core.predictions import PREDICTIONS
 from omnidiff.core.schedules import get_schedule
 from omnidiff.errors import ConfigError
+from omnidiff.methods.diffusers.network import training_block
 from omnidiff.methods.distill_options import DISTILL_KEYS, distill_options
 from omnidiff.methods.latent.autoencoder import AE_KEYS, check_ae_options
 from omnidiff.model_spec import ModelSpec
@@ -333,8 +334,11 @@ def model_spec(cfg: DictConfig, data_module: Any) -> ModelSpec:
     """The identity of the model a config trains on its prepared data module: the config's
     domain, ``model``, ``schedule``, ``loss.prediction`` / ``loss.sigma_data`` and ``data``,
     the data's event shape and condition."""
-    return ModelSpec(str(cfg.domain), to_plain(cfg.model), to_plain(cfg.schedule),
-                     data_module.event_shape, cond_spec_of(data_module),
+    model, cond = to_plain(cfg.model), cond_spec_of(data_module)
+    if model.get("name") == "diffusers":  # a diffusers class, completed from the data
+        model = training_block(model, data_module.event_shape, cond, to_plain(cfg.schedule))
+    return ModelSpec(str(cfg.domain), model, to_plain(cfg.schedule),
+                     data_module.event_shape, cond,
                      prediction=str(cfg.loss.get("prediction", "eps")),
                      sigma_data=float(cfg.loss.get("sigma_data", 1.0)), data=to_plain(cfg.data))
 

@@ -24,7 +24,7 @@ from omnidiff.core.conditions import CondSpec, LabelCond, NoCond, SequenceCond
 from omnidiff.errors import ConfigError
 
 __all__ = ["DiffusersNet", "build_diffusers_net", "diffusers", "MODEL_CLASSES",
-           "cond_spec_of_config", "event_shape_of_config"]
+           "cond_spec_of_config", "event_shape_of_config", "training_block"]
 
 # the model classes omnidiff drives, and how each takes a condition
 MODEL_CLASSES = {"UNet2DModel": "labels", "UNet2DConditionModel": "sequence"}
@@ -137,3 +137,35 @@ def build_diffusers_net(event_shape: Any = None, cond: CondSpec | None = None,
     null = block.get("null_class")
     return DiffusersNet(model, int(block.get("num_train_timesteps", 1000)), MODEL_CLASSES[cls],
                         None if null is None else int(null))
+
+
+def training_block(block: dict[str, Any], event_shape: Any, cond: CondSpec,
+                   schedule: dict[str, Any]) -> dict[str, Any]:
+    """The ``model`` block that ``model.name=diffusers`` trains, completed from the data: the
+    config's ``sample_size`` / ``in_channels`` / ``out_channels`` default to the samples', a
+    class-conditional UNet2DModel gets one class embedding more than the data has classes
+    (the last: its null class for guidance), ``num_train_timesteps`` follows a discrete
+    schedule's steps (1000 on a continuous one). The domain's own options are dropped."""
+    cls = str(block.get("class") or "UNet2DModel")
+    model_class(cls)  # one line for an unknown class, before anything is built
+    shape = tuple(int(s) for s in event_shape)
+    if len(shape) != 3:
+        raise ConfigError(f"model.name=diffusers drives 2D models of (C, H, W) samples; this "
+                          f"data's samples are {shape}")
+    config = dict(block.get("config") or {})
+    c, h, w = shape
+    config.setdefault("sample_size", h if h == w else [h, w])
+    config.setdefault("in_channels", c)
+    config.setdefault("out_channels", c)
+    null = None
+    if isinstance(cond, LabelCond) and MODEL_CLASSES[cls] == "labels":
+        config["num_class_embeds"], null = cond.num_classes + 1, cond.num_classes
+    elif cond.conditional and not (MODEL_CLASSES[cls] == "sequence"
+                                   and isinstance(cond, SequenceCond) and cond.dim):
+        raise ConfigError(f"a diffusers {cls} cannot take this data's condition "
+                          f"({cond.describe()}); use UNet2DModel for class labels (or none), "
+                          "UNet2DConditionModel for a frozen text encoder's embeddings")
+    steps = schedule.get("num_steps", 1000) if schedule.get("name") in ("discrete", "linear") \
+        else 1000
+    return {"name": "diffusers", "class": cls, "config": config,
+            "num_train_timesteps": int(steps), "null_class": null}
