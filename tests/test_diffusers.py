@@ -251,3 +251,52 @@ def test_missing_diffusers_package_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(OmnidiffError) as info:
         omnidiff.load(folder, device="cpu")
     _one_line(info, "pip install", "omnidiff[diffusers]")
+
+
+def test_pipeline_folder_with_a_text_encoder_takes_prompts(tmp_path):
+    """unet/ (cross-attention) + text_encoder/ + tokenizer/: prompts are encoded by the
+    folder's own encoder, every padded position read, the empty prompt the null condition."""
+    transformers = pytest.importorskip("transformers")
+    from omnidiff.text.tokenizer import fit_tokenizer
+
+    root = tmp_path / "t2i"
+    tok = fit_tokenizer(["a three", "a seven", "on the left"])
+    config = transformers.CLIPTextConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=16, intermediate_size=32,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=12,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    torch.manual_seed(0)
+    encoder = transformers.CLIPTextModel(config).eval()
+    encoder.save_pretrained(root / "text_encoder")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]",
+                                                unk_token="[UNK]")
+    fast.save_pretrained(root / "tokenizer")
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=4,
+        cross_attention_dim=16, attention_head_dim=4)
+    unet.save_pretrained(root / "unet")
+    diffusers.DDIMScheduler().save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "TinyTextToImagePipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}))
+    pipe = omnidiff.load(root, device="cpu")
+    value = pipe.encode_prompts(["a three", ""])
+    ids = fast(["a three", ""], padding="max_length", max_length=12, return_tensors="pt")
+    with torch.no_grad():
+        want = encoder(input_ids=ids["input_ids"],
+                       attention_mask=ids["attention_mask"]).last_hidden_state
+    assert torch.allclose(value["embeddings"], want, atol=1e-6)
+    assert value["mask"].all()  # the padded positions are read, as the pipelines do
+    x_T = noise()
+    guided = pipe.generate(noise=x_T, prompt=["a three", "a seven"], guidance=3.0,
+                           sampler="ddim", steps=3)
+    explicit = pipe.generate(noise=x_T, prompt=["a three", "a seven"], guidance=3.0,
+                             negative_prompt="", sampler="ddim", steps=3)
+    assert torch.equal(guided, explicit)  # the empty prompt is the null condition
+    other = pipe.generate(noise=x_T, prompt=["a seven", "a seven"], guidance=3.0,
+                          sampler="ddim", steps=3)
+    assert not torch.allclose(guided[0], other[0]) and torch.allclose(guided[1], other[1])

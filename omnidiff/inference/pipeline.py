@@ -364,6 +364,8 @@ class Pipeline:
             texts = [t for t in _prompt_list(prompt) for _ in range(1 if n is None else n)]
             cond, n = (texts if field is None else {**(cond or {}), field: texts}), len(texts)
         cond, prompts = self._texts_in(cond)
+        if negative is None and guidance is not None and prompts is not None:
+            negative = (self._sequence_spec().encoder or {}).get("null_prompt")
         if negative is None:
             return cond, None, n, prompts
         if guidance is None:

@@ -28,14 +28,20 @@ def _transformers():
 
 class PretrainedTextEncoder:
     """Texts -> ``(embeddings (n, L, D) float32, mask (n, L) bool)`` from a frozen encoder's
-    last hidden state, L the encoder's maximum length (``max_length`` caps it)."""
+    last hidden state, L the encoder's maximum length (``max_length`` caps it).
+
+    ``tokenizer``: its folder when it is not ``name``'s (a diffusers pipeline keeps
+    ``tokenizer/`` beside ``text_encoder/``). ``attend_padding``: the mask is all True, so the
+    network reads the padded positions' embeddings too, as Stable Diffusion-style pipelines
+    were trained to."""
 
     def __init__(self, name: str, *, max_length: int | None = None,
-                 device: torch.device | str | None = None, batch_size: int = 64):
+                 device: torch.device | str | None = None, batch_size: int = 64,
+                 tokenizer: str | None = None, attend_padding: bool = False):
         tf = _transformers()
         try:
             config = tf.AutoConfig.from_pretrained(name)
-            self.tokenizer = tf.AutoTokenizer.from_pretrained(name)
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(tokenizer or name)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the text encoder {name!r} (a hub id or a folder "
                             f"written by save_pretrained): {str(exc).splitlines()[0]}") from None
@@ -49,6 +55,7 @@ class PretrainedTextEncoder:
         self.max_length = int(min(max_length or limit, limit))
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         self.name, self.batch_size, self.calls = name, int(batch_size), 0
+        self.attend_padding = bool(attend_padding)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _lengths(self, texts: Sequence[str]) -> None:
@@ -68,8 +75,11 @@ class PretrainedTextEncoder:
             hidden = self.model(input_ids=tok["input_ids"],
                                 attention_mask=tok["attention_mask"]).last_hidden_state
             self.calls += 1
-            for text, h, m in zip(part, hidden.float().cpu(), tok["attention_mask"].cpu()):
-                self._cache[text] = (h, m.bool())
+            masks = tok["attention_mask"].cpu().bool()
+            if self.attend_padding:
+                masks = torch.ones_like(masks)
+            for text, h, m in zip(part, hidden.float().cpu(), masks):
+                self._cache[text] = (h, m)
 
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n, L, D)`` embeddings and ``(n, L)`` masks, each distinct text encoded once."""

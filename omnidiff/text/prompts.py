@@ -2,7 +2,10 @@
 encoder, from what the condition specification stores (``spec.encoder``):
 
 * ``{"kind": "tokenizer", "tokenizer": <JSON>}`` — token ids for the network's own encoder;
-* ``{"kind": "pretrained", "name": <hub id or folder>}`` — a frozen encoder's embeddings.
+* ``{"kind": "pretrained", "name": <hub id or folder>}`` — a frozen encoder's embeddings
+  (optionally ``tokenizer`` (its folder), ``attend_padding`` (an all-True mask) and
+  ``null_prompt`` (the text whose encoding is the model's null condition under guidance, ""
+  for Stable Diffusion-style models), as a diffusers pipeline folder sets them).
 
 :func:`text_condition` builds the specification and its :class:`PromptEncoder` from a data
 module's training captions and its ``text`` settings.
@@ -53,7 +56,9 @@ class PromptEncoder:
             self.tokenizer = load_tokenizer(info["tokenizer"])
         elif self.kind == "pretrained":
             self.model = pretrained or PretrainedTextEncoder(
-                info["name"], max_length=spec.max_length, device=device)
+                info["name"], max_length=spec.max_length, device=device,
+                tokenizer=info.get("tokenizer"),
+                attend_padding=bool(info.get("attend_padding")))
         else:
             raise UserError("this model's sequence condition stores no text encoder: pass "
                             "token ids or embeddings as cond= instead of prompts")

@@ -58,14 +58,18 @@ def event_shape_of_config(config: dict[str, Any]) -> tuple[int, ...]:
     return int(config.get("in_channels", 3)), int(h), int(w)
 
 
-def cond_spec_of_config(cls: str, config: dict[str, Any], null_class: int | None) -> CondSpec:
+def cond_spec_of_config(cls: str, config: dict[str, Any], null_class: int | None,
+                        text: dict[str, Any] | None = None) -> CondSpec:
     """The condition a model of class ``cls`` and ``config`` takes: labels (a class-conditional
     UNet2DModel: ``num_class_embeds`` less its null class), a sequence of embeddings
-    (``cross_attention_dim`` wide) or none."""
+    (``cross_attention_dim`` wide; ``text``: its pipeline's text encoder, ``{"encoder": ...,
+    "max_length": ...}``, so that it takes prompts) or none."""
     if MODEL_CLASSES.get(cls) == "sequence":
         dim = config.get("cross_attention_dim") or 1280
-        return SequenceCond(max_length=77, dim=int(dim[0] if isinstance(dim, (list, tuple))
-                                                   else dim))
+        text = text or {}
+        return SequenceCond(max_length=int(text.get("max_length") or 77),
+                            dim=int(dim[0] if isinstance(dim, (list, tuple)) else dim),
+                            encoder=text.get("encoder"))
     classes = config.get("num_class_embeds")
     if not classes:
         return NoCond()
