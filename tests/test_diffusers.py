@@ -300,3 +300,34 @@ def test_pipeline_folder_with_a_text_encoder_takes_prompts(tmp_path):
     other = pipe.generate(noise=x_T, prompt=["a seven", "a seven"], guidance=3.0,
                           sampler="ddim", steps=3)
     assert not torch.allclose(guided[0], other[0]) and torch.allclose(guided[1], other[1])
+
+
+def test_pipeline_folder_with_a_dit_transformer(tmp_path):
+    """transformer/ (DiT, learning its variance: twice the channels out) + scheduler/: the
+    first half is the prediction, its extra class embedding the null class of guidance."""
+    root = tmp_path / "dit"
+    torch.manual_seed(0)
+    dit = diffusers.DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2,
+        num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=5).eval()
+    dit.save_pretrained(root / "transformer")
+    diffusers.DDIMScheduler(beta_schedule="linear").save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"]}))
+    pipe = omnidiff.load(root, device="cpu")
+    assert pipe.num_classes == 5 and pipe.event_shape == (1, 8, 8)
+    pipe.model.double()
+    x = noise()
+    labels = torch.tensor([1, 4])
+    with torch.no_grad():
+        ours = pipe.model.net(x, torch.full((2,), 0.5, dtype=torch.float64), labels, None)
+        ref = dit.double()(x, torch.tensor([499.0, 499.0], dtype=torch.float64),
+                           class_labels=labels).sample[:, :1]
+        null = pipe.model.net(x, torch.full((2,), 0.5, dtype=torch.float64), labels,
+                              torch.tensor([True, True]))
+        ref_null = dit(x, torch.tensor([499.0, 499.0], dtype=torch.float64),
+                       class_labels=torch.tensor([5, 5])).sample[:, :1]
+    assert (ours - ref).abs().max() < 1e-10 and (null - ref_null).abs().max() < 1e-10
+    g = pipe.generate(cond=[0, 3], guidance=2.0, steps=3, seed=0)
+    assert g.shape == (2, 1, 8, 8) and torch.isfinite(g).all()

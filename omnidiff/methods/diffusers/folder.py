@@ -22,6 +22,7 @@ from omnidiff.methods.diffusers.network import (
     MODEL_CLASSES,
     cond_spec_of_config,
     event_shape_of_config,
+    labels_of,
     model_class,
 )
 from omnidiff.methods.diffusers.scheduler import schedule_of_scheduler
@@ -109,7 +110,7 @@ def read_diffusers_folder(path: str | os.PathLike) -> dict[str, Any]:
     ours = read_json(model_dir / OMNIDIFF_JSON) or {}
     model = model_class(cls).from_pretrained(model_dir, low_cpu_mem_usage=False)
     config = _plain(model.config)
-    null = ours.get("null_class")
+    null = labels_of(cls, config, ours.get("null_class"))[1]
     block = {"name": "diffusers", "class": cls, "config": config,
              "num_train_timesteps": schedule["num_steps"], "null_class": null}
     sidecar = sidecar_path(path)

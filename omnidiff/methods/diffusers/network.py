@@ -27,7 +27,9 @@ __all__ = ["DiffusersNet", "build_diffusers_net", "diffusers", "MODEL_CLASSES",
            "cond_spec_of_config", "event_shape_of_config", "training_block"]
 
 # the model classes omnidiff drives, and how each takes a condition
-MODEL_CLASSES = {"UNet2DModel": "labels", "UNet2DConditionModel": "sequence"}
+MODEL_CLASSES = {"UNet2DModel": "labels", "UNet2DConditionModel": "sequence",
+                 "DiTTransformer2DModel": "labels"}
+TRAINABLE = ("UNet2DModel", "UNet2DConditionModel")  # model.name=diffusers
 SNAP = 1e-3  # timesteps this close to an integer are that integer
 
 
@@ -70,10 +72,21 @@ def cond_spec_of_config(cls: str, config: dict[str, Any], null_class: int | None
         return SequenceCond(max_length=int(text.get("max_length") or 77),
                             dim=int(dim[0] if isinstance(dim, (list, tuple)) else dim),
                             encoder=text.get("encoder"))
-    classes = config.get("num_class_embeds")
-    if not classes:
-        return NoCond()
-    return LabelCond(int(classes) - (1 if null_class is not None else 0))
+    classes, _ = labels_of(cls, config, null_class)
+    return LabelCond(classes) if classes else NoCond()
+
+
+def labels_of(cls: str, config: dict[str, Any], null_class: int | None
+              ) -> tuple[int, int | None]:
+    """(classes, null class) of a class-conditional model: a UNet2DModel's
+    ``num_class_embeds`` hold its null class when one is named (omnidiff's exports name it in
+    ``omnidiff.json``); DiT's ``num_embeds_ada_norm`` classes come with one more embedding,
+    its null class (DiT's classifier-free guidance label)."""
+    if cls == "DiTTransformer2DModel":
+        classes = int(config.get("num_embeds_ada_norm") or 0)
+        return classes, classes
+    classes = int(config.get("num_class_embeds") or 0)
+    return (classes - 1, null_class) if classes and null_class is not None else (classes, None)
 
 
 class DiffusersNet(nn.Module):
@@ -152,6 +165,9 @@ def training_block(block: dict[str, Any], event_shape: Any, cond: CondSpec,
     schedule's steps (1000 on a continuous one). The domain's own options are dropped."""
     cls = str(block.get("class") or "UNet2DModel")
     model_class(cls)  # one line for an unknown class, before anything is built
+    if cls not in TRAINABLE:
+        raise ConfigError(f"model.name=diffusers trains {', '.join(TRAINABLE)}; {cls} is "
+                          "loaded from a folder, not trained here")
     shape = tuple(int(s) for s in event_shape)
     if len(shape) != 3:
         raise ConfigError(f"model.name=diffusers drives 2D models of (C, H, W) samples; this "
