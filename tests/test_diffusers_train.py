@@ -165,3 +165,14 @@ def test_model_name_diffusers_mistakes(tmp_path, capsys):
     code, _, err = _cli(["train", "recipe=image_digits_diffusers", "model.config.sample_size=16",
                          f"out={tmp_path / 'no2'}", *TINY], capsys)
     assert code == 2 and "sample_size" in err, err
+
+
+def test_a_diffusers_run_resumes(exported, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported[0], run)
+    code, _, err = _cli(["train", "recipe=image_digits_diffusers", f"out={run}", "resume=auto",
+                         "trainer.max_steps=24", "data.conditional=false", *TINY], capsys)
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 24
