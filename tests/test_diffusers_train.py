@@ -92,6 +92,17 @@ def test_cli_tools_on_the_exported_folder(exported, tmp_path, capsys):
                            f"out={tmp_path / 'gen'}"], capsys)
     assert code == 0, err
     assert list((tmp_path / "gen").glob("*.png"))
+    import numpy as np
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "noise.npy", x_T.numpy())
+    code, out, err = _cli(["sample", f"checkpoint={folder}", f"noise={tmp_path / 'noise.npy'}",
+                           "sampler=ddim", "steps=3", "grid=diffusers",
+                           f"out={tmp_path / 'gen_noise'}"], capsys)
+    assert code == 0, err
+    want = omnidiff.load(folder, device="cpu").generate(noise=x_T, sampler="ddim", steps=3,
+                                                        grid="diffusers")
+    got = torch.as_tensor(np.load(tmp_path / "gen_noise" / "samples.npy"))
+    assert got.shape == (3, 1, 8, 8) and torch.allclose(got, want, atol=1e-6)
     code, out, err = _cli(["calibrate", f"checkpoint={folder}", "steps=3", "n=16",
                            "sampler=ddim"], capsys)
     assert code == 0, err

@@ -54,7 +54,8 @@ commands:
              omnidiff distill method=ct recipe=distill_points2d
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=(the model's) steps=(its) guidance=null seed=0 cond=null
-         out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null]
+         out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null
+         noise=null]
                                       draw samples and write the domain's artifacts (the
                                       default sampler: dpmpp_2m at 20 steps, a distilled
                                       student's own: consistency at 2); grid=
@@ -62,7 +63,8 @@ commands:
                                       one for this sampler and steps) or times [1,0.5,0.1];
                                       cond= labels (3, [1,2]) or a FILE: .npy/.pt holding
                                       conditions or data to compute them from (n follows
-                                      from it), or a format the domain reads (.wav, .png)
+                                      from it), or a format the domain reads (.wav, .png);
+                                      noise=FILE.npy: the starting noise (n, *event)
         -m  a sampler sweep of one checkpoint (sampler=ddim,dpmpp_2m steps=5,10,20
             guidance=1,2): each job's samples and metrics.json in its own folder under out=
             (default <run>/generated/sweep-<time>), then the table and metric-vs-NFE plot

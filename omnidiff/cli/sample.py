@@ -39,6 +39,7 @@ def sample_sweep(args: list[str]) -> int:
     job's options are checked before any sampling."""
     sweep = parse_sweep(args, sampler_choices, verbatim=("checkpoint", "out", "resume",
                                                           "cond", "known", "mask", "init",
+                                                          "noise",
                                                           "guide", "classifier", *PROMPT_KEYS))
     shared = [o for o in sweep.fixed if o.partition("=")[0] not in ("resume", "overwrite")]
     options = each_job(sweep, lambda job: {**_sample_options(shared + job.overrides),
@@ -69,6 +70,7 @@ CONTROL_KEYS = ("known", "mask", "method", "particles", "init", "strength", "gui
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
                "compose_weight", *CONTROL_KEYS,
                "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta",
+               "noise",
                *PROMPT_KEYS}
 PER_PROMPT = 8  # samples per prompt when n is not given
 
@@ -175,6 +177,8 @@ def _control_options(pipe: Any, opts: dict[str, Any]) -> dict[str, Any]:
         out["strength"] = number(opts, "strength", float, 0.6, 0)
     elif opts.get("strength") is not None:
         raise UsageError("strength= sets how far init=FILE is noised: pass init= too")
+    if opts.get("noise") is not None:  # explicit starting noise (n, *event)
+        out["noise"] = read_samples(pipe, opts["noise"], "noise").float()
     if opts.get("guide") is not None:
         out["guide_model"] = str(opts["guide"])
     if opts.get("classifier") is not None:
@@ -192,7 +196,7 @@ def _sample_into(pipe: Any, opts: dict[str, Any], out: Path) -> dict[str, Any]:
     request = _sample_request(opts) | _prompt_options(opts) | _control_options(pipe, opts)
     cond = _cond_option(pipe, opts.get("cond"))
     if request["n"] is None:  # a list of labels, a file of conditions: they say how many
-        given = next((request[k] for k in ("known", "init") if k in request), None)
+        given = next((request[k] for k in ("known", "init", "noise") if k in request), None)
         batch = given is not None and given.dim() == len(pipe.sample_shape) + 1
         request["n"] = (PER_PROMPT if "prompt" in request else given.shape[0] if batch
                         else PER_PROMPT if given is not None
