@@ -122,10 +122,11 @@ def main() -> None:
     for g in GRIDS:
         print(f"| {g} | {cal[g]:.4g} |")
     print(f"calibrated / best named ({best[1]}): {cal['calibrated'] / best[0]:.3f}")
-    x, _ = back.reference(256)
-    ll = back.log_likelihood(x, dequantize=17)
-    print(f"\nlikelihood of 256 held-out digits: {float(ll.bits_per_dim.mean()):.3f} bits/dim "
-          f"(nfe {ll.nfe})")
+    x, labels = back.reference(256)
+    for given, cond in (("their labels", labels), ("the null class", None)):
+        ll = back.log_likelihood(x, cond=cond, dequantize=17)
+        print(f"likelihood of 256 held-out digits given {given}: "
+              f"{float(ll.bits_per_dim.mean()):.3f} bits/dim (nfe {ll.nfe})")
     student = Path(args.student) if args.student else out / "student" / "model.pt"
     if not args.student:
         times["distill"] = _train(["distill", f"teacher={folder}",

@@ -138,6 +138,10 @@ def test_pipeline_folder_class_labels_and_guidance(tmp_path):
     assert pipe.num_classes == 3
     g = pipe.generate(cond=[0, 1], steps=4, seed=0, guidance=2.0)
     assert g.shape == (2, 1, 8, 8) and torch.isfinite(g).all()
+    # likelihood given labels, and given nothing (the null class)
+    for cond in ([0, 1], None):
+        ll = pipe.log_likelihood(g, cond=cond, solver="heun", steps=3)
+        assert torch.isfinite(ll.bits_per_dim).all()
 
 
 def test_cross_attention_unet_takes_encoder_hidden_states(tmp_path):

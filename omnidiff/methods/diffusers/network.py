@@ -91,8 +91,9 @@ def labels_of(cls: str, config: dict[str, Any], null_class: int | None
 
 class DiffusersNet(nn.Module):
     """``model`` (a diffusers model) behind omnidiff's network interface (see the module
-    doc). ``null_class``: the label of a class-conditional model's null class (None: it has
-    none, and guidance is refused)."""
+    doc). ``cond_kind``: "labels", "sequence" or None (unconditional). ``null_class``: the
+    label of a class-conditional model's null class, used where ``drop`` is set or no label
+    is given (None: it has none, and guidance is refused)."""
 
     def __init__(self, model: nn.Module, num_train_timesteps: int, cond_kind: str | None,
                  null_class: int | None = None):
@@ -109,17 +110,20 @@ class DiffusersNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs = self._condition(cond, drop, x.shape[0])
+        kwargs = self._condition(cond, drop, x)
         out = self.model(x, self.timestep(t), return_dict=False, **kwargs)[0]  # (B, C', H, W)
         return out[:, :x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out  # (B, C, H, W)
 
-    def _condition(self, cond: Any, drop: torch.Tensor | None, batch: int) -> dict[str, Any]:
-        if self.cond_kind == "labels" and cond is not None:
-            if drop is not None and drop.any():
+    def _condition(self, cond: Any, drop: torch.Tensor | None, x: torch.Tensor
+                   ) -> dict[str, Any]:
+        if self.cond_kind == "labels":
+            if cond is None or (drop is not None and drop.any()):
                 if self.null_class is None:
-                    raise ConfigError("this diffusers model has no null class, so it cannot "
-                                      "be guided; sample it without guidance")
-                cond = torch.where(drop, torch.full_like(cond, self.null_class), cond)
+                    raise ConfigError("this diffusers model has no null class: pass class "
+                                      "labels (cond=) and sample it without guidance")
+                null = torch.full(x.shape[:1], self.null_class, dtype=torch.long,
+                                  device=x.device)  # (B,)
+                cond = null if cond is None else torch.where(drop, null, cond)
             return {"class_labels": cond}
         if self.cond_kind == "sequence":
             if cond is None:
@@ -152,7 +156,8 @@ def build_diffusers_net(event_shape: Any = None, cond: CondSpec | None = None,
             raise ConfigError(f"the {cls} config makes samples of shape {have}, the data "
                               f"{want}: set model.config.sample_size / in_channels to match")
     null = block.get("null_class")
-    return DiffusersNet(model, int(block.get("num_train_timesteps", 1000)), MODEL_CLASSES[cls],
+    kind = MODEL_CLASSES[cls] if cond is None or cond.conditional else None
+    return DiffusersNet(model, int(block.get("num_train_timesteps", 1000)), kind,
                         None if null is None else int(null))
 
 
