@@ -227,6 +227,14 @@ def test_mistakes_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(OmnidiffError) as info:
         omnidiff.load(other, device="cpu")
     _one_line(info, "AutoencoderKL", "UNet2DModel")
+    latent = tmp_path / "latent"
+    save_folder(latent / "unet", unet, diffusers.DDIMScheduler())
+    (latent / "model_index.json").write_text(json.dumps({
+        "_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}))
+    with pytest.raises(OmnidiffError) as info:
+        omnidiff.load(latent, device="cpu")
+    _one_line(info, "latent pipeline", "vae")
     lone = tmp_path / "lone"
     lone.mkdir()
     (lone / "config.json").write_text("{}")

@@ -59,8 +59,8 @@ def _parts(path: Path) -> tuple[Path, Path]:
         index = read_json(path / "model_index.json") or {}
         if "vae" in index and index.get("vae") and index["vae"][0] is not None:
             raise CheckpointError(f"{path} is a latent pipeline (it has a vae): omnidiff "
-                                  "samples pixel-space diffusers models; load its unet/ folder "
-                                  "alone to sample latents")
+                                  "samples pixel-space diffusers models (decoding through a "
+                                  "diffusers VAE is not supported)")
         sub = next((path / d for d in DENOISERS if (path / d / "config.json").is_file()), None)
         if sub is None:
             raise CheckpointError(f"{path} is a diffusers pipeline without a unet/ or "
