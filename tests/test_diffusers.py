@@ -221,6 +221,10 @@ def test_mistakes_are_one_line(tmp_path, monkeypatch):
         with pytest.raises(OmnidiffError) as info:
             omnidiff.load(folder, device="cpu")
         _one_line(info, named)
+    flow = save_folder(tmp_path / "flow", unet, diffusers.FlowMatchEulerDiscreteScheduler())
+    with pytest.raises(OmnidiffError) as info:
+        omnidiff.load(flow, device="cpu")
+    _one_line(info, "FlowMatchEulerDiscreteScheduler", "beta_schedule")
     other = tmp_path / "vae"
     diffusers.AutoencoderKL(block_out_channels=(8,), norm_num_groups=4).save_pretrained(other)
     diffusers.DDIMScheduler().save_pretrained(other)

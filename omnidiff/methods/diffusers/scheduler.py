@@ -44,7 +44,10 @@ def schedule_of_scheduler(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     if config.get("trained_betas") is not None:
         raise ConfigError(f"{name} config: trained_betas (explicit betas) is not mapped; "
                           "omnidiff reads beta_schedule " + " | ".join(BETA_SCHEDULES))
-    betas = config.get("beta_schedule", "linear")
+    if "beta_schedule" not in config:  # flow matching, EDM, ...: not a DDPM schedule
+        raise ConfigError(f"{name} config has no beta_schedule: only DDPM-family schedulers "
+                          f"map to omnidiff (beta_schedule {' | '.join(BETA_SCHEDULES)})")
+    betas = config["beta_schedule"]
     if betas not in BETA_SCHEDULES:
         raise ConfigError(f"{name} config: beta_schedule={betas!r} has no omnidiff schedule; "
                           f"mapped: {', '.join(BETA_SCHEDULES)}")
