@@ -216,7 +216,7 @@ def write_grids(checkpoint: str | os.PathLike, grids: dict[str, Any],
     """Add calibrated ``grids`` to the checkpoint's ``model.pt`` (atomically; the grids it
     already holds are kept unless replaced), or write the model.pt it becomes to ``dest``."""
     dest = grids_destination(checkpoint, dest)
-    if dest.suffix == ".json":  # a diffusers folder's sidecar: the grids alone
+    if is_diffusers_folder(checkpoint) and dest == sidecar_path(checkpoint):  # grids alone
         old = (read_json(dest) or {}).get("grids") or {}
         return atomic_write_json({"grids": {**old, **grids}}, dest)
     payload = read_checkpoint(checkpoint)

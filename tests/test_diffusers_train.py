@@ -156,6 +156,10 @@ def test_export_mistakes_are_one_line(exported, tmp_path, capsys):
     scaled = {"name": "discrete", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
               "beta_end": 0.012}
     assert export_diffusers(_pipeline(scaled), path, overwrite=True) == path
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o777 & ~umask  # as a plain mkdir leaves it
     config = diffusers.DDIMScheduler.from_pretrained(path, subfolder="scheduler").config
     assert config["beta_schedule"] == "scaled_linear" and config["beta_end"] == 0.012
 

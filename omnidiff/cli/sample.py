@@ -16,6 +16,7 @@ from omnidiff.inference.export import export_diffusers
 from omnidiff.inference.pipeline import CALIBRATION_SEED, load
 from omnidiff.inference.sample_files import read_mask, read_samples
 from omnidiff.io import atomic_write_json
+from omnidiff.methods.diffusers.folder import is_diffusers_folder, sidecar_path
 from omnidiff.model_file import grids_destination, outputs_home, write_grids
 from omnidiff.tasks.sweeps import (
     MULTIRUN_FLAGS,
@@ -274,7 +275,7 @@ def cmd_calibrate(args: list[str]) -> int:
               f"{st['start_error']['median']:.4g} ({st['start']} grid) -> "
               f"{st['error']['median']:.4g}  ({st['runs']} sampler runs, {st['seconds']:.0f} s)")
     write_grids(ckpt, pipe.info["grids"], dest)
-    uses = ckpt if dest.suffix == ".json" else dest  # a diffusers folder: its sidecar
+    uses = ckpt if is_diffusers_folder(ckpt) and dest == sidecar_path(ckpt) else dest
     print(f"wrote {len(steps)} grid(s) into {dest}; `omnidiff sample checkpoint={uses} "
           f"sampler={sampler} steps={steps[0]}` uses it")
     return 0

@@ -131,13 +131,21 @@ class _KnotSchedule(VPSchedule):
     DPM-Solver does for discrete models, so alpha(n / N)**2 is the model's alpha-bar_n and the
     network's discrete timestep (0-based) at time t is ``N t - 1``. t_min = 1 / N, t_max = 1."""
 
-    def _set_betas(self, betas: torch.Tensor) -> None:
+    def _set_betas(self, betas: torch.Tensor, alphas_cumprod: torch.Tensor | None = None
+                   ) -> None:
+        """The knots of ``betas`` (N,); ``alphas_cumprod`` (N,) when the model's own alpha-bars
+        differ from the float64 product of the betas (float32 round-off, a floored end)."""
         self.betas = betas.to(torch.float64)
-        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)  # alpha-bar_n, n = 1..N
         n = len(betas)
+        if alphas_cumprod is None:  # DDPM's alpha-bar_n, n = 1..N, and its log
+            self.alphas_cumprod = torch.cumprod(1.0 - self.betas, 0)
+            log_abar = torch.cumsum(torch.log1p(-self.betas), 0)  # without round-off
+        else:
+            self.alphas_cumprod = alphas_cumprod.to(torch.float64)
+            log_abar = torch.log(self.alphas_cumprod)
+        # knots t_n = n / N, n = 0..N, with log alpha_0 = 0 (clean data)
         self._knots_t = torch.arange(n + 1, dtype=torch.float64) / n
-        self._knots_la = torch.cat([torch.zeros(1, dtype=torch.float64),
-                                    0.5 * torch.cumsum(torch.log1p(-self.betas), 0)])
+        self._knots_la = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * log_abar])
         self.t_min = 1.0 / n
         self.t_max = 1.0
 
@@ -223,12 +231,10 @@ class DiscreteSchedule(_KnotSchedule):
         betas = discrete_betas(beta_schedule, self.beta_start, self.beta_end, num_steps)
         if self.zero_terminal_snr:
             betas = rescale_zero_terminal_snr(betas)
-        abar = torch.cumprod(1.0 - betas, 0)
+        abar = torch.cumprod(1.0 - betas, 0)  # float32: the values the model saw
         if self.zero_terminal_snr:
             abar[-1] = ZERO_SNR_FLOOR
-        self._set_betas(betas)
-        self.alphas_cumprod = abar.to(torch.float64)  # the float32 values the model saw
-        self._knots_la[1:] = 0.5 * torch.log(self.alphas_cumprod)
+        self._set_betas(betas, abar)
 
     def config(self):
         return {"name": self.name, "beta_schedule": self.beta_schedule,

@@ -87,8 +87,9 @@ def export_diffusers(pipe: Pipeline, out: str | os.PathLike, overwrite: bool = F
         ours = {"null_class": net.null_class, "domain": pipe.domain_name,
                 "data": pipe.data_cfg, "omnidiff_version": __version__}
         (tmp / "unet" / OMNIDIFF_JSON).write_text(json.dumps(ours, indent=1, default=str))
-        for path in [tmp, *tmp.rglob("*")]:  # what a plain write under the umask gives
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 -> what a plain mkdir gives
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

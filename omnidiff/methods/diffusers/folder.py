@@ -77,13 +77,12 @@ def _parts(path: Path) -> tuple[Path, Path]:
                           "pipeline folder with scheduler/")
 
 
-def _text_encoder(path: Path, model_dir: Path) -> dict[str, Any] | None:
+def _text_encoder(path: Path) -> dict[str, Any] | None:
     """A pipeline folder's frozen text encoder (``text_encoder/`` and ``tokenizer/`` beside
     the model) as a sequence condition's ``encoder`` and ``max_length``, so the model takes
     prompts: every padded position is read and the empty prompt is the null condition, as
     diffusers' text-to-image pipelines do."""
-    root = model_dir.parent if model_dir != path else path
-    enc, tok = root / "text_encoder", root / "tokenizer"
+    enc, tok = path / "text_encoder", path / "tokenizer"
     if not ((enc / "config.json").is_file() and tok.is_dir()):
         return None
     length = (read_json(enc / "config.json") or {}).get("max_position_embeddings") or \
@@ -117,7 +116,7 @@ def read_diffusers_folder(path: str | os.PathLike) -> dict[str, Any]:
     return {"format": FILE_FORMAT, "format_version": 2, "domain": ours.get("domain", "image"),
             "event_shape": list(event_shape_of_config(config)),
             "cond": cond_spec_of_config(cls, config, null,
-                                        _text_encoder(path, model_dir)).to_dict(),
+                                        _text_encoder(path)).to_dict(),
             "model": block,
             "schedule": schedule, "prediction": prediction, "sigma_data": 1.0,
             "data": ours.get("data") or {},
