@@ -28,6 +28,7 @@ package).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -114,38 +115,164 @@ def steps(args: argparse.Namespace) -> None:
         print(f"{name:7s} {what:6s} {b:>9s} {mo:9.1f} {md:9.1f} {r:6.2f} {po:12,d} {pd:11,d}")
 
 
+def _off_grid(data, n: int, seed: int) -> torch.Tensor:
+    """Tones the vocoder never saw: pitches anywhere between C4 and B4 (not on the training
+    semitones), harmonics at 1/k or 1/k^3 (not the training data's random mix), set decays
+    and levels (:func:`~omnidiff_domains.audio.tones.described_tones`). (n, 1, clip)."""
+    from omnidiff_domains.audio.tones import described_tones
+
+    g = torch.Generator().manual_seed(seed)
+    pitch = torch.rand(n, generator=g, dtype=torch.float64) * 11.0
+    flags = [torch.randint(0, 2, (n,), generator=g) for _ in range(3)]
+    length = data.event_shape[-1]
+    return described_tones(pitch, *flags, sample_rate=data.sample_rate, samples=length,
+                           generator=g, detune_cents=0.0)
+
+
+def _vocoder_rows(pipe, data, x: torch.Tensor, mel: torch.Tensor, seed: int,
+                  runs: list) -> None:
+    """One table: Griffin-Lim, then each (sampler, steps, grid) of ``runs``."""
+    from omnidiff_domains.audio.metrics import vocoder_table
+
+    t0 = time.perf_counter()
+    gl = data.mel.griffin_lim(mel)
+    gl_s = time.perf_counter() - t0
+    seconds = data.duration(x)
+    head = (f"{'sampler':22s} {'NFE':>4s} {'logmel dB':>10s} {'mrstft':>7s} {'mel/GL':>7s} "
+            f"{'stft/GL':>8s} {'pitch':>6s} {'rms':>5s} {'rtf':>6s}")
+    print(head)
+    print("-" * len(head))
+    base = vocoder_table(gl, x, mel, data.sample_rate, data.mel, griffin_lim=gl)
+    print(f"{'griffin-lim (64 iter)':22s} {'-':>4s} {base['gl_logmel_db']:10.2f} "
+          f"{base['gl_mrstft']:7.3f} {1.0:7.2f} {1.0:8.2f} {base['pitch_kept']:6.2f} "
+          f"{base['rms_ratio']:5.2f} {gl_s / seconds:6.2f}")
+    for sampler, n_steps, grid in runs:
+        t0 = time.perf_counter()
+        y = pipe.generate(sampler=sampler, steps=n_steps, cond=mel, seed=seed,
+                          progress=False, **({"grid": grid} if grid else {}))
+        s = time.perf_counter() - t0
+        row = vocoder_table(y, x, mel, data.sample_rate, data.mel, griffin_lim=gl)
+        label = f"{sampler}" + (f" grid={grid}" if grid else "")
+        print(f"{label:22s} {n_steps:4d} {row['logmel_db']:10.2f} {row['mrstft']:7.3f} "
+              f"{row['logmel_vs_gl']:7.2f} {row['mrstft_vs_gl']:8.2f} "
+              f"{row['pitch_kept']:6.2f} {row['rms_ratio']:5.2f} {s / seconds:6.2f}")
+
+
 def vocoder(args: argparse.Namespace) -> None:
     import omnidiff
-    from omnidiff_domains.audio.metrics import vocoder_table
 
     pipe = omnidiff.load(args.checkpoint, device="cpu")
     data = pipe.data(setup=True)
     x, mel = pipe.reference(args.n, seed=args.seed)
     if isinstance(mel, dict):
         raise SystemExit("this benchmark takes a mel-only vocoder (data.cond=mel)")
-    t0 = time.perf_counter()
+    runs = VOCODER_RUNS if not args.quick else [r for r in VOCODER_RUNS if r[2] is None
+                                                and r[0] == "dpmpp_2m"]
+    print(f"{args.checkpoint}: torch threads {torch.get_num_threads()}; pitch: the fraction "
+          "of clips whose pitch is within 50 cents of the original's; rms: level over the "
+          "original's")
+    print(f"\n{args.n} held-out clips of {x.shape[-1]} samples at {data.sample_rate} Hz "
+          f"({data.duration(x):.1f} s of audio)")
+    _vocoder_rows(pipe, data, x, mel, args.seed, runs)
+    if data.name == "tones":
+        y = _off_grid(data, args.n, args.seed)
+        print(f"\n{args.n} tones off the training grid: any pitch C4..B4, harmonics at 1/k "
+              "or 1/k^3, set decays and levels")
+        _vocoder_rows(pipe, data, y, data.spectrogram(y), args.seed, runs)
+
+
+# equal steps: tones at 16 kHz with the reference's spectrogram (hop 256, n_fft 1024, 80 mels)
+EQUAL_DATA = ["data.sample_rate=16000", "data.clip_seconds=0.5", "data.mel.n_fft=1024",
+              "data.mel.hop_length=256", "data.mel.n_mels=80"]
+
+
+def _reference_learner(layers: int, channels: int, cycle: int, workdir: str):
+    """The reference package's model and its own training step (DiffWaveLearner.train_step:
+    its 50-step schedule, L1 on the noise, Adam at its learning rate)."""
+    from diffwave.learner import DiffWaveLearner
+    from diffwave.params import AttrDict, params
+
+    p = AttrDict(params).override({"residual_layers": layers, "residual_channels": channels,
+                                   "dilation_cycle_length": cycle, "n_mels": N_MELS})
+    model = _theirs(layers, channels, cycle)
+    opt = torch.optim.Adam(model.parameters(), lr=p.learning_rate)
+    return DiffWaveLearner(workdir, model, None, opt, p)
+
+
+def _reference_resynth(model, mel: torch.Tensor, fast: bool) -> torch.Tensor:
+    """The reference package's own sampler (``diffwave.inference.predict``; fast: its 6-step
+    schedule, else all 50 steps) on a model held in its cache. (n, M, F) -> (n, 1, F * hop)."""
+    from diffwave import inference
+
+    inference.models["omnidiff-bench"] = model.eval()
+    audio, _ = inference.predict(mel, model_dir="omnidiff-bench", device=torch.device("cpu"),
+                                 fast_sampling=fast)
+    return audio.unsqueeze(1)
+
+
+def equal(args: argparse.Namespace) -> None:
+    """omnidiff's vocoder recipe and the reference's training loop, same network size, data,
+    batch and number of steps; re-syntheses of the same held-out tones, beside Griffin-Lim."""
+    import tempfile
+    from pathlib import Path
+
+    import omnidiff
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.train import train
+    from omnidiff_domains.audio.metrics import vocoder_table
+
+    layers, ch, cycle = args.layers, args.channels, args.cycle
+    common = [*EQUAL_DATA, f"data.crop_frames={args.frames}", f"data.batch_size={args.batch}",
+              f"model.layers={layers}", f"model.channels={ch}", f"model.cycle={cycle}",
+              f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
+              "eval.n_samples=8", "eval.n_ref=8", "trainer.check_val_every_n_epoch=1000"]
+    work = Path(tempfile.mkdtemp(prefix="omnidiff-equal-"))
+    rows, times = {}, {}
+    runs = {"omnidiff": args.ours.split() if args.ours else [],
+            **({"omnidiff (plain)": ["model.prior=none", "loss.aux=null"]} if args.plain else {})}
+    for name, extra in runs.items():
+        run = train(compose("audio_vocoder", [f"out={work / name.split()[-1]}", *common,
+                                              *extra]))
+        summary = json.loads((run / "metrics.json").read_text())
+        times[name] = summary["train_seconds"] / args.steps
+        rows[name] = omnidiff.load(run / "model.pt", device="cpu")
+    data = rows["omnidiff"].data(setup=True)
+    ref = _reference_learner(layers, ch, cycle, str(work / "diffwave"))
+    t0, step = time.perf_counter(), 0
+    while step < args.steps:
+        for batch in data.train_dataloader():
+            if step >= args.steps:
+                break
+            ref.train_step({"audio": batch["x"][:, 0], "spectrogram": batch["cond"]})
+            step += 1
+    times["diffwave"] = (time.perf_counter() - t0) / args.steps
+    x, mel = data.reference(args.n, generator=torch.Generator().manual_seed(args.seed))
     gl = data.mel.griffin_lim(mel)
-    gl_s = time.perf_counter() - t0
-    seconds = data.duration(x)
-    print(f"{args.checkpoint}: {args.n} held-out clips of {x.shape[-1]} samples at "
-          f"{data.sample_rate} Hz ({seconds:.1f} s of audio), torch threads "
-          f"{torch.get_num_threads()}")
-    head = (f"{'sampler':22s} {'NFE':>4s} {'logmel dB':>10s} {'mrstft':>7s} {'mel/GL':>7s} "
-            f"{'stft/GL':>8s} {'rtf':>6s}")
+    base = vocoder_table(x, x, mel, data.sample_rate, data.mel, griffin_lim=gl)
+    print(f"{args.steps} steps of batch {args.batch} x {args.frames * HOP} samples, "
+          f"{layers} layers x {ch} channels, cycle {cycle}; {args.n} held-out tones at "
+          f"{data.sample_rate} Hz; torch threads {torch.get_num_threads()}")
+    head = (f"{'model':18s} {'sampler':24s} {'logmel dB':>10s} {'mrstft':>7s} {'mel/GL':>7s} "
+            f"{'stft/GL':>8s} {'s/step':>7s}")
     print(head)
     print("-" * len(head))
-    base = vocoder_table(x, x, mel, data.sample_rate, data.mel, griffin_lim=gl)
-    print(f"{'griffin-lim (64 iter)':22s} {'-':>4s} {base['gl_logmel_db']:10.2f} "
-          f"{base['gl_mrstft']:7.3f} {1.0:7.2f} {1.0:8.2f} {gl_s / seconds:6.2f}")
-    for sampler, n_steps, grid in VOCODER_RUNS:
-        t0 = time.perf_counter()
-        y = pipe.generate(sampler=sampler, steps=n_steps, cond=mel, seed=args.seed,
-                          progress=False, **({"grid": grid} if grid else {}))
-        s = time.perf_counter() - t0
-        row = vocoder_table(y, x, mel, data.sample_rate, data.mel, griffin_lim=gl)
-        label = f"{sampler}" + (f" grid={grid}" if grid else "")
-        print(f"{label:22s} {n_steps:4d} {row['logmel_db']:10.2f} {row['mrstft']:7.3f} "
-              f"{row['logmel_vs_gl']:7.2f} {row['mrstft_vs_gl']:8.2f} {s / seconds:6.2f}")
+    print(f"{'griffin-lim':18s} {'64 iterations':24s} {base['gl_logmel_db']:10.2f} "
+          f"{base['gl_mrstft']:7.3f} {1.0:7.2f} {1.0:8.2f} {'-':>7s}")
+    outs = []
+    for name, pipe in rows.items():
+        for sampler, n_steps, grid in (("ddpm", 6, "diffwave"), ("dpmpp_2m", 6, None),
+                                       ("dpmpp_2m", 20, None)):
+            y = pipe.generate(cond=mel, sampler=sampler, steps=n_steps, seed=args.seed,
+                              progress=False, **({"grid": grid} if grid else {}))
+            label = f"{sampler} {n_steps}" + (f" grid={grid}" if grid else "")
+            outs.append((name, label, y))
+    torch.manual_seed(args.seed)
+    for fast, label in ((True, "its fast 6 steps"), (False, "its 50 steps")):
+        outs.append(("diffwave", label, _reference_resynth(ref.model, mel, fast)))
+    for name, label, y in outs:
+        r = vocoder_table(y, x, mel, data.sample_rate, data.mel, griffin_lim=gl)
+        print(f"{name:18s} {label:24s} {r['logmel_db']:10.2f} {r['mrstft']:7.3f} "
+              f"{r['logmel_vs_gl']:7.2f} {r['mrstft_vs_gl']:8.2f} {times[name]:7.3f}")
 
 
 def tones(args: argparse.Namespace) -> None:
@@ -188,16 +315,30 @@ def main() -> None:
     s = sub.add_parser("steps", help="step time against the reference diffwave model")
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--repeats", type=int, default=8)
+    e = sub.add_parser("equal", help="equal steps against the reference's training loop")
+    e.add_argument("--steps", type=int, default=1500)
+    e.add_argument("--batch", type=int, default=8)
+    e.add_argument("--frames", type=int, default=8, help="training crops, frames of 256")
+    e.add_argument("--layers", type=int, default=12)
+    e.add_argument("--channels", type=int, default=32)
+    e.add_argument("--cycle", type=int, default=6)
+    e.add_argument("--n", type=int, default=32, help="held-out tones re-synthesised")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--ours", default="", help="overrides of omnidiff's run (quoted)")
+    e.add_argument("--plain", action="store_true",
+                   help="also omnidiff without the prior and auxiliary loss")
     for name, n in (("vocoder", 64), ("tones", 240)):
         q = sub.add_parser(name)
         q.add_argument("checkpoint")
         q.add_argument("--n", type=int, default=n)
         q.add_argument("--seed", type=int, default=0)
+        if name == "vocoder":
+            q.add_argument("--quick", action="store_true", help="dpmpp_2m rows only")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    {"steps": steps, "vocoder": vocoder, "tones": tones}[args.part](args)
+    {"steps": steps, "vocoder": vocoder, "tones": tones, "equal": equal}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Registered under the entry-point group ``omnidiff.domains`` as
 ``audio = "omnidiff_domains.audio:AudioDomain"``. Submodules, one concept each:
 :mod:`.diffwave` (the network), :mod:`.mel` (the one spectrogram definition + Griffin-Lim),
 :mod:`.tones` (the generated dataset), :mod:`.files` (soundfile I/O), :mod:`.data`
-(``AudioData``: tones or a folder), :mod:`.pitch`, :mod:`.metrics`, :mod:`.artifacts`; Hydra
+(``AudioData``: tones or a folder), :mod:`.pitch`, :mod:`.metrics`, :mod:`.artifacts`, :mod:`.prior` (PriorGrad's
+energy prior), :mod:`.aux_losses` (``loss.aux=stft``); Hydra
 defaults in ``conf/domain/audio.yaml``.
 
 Heavy imports (Lightning, torchaudio, matplotlib) happen on first use.
@@ -29,11 +30,12 @@ class AudioDomain(LazyDomain):
     name = "audio"
     config_searchpath = "pkg://omnidiff_domains.audio.conf"
     data_factory = ".data:AudioData"
-    network_factory = ".diffwave:build_diffwave"
+    network_factory = ".networks:build_network"
     artifact_writer = ".artifacts:save_artifacts"
     metrics_fn = ".metrics:audio_metrics"
     sample_defaults = {"clip_x0": 1.0}  # waveforms live in [-1, 1]
     main_metric = ("mrstft", "mel_profile_db")  # a vocoder's, else every model's
+    aux_losses = {"stft": ".aux_losses:stft_loss"}  # loss.aux=stft
 
 
 __getattr__ = lazy_exports(__name__, {"AudioData": ".data:AudioData",

@@ -44,6 +44,7 @@ from omnidiff.text.captions import CaptionTable, folder_captions
 
 from .files import AudioFileError, find_audio, read_audio
 from .mel import MelSpec
+from .prior import fit_gain
 from .text_data import CaptionedClips, text_tones_arrays
 from .tones import NAMES, make_tones
 
@@ -300,6 +301,21 @@ class AudioData(pl.LightningDataModule):
         for a, b in parse_numbers(value, tuple, "gaps in seconds, e.g. mask=0.10-0.13"):
             hidden[int(round(a * self.sample_rate)):int(round(b * self.sample_rate))] = True
         return mask_along((1, length), 1, torch.nonzero(~hidden).flatten().tolist())
+
+    def model_settings(self, model: dict[str, Any]) -> dict[str, Any]:
+        """Model options that follow from the data: an energy prior's gain (fitted on up to
+        256 training clips) and the log-mel's range (``model.prior=energy``)."""
+        if model.get("prior", "none") == "none" or not self.uses_mel:
+            return {}  # the network says what is wrong with a prior without a spectrogram
+        train = self._load()["train"]
+        g = torch.Generator().manual_seed(SPLIT_SEED)
+        idx = torch.randperm(len(train), generator=g)[:256].tolist()
+        x = (torch.stack([train.clip(i, g) for i in idx]) if isinstance(train, _Clips)
+             else train.x[idx])  # (n, 1, T)
+        range_db = -self.mel.s.min_db
+        floor = float(model.get("prior_floor") or 0.01)
+        gain = fit_gain(x, self.spectrogram(x), self.hop_length, range_db, floor)
+        return {"prior_gain": gain, "prior_range_db": range_db}
 
     def duration(self, x: torch.Tensor) -> float:
         """Seconds of audio in a batch ``(n, 1, T)`` (for the real-time factor)."""

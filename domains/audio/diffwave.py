@@ -50,6 +50,8 @@ from omnidiff.nn import (
     sequence_field,
 )
 
+from .prior import EnergyPrior
+
 __all__ = ["DiffWave", "MelUpsampler", "build_diffwave", "mel_field", "upsample_strides"]
 
 EMBED_DIM = 512  # DiffWave's diffusion-embedding width
@@ -188,18 +190,26 @@ class DiffWave(nn.Module):
             embedding too; with ``text_pooled=False`` and no ``text_cross`` it is all the
             network reads of the prompt, and no encoder is built.
         text_bag_gain: the bag's vectors learn this many times faster (``WordBag``'s gain).
+        prior: ``none`` (noise N(0, I)) or ``energy`` (PriorGrad: the noise follows the
+            spectrogram's frame energy, :mod:`.prior`; a spectrogram condition only), with
+            ``prior_gain`` (fitted on the training data), ``prior_range_db`` (the log-mel's
+            range, ``-data.mel.min_db``) and ``prior_floor`` (the least scale).
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
                  channels: int = 64, cycle: int = 10, in_channels: int = 1,
                  text_width: int = 128, text_layers: int = 2, text_heads: int = 4,
                  text_pooled: bool = True, text_cross: int = 0, text_rate: int = 50,
-                 text_bag: bool = False, text_bag_gain: float = 1.0):
+                 text_bag: bool = False, text_bag_gain: float = 1.0, prior: str = "none",
+                 prior_gain: float | None = None, prior_range_db: float | None = None,
+                 prior_floor: float = 0.01):
         super().__init__()
         self.cond_spec = spec = as_cond_spec(cond)
         _check_spec(spec)
         self.mel_key, mel_spec = mel_field(spec)
         self.has_mel = mel_spec is not None
+        self.prior = EnergyPrior.of(prior, hop if self.has_mel else None, prior_gain,
+                                    prior_range_db, prior_floor)
         if layers < 1 or channels < 1 or cycle < 1:
             raise ValueError(f"model.layers, model.channels and model.cycle must be >= 1; got "
                              f"{layers}, {channels}, {cycle}")
@@ -249,6 +259,13 @@ class DiffWave(nn.Module):
     def encode_cond(self, cond: Any) -> Any:
         """``cond`` with its prompt encoded (once per sampling run)."""
         return cond if self.text is None else self.text.encode_cond(cond)
+
+    def prior_scale(self, cond: Any) -> torch.Tensor | None:
+        """The prior's standard deviation ``(B, 1, F * hop)`` of a spectrogram condition
+        (``prior=energy``, PriorGrad), or None: noise N(0, I)."""
+        if self.prior is None or cond is None:
+            return None
+        return self.prior(cond if self.mel_key is None else cond[self.mel_key])
 
     @property
     def receptive_field(self) -> int:
@@ -317,7 +334,7 @@ def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: b
                          f"{tuple(event_shape)}")
     known = {"hop", "layers", "channels", "cycle", "text_width", "text_layers", "text_heads",
              "text_pooled", "text_cross", "text_rate", "text_bag",
-             "text_bag_gain"}
+             "text_bag_gain", "prior", "prior_gain", "prior_range_db", "prior_floor"}
     unknown = set(cfg) - known
     if unknown:
         raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "

@@ -19,7 +19,7 @@ re-syntheses of the first reference clips (the evaluation conditions on them), a
 ``mrstft`` (multi-resolution STFT distance to the original waveforms, :func:`mr_stft`) and the
 same two numbers for torchaudio's Griffin-Lim from the same spectrograms (``gl_logmel_db``,
 ``gl_mrstft``) with the ratios ``logmel_vs_gl`` and ``mrstft_vs_gl`` (below 1: better than
-Griffin-Lim).
+Griffin-Lim), ``pitch_kept`` (higher is better) and ``rms_ratio`` (1 is best), :func:`kept`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ import torch
 from omnidiff.methods.latent.losses import stft_distance
 
 from .mel import MelSpec
-from .pitch import pitch_stats
+from .pitch import QUARTER_TONE_CENTS, estimate_f0, pitch_stats
 from .text_metrics import caption_scores
 
-__all__ = ["audio_metrics", "mr_stft", "logmel_db", "vocoder_table", "caption_metrics"]
+__all__ = ["audio_metrics", "mr_stft", "logmel_db", "vocoder_table", "caption_metrics", "kept",
+           "stft_resolutions"]
 
 
 def _spec_of(data: Any) -> tuple[int, MelSpec]:
@@ -51,7 +52,8 @@ def logmel_db(mel_spec: MelSpec, wav: torch.Tensor, target_norm: torch.Tensor) -
     return (ours - target_norm.float()).abs().mean((1, 2)) * -mel_spec.s.min_db  # (N,)
 
 
-def _resolutions(sample_rate: int) -> list[int]:
+def stft_resolutions(sample_rate: int) -> list[int]:
+    """FFT sizes of the multi-resolution STFT distance: ~16 / 32 / 64 ms windows."""
     base = 1 << round(math.log2(0.032 * sample_rate))  # ~32 ms windows: 256 at 8 kHz
     return [base // 2, base, base * 2]
 
@@ -61,13 +63,27 @@ def mr_stft(a: torch.Tensor, b: torch.Tensor, sample_rate: int) -> torch.Tensor:
     (:func:`omnidiff.methods.latent.losses.stft_distance`, Parallel WaveGAN's) over three FFT sizes
     around 16 / 32 / 64 ms. a, b: (N, 1, T) -> (N,)."""
     t = min(a.shape[-1], b.shape[-1])
-    return stft_distance(a[..., :t].cpu(), b[..., :t].cpu(), _resolutions(sample_rate))
+    return stft_distance(a[..., :t].cpu(), b[..., :t].cpu(), stft_resolutions(sample_rate))
+
+
+def kept(samples: torch.Tensor, originals: torch.Tensor, sample_rate: int
+         ) -> dict[str, float]:
+    """What a re-synthesis keeps of its original: ``pitch_kept``, the fraction of clips whose
+    strongest partial is within a quarter-tone of the original's, and ``rms_ratio``, the mean
+    over clips of their RMS level over the original's (1: as loud)."""
+    f0 = [estimate_f0(v, sample_rate) for v in (samples, originals)]
+    cents = 1200.0 * torch.log2(f0[0] / f0[1])  # NaN where either has no pitch
+    hit = torch.isfinite(cents) & (cents.abs() < QUARTER_TONE_CENTS)
+    rms = [v.reshape(v.shape[0], -1).float().pow(2).mean(1).sqrt() for v in (samples, originals)]
+    return {"pitch_kept": float(hit.double().mean()),
+            "rms_ratio": float((rms[0] / rms[1].clamp_min(1e-8)).mean())}
 
 
 def vocoder_table(samples: torch.Tensor, originals: torch.Tensor, mels: torch.Tensor,
                   sample_rate: int, mel_spec: MelSpec, griffin_lim: torch.Tensor | None = None
                   ) -> dict[str, float]:
-    """Re-syntheses vs originals, side by side with Griffin-Lim from the same spectrograms."""
+    """Re-syntheses vs originals, side by side with Griffin-Lim from the same spectrograms,
+    and what they keep of the originals (:func:`kept`)."""
     gl = mel_spec.griffin_lim(mels) if griffin_lim is None else griffin_lim
     ours_mel = float(logmel_db(mel_spec, samples, mels).mean())
     ours_stft = float(mr_stft(samples, originals, sample_rate).mean())
@@ -75,7 +91,8 @@ def vocoder_table(samples: torch.Tensor, originals: torch.Tensor, mels: torch.Te
     gl_stft = float(mr_stft(gl, originals, sample_rate).mean())
     return {"logmel_db": ours_mel, "mrstft": ours_stft, "gl_logmel_db": gl_mel,
             "gl_mrstft": gl_stft, "logmel_vs_gl": ours_mel / max(gl_mel, 1e-9),
-            "mrstft_vs_gl": ours_stft / max(gl_stft, 1e-9)}
+            "mrstft_vs_gl": ours_stft / max(gl_stft, 1e-9),
+            **kept(samples, originals, sample_rate)}
 
 
 def _mel_of(cond: Any) -> torch.Tensor | None:

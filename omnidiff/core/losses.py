@@ -20,7 +20,7 @@ import torch
 
 from omnidiff._util import check_choice
 from omnidiff.core.forward import add_noise
-from omnidiff.core.predictions import PREDICTIONS, target, x0_scale
+from omnidiff.core.predictions import PREDICTIONS, target, to_x0_eps, x0_scale
 from omnidiff.core.schedules import Schedule
 from omnidiff.errors import ConfigError, UserError
 
@@ -79,7 +79,8 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
                    weighting: str = "uniform", cond: Any = None,
                    p_uncond: float = 0.1, sigma_data: float = 1.0, min_snr_gamma: float = 5.0,
                    p_mean: float = -1.2, p_std: float = 1.2,
-                   generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+                   generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                   aux: Callable[..., torch.Tensor] | None = None, aux_weight: float = 1.0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoising loss for a batch x0: (B, *event).
 
@@ -92,6 +93,12 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
     A training config's ``loss:`` block is passed here whole (every key is one of these).
     ``noise`` (B, *event), when given, is the noise paired with each x0 (reflow's pairs);
     otherwise it is drawn.
+
+    ``aux(x0_hat, x0, cond) -> (B,)``, when given, is an auxiliary loss on the denoised
+    estimate (a domain's, e.g. a multi-resolution STFT distance for waveforms: WaveFM,
+    MB-MelGAN): ``x0_hat`` is what the sampler's denoiser returns for this ``x_t`` (the
+    prediction converted by :func:`~omnidiff.core.predictions.to_x0_eps`, with gradients).
+    It is added with weight ``aux_weight`` to every sample's loss.
     """
     check_choice("prediction", prediction, PREDICTIONS)
     b = x0.shape[0]
@@ -112,12 +119,17 @@ def diffusion_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, *, sche
     w = loss_weight(weighting, t, schedule, prediction, gamma=min_snr_gamma,
                     sigma_data=sigma_data).to(per_sample.dtype)
     per_sample = w * per_sample
+    if aux is not None and aux_weight:
+        x0_hat = to_x0_eps(prediction, out, x_t, t, schedule)[0].to(x0.dtype)  # (B, *event)
+        per_sample = per_sample + aux_weight * aux(x0_hat, x0, cond).float()
     return per_sample.mean(), per_sample
 
 
 # the keys of a config's ``loss:`` block: diffusion_loss's settings (not its data)
 LOSS_KEYS = tuple(k for k in inspect.signature(diffusion_loss).parameters
                   if k not in ("model", "x0", "schedule", "cond", "generator", "noise"))
+# ``aux`` is a name in a config (the domain's auxiliary loss, ``Domain.aux_loss``), resolved
+# to the function by the training module
 
 
 def check_loss_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,14 @@ class DiffusionModel(nn.Module):
     float64 network) and the output comes back in ``x_t``'s dtype, so a sampler's state keeps
     its precision whatever the network's.
 
+    A network may declare a data-dependent Gaussian prior (PriorGrad, Lee et al. 2022): a
+    method ``prior_scale(cond) -> (B, *event)`` (or None for a condition without one), the
+    per-element standard deviation of the data given its condition. The model then diffuses
+    ``z = x / scale`` (:meth:`to_prior`), whose noise is still N(0, I), so every sampler,
+    grid and guidance works unchanged; samples come back as ``x = scale * z``
+    (:meth:`from_prior`). The scale is read from the condition as given, also where guidance
+    drops it.
+
     ``forward(x_t, t, cond=None, drop=None)`` returns the network's prediction (of type
     ``prediction``) for ``x_t: (B, *event)`` at times ``t: (B,)``. The input is scaled by
     ``c_in = 1 / sqrt(alpha^2 sigma_data^2 + sigma^2)`` (Karras et al. 2022), which is 1 for a VP
@@ -62,6 +70,25 @@ class DiffusionModel(nn.Module):
         dtype = self.net_dtype
         return fn(map_cond(lambda v: v.to(dtype) if v.is_floating_point() and dtype else v,
                            cond))
+
+    def prior_scale(self, cond: Any) -> torch.Tensor | None:
+        """The prior's standard deviation ``(B, *event)`` (float32) for ``cond``, or None: a
+        network without ``prior_scale``, or no condition."""
+        fn = getattr(self.net, "prior_scale", None)
+        scale = None if fn is None or cond is None else fn(cond)
+        return None if scale is None else scale.float()
+
+    def to_prior(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
+        """Data ``x: (B, *event)`` -> the diffused variable ``z = x / scale`` (``x`` itself
+        without a prior)."""
+        scale = self.prior_scale(cond)
+        return x if scale is None else (x / scale.to(x.device)).to(x.dtype)
+
+    def from_prior(self, z: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The diffused variable ``z: (B, *event)`` -> data ``scale * z`` (inverse of
+        :meth:`to_prior`)."""
+        scale = self.prior_scale(cond)
+        return z if scale is None else (z * scale.to(z.device)).to(z.dtype)
 
     @property
     def net_dtype(self) -> torch.dtype | None:

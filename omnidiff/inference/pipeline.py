@@ -495,16 +495,32 @@ class Pipeline:
         parts, nfe = [], 0
         for i in range(0, x.shape[0], bs):
             c = map_cond(lambda v: v.to(self.device), index_cond(cond, slice(i, i + bs)))
+            xb, log_scale = self._in_prior(x[i:i + bs].to(self.device), c, dequantize)
             c = self.model.encode_cond(c)
-            r = log_likelihood(conditional(self.model, c), x[i:i + bs].to(self.device),
+            r = log_likelihood(conditional(self.model, c), xb,
                                schedule=self.model.schedule, prediction=self.model.prediction,
                                divergence=divergence, solver=solver, steps=steps, rtol=rtol,
                                atol=atol, dequantize=dequantize, generator=gen, dtype=dtype)
+            if log_scale is not None:  # change of variables x = scale * z
+                r.nats = r.nats - log_scale.to(r.nats)
+                r.bits_per_dim = -r.nats / (xb[0].numel() * math.log(2))
             parts.append(r)
             nfe += r.nfe
         return LogLikelihood(nats=torch.cat([r.nats.cpu() for r in parts]),
                              bits_per_dim=torch.cat([r.bits_per_dim.cpu() for r in parts]),
                              nfe=nfe, space=space)
+
+    def _in_prior(self, x: torch.Tensor, cond: Any, dequantize: Any
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(z, sum of log scale per sample)`` for a model with a data-dependent prior
+        (``x = scale * z``), else ``(x, None)``."""
+        scale = self.model.prior_scale(cond)
+        if scale is None:
+            return x, None
+        if dequantize:
+            raise PipelineError("dequantize= applies to discrete data, and this model "
+                                "diffuses its data divided by a prior scale; drop it")
+        return self.model.to_prior(x, cond), scale.log().flatten(1).sum(1)  # (b, *event), (b,)
 
     def _checked_cond(self, cond: Any, n: int) -> Any:
         return check_cond(self.cond_spec, self._texts_in(cond)[0], n)[0]

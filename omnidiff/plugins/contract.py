@@ -43,6 +43,13 @@ Contract (checked by ``omnidiff.plugins.check.check_domain`` over every register
   ``omnidiff compare`` plot and mark (:mod:`omnidiff.tasks.compare`). The files ``save_artifacts``
   returns are what ``logger=tensorboard`` shows (:mod:`omnidiff.training.tensorboard`): ``.png``,
   ``.wav`` and ``.gif`` need nothing more from a domain.
+* Optional: ``aux_loss(name, data) -> fn``, the domain's auxiliary losses on the denoised
+  estimate (``loss.aux=NAME``): ``fn(x0_hat, x0, cond) -> (B,)`` on data, built for the data
+  config ``data`` (a sample rate). :class:`LazyDomain` reads them from ``aux_losses``.
+* Optional on the network: ``prior_scale(cond) -> (B, *event)``, a data-dependent Gaussian
+  prior (:class:`~omnidiff.core.model.DiffusionModel`); optional on the data module:
+  ``model_settings(model_cfg) -> dict``, model options that follow from the data (a prior's
+  calibration), filled in where the model config leaves them null.
 * Optional on the data module: ``channel_axis`` (default 0), where the channels are in
   ``event_shape`` (a clip ``(T, C, H, W)``: 1), for the autoencoder of latent diffusion.
 * Optional on the data module: ``duration(x) -> float`` (seconds of a batch of samples, for
@@ -63,6 +70,7 @@ import torch
 from torch import nn
 
 from omnidiff.core.conditions import as_cond_spec
+from omnidiff.errors import ConfigError
 
 __all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs",
            "takes_data_module", "takes_keyword", "lazy_exports"]
@@ -181,6 +189,9 @@ class LazyDomain:
     # optional: the metric `omnidiff compare` and sweeps plot and mark, or names to try in
     # order (the first that a run reports); without it, the first metric
     main_metric: str | tuple[str, ...] | None = None
+    # optional: auxiliary losses on the denoised estimate, name -> "module:factory" with
+    # factory(data_cfg) -> fn(x0_hat, x0, cond) -> (B,) (``loss.aux=NAME``)
+    aux_losses: dict[str, str] = {}
     data_factory: str = ""
     network_factory: str = ""
     artifact_writer: str = ""
@@ -190,10 +201,15 @@ class LazyDomain:
         """The object a spec attribute (``data_factory``, ...) names. A relative spec is
         resolved against the package of the class that set it, so a subclass defined
         elsewhere keeps its parent's parts."""
+        return _resolve(getattr(self, attr), self._package_of(attr))
+
+    def _package_of(self, attr: str) -> str:
+        """The package that relative specs of ``attr`` are resolved against: that of the class
+        that set ``attr``."""
         owner = next(c for c in type(self).__mro__ if attr in vars(c))
         module = sys.modules[owner.__module__]
         package = module.__name__ if hasattr(module, "__path__") else module.__package__
-        return _resolve(getattr(self, attr), package or owner.__module__)
+        return package or owner.__module__
 
     def part_for(self, method: str) -> Any:
         """The function behind ``save_artifacts`` or ``metrics``."""
@@ -220,6 +236,16 @@ class LazyDomain:
                 ref_cond: torch.Tensor | None = None, data: Any = None) -> dict[str, float]:
         fn = self._part("metrics_fn")
         return fn(samples, reference, cond=cond, ref_cond=ref_cond, **data_kwargs(fn, data))
+
+    def aux_loss(self, name: str, data: dict[str, Any] | None = None) -> Any:
+        """The auxiliary loss ``name`` of ``aux_losses`` built for the data config ``data``;
+        one line naming the choices for another name."""
+        if name not in self.aux_losses:
+            choices = ", ".join(self.aux_losses) or "none"
+            raise ConfigError(f"loss.aux={name!r} is not an auxiliary loss of the {self.name} "
+                              f"domain; choose from: {choices}")
+        factory = _resolve(self.aux_losses[name], self._package_of("aux_losses"))
+        return factory(dict(data or {}))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

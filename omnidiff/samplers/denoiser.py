@@ -65,9 +65,12 @@ def lincomb(*terms: tuple[float, torch.Tensor]) -> torch.Tensor:
 def parse_clip(spec: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``clip_x0``: None (off), ``c`` (clamp x0_hat to [-c, c]), ``(lo, hi)``, or ``"dynamic"`` /
     ``"dynamic:p"`` (Saharia et al. 2022's dynamic thresholding for data in [-1, 1]: per
-    sample, s = max(1, p-quantile of |x0_hat|), x0_hat -> clamp(x0_hat, -s, s) / s; p = 0.995)."""
+    sample, s = max(1, p-quantile of |x0_hat|), x0_hat -> clamp(x0_hat, -s, s) / s; p = 0.995),
+    or a function ``x0_hat -> clipped x0_hat`` (a model with a prior clips in data space)."""
     if spec is None or spec is False:
         return None
+    if callable(spec):
+        return spec
     if isinstance(spec, str) and spec.split(":")[0] == "dynamic":
         try:
             p = float(spec.split(":", 1)[1]) if ":" in spec else 0.995

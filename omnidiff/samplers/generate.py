@@ -15,6 +15,7 @@ from omnidiff.core.guidance import autoguided, classifier_free, composed, condit
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.steering import guided_by_xt
 from omnidiff.errors import ConditionError, PipelineError
+from omnidiff.samplers.denoiser import parse_clip
 from omnidiff.samplers.imputation import batch_of
 from omnidiff.samplers.sampling import SAMPLERS, sample
 
@@ -199,10 +200,13 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         if classifier is not None:
             guided = guided_by_xt(guided, lambda x, t: classifier.log_prob(x, t, labels),
                                   float(classifier_scale), model.schedule, model.prediction)
-        return sample(guided, x_T, schedule=model.schedule,
-                      prediction=model.prediction, sampler=sampler,
-                      steps=None if steps is None else int(steps), generator=dev_gen,
-                      stats=stats, known=kn, mask=m, init=x_init, **options)
+        scale = _prior_scale(model, raw)  # (b, *event): a data-dependent prior, or None
+        kn, x_init, opts = _in_prior_space(scale, kn, x_init, options)
+        z = sample(guided, x_T, schedule=model.schedule,
+                   prediction=model.prediction, sampler=sampler,
+                   steps=None if steps is None else int(steps), generator=dev_gen,
+                   stats=stats, known=kn, mask=m, init=x_init, **opts)
+        return z if scale is None else z * scale.to(z.dtype)  # (b, *event) data
 
     was_training = model.training
     model.eval()
@@ -214,6 +218,30 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     if stats is not None:
         stats.update(_mean_counts(counts))
     return torch.cat(out), cond
+
+
+def _prior_scale(model: Any, cond: Any) -> torch.Tensor | None:
+    """The model's data-dependent prior scale for ``cond`` (None: a standard normal prior)."""
+    fn = getattr(model, "prior_scale", None)
+    return None if fn is None else fn(cond)
+
+
+def _in_prior_space(scale: torch.Tensor | None, known: Any, init: Any,
+                    options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Control given in data space, for a model that diffuses ``z = x / scale``: known values
+    and an initial sample divided by the scale, ``clip_x0`` and ``guide`` applied to
+    ``scale * z0_hat`` (the data the sampler's estimate stands for)."""
+    if scale is None:
+        return known, init, options
+    opts = dict(options)
+    clip = parse_clip(opts.get("clip_x0"))
+    if clip is not None:
+        opts["clip_x0"] = lambda z0: clip(z0 * scale.to(z0.dtype)) / scale.to(z0.dtype)
+    guide = opts.get("guide")
+    if callable(guide):
+        opts["guide"] = lambda z0: guide(z0 * scale.to(z0.dtype))
+    div = lambda v: None if v is None else v / scale.to(v.dtype)  # noqa: E731
+    return div(known), div(init), opts
 
 
 def _check_control(known: Any, mask: Any, init: Any, decode: Any, guide_model: Any,

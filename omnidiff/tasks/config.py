@@ -337,6 +337,9 @@ def model_spec(cfg: DictConfig, data_module: Any) -> ModelSpec:
     model, cond = to_plain(cfg.model), cond_spec_of(data_module)
     if model.get("name") == "diffusers":  # a diffusers class, completed from the data
         model = training_block(model, data_module.event_shape, cond, to_plain(cfg.schedule))
+    settings = getattr(data_module, "model_settings", None)  # what follows from the data
+    if settings is not None:
+        model |= {k: v for k, v in settings(model).items() if model.get(k) is None}
     return ModelSpec(str(cfg.domain), model, to_plain(cfg.schedule),
                      data_module.event_shape, cond,
                      prediction=str(cfg.loss.get("prediction", "eps")),

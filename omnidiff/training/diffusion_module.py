@@ -85,6 +85,7 @@ class DiffusionModule(WeightsOnlyCheckpoints, LightningModule):
         self.domain = spec.build_domain(None if ae is None else self.autoencoder)
         self.model = spec.build(self.domain)
         self.schedule = self.model.schedule
+        self._aux = aux_loss_of(self.domain, loss.get("aux"), spec.data)
 
     @property
     def cond_spec(self) -> CondSpec:
@@ -104,10 +105,18 @@ class DiffusionModule(WeightsOnlyCheckpoints, LightningModule):
 
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
               ) -> torch.Tensor:
-        loss, _ = diffusion_loss(self.model, batch["x"], schedule=self.schedule,
-                                 cond=self._batch_cond(batch), generator=generator,
-                                 **self.hparams.loss)
+        x, cond = batch["x"], self._batch_cond(batch)  # x: (B, *event) data
+        loss, _ = diffusion_loss(self.model, self.model.to_prior(x, cond),
+                                 schedule=self.schedule, cond=cond, generator=generator,
+                                 **{**self.hparams.loss, "aux": self._aux_on(x)})
         return loss
+
+    def _aux_on(self, x: torch.Tensor) -> Any:
+        """The domain's auxiliary loss (``loss.aux``) as ``diffusion_loss`` calls it, on data:
+        the estimate of the diffused variable is taken back through the prior first."""
+        if self._aux is None:
+            return None
+        return lambda z_hat, z0, cond: self._aux(self.model.from_prior(z_hat, cond), x, cond)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if not self._batch_checked:  # the first batch, with the domain contract's wording
@@ -143,6 +152,17 @@ def _loss_of(spec: ModelSpec, loss: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"loss.{key}={loss[key]!r} contradicts the model's {key} "
                               f"({getattr(spec, key)!r}); set one value for both")
     return {**loss, "prediction": spec.prediction, "sigma_data": spec.sigma_data}
+
+
+def aux_loss_of(domain: Any, name: Any, data: dict[str, Any] | None) -> Any:
+    """The domain's auxiliary loss named ``name`` (``loss.aux``; None: none), a function
+    ``(x0_hat, x0, cond) -> (B,)`` on data; one line when the domain has no such loss."""
+    if not name:
+        return None
+    if getattr(domain, "aux_loss", None) is None:
+        raise ConfigError(f"loss.aux={name!r}: the {getattr(domain, 'name', '?')} domain has "
+                          "no auxiliary losses; drop loss.aux")
+    return domain.aux_loss(str(name), dict(data or {}))
 
 
 def _autoencoder(autoencoder: Any) -> Any:

@@ -145,9 +145,11 @@ class DistillModule(DiffusionModule):
         idx = idx.to(noise.device)
         dev = self.device
         pick = lambda v: v[idx].to(dev)  # noqa: E731
-        loss, _ = diffusion_loss(self.model, pick(x0), schedule=self.schedule,
-                                 cond=None if cond is None else index_cond(cond, idx).to(dev),
-                                 noise=pick(noise), generator=generator, **self.hparams.loss)
+        c = None if cond is None else index_cond(cond, idx).to(dev)
+        loss, _ = diffusion_loss(self.model, self.model.to_prior(pick(x0), c),
+                                 schedule=self.schedule, cond=c,
+                                 noise=pick(noise), generator=generator,
+                                 **{**self.hparams.loss, "aux": None})
         return loss
 
     # ---- DiffusionModule's hooks --------------------------------------------------------------
@@ -156,7 +158,8 @@ class DistillModule(DiffusionModule):
         x = batch["x"]  # (B, *event)
         if self.method == "reflow":
             return self._reflow_loss(x.shape[0], generator)
-        return self._consistency_loss(x, self._batch_cond(batch), generator)
+        cond = self._batch_cond(batch)
+        return self._consistency_loss(self.model.to_prior(x, cond), cond, generator)
 
     def export_payload(self, *, ema: bool = False, global_step: int = 0) -> dict[str, Any]:
         """The student's ``model.pt``: a DiffusionModule's, plus its parametrisation and
