@@ -32,7 +32,6 @@ import json
 import time
 
 import torch
-
 from _timing import alternate
 
 STEP_CONFIGS = {
@@ -181,6 +180,51 @@ def vocoder(args: argparse.Namespace) -> None:
         _vocoder_rows(pipe, data, y, data.spectrogram(y), args.seed, runs)
 
 
+# the levers of the tones vocoder, each trained for the same wall-clock time (name: overrides)
+LEVERS = {
+    "diffwave": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
+                 "model.cycle=6", "model.prior=none", "loss.aux=null"],
+    "diffwave+prior": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
+                       "model.cycle=6", "model.prior=energy", "loss.aux=null"],
+    "diffwave+stft": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
+                      "model.cycle=6", "model.prior=none", "loss.aux=stft"],
+    "diffwave+prior+stft": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
+                            "model.cycle=6", "model.prior=energy", "loss.aux=stft"],
+    "spectral": ["model.arch=spectral", "model.layers=8", "model.channels=256",
+                 "model.prior=none", "loss.aux=null"],
+    "spectral+prior": ["model.arch=spectral", "model.layers=8", "model.channels=256",
+                       "model.prior=energy", "loss.aux=null"],
+}
+
+
+def levers(args: argparse.Namespace) -> None:
+    """Each lever of ``LEVERS`` (or ``--only``) trained by ``recipe=audio_vocoder`` for
+    ``--minutes`` of wall-clock time, then its re-syntheses of the same held-out tones."""
+    import tempfile
+    from pathlib import Path
+
+    import omnidiff
+    from omnidiff.tasks.config import compose
+    from omnidiff.tasks.train import train
+
+    names = args.only.split(",") if args.only else list(LEVERS)
+    work = Path(tempfile.mkdtemp(prefix="omnidiff-levers-"))
+    stamp = f"00:00:{args.minutes:02d}:00"
+    for name in names:
+        run = train(compose("audio_vocoder", [
+            f"out={work / name}", *LEVERS[name], "trainer.max_steps=1000000",
+            f"+trainer.max_time={stamp}", "trainer.enable_progress_bar=false",
+            f"threads={torch.get_num_threads()}", "eval.n_samples=8", "eval.n_ref=8"]))
+        steps = json.loads((run / "metrics.json").read_text())["global_step"]
+        pipe = omnidiff.load(run / "model.pt", device="cpu")
+        data = pipe.data(setup=True)
+        x, mel = pipe.reference(args.n, seed=args.seed)
+        print(f"\n{name}: {steps} steps in {args.minutes} minutes "
+              f"({' '.join(LEVERS[name])})")
+        _vocoder_rows(pipe, data, x, mel, args.seed,
+                      [("dpmpp_2m", 6, None), ("dpmpp_2m", 20, None), ("ddpm", 20, None)])
+
+
 # equal steps: tones at 16 kHz with the reference's spectrogram (hop 256, n_fft 1024, 80 mels)
 EQUAL_DATA = ["data.sample_rate=16000", "data.clip_seconds=0.5", "data.mel.n_fft=1024",
               "data.mel.hop_length=256", "data.mel.n_mels=80"]
@@ -315,6 +359,11 @@ def main() -> None:
     s = sub.add_parser("steps", help="step time against the reference diffwave model")
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--repeats", type=int, default=8)
+    lv = sub.add_parser("levers", help="the vocoder's levers at equal wall-clock time")
+    lv.add_argument("--minutes", type=int, default=10)
+    lv.add_argument("--only", default="", help="comma-separated names of LEVERS")
+    lv.add_argument("--n", type=int, default=32)
+    lv.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("equal", help="equal steps against the reference's training loop")
     e.add_argument("--steps", type=int, default=1500)
     e.add_argument("--batch", type=int, default=8)
@@ -338,7 +387,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    {"steps": steps, "vocoder": vocoder, "tones": tones, "equal": equal}[args.part](args)
+    {"steps": steps, "vocoder": vocoder, "tones": tones, "equal": equal,
+     "levers": levers}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 Registered under the entry-point group ``omnidiff.domains`` as
 ``audio = "omnidiff_domains.audio:AudioDomain"``. Submodules, one concept each:
-:mod:`.diffwave` (the network), :mod:`.mel` (the one spectrogram definition + Griffin-Lim),
+:mod:`.diffwave` (a network), :mod:`.mel` (the one spectrogram definition + Griffin-Lim),
 :mod:`.tones` (the generated dataset), :mod:`.files` (soundfile I/O), :mod:`.data`
-(``AudioData``: tones or a folder), :mod:`.pitch`, :mod:`.metrics`, :mod:`.artifacts`, :mod:`.prior` (PriorGrad's
-energy prior), :mod:`.aux_losses` (``loss.aux=stft``); Hydra
+(``AudioData``: tones or a folder), :mod:`.pitch`, :mod:`.metrics`,
+:mod:`.artifacts`, :mod:`.prior` (PriorGrad's energy prior), :mod:`.aux_losses`
+(``loss.aux=stft``), :mod:`.spectral` (``model.arch=spectral``), :mod:`.networks`; Hydra
 defaults in ``conf/domain/audio.yaml``.
 
 Heavy imports (Lightning, torchaudio, matplotlib) happen on first use.
@@ -21,8 +22,10 @@ __all__ = ["AudioDomain", "AudioData", "DiffWave"]
 class AudioDomain(LazyDomain):
     """Mono waveforms, event ``(1, samples)`` with values in [-1, 1].
 
-    Network: :class:`~omnidiff_domains.audio.diffwave.DiffWave` (keys: layers, channels,
-    cycle, compile; ``hop`` comes from the data's spectrogram settings). Conditions
+    Networks (``model.arch``): :class:`~omnidiff_domains.audio.diffwave.DiffWave` (keys:
+    layers, channels, cycle, compile; ``hop`` comes from the data's spectrogram settings) or,
+    for a vocoder, :class:`~omnidiff_domains.audio.spectral.SpectralNet`; either may take the
+    energy prior (``model.prior=energy``, :mod:`.prior`). Auxiliary loss: ``loss.aux=stft``. Conditions
     (``data.cond``): label, none, mel (a vocoder), label+mel. Artifacts: WAVs, a log-mel PNG
     grid, ``.pt``, ``.npy``. Metrics: see :mod:`omnidiff_domains.audio.metrics`.
     """

@@ -303,10 +303,14 @@ class AudioData(pl.LightningDataModule):
         return mask_along((1, length), 1, torch.nonzero(~hidden).flatten().tolist())
 
     def model_settings(self, model: dict[str, Any]) -> dict[str, Any]:
-        """Model options that follow from the data: an energy prior's gain (fitted on up to
-        256 training clips) and the log-mel's range (``model.prior=energy``)."""
-        if model.get("prior", "none") == "none" or not self.uses_mel:
+        """Model options that follow from the data, for a vocoder: the spectrogram's settings
+        and sample rate (``model.mel``), and with ``model.prior=energy`` the prior's gain
+        (fitted on up to 256 training clips) and the log-mel's range."""
+        if not self.uses_mel:
             return {}  # the network says what is wrong with a prior without a spectrogram
+        mel = {"mel": {"sample_rate": self.sample_rate, **self.mel.s.to_dict()}}
+        if model.get("prior", "none") == "none":
+            return mel
         train = self._load()["train"]
         g = torch.Generator().manual_seed(SPLIT_SEED)
         idx = torch.randperm(len(train), generator=g)[:256].tolist()
@@ -315,7 +319,7 @@ class AudioData(pl.LightningDataModule):
         range_db = -self.mel.s.min_db
         floor = float(model.get("prior_floor") or 0.01)
         gain = fit_gain(x, self.spectrogram(x), self.hop_length, range_db, floor)
-        return {"prior_gain": gain, "prior_range_db": range_db}
+        return {**mel, "prior_gain": gain, "prior_range_db": range_db}
 
     def duration(self, x: torch.Tensor) -> float:
         """Seconds of audio in a batch ``(n, 1, T)`` (for the real-time factor)."""

@@ -50,7 +50,9 @@ from omnidiff.nn import (
     sequence_field,
 )
 
+from .mel import MelProjection
 from .prior import EnergyPrior
+from .vocoder_hooks import VocoderHooks
 
 __all__ = ["DiffWave", "MelUpsampler", "build_diffwave", "mel_field", "upsample_strides"]
 
@@ -170,7 +172,7 @@ def _check_spec(spec: CondSpec) -> None:
                              f"(n_mels, frames); got {s.describe()}")
 
 
-class DiffWave(nn.Module):
+class DiffWave(VocoderHooks, nn.Module):
     """DiffWave over waveforms ``(B, 1, samples)`` (or any ``in_channels`` signals in time:
     the latents of an audio autoencoder).
 
@@ -194,6 +196,9 @@ class DiffWave(nn.Module):
             spectrogram's frame energy, :mod:`.prior`; a spectrogram condition only), with
             ``prior_gain`` (fitted on the training data), ``prior_range_db`` (the log-mel's
             range, ``-data.mel.min_db``) and ``prior_floor`` (the least scale).
+        project: iterations of the mel-consistency projection of every sample (0: none;
+            a spectrogram condition only) with ``mel``, the data's sample rate and spectrogram
+            settings (filled in from the data), :class:`.mel.MelProjection`.
     """
 
     def __init__(self, cond: Any = None, hop: int | None = None, layers: int = 30,
@@ -202,7 +207,7 @@ class DiffWave(nn.Module):
                  text_pooled: bool = True, text_cross: int = 0, text_rate: int = 50,
                  text_bag: bool = False, text_bag_gain: float = 1.0, prior: str = "none",
                  prior_gain: float | None = None, prior_range_db: float | None = None,
-                 prior_floor: float = 0.01):
+                 prior_floor: float = 0.01, project: int = 0, mel: dict | None = None):
         super().__init__()
         self.cond_spec = spec = as_cond_spec(cond)
         _check_spec(spec)
@@ -210,6 +215,7 @@ class DiffWave(nn.Module):
         self.has_mel = mel_spec is not None
         self.prior = EnergyPrior.of(prior, hop if self.has_mel else None, prior_gain,
                                     prior_range_db, prior_floor)
+        self.projection = MelProjection.of(project, mel) if self.has_mel else None
         if layers < 1 or channels < 1 or cycle < 1:
             raise ValueError(f"model.layers, model.channels and model.cycle must be >= 1; got "
                              f"{layers}, {channels}, {cycle}")
@@ -259,13 +265,6 @@ class DiffWave(nn.Module):
     def encode_cond(self, cond: Any) -> Any:
         """``cond`` with its prompt encoded (once per sampling run)."""
         return cond if self.text is None else self.text.encode_cond(cond)
-
-    def prior_scale(self, cond: Any) -> torch.Tensor | None:
-        """The prior's standard deviation ``(B, 1, F * hop)`` of a spectrogram condition
-        (``prior=energy``, PriorGrad), or None: noise N(0, I)."""
-        if self.prior is None or cond is None:
-            return None
-        return self.prior(cond if self.mel_key is None else cond[self.mel_key])
 
     @property
     def receptive_field(self) -> int:
@@ -334,7 +333,8 @@ def build_diffwave(event_shape: tuple[int, ...], cond: Any = None, *, compile: b
                          f"{tuple(event_shape)}")
     known = {"hop", "layers", "channels", "cycle", "text_width", "text_layers", "text_heads",
              "text_pooled", "text_cross", "text_rate", "text_bag",
-             "text_bag_gain", "prior", "prior_gain", "prior_range_db", "prior_floor"}
+             "text_bag_gain", "prior", "prior_gain", "prior_range_db", "prior_floor",
+             "project", "mel"}
     unknown = set(cfg) - known
     if unknown:
         raise TypeError(f"unknown audio model option(s) {sorted(unknown)}; known: "

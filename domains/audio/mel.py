@@ -14,6 +14,9 @@ on. Frame ``i`` is centred on sample ``i * hop``; a clip of ``frames * hop`` sam
 
 :meth:`MelSpec.griffin_lim` inverts a spectrogram without a network (torchaudio's
 ``InverseMelScale`` then ``GriffinLim``): the baseline a vocoder must beat.
+:meth:`MelSpec.project` makes a vocoder's waveform consistent with the spectrogram it was
+given, keeping its phase; :class:`MelProjection` is that step as a network option
+(``model.project``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MelSpec", "MelSettings"]
+__all__ = ["MelSpec", "MelSettings", "MelProjection"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,31 @@ class MelSpec:
         """(..., samples) -> normalised log-mel (..., n_mels, samples // hop), float32."""
         return self.normalise(self.magnitude(wav))
 
+    def project(self, wav: torch.Tensor, norm: torch.Tensor, n_iter: int = 1) -> torch.Tensor:
+        """Waveforms ``(B, 1, F * hop)`` made consistent with the normalised log-mel ``norm:
+        (B, M, F)`` they were made from, keeping their phase: each iteration rescales every
+        STFT bin by the gain its mel bands ask for (target over current mel magnitude, spread
+        back to the bins through the filterbank) and inverts the STFT (one Griffin-Lim
+        projection started from the waveform's own phase, as GLA-Grad, Liu et al. 2024,
+        projects a diffusion vocoder's estimate)."""
+        s, frames = self.s, norm.shape[-1]
+        fb = self._transform(wav.device).mel_scale.fb.to(wav.device)  # (K, M)
+        win = torch.hann_window(s.win_length or s.n_fft, device=wav.device)
+        want = self.denormalise(norm.to(wav.device))  # (B, M, F)
+        x = wav[:, 0].float()  # (B, T)
+        for _ in range(int(n_iter)):
+            spec = torch.stft(x, s.n_fft, self.hop, s.win_length, window=win, center=True,
+                              pad_mode="reflect", return_complex=True)  # (B, K, F + 1)
+            have = torch.einsum("bkf,km->bmf", spec.abs(), fb)[..., :frames]  # (B, M, F)
+            gain = want / have.clamp_min(1e-5)  # (B, M, F)
+            gain = torch.cat([gain, gain[..., -1:]], dim=-1)  # (B, M, F + 1)
+            cover = fb.sum(1)[:, None]  # (K, 1): bins outside [f_min, f_max] are left alone
+            per_bin = torch.where(cover > 0, torch.einsum("km,bmf->bkf", fb, gain)
+                                  / cover.clamp_min(1e-8), torch.ones_like(gain[:, :1]))
+            x = torch.istft(spec * per_bin, s.n_fft, self.hop, s.win_length, window=win,
+                            center=True, length=x.shape[-1])  # (B, T)
+        return x.unsqueeze(1).clamp(-1.0, 1.0).to(wav.dtype)  # (B, 1, T)
+
     def griffin_lim(self, norm: torch.Tensor, n_iter: int = 64) -> torch.Tensor:
         """Normalised log-mel ``(B, M, F)`` -> waveforms ``(B, 1, F * hop)`` by least-squares
         mel inversion and Griffin-Lim phase reconstruction (torchaudio), no network."""
@@ -130,3 +158,28 @@ class MelSpec:
         spec = inv(mag.cpu()).clamp_min(0.0)  # (B, n_fft // 2 + 1, F + 1)
         wav = gl(spec)[..., :frames * self.hop]
         return wav.unsqueeze(1).clamp(-1.0, 1.0)  # (B, 1, F * hop)
+
+
+class MelProjection:
+    """A vocoder network's last step (``model.project`` iterations of :meth:`MelSpec.project`,
+    ``model.mel``: the data's sample rate and spectrogram settings). ``of(...)`` is None for
+    ``project=0``."""
+
+    def __init__(self, n_iter: int, mel: dict[str, Any]):
+        cfg = dict(mel)
+        self.n_iter, self.spec = n_iter, MelSpec(int(cfg.pop("sample_rate")), cfg)
+
+    @classmethod
+    def of(cls, n_iter: Any, mel: Any) -> "MelProjection | None":
+        if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0:
+            raise ValueError(f"model.project must be an integer >= 0 (iterations), got "
+                             f"{n_iter!r}")
+        if n_iter == 0:
+            return None
+        if not mel or "sample_rate" not in mel:
+            raise ValueError("model.project needs model.mel, the data's sample rate and "
+                             "spectrogram settings (filled in from the data when training)")
+        return cls(n_iter, mel)
+
+    def __call__(self, wav: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        return self.spec.project(wav, mel, self.n_iter)

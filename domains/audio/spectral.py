@@ -21,13 +21,14 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from omnidiff.core.conditions import NoCond, TensorCond, as_cond_spec
 from omnidiff.nn import Conditioning, adaln_zero, gate, modulate, null_where
 
+from .mel import MelProjection
 from .prior import EnergyPrior
+from .vocoder_hooks import VocoderHooks
 
 __all__ = ["SpectralNet", "build_spectral"]
 
@@ -51,7 +52,7 @@ class _Block(nn.Module):
         return h + gate(g, y).transpose(1, 2)  # (B, C, F)
 
 
-class SpectralNet(nn.Module):
+class SpectralNet(VocoderHooks, nn.Module):
     """A waveform denoiser computed on STFT frames (module docstring).
 
     Args:
@@ -60,11 +61,14 @@ class SpectralNet(nn.Module):
         layers: ConvNeXt blocks over frames.
         channels: their width.
         prior, prior_gain, prior_range_db, prior_floor: the energy prior (:mod:`.prior`).
+        project, mel: the mel-consistency projection of every sample
+            (:class:`.mel.MelProjection`).
     """
 
     def __init__(self, cond: Any, hop: int | None, layers: int = 8, channels: int = 256,
                  prior: str = "none", prior_gain: float | None = None,
-                 prior_range_db: float | None = None, prior_floor: float = 0.01):
+                 prior_range_db: float | None = None, prior_floor: float = 0.01,
+                 project: int = 0, mel: dict | None = None):
         super().__init__()
         spec = as_cond_spec(cond)
         if not (isinstance(spec, TensorCond) and len(spec.shape) == 2 and spec.shape[1] is None):
@@ -90,10 +94,7 @@ class SpectralNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.prior = EnergyPrior.of(prior, self.hop, prior_gain, prior_range_db, prior_floor)
-
-    def prior_scale(self, cond: Any) -> torch.Tensor | None:
-        """The energy prior's scale ``(B, 1, F * hop)``, or None (``prior=none``)."""
-        return None if self.prior is None or cond is None else self.prior(cond)
+        self.projection = MelProjection.of(project, mel)
 
     def _stft(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) -> (B, 2K, F + 1): real and imaginary parts, unit-scaled."""
@@ -134,7 +135,7 @@ def build_spectral(event_shape: tuple[int, ...], cond: Any = None, *, compile: b
         raise ValueError(f"model.arch=spectral takes mono waveforms (1, samples); got "
                          f"{tuple(event_shape)}")
     known = {"hop", "layers", "channels", "prior", "prior_gain", "prior_range_db",
-             "prior_floor"}
+             "prior_floor", "project", "mel"}
     net = SpectralNet(cond, **{k: v for k, v in cfg.items() if k in known})
     if compile:
         net.compile()

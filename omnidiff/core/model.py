@@ -29,7 +29,8 @@ class DiffusionModel(nn.Module):
     ``z = x / scale`` (:meth:`to_prior`), whose noise is still N(0, I), so every sampler,
     grid and guidance works unchanged; samples come back as ``x = scale * z``
     (:meth:`from_prior`). The scale is read from the condition as given, also where guidance
-    drops it.
+    drops it. A network may also declare ``finish(x, cond) -> x``, a last step on the samples in
+    data space (:meth:`finish`; generation applies it, except to imputations).
 
     ``forward(x_t, t, cond=None, drop=None)`` returns the network's prediction (of type
     ``prediction``) for ``x_t: (B, *event)`` at times ``t: (B,)``. The input is scaled by
@@ -89,6 +90,13 @@ class DiffusionModel(nn.Module):
         :meth:`to_prior`)."""
         scale = self.prior_scale(cond)
         return z if scale is None else (z * scale.to(z.device)).to(z.dtype)
+
+    def finish(self, x: torch.Tensor, cond: Any) -> torch.Tensor:
+        """Samples ``x: (B, *event)`` in data space after the network's optional last step
+        ``finish(x, cond)`` (a vocoder's mel-consistency projection); ``x`` itself without
+        one or without a condition."""
+        fn = getattr(self.net, "finish", None)
+        return x if fn is None or cond is None else fn(x, cond).to(x.dtype)
 
     @property
     def net_dtype(self) -> torch.dtype | None:

@@ -206,7 +206,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                    prediction=model.prediction, sampler=sampler,
                    steps=None if steps is None else int(steps), generator=dev_gen,
                    stats=stats, known=kn, mask=m, init=x_init, **opts)
-        return z if scale is None else z * scale.to(z.dtype)  # (b, *event) data
+        x = z if scale is None else z * scale.to(z.dtype)  # (b, *event) data
+        return x if kn is not None else _finish(model, x, raw)
 
     was_training = model.training
     model.eval()
@@ -224,6 +225,13 @@ def _prior_scale(model: Any, cond: Any) -> torch.Tensor | None:
     """The model's data-dependent prior scale for ``cond`` (None: a standard normal prior)."""
     fn = getattr(model, "prior_scale", None)
     return None if fn is None else fn(cond)
+
+
+def _finish(model: Any, x: torch.Tensor, cond: Any) -> torch.Tensor:
+    """Samples after the model's optional last step in data space (:meth:`DiffusionModel.
+    finish`)."""
+    fn = getattr(model, "finish", None)
+    return x if fn is None else fn(x, cond)
 
 
 def _in_prior_space(scale: torch.Tensor | None, known: Any, init: Any,
