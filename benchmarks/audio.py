@@ -1,8 +1,9 @@
-"""Audio benchmarks: our DiffWave against the reference implementation, and samplers per NFE.
+"""Audio benchmarks: the vocoder against Griffin-Lim and the reference DiffWave, its levers,
+and samplers per NFE.
 
-Three parts (each prints a table; numbers, not pass/fail):
+Five parts (each prints a table; numbers, not pass/fail):
 
-* ``steps`` — our network's training step (forward + backward + Adam) and sampling step
+* ``steps`` — our DiffWave's training step (forward + backward + Adam) and sampling step
   (a forward without gradients) against the reference model of the released ``diffwave``
   package (LMNT's), same layers, channels, dilation cycle, 80 mel bins and hop 256 (the only
   hop the reference's upsampler has). One process, alternating ours / theirs each repeat;
@@ -10,7 +11,18 @@ Three parts (each prints a table; numbers, not pass/fail):
 * ``vocoder CKPT`` — a trained vocoder (``recipe=audio_vocoder``) re-synthesising held-out
   clips per sampler and NFE, DiffWave's 6-step fast schedule (``sampler=ddpm grid=diffwave``)
   among them, beside torchaudio's Griffin-Lim from the same spectrograms: log-mel distance
-  (dB), multi-resolution STFT distance, their ratios to Griffin-Lim's, real-time factor.
+  (dB), multi-resolution STFT distance, their ratios to Griffin-Lim's, the fraction of clips
+  whose pitch is kept, the level over the original's, real-time factor; then the same on
+  tones off the training grid (any pitch, another harmonic mix, other envelopes).
+* ``levers`` — ``recipe=audio_vocoder`` with each lever of :data:`LEVERS` (network, energy
+  prior, auxiliary STFT loss) trained for the same wall-clock time, then its re-syntheses.
+* ``equal`` — omnidiff's DiffWave (the recipe's loop: energy prior, v-loss, AdamW) against
+  the reference package's model and its own training step (``DiffWaveLearner.train_step``:
+  L1 on the noise, its 50-step schedule, Adam at 2e-4), same layers / channels / cycle, the
+  same tones (16 kHz, hop 256, 80 mels: the reference's upsampler), batch and number of steps;
+  each re-synthesises the same held-out tones with its own samplers (the reference's
+  ``diffwave.inference.predict``, fast and full), and ``--spectral`` adds the spectral network.
+  Seconds per step from each loop (ours: Lightning's, with its periodic validation).
 * ``tones CKPT`` — a class-conditional (``audio_tones``) or unconditional
   (``audio_unconditional``) tones model per sampler, NFE and guidance: pitch accuracy or
   the pitch histogram (coverage, rarest / commonest share), real-time factor.
@@ -19,10 +31,12 @@ Usage::
 
     python benchmarks/audio.py steps [--threads 2 --repeats 10]
     python benchmarks/audio.py vocoder runs/audio_vocoder/<stamp>/model.pt [--n 64]
+    python benchmarks/audio.py levers [--minutes 10 --only spectral+prior]
+    python benchmarks/audio.py equal [--steps 1000 --spectral --plain]
     python benchmarks/audio.py tones runs/audio_tones/<stamp>/model.pt [--n 240]
 
-``steps`` needs the ``bench`` extra (``pip install omnidiff[bench]``: the ``diffwave``
-package).
+``steps`` and ``equal`` need the ``bench`` extra (``pip install omnidiff[bench]``: the
+``diffwave`` package).
 """
 
 from __future__ import annotations
@@ -117,13 +131,15 @@ def steps(args: argparse.Namespace) -> None:
 def _off_grid(data, n: int, seed: int) -> torch.Tensor:
     """Tones the vocoder never saw: pitches anywhere between C4 and B4 (not on the training
     semitones), harmonics at 1/k or 1/k^3 (not the training data's random mix), set decays
-    and levels (:func:`~omnidiff_domains.audio.tones.described_tones`). (n, 1, clip)."""
+    and levels (:func:`~omnidiff_domains.audio.tones.described_tones`), whole clips (not
+    training crops: a short tone's pitch is measured better over its whole length).
+    (n, 1, clip_samples)."""
     from omnidiff_domains.audio.tones import described_tones
 
     g = torch.Generator().manual_seed(seed)
     pitch = torch.rand(n, generator=g, dtype=torch.float64) * 11.0
     flags = [torch.randint(0, 2, (n,), generator=g) for _ in range(3)]
-    length = data.event_shape[-1]
+    length = data.clip_samples
     return described_tones(pitch, *flags, sample_rate=data.sample_rate, samples=length,
                            generator=g, detune_cents=0.0)
 
@@ -176,7 +192,7 @@ def vocoder(args: argparse.Namespace) -> None:
     if data.name == "tones":
         y = _off_grid(data, args.n, args.seed)
         print(f"\n{args.n} tones off the training grid: any pitch C4..B4, harmonics at 1/k "
-              "or 1/k^3, set decays and levels")
+              f"or 1/k^3, set decays and levels, {y.shape[-1]} samples each")
         _vocoder_rows(pipe, data, y, data.spectrogram(y), args.seed, runs)
 
 
@@ -268,19 +284,25 @@ def equal(args: argparse.Namespace) -> None:
     layers, ch, cycle = args.layers, args.channels, args.cycle
     common = [*EQUAL_DATA, f"data.crop_frames={args.frames}", f"data.batch_size={args.batch}",
               f"model.layers={layers}", f"model.channels={ch}", f"model.cycle={cycle}",
+              f"threads={torch.get_num_threads()}",
               f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
               "eval.n_samples=8", "eval.n_ref=8", "trainer.check_val_every_n_epoch=1000"]
     work = Path(tempfile.mkdtemp(prefix="omnidiff-equal-"))
     rows, times = {}, {}
-    runs = {"omnidiff": args.ours.split() if args.ours else [],
-            **({"omnidiff (plain)": ["model.prior=none", "loss.aux=null"]} if args.plain else {})}
+    same = ["model.arch=diffwave", "model.project=0", "model.prior=energy"]  # ours, no help
+    runs = {"omnidiff": [*same, *args.ours.split()],
+            **({"omnidiff (plain)": [*same, "model.prior=none"]} if args.plain else {}),
+            **({"omnidiff spectral": ["model.arch=spectral", "model.layers=8",
+                                      "model.channels=256", "model.project=0"]}
+               if args.spectral else {})}
     for name, extra in runs.items():
-        run = train(compose("audio_vocoder", [f"out={work / name.split()[-1]}", *common,
-                                              *extra]))
+        run = train(compose("audio_vocoder", [f"out={work / name.replace(' ', '_')}",
+                                              *common, *extra]))
         summary = json.loads((run / "metrics.json").read_text())
         times[name] = summary["train_seconds"] / args.steps
         rows[name] = omnidiff.load(run / "model.pt", device="cpu")
     data = rows["omnidiff"].data(setup=True)
+    torch.manual_seed(args.seed)  # the reference's own noise and times
     ref = _reference_learner(layers, ch, cycle, str(work / "diffwave"))
     t0, step = time.perf_counter(), 0
     while step < args.steps:
@@ -365,7 +387,7 @@ def main() -> None:
     lv.add_argument("--n", type=int, default=32)
     lv.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("equal", help="equal steps against the reference's training loop")
-    e.add_argument("--steps", type=int, default=1500)
+    e.add_argument("--steps", type=int, default=1000)
     e.add_argument("--batch", type=int, default=8)
     e.add_argument("--frames", type=int, default=8, help="training crops, frames of 256")
     e.add_argument("--layers", type=int, default=12)
@@ -374,8 +396,10 @@ def main() -> None:
     e.add_argument("--n", type=int, default=32, help="held-out tones re-synthesised")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--ours", default="", help="overrides of omnidiff's run (quoted)")
-    e.add_argument("--plain", action="store_true",
-                   help="also omnidiff without the prior and auxiliary loss")
+    e.add_argument("--plain", action="store_true", help="also omnidiff's DiffWave without "
+                   "the energy prior")
+    e.add_argument("--spectral", action="store_true", help="also the spectral network (the "
+                   "recipe's, without its projection) at the same steps")
     for name, n in (("vocoder", 64), ("tones", 240)):
         q = sub.add_parser(name)
         q.add_argument("checkpoint")

@@ -82,21 +82,25 @@ def test_tones_recipe_samples_labels_from_the_cli(tmp_path, capsys):
 
 
 def test_a_short_vocoder_training_run_learns(tmp_path):
-    """Loss falls and the re-syntheses move toward their spectrograms and level: a 4-layer
-    vocoder on 0.05 s clips, 400 steps (following each clip's own pitch takes far longer:
-    the recipe and benchmarks/audio.py measure that)."""
+    """Loss falls and the re-syntheses move toward their spectrograms and level: the recipe's
+    spectral network with its energy prior, 2 blocks of 64, 800 steps on 0.05 s clips, sampled
+    without the projection (the network's own output), then with it (following each clip's
+    own pitch takes longer: the recipe and benchmarks/audio.py measure that)."""
     from omnidiff.tasks.config import compose
     from omnidiff.tasks.train import train
+    from omnidiff_domains.audio.mel import MelProjection
 
     cfg = compose("audio_vocoder", [
-        f"out={tmp_path / 'run'}", "trainer.max_steps=400", "trainer.enable_progress_bar=false",
+        f"out={tmp_path / 'run'}", "trainer.max_steps=800", "trainer.enable_progress_bar=false",
         "threads=1", "data.train_size=256", "data.val_size=16", "data.batch_size=16",
-        "data.clip_seconds=0.05", "eval.n_samples=16", "eval.n_ref=16", "model.layers=4",
-        "model.channels=16", "model.cycle=3", "optim.lr=3e-3", "optim.ema_decay=null", "trainer.log_every_n_steps=1"])
+        "data.clip_seconds=0.05", "eval.n_samples=16", "eval.n_ref=16", "model.layers=2",
+        "model.channels=64", "model.project=0", "optim.ema_decay=null",
+        "trainer.log_every_n_steps=1"])
     run = train(cfg)
     summary = json.loads((run / "metrics.json").read_text())
-    assert summary["loss_last"] < 0.6 * summary["loss_first"]
+    assert summary["loss_last"] < 0.7 * summary["loss_first"]
     pipe = omnidiff.load(run / "model.pt", device="cpu")
+    assert pipe.model.net.prior is not None and pipe.model.net.projection is None
     x, mel = pipe.reference(16)
     y = pipe.generate(cond=mel, steps=10, seed=0)
     trained = pipe.metrics(y, n_ref=16)
@@ -104,3 +108,7 @@ def test_a_short_vocoder_training_run_learns(tmp_path):
     assert trained["logmel_db"] < 0.5 * silent["logmel_db"]
     assert trained["mrstft"] < 0.5 * silent["mrstft"]
     assert 0.5 < float(y.pow(2).mean().sqrt() / x.pow(2).mean().sqrt()) < 2.0  # the right level
+    pipe.model.net.projection = MelProjection.of(3, pipe.spec.model["mel"])
+    projected = pipe.metrics(pipe.generate(cond=mel, steps=10, seed=0), n_ref=16)
+    assert projected["logmel_db"] < 0.5 * trained["logmel_db"]
+    assert projected["mrstft"] < trained["mrstft"]
