@@ -197,25 +197,28 @@ def vocoder(args: argparse.Namespace) -> None:
 
 
 # the levers of the tones vocoder, each trained for the same wall-clock time (name: overrides)
+_DW = ["model.arch=diffwave", "model.layers=12", "model.channels=32", "model.cycle=6"]
+_SP = ["model.arch=spectral", "model.layers=8", "model.channels=256"]
 LEVERS = {
-    "diffwave": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
-                 "model.cycle=6", "model.prior=none", "loss.aux=null"],
-    "diffwave+prior": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
-                       "model.cycle=6", "model.prior=energy", "loss.aux=null"],
-    "diffwave+stft": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
-                      "model.cycle=6", "model.prior=none", "loss.aux=stft"],
-    "diffwave+prior+stft": ["model.arch=diffwave", "model.layers=12", "model.channels=32",
-                            "model.cycle=6", "model.prior=energy", "loss.aux=stft"],
-    "spectral": ["model.arch=spectral", "model.layers=8", "model.channels=256",
-                 "model.prior=none", "loss.aux=null"],
-    "spectral+prior": ["model.arch=spectral", "model.layers=8", "model.channels=256",
-                       "model.prior=energy", "loss.aux=null"],
+    "diffwave": [*_DW, "model.prior=none", "loss.aux=null", "optim.lr=1e-3"],
+    "diffwave+prior": [*_DW, "model.prior=energy", "loss.aux=null", "optim.lr=1e-3"],
+    "diffwave+stft": [*_DW, "model.prior=none", "loss.aux=stft", "optim.lr=1e-3"],
+    "diffwave+prior+stft": [*_DW, "model.prior=energy", "loss.aux=stft", "optim.lr=1e-3"],
+    "spectral": [*_SP, "model.prior=none", "loss.aux=null", "optim.lr=1e-3"],
+    "spectral+prior": [*_SP, "model.prior=energy", "loss.aux=null", "optim.lr=1e-3"],
+    "spectral+prior+stft": [*_SP, "model.prior=energy", "loss.aux=stft", "loss.aux_weight=0.1",
+                            "optim.lr=1e-3"],
+    "spectral+prior lr 2e-3": [*_SP, "model.prior=energy", "loss.aux=null", "optim.lr=2e-3"],
 }
+# the recipe's levers table was measured on the semitone data of that time
+LEVER_DATA = ["data.detune_cents=10", "model.project=0"]
 
 
 def levers(args: argparse.Namespace) -> None:
     """Each lever of ``LEVERS`` (or ``--only``) trained by ``recipe=audio_vocoder`` for
-    ``--minutes`` of wall-clock time, then its re-syntheses of the same held-out tones."""
+    ``--minutes`` of wall-clock time on the semitone data, then its re-syntheses of the same
+    held-out tones without the projection (``model.project`` acts at sampling only: patch it
+    into a model to see it)."""
     import tempfile
     from pathlib import Path
 
@@ -228,7 +231,8 @@ def levers(args: argparse.Namespace) -> None:
     stamp = f"00:00:{args.minutes:02d}:00"
     for name in names:
         run = train(compose("audio_vocoder", [
-            f"out={work / name}", *LEVERS[name], "trainer.max_steps=1000000",
+            f"out={work / name.replace(' ', '_')}", *LEVER_DATA, *LEVERS[name],
+            "trainer.max_steps=1000000",
             f"+trainer.max_time={stamp}", "trainer.enable_progress_bar=false",
             f"threads={torch.get_num_threads()}", "eval.n_samples=8", "eval.n_ref=8"]))
         steps = json.loads((run / "metrics.json").read_text())["global_step"]

@@ -25,9 +25,10 @@ class AudioDomain(LazyDomain):
     Networks (``model.arch``): :class:`~omnidiff_domains.audio.diffwave.DiffWave` (keys:
     layers, channels, cycle, compile; ``hop`` comes from the data's spectrogram settings) or,
     for a vocoder, :class:`~omnidiff_domains.audio.spectral.SpectralNet`; either may take the
-    energy prior (``model.prior=energy``, :mod:`.prior`). Auxiliary loss: ``loss.aux=stft``. Conditions
-    (``data.cond``): label, none, mel (a vocoder), label+mel. Artifacts: WAVs, a log-mel PNG
-    grid, ``.pt``, ``.npy``. Metrics: see :mod:`omnidiff_domains.audio.metrics`.
+    energy prior (``model.prior=energy``, :mod:`.prior`) and the mel-consistency projection
+    (``model.project``). Auxiliary loss: ``loss.aux=stft``. Conditions (``data.cond``):
+    label, none, mel (a vocoder), label+mel. Artifacts: WAVs, a log-mel PNG grid, ``.pt``,
+    ``.npy``. Metrics: see :mod:`omnidiff_domains.audio.metrics`.
     """
 
     name = "audio"
