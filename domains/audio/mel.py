@@ -126,6 +126,7 @@ class MelSpec:
         fb = self._transform(wav.device).mel_scale.fb.to(wav.device)  # (K, M)
         win = torch.hann_window(s.win_length or s.n_fft, device=wav.device)
         want = self.denormalise(norm.to(wav.device))  # (B, M, F)
+        cover = fb.sum(1)[:, None]  # (K, 1): bins outside [f_min, f_max] are left alone
         x = wav[:, 0].float()  # (B, T)
         for _ in range(int(n_iter)):
             spec = torch.stft(x, s.n_fft, self.hop, s.win_length, window=win, center=True,
@@ -133,7 +134,6 @@ class MelSpec:
             have = torch.einsum("bkf,km->bmf", spec.abs(), fb)[..., :frames]  # (B, M, F)
             gain = want / have.clamp_min(1e-5)  # (B, M, F)
             gain = torch.cat([gain, gain[..., -1:]], dim=-1)  # (B, M, F + 1)
-            cover = fb.sum(1)[:, None]  # (K, 1): bins outside [f_min, f_max] are left alone
             per_bin = torch.where(cover > 0, torch.einsum("km,bmf->bkf", fb, gain)
                                   / cover.clamp_min(1e-8), torch.ones_like(gain[:, :1]))
             x = torch.istft(spec * per_bin, s.n_fft, self.hop, s.win_length, window=win,

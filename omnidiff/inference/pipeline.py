@@ -520,7 +520,8 @@ class Pipeline:
         if dequantize:
             raise PipelineError("dequantize= applies to discrete data, and this model "
                                 "diffuses its data divided by a prior scale; drop it")
-        return self.model.to_prior(x, cond), scale.log().flatten(1).sum(1)  # (b, *event), (b,)
+        scale = scale.to(x.device)  # (b, *event)
+        return (x / scale).to(x.dtype), scale.log().flatten(1).sum(1)  # (b, *event), (b,)
 
     def _checked_cond(self, cond: Any, n: int) -> Any:
         return check_cond(self.cond_spec, self._texts_in(cond)[0], n)[0]

@@ -200,14 +200,14 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         if classifier is not None:
             guided = guided_by_xt(guided, lambda x, t: classifier.log_prob(x, t, labels),
                                   float(classifier_scale), model.schedule, model.prediction)
-        scale = _prior_scale(model, raw)  # (b, *event): a data-dependent prior, or None
+        scale = model.prior_scale(raw)  # (b, *event): a data-dependent prior, or None
         kn, x_init, opts = _in_prior_space(scale, kn, x_init, options)
         z = sample(guided, x_T, schedule=model.schedule,
                    prediction=model.prediction, sampler=sampler,
                    steps=None if steps is None else int(steps), generator=dev_gen,
                    stats=stats, known=kn, mask=m, init=x_init, **opts)
         x = z if scale is None else z * scale.to(z.dtype)  # (b, *event) data
-        return x if kn is not None else _finish(model, x, raw)
+        return x if kn is not None else model.finish(x, raw)
 
     was_training = model.training
     model.eval()
@@ -219,19 +219,6 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     if stats is not None:
         stats.update(_mean_counts(counts))
     return torch.cat(out), cond
-
-
-def _prior_scale(model: Any, cond: Any) -> torch.Tensor | None:
-    """The model's data-dependent prior scale for ``cond`` (None: a standard normal prior)."""
-    fn = getattr(model, "prior_scale", None)
-    return None if fn is None else fn(cond)
-
-
-def _finish(model: Any, x: torch.Tensor, cond: Any) -> torch.Tensor:
-    """Samples after the model's optional last step in data space (:meth:`DiffusionModel.
-    finish`)."""
-    fn = getattr(model, "finish", None)
-    return x if fn is None else fn(x, cond)
 
 
 def _in_prior_space(scale: torch.Tensor | None, known: Any, init: Any,
