@@ -4,6 +4,7 @@
     omnidiff train -m recipe=NAME a=1,2 b=x,y      a sweep: one run per job, a summary
     omnidiff compare PATH... [out= metric=]        one table + figure over runs and sweeps
     omnidiff distill teacher=PATH [method=cd|ct|reflow ...]   a few-step student of a model
+    omnidiff prepare recipe=NAME out=DIR            the recipe's training data as shards
     omnidiff sample checkpoint=PATH [n= sampler= steps= guidance= seed= out= cond= ...]
     omnidiff calibrate checkpoint=PATH [sampler= steps= guidance= ...]   fit a few-step grid
     omnidiff likelihood checkpoint=PATH data=FILE.npy|reference [n= divergence= solver= ...]
@@ -45,6 +46,11 @@ commands:
                          recorded and the sweep goes on; resume=auto continues a stopped sweep
                          (finished jobs skipped); summary.csv / .md / .png at the end
         e.g. omnidiff train -m recipe=points2d optim.lr=1e-3,3e-3 loss=v,eps
+  prepare recipe=NAME out=DIR [data.KEY=V ... overwrite=false]
+                                      write the recipe's training data as shards (LitData's
+                                      format; pip install 'omnidiff[scale]'); then train
+                                      from them, or from a copy on object storage:
+                                      omnidiff train recipe=NAME data.stream=DIR|s3://...
   distill teacher=PATH [method=cd|ct|reflow recipe=NAME key=value ...]
                                       a few-step student of a trained model: consistency
                                       distillation (cd), consistency training (ct; no
@@ -104,7 +110,7 @@ commands:
 # ---- commands ------------------------------------------------------------------------------
 
 # command -> the module of omnidiff.cli that runs it (cmd_<command>)
-COMMANDS = {"train": "train", "distill": "train", "sample": "sample", "compare": "tools",
+COMMANDS = {"train": "train", "distill": "train", "prepare": "train", "sample": "sample", "compare": "tools",
             "calibrate": "sample", "likelihood": "sample", "export": "sample", "check": "tools",
             "domains": "tools", "recipes": "tools", "demo": "tools"}
 

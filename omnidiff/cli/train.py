@@ -12,6 +12,7 @@ from typing import Any
 from omnidiff.errors import UsageError
 from omnidiff.tasks.config import compose, validate
 from omnidiff.tasks.distill import distill_config
+from omnidiff.tasks.prepare import prepare
 from omnidiff.tasks.sweeps import (
     DDP_ENV,
     MULTIRUN_FLAGS,
@@ -32,7 +33,7 @@ from omnidiff.tasks.sweeps import (
 )
 from omnidiff.tasks.train import train
 
-__all__ = ["cmd_train", "cmd_distill", "train_sweep"]
+__all__ = ["cmd_train", "cmd_distill", "cmd_prepare", "train_sweep"]
 
 
 def train_sweep(args: list[str]) -> int:
@@ -123,6 +124,21 @@ def cmd_distill(args: list[str]) -> int:
     few-step student (:mod:`omnidiff.training.distill_module`), trained like any run."""
     cfg = _compose_run(args, distill_config, "teacher=runs/points2d/RUN/model.pt method=cd")
     return 0 if cfg is None else _train_and_report(cfg)
+
+
+def cmd_prepare(args: list[str]) -> int:
+    """``omnidiff prepare recipe=NAME out=DIR [data.KEY=V ...]``: the recipe's training data
+    as shards for ``data.stream=DIR`` (:mod:`omnidiff.tasks.prepare`)."""
+    cfg = _compose_run(args, lambda a: compose(overrides=a), "recipe=image_digits out=shards")
+    if cfg is None:
+        return 0
+    out, info = prepare(cfg)
+    size = info["bytes"] / 2**20
+    print(f"shards: {out}  ({info['samples']} samples of {cfg.domain} {info['event_shape']}, "
+          f"{info['blocks']} blocks of {info['block']}, {size:.1f} MiB, {info['seconds']} s)")
+    recipe = f"recipe={cfg.recipe} " if cfg.get("recipe") else f"domain={cfg.domain} "
+    print(f"train from them: omnidiff train {recipe}data.stream={out}")
+    return 0
 
 
 def _report_run(run_dir: Path) -> None:

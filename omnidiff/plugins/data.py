@@ -155,9 +155,11 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, EpochSampler) or self.batch_size is None:
-            raise TypeError("ResumableLoader needs sampler=EpochSampler(...) and a batch_size; "
-                            "build it with omnidiff.plugins.data.train_loader")
+        if not isinstance(self.sampler, EpochSampler):
+            raise TypeError("ResumableLoader needs sampler=EpochSampler(...); build it with "
+                            "omnidiff.plugins.data.train_loader")
+        # sampler indices per batch (1 where each index fetches a whole batch: shards)
+        self._per = self.batch_size or 1
         self._iter: Any = None
 
     def __iter__(self):
@@ -172,8 +174,8 @@ class ResumableLoader(DataLoader):
         yielded = self._iter._num_yielded if self._iter is not None else 0
         if yielded == 0 and self.sampler.pending is not None:  # loaded, not yet iterated
             epoch, skip = self.sampler.pending
-            return {"epoch": epoch, "batches": skip // self.batch_size}
-        done = (self.sampler.start // self.batch_size if yielded else 0) + yielded
+            return {"epoch": epoch, "batches": skip // self._per}
+        done = (self.sampler.start // self._per if yielded else 0) + yielded
         return {"epoch": int(self.sampler.epoch), "batches": int(done)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -181,7 +183,7 @@ class ResumableLoader(DataLoader):
         if batches >= len(self):  # saved after an epoch's last batch: the next one is due
             epoch, batches = epoch + 1, 0
         self.sampler.set_epoch(epoch)
-        self.sampler.skip(batches * self.batch_size, epoch)
+        self.sampler.skip(batches * self._per, epoch)
         self._iter = None
 
 

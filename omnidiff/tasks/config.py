@@ -38,12 +38,14 @@ from omnidiff.methods.latent.autoencoder import AE_KEYS, check_ae_options
 from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.configs import domain_config_problem, package_dir, searchpath_root
 from omnidiff.plugins.registry import available, describe, get_domain
+from omnidiff.plugins.shards import need_litdata
 from omnidiff.samplers import SAMPLERS, check_sampler_options
 from omnidiff.samplers.denoiser import parse_clip
 from omnidiff.training import tensorboard
 from omnidiff.training.optim import OPTIM_KEYS, optimizer_args
 
 __all__ = ["ConfigError", "RecipeInfo", "compose", "check_machine", "list_recipes",
+           "STREAM_KEYS", "domain_data",
            "domain_config_problem", "domain_searchpaths",
            "group_options", "to_plain", "validate"]
 
@@ -330,6 +332,16 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+# data keys of every domain that say where the training data streams from, not what it is
+# (conf/config.yaml): they never reach a domain's data module
+STREAM_KEYS = ("stream", "stream_window")
+
+
+def domain_data(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.data`` as the domain's data module takes it: plain, without :data:`STREAM_KEYS`."""
+    return {k: v for k, v in to_plain(cfg.data).items() if k not in STREAM_KEYS}
+
+
 def model_spec(cfg: DictConfig, data_module: Any) -> ModelSpec:
     """The identity of the model a config trains on its prepared data module: the config's
     domain, ``model``, ``schedule``, ``loss.prediction`` / ``loss.sigma_data`` and ``data``,
@@ -343,7 +355,7 @@ def model_spec(cfg: DictConfig, data_module: Any) -> ModelSpec:
     return ModelSpec(str(cfg.domain), model, to_plain(cfg.schedule),
                      data_module.event_shape, cond,
                      prediction=str(cfg.loss.get("prediction", "eps")),
-                     sigma_data=float(cfg.loss.get("sigma_data", 1.0)), data=to_plain(cfg.data))
+                     sigma_data=float(cfg.loss.get("sigma_data", 1.0)), data=domain_data(cfg))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -375,6 +387,29 @@ def validate(cfg: DictConfig) -> None:
     _check_eps_conditioning(get_schedule(**to_plain(cfg.schedule)), str(cfg.loss.prediction))
     _check_run_options(cfg)
     _check_logger(cfg)
+    _check_stream(cfg)
+
+
+def _check_stream(cfg: DictConfig) -> None:
+    """``data.stream``: litdata installed and a shard folder there (URLs are read later);
+    not with ``autoencoder=`` (shards hold data, a latent model trains on codes)."""
+    source = cfg.data.get("stream")
+    if source in (None, ""):
+        return
+    window = cfg.data.get("stream_window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise ConfigError(f"data.stream_window={window!r}: give a number of samples >= 1 "
+                          "(or null: 16 batches)")
+    if cfg.get("autoencoder"):
+        raise ConfigError("data.stream does not go with autoencoder= yet: a latent model "
+                          "trains on codes, the shards hold data; drop one of them")
+    need_litdata()
+    source = str(source)
+    if "://" not in source and not Path(source, "meta", "index.json").is_file():
+        what = "does not exist" if not Path(source).exists() else "holds no shards"
+        raise ConfigError(f"data.stream={source} {what}; write shards with `omnidiff prepare "
+                          "recipe=NAME out=DIR` and pass that DIR")
 
 
 def _check_logger(cfg: DictConfig) -> None:

@@ -46,8 +46,10 @@ from omnidiff.methods.latent.autoencoder import load_autoencoder, read_autoencod
 from omnidiff.model_file import read_checkpoint, write_inference
 from omnidiff.model_spec import build_domain
 from omnidiff.plots import plot_loss_from_csv
+from omnidiff.core.conditions import cond_spec_of
 from omnidiff.plugins.data import prepare_data_module
-from omnidiff.tasks.config import check_machine, model_spec, to_plain, validate
+from omnidiff.plugins.shards import Shards, check_shards, stream_training_data
+from omnidiff.tasks.config import check_machine, domain_data, model_spec, to_plain, validate
 from omnidiff.tasks.distill import build_distill, teacher_payload
 from omnidiff.training.autoencoder_module import AutoencoderModule, ReconstructionCallback
 from omnidiff.training.classifier_module import (
@@ -170,12 +172,17 @@ def _prepared_data(cfg: Any, domain: Any) -> Any:
     """The domain's data module for ``cfg.data``, prepared (its event shape and condition
     known) after the run's threads and seed are set."""
     with blamed_on(ConfigError, "data"):
-        dm = domain.build_data(**to_plain(cfg.data))
+        dm = domain.build_data(**domain_data(cfg))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with blamed_on(DataError, "data"):
         prepare_data_module(dm)
+    if cfg.data.get("stream"):  # train from shards; held-out data and facts stay the module's
+        shards = Shards(str(cfg.data.stream))
+        check_shards(shards, str(cfg.domain), dm.event_shape, cond_spec_of(dm))
+        stream_training_data(dm, shards, seed=int(getattr(dm, "seed", cfg.seed)),
+                             window=cfg.data.get("stream_window"))
     return dm
 
 
@@ -196,12 +203,12 @@ def build_module(cfg: Any) -> tuple[Any, Any]:
                                     num_classes=class_count(dm.cond_spec),
                                     schedule=to_plain(cfg.schedule),
                                     classifier=to_plain(cfg.get("classifier") or {}),
-                                    optim=to_plain(cfg.optim), data_cfg=to_plain(cfg.data),
+                                    optim=to_plain(cfg.optim), data_cfg=domain_data(cfg),
                                     classes=getattr(dm, "classes", None))
     if stage == "autoencoder":
         ae_cfg = {"channel_axis": int(getattr(dm, "channel_axis", 0)), **to_plain(cfg.ae)}
         return dm, AutoencoderModule(str(cfg.domain), ae_cfg, event_shape=dm.event_shape,
-                                     optim=to_plain(cfg.optim), data_cfg=to_plain(cfg.data))
+                                     optim=to_plain(cfg.optim), data_cfg=domain_data(cfg))
     spec = model_spec(cfg, dm)
     _no_guidance_without_condition(cfg, spec.cond)
     return dm, DiffusionModule(spec, loss=to_plain(cfg.loss), optim=to_plain(cfg.optim),
