@@ -75,6 +75,8 @@ from omnidiff.training.run_folder import (
     check_compatible,
     check_reuse,
     clear_run,
+    launched_rank,
+    launched_world,
     finished_step,
     remove_stale_temporaries,
     resume_target,
@@ -316,10 +318,14 @@ def train(cfg: Any) -> Path:
 
     validate(cfg)
     check_machine(cfg)
+    several = launched_world() > 1 or int(cfg.trainer.get("num_nodes") or 1) > 1
+    if several and not cfg.get("out") and not os.environ.get(RUN_DIR_ENV):
+        raise ConfigError("a run on several nodes or launched by torchrun / srun needs out=DIR, "
+                          "one folder that every node sees (a shared file system)")
     dm, module = build_module(cfg)
     run_dir, ckpt = resume_target(cfg)
     run_dir = run_dir.absolute()
-    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    rank0 = launched_rank() == 0
     resume_step = None
     if ckpt is not None:
         obj = _read_resumable(ckpt, cfg, module)

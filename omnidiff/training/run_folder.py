@@ -29,6 +29,7 @@ from omnidiff.io import read_json
 from omnidiff.model_spec import ModelSpec
 
 __all__ = ["RunFolderError", "RUN_ENTRIES", "LOCK_NAME", "run_dir_for", "latest_run",
+           "launched_rank", "launched_world",
            "resume_target", "holds_run", "check_reuse", "clear_run", "RunLock",
            "check_compatible", "finished_step", "remove_stale_temporaries"]
 
@@ -41,8 +42,29 @@ RUN_ENTRIES = ("config.yaml", "model.pt", "metrics.json", "loss.png", "checkpoin
 _RUN_MARKS = ("config.yaml", "model.pt", "metrics.json", "checkpoints")
 
 
+def launched_rank() -> int:
+    """This process's global rank as its launcher set it, before any process group exists:
+    ``RANK`` (torchrun, and Lightning's launcher in the processes it starts), ``SLURM_PROCID``
+    (srun), else ``NODE_RANK`` and ``LOCAL_RANK`` (a command started on each node by hand,
+    whose processes Lightning's launcher then starts): 0 in the process that owns the run
+    folder."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    node, local = os.environ.get("NODE_RANK", "0"), os.environ.get("LOCAL_RANK", "0")
+    return 0 if node == local == "0" else 1 + int(node or 0) + int(local or 0)
+
+
+def launched_world() -> int:
+    """How many processes the launcher started for this run (1 without a launcher)."""
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 1
+
+
 def _rank0() -> bool:
-    return os.environ.get("LOCAL_RANK", "0") == "0" or not os.environ.get(RUN_DIR_ENV)
+    return launched_rank() == 0 or not os.environ.get(RUN_DIR_ENV)
 
 
 # ---- finding the folder -------------------------------------------------------------------
