@@ -12,12 +12,14 @@ from typing import Any
 from omnidiff.errors import UsageError
 from omnidiff.tasks.config import compose, validate
 from omnidiff.tasks.distill import distill_config
+from omnidiff.tasks.launchers import launch_options, run_local, submit_slurm
 from omnidiff.tasks.prepare import prepare
 from omnidiff.tasks.sweeps import (
     DDP_ENV,
     MULTIRUN_FLAGS,
     SWEEPS_DIR,
     Job,
+    SweepLog,
     config_choices,
     continuing,
     ddp_worker_job,
@@ -37,7 +39,8 @@ __all__ = ["cmd_train", "cmd_distill", "cmd_prepare", "train_sweep"]
 
 
 def train_sweep(args: list[str]) -> int:
-    """``omnidiff train -m ...``: compose and check every job, then run them in turn."""
+    """``omnidiff train -m ...``: compose and check every job, then run them with the sweep's
+    launcher (:mod:`omnidiff.tasks.launchers`)."""
     sweep = parse_sweep(args, config_choices)
     worker = ddp_worker_job(sweep)
     if worker is not None:  # a process Lightning's DDP launcher started for one job
@@ -57,21 +60,38 @@ def train_sweep(args: list[str]) -> int:
         return cfg
 
     configs = each_job(sweep, checked)
+    opts = launch_options(configs[sweep.jobs[0].name], sweep.keys)
+    at_once = f", {opts.jobs} at a time ({opts.name})" if opts.name != "sequential" else ""
     print(f"omnidiff sweep: {len(sweep.jobs)} job(s) over {', '.join(sweep.keys) or 'nothing'}"
-          f" in {folder}", flush=True)
+          f" in {folder}{at_once}", flush=True)
     again = "omnidiff train -m " + shlex.join(continuing(args, folder))
-
-    def run(job: Job, job_dir: Path) -> None:
-        env = {k: os.environ.get(k) for k in DDP_ENV}
-        try:
-            _report_run(train(configs[job.name]))
-        finally:
-            leave_ddp(env)
 
     def finished(job: Job, job_dir: Path) -> bool:
         return resuming and not sweep.overwrite and train_finished(configs[job.name], job_dir)
 
-    jobs = run_sweep(folder, sweep, "train", run, finished, again)
+    if opts.name == "sequential":
+        def run(job: Job, job_dir: Path) -> None:
+            env = {k: os.environ.get(k) for k in DDP_ENV}
+            try:
+                _report_run(train(configs[job.name]))
+            finally:
+                leave_ddp(env)
+
+        jobs = run_sweep(folder, sweep, "train", run, finished, again)
+        return report(folder, jobs, again)
+
+    def argv_of(job: Job) -> list[str]:
+        return ["train", *job_overrides(sweep, job, folder / job.name, resuming)]
+
+    log = SweepLog(folder, sweep, "train")
+    if opts.name == "local":
+        jobs = run_local(folder, sweep, log, argv_of, finished, opts.jobs, again)
+        return report(folder, jobs, again)
+    jobs = submit_slurm(folder, sweep, log, argv_of, finished, opts, again)
+    if any(j.status == "submitted" for j in jobs):
+        print(f"omnidiff sweep: submitted; follow with squeue, then `omnidiff compare {folder}`"
+              f" (`{again}` submits again what has not finished)")
+        return 0
     return report(folder, jobs, again)
 
 

@@ -38,6 +38,7 @@ from omnidiff.errors import ConditionError, DataError, PluginError
 from omnidiff.plugins.configs import domain_config_problem, searchpath_root
 from omnidiff.plugins.contract import REQUIRED_ATTRS, DomainData, data_kwargs
 from omnidiff.plugins.data import check_batch, prepare_data_module
+from omnidiff.plugins.shards import ShardBatches, Shards, write_shards
 from omnidiff.samplers.generate import generate_samples
 
 __all__ = ["DomainContractError", "check_domain", "domain_defaults"]
@@ -172,6 +173,29 @@ def _check_batch(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any
         return check_batch(batch, event_shape, spec)
     except DataError as exc:
         _fail(domain, str(exc))
+
+
+def _check_shards(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any) -> str:
+    """The training data written as shards (``omnidiff prepare``) and streamed back
+    (``data.stream``): the streamed batch is a training batch of the same kind. Skipped
+    without the optional litdata package."""
+    try:
+        import litdata  # noqa: F401
+    except ImportError:
+        return "skipped (pip install litdata to check)"
+    dataset = dm.train_dataloader().dataset
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            write_shards(dataset, Path(tmp) / "shards", {"domain": domain.name})
+            batches = ShardBatches(Shards(Path(tmp) / "shards"), min(4, len(dataset)))
+            batch = batches[(0, 0)]
+        except DataError as exc:
+            _fail(domain, f"its training dataset cannot be written as shards: {exc}")
+    try:
+        check_batch(batch, event_shape, spec)
+    except DataError as exc:
+        _fail(domain, f"a batch streamed from shards of its training dataset: {exc}")
+    return "ok"
 
 
 def _sample_shape(dm: Any, event_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -367,6 +391,7 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
 
     dm, event_shape, spec = _check_data(domain, data_cfg)
     x, cond = _check_batch(domain, dm, event_shape, spec)
+    shards = _check_shards(domain, dm, event_shape, spec)
     ref_x, ref_c = _check_reference(domain, dm, max(2 * n, 8), event_shape, spec, seed)
     _check_condition_map(domain, dm, ref_x, ref_c, spec)
     net = domain.build_network(event_shape, spec, **model_cfg)
@@ -379,4 +404,4 @@ def check_domain(domain: Any, *, data: Mapping[str, Any] | None = None,
     metrics = _check_metrics(domain, dm, samples, used, ref_x, ref_c)
     return {"name": domain.name, "event_shape": event_shape, "cond": spec.describe(),
             "num_classes": spec.num_classes, "loss": loss, "files": names,
-            "metrics": metrics}
+            "metrics": metrics, "shards": shards}

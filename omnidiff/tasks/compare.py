@@ -80,7 +80,7 @@ def _sweep_entries(folder: Path, manifest: dict[str, Any]) -> list[Entry]:
         path = folder / str(job.get("name"))
         summary = read_json(path / "metrics.json") or {}
         status = str(job.get("status") or "pending")
-        if summary and status in ("pending", "stopped"):
+        if summary and status in ("pending", "stopped", "running", "submitted"):
             status = "done"
         params = dict(o.partition("=")[::2] for o in job.get("overrides", []))
         out.append(Entry(str(job.get("name")), path, params, status, summary, job.get("error"),

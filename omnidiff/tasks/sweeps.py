@@ -43,7 +43,7 @@ from omnidiff.tasks.compare import write_comparison
 from omnidiff.tasks.config import group_options, list_recipes
 from omnidiff.training.run_folder import RUN_DIR_ENV, SWEEP_FILE, RunLock, read_manifest
 
-__all__ = ["Sweep", "Job", "MULTIRUN_FLAGS", "SWEEP_FILE", "parse_sweep", "job_names",
+__all__ = ["Sweep", "Job", "SweepLog", "MULTIRUN_FLAGS", "SWEEP_FILE", "parse_sweep", "job_names",
            "sweep_folder", "read_manifest", "run_sweep", "report"]
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -58,9 +58,12 @@ class Job:
 
     overrides: list[str]
     name: str
-    status: str = "pending"  # pending | done | finished earlier (skipped) | failed | stopped
+    # pending | running | submitted (to SLURM) | done | finished earlier (skipped) | failed
+    # | stopped
+    status: str = "pending"
     seconds: float | None = None
     error: str | None = None
+    slurm_id: str | None = None  # launcher=slurm: its job id, for squeue / sacct
 
 
 @dataclass
@@ -214,6 +217,28 @@ def new_folder(parent: Path, stem: str = "") -> Path:
 
 # ---- running ------------------------------------------------------------------------------
 
+class SweepLog:
+    """The ``sweep.json`` of a sweep being run, rewritten after every change of a job (under
+    the folder's lock), by every launcher (:mod:`omnidiff.tasks.launchers`)."""
+
+    def __init__(self, folder: Path, sweep: Sweep, command: str):
+        self.folder, self.sweep, self.command = folder, sweep, command
+        self.started = datetime.now().isoformat(timespec="seconds")
+
+    def write(self) -> None:
+        _write_manifest(self.folder, self.command, self.sweep, self.started)
+
+    def skip(self, i: int, job: Job, finished: Callable[[Job, Path], bool]) -> bool:
+        """Whether job ``i`` finished earlier (then recorded and announced as skipped)."""
+        if not finished(job, self.folder / job.name):
+            return False
+        job.status = "finished earlier"
+        what = " ".join(job.overrides) or "(no swept option)"
+        print(f"omnidiff sweep: job {i}/{len(self.sweep.jobs)} [{what}] finished earlier: "
+              "skipped", flush=True)
+        return True
+
+
 def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path], None],
               finished: Callable[[Job, Path], bool], again: str) -> list[Job]:
     """Run every job of ``sweep`` in turn: ``run(job, job folder)``, unless
@@ -221,26 +246,23 @@ def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path
     and the sweep goes on; Ctrl-C or SIGTERM (:class:`TrainingPreempted`,
     ``KeyboardInterrupt``) ends the sweep with ``again``, the command that continues it.
     ``sweep.json`` is rewritten after each job, under the folder's lock."""
-    started = datetime.now().isoformat(timespec="seconds")
+    log = SweepLog(folder, sweep, command)
     n = len(sweep.jobs)
     with RunLock(folder):
         for i, job in enumerate(sweep.jobs, 1):
             job_dir = folder / job.name
-            what = " ".join(job.overrides) or "(no swept option)"
-            if finished(job, job_dir):
-                job.status = "finished earlier"
-                print(f"omnidiff sweep: job {i}/{n} [{what}] finished earlier: skipped",
-                      flush=True)
+            if log.skip(i, job, finished):
                 continue
+            what = " ".join(job.overrides) or "(no swept option)"
             print(f"omnidiff sweep: job {i}/{n} [{what}] -> {job_dir}", flush=True)
-            _write_manifest(folder, command, sweep, started)
+            log.write()
             t0 = time.perf_counter()
             try:
                 run(job, job_dir)
                 job.status, job.error = "done", None
             except (TrainingPreempted, KeyboardInterrupt) as exc:
                 job.status = "stopped"
-                _write_manifest(folder, command, sweep, started)
+                log.write()
                 code, what = getattr(exc, "exit_code", 130), getattr(exc, "what", "Ctrl-C")
                 raise TrainingPreempted(f"sweep stopped in job {i}/{n} ({what}); `{again}` "
                                         "continues it", code) from None
@@ -254,8 +276,8 @@ def run_sweep(folder: Path, sweep: Sweep, command: str, run: Callable[[Job, Path
                       f"{job_dir / 'error.log'}); going on", file=sys.stderr, flush=True)
             finally:
                 job.seconds = round(time.perf_counter() - t0, 2)
-            _write_manifest(folder, command, sweep, started)
-        _write_manifest(folder, command, sweep, started)
+            log.write()
+        log.write()
     return sweep.jobs
 
 

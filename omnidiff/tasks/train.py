@@ -40,23 +40,18 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
+from omnidiff.core.conditions import cond_spec_of
 from omnidiff.errors import CheckpointError, ConfigError, DataError, TrainingPreempted, blamed_on
 from omnidiff.io import atomic_write_json, atomic_write_text
 from omnidiff.methods.latent.autoencoder import load_autoencoder, read_autoencoder
 from omnidiff.model_file import read_checkpoint, write_inference
 from omnidiff.model_spec import build_domain
 from omnidiff.plots import plot_loss_from_csv
-from omnidiff.core.conditions import cond_spec_of
 from omnidiff.plugins.data import prepare_data_module
 from omnidiff.plugins.shards import Shards, check_shards, stream_training_data
 from omnidiff.tasks.config import check_machine, domain_data, model_spec, to_plain, validate
 from omnidiff.tasks.distill import build_distill, teacher_payload
 from omnidiff.training.autoencoder_module import AutoencoderModule, ReconstructionCallback
-from omnidiff.training.classifier_module import (
-    ClassifierEvaluation,
-    ClassifierModule,
-    class_count,
-)
 from omnidiff.training.callbacks import (
     EMA,
     Evaluation,
@@ -67,6 +62,11 @@ from omnidiff.training.callbacks import (
     progress_bar,
 )
 from omnidiff.training.checkpoints import AtomicCheckpointIO, InferenceExport, model_checkpoint
+from omnidiff.training.classifier_module import (
+    ClassifierEvaluation,
+    ClassifierModule,
+    class_count,
+)
 from omnidiff.training.csv_log import ResumableCSVLogger
 from omnidiff.training.diffusion_module import DiffusionModule, plain_python
 from omnidiff.training.run_folder import (
@@ -75,9 +75,9 @@ from omnidiff.training.run_folder import (
     check_compatible,
     check_reuse,
     clear_run,
+    finished_step,
     launched_rank,
     launched_world,
-    finished_step,
     remove_stale_temporaries,
     resume_target,
 )
