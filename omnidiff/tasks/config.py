@@ -232,7 +232,7 @@ def _precheck(overrides: list[str]) -> None:
                 get_domain(value)  # raises the plugin's own error if it is broken
                 raise ConfigError(f"domain {value!r} ships no Hydra configs "
                                   "(its config_searchpath is None)")
-        elif key in ("schedule", "trainer", "loss", "sampler", "logger"):
+        elif key in ("schedule", "trainer", "loss", "sampler", "logger", "launcher"):
             opts = group_options(key)
             if opts and value not in opts:
                 hint = ""
