@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 from bisect import bisect_right
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +54,8 @@ FORMAT = "omnidiff-shards/1"
 BLOCK_BYTES = 1 << 20  # a block of samples is about this big (at least one sample)
 MAX_BLOCK = 1024
 MIN_BLOCKS = 64  # small datasets still get this many blocks to shuffle and deal to ranks
+CACHE_BYTES = 256 << 20  # decoded blocks kept in memory per process (a small dataset: all)
+WINDOW_BYTES = 16 << 20  # a window holds at most this much (and at least one batch)
 
 
 def need_litdata(what: str = "data.stream and omnidiff prepare") -> Any:
@@ -184,17 +187,48 @@ class Shards:
                             f"(format {meta.get('format') if isinstance(meta, dict) else '?'},"
                             f" expected {FORMAT}); write it again with `omnidiff prepare`")
         self.meta = meta
-        self._blocks: Any = None
-        self._pid = None
+        self.cache_bytes = CACHE_BYTES
+        self._fresh()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_blocks": None, "_pid": None}
+    def _fresh(self) -> None:
+        self._blocks: Any = None
+        self._pid: int | None = None
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._cached = 0
+
+    def __getstate__(self) -> dict[str, Any]:  # a dataloader worker opens its own reader
+        state = dict(self.__dict__)
+        for key in ("_blocks", "_pid", "_cache", "_cached"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fresh()
 
     def block(self, j: int) -> dict[str, Any]:
+        """Block ``j``: read through LitData (and its local chunk cache for remote data), then
+        kept in memory while the blocks held stay under ``cache_bytes`` (least recently used
+        out first), so a dataset that fits is read once per process."""
+        j = int(j)
+        if j in self._cache:
+            self._cache.move_to_end(j)
+            return self._cache[j]
         if self._blocks is None or self._pid != os.getpid():
             self._blocks = need_litdata().StreamingDataset(_join(self.source, "blocks"))
             self._pid = os.getpid()
-        return self._blocks[int(j)]
+        block = self._blocks[j]
+        size = _nbytes(block)
+        if size <= self.cache_bytes:
+            self._cache[j] = block
+            self._cached += size
+            while self._cached > self.cache_bytes:
+                self._cached -= _nbytes(self._cache.popitem(last=False)[1])
+        return block
+
+    @property
+    def sample_bytes(self) -> float:
+        return float(self.meta["bytes"]) / max(1, int(self.meta["samples"]))
 
     def block_size(self, j: int) -> int:
         """Samples in block ``j`` (all hold ``block`` but the last)."""
@@ -232,7 +266,10 @@ class ShardBatches(Dataset):
         if nb < self.world:
             raise DataError(f"data.stream={shards.source} has {nb} block(s) for {self.world} "
                             "ranks; prepare more data or train on fewer devices")
-        self.window_blocks = max(1, math.ceil(int(window or 16 * self.batch_size) / k))
+        if window is None:  # 16 batches, at most WINDOW_BYTES (but one batch at least)
+            fit = int(WINDOW_BYTES // max(1.0, shards.sample_bytes))
+            window = max(self.batch_size, min(16 * self.batch_size, fit))
+        self.window_blocks = max(1, math.ceil(int(window) / k))
         # the fewest samples a rank can be dealt: floor(nb / R) blocks, the short last among them
         fill = (nb // self.world) * k - (k - shards.block_size(nb - 1))
         self.batches = max(1, fill // self.batch_size)
@@ -256,13 +293,15 @@ class ShardBatches(Dataset):
         return self.batches
 
     def _window(self, epoch: int, w: int) -> dict[str, Any]:
-        """Window ``w`` of this rank's epoch: its blocks, concatenated and shuffled."""
+        """Window ``w`` of this rank's epoch: its blocks' samples in a random order, written
+        once into a new batch (``{"x": (n, *event), ...}``; batches are slices of it)."""
         per = self.window_blocks
-        blocks = self._plan(epoch)[0][w * per: (w + 1) * per]
-        window = cat_conds([self.shards.block(j) for j in blocks])  # {"x": (n, *event), ...}
+        parts = [self.shards.block(j) for j in self._plan(epoch)[0][w * per: (w + 1) * per]]
         g = torch.Generator().manual_seed(
             ((self.seed * 1_000_003 + epoch) * 65_537 + self.rank) * 1_000_033 + w)
-        return index_cond(window, torch.randperm(len(window["x"]), generator=g))
+        sizes = [len(p["x"]) for p in parts]
+        to = torch.randperm(sum(sizes), generator=g).split(sizes)  # where each sample goes
+        return _scatter(parts, list(to))
 
     def _get_window(self, epoch: int, w: int) -> dict[str, Any]:
         key = (epoch, w)
@@ -285,6 +324,18 @@ class ShardBatches(Dataset):
             pieces.append(index_cond(window, slice(pos - start, stop - start)))
             pos = stop
         return pieces[0] if len(pieces) == 1 else cat_conds(pieces)
+
+def _scatter(parts: list[Any], to: list[torch.Tensor]) -> Any:
+    """Batched trees (dicts of tensors) ``parts`` written into one: row ``i`` of part ``k``
+    lands at ``to[k][i]`` (one copy of each sample, as an in-memory batch takes)."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {key: _scatter([p[key] for p in parts], to) for key in first}
+    out = first.new_empty((sum(len(t) for t in to), *first.shape[1:]))
+    for part, rows in zip(parts, to):
+        out.index_copy_(0, rows, part)
+    return out
+
 
 class _EpochBatchSampler(EpochSampler):
     """:class:`EpochSampler` over one rank's batch indices, yielding ``(epoch, b)``."""

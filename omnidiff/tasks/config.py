@@ -400,7 +400,7 @@ def _check_stream(cfg: DictConfig) -> None:
     if window is not None and (isinstance(window, bool) or not isinstance(window, int)
                                or window < 1):
         raise ConfigError(f"data.stream_window={window!r}: give a number of samples >= 1 "
-                          "(or null: 16 batches)")
+                          "(or null: 16 batches, at most 16 MiB)")
     if cfg.get("autoencoder"):
         raise ConfigError("data.stream does not go with autoencoder= yet: a latent model "
                           "trains on codes, the shards hold data; drop one of them")
