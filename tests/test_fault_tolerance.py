@@ -63,6 +63,26 @@ def _check_files_parse(run: Path) -> int:
     return count
 
 
+def kill_after_checkpoint(args: list[str], last: Path, step: int, cwd: Path) -> int:
+    """Run ``omnidiff train ARGS trainer.max_steps=100000`` in a subprocess and SIGKILL it once
+    ``last`` (its last.ckpt) holds a step >= ``step``; returns that checkpoint's step."""
+    proc = subprocess.Popen(_cli() + ["train"] + args + ["trainer.max_steps=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(), cwd=cwd)
+    deadline = time.monotonic() + 150
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if last.is_file() and _step(last) >= step:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"training ended early:\n{proc.stdout.read()[-3000:]}"
+        assert last.is_file() and _step(last) >= step, f"no checkpoint at step >= {step} in time"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    return _step(last)
+
+
 def _csv_rows(run: Path) -> list[dict[str, str]]:
     with open(run / "logs" / "metrics.csv", newline="") as fh:
         return list(csv.DictReader(fh))
@@ -72,21 +92,8 @@ def test_sigkill_then_resume_continues_step_optimizer_and_log(tmp_path, capsys, 
     run = tmp_path / "run"
     args = TINY + [f"out={run}", "checkpoint.every_n_train_steps=10", "eval.every_n_steps=10",
                    "trainer.log_every_n_steps=5"]
-    proc = subprocess.Popen(_cli() + ["train"] + args + ["trainer.max_steps=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(), cwd=tmp_path)
     last = run / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 150
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if last.is_file() and _step(last) >= 30:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"training ended early:\n{proc.stdout.read()[-3000:]}"
-        assert last.is_file() and _step(last) >= 30, "no checkpoint at step >= 30 in time"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+    kill_after_checkpoint(args, last, 30, tmp_path)
 
     # nothing half-written: every file of the killed run parses
     assert _check_files_parse(run) >= 3

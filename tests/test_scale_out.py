@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_fault_tolerance import TINY, _step, kill_after_checkpoint
 
 from omnidiff.cli.commands import main
 from omnidiff.plugins.data import TensorDictDataset
 from omnidiff.plugins.shards import ShardBatches, Shards, stream_loader, write_shards
-
-TINY = ["recipe=points2d", "threads=1", "data.train_size=2048", "data.batch_size=64",
-        "model.width=32", "model.depth=2", "eval.n_samples=64", "eval.n_ref=64",
-        "trainer.enable_progress_bar=false", "optim.warmup=10"]
 
 
 def _env() -> dict[str, str]:
@@ -31,10 +28,6 @@ def _env() -> dict[str, str]:
     for key in ("OMNIDIFF_RUN_DIR", "RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"):
         env.pop(key, None)
     return env
-
-
-def _step(ckpt: Path) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
 def _ids_shards(tmp_path: Path, n: int = 1000, width: int = 8) -> Shards:
@@ -100,22 +93,8 @@ def test_a_streamed_run_resumes_bit_for_bit_after_sigkill(tmp_path, capsys, monk
     run = tmp_path / "run"
     args = TINY + [f"data.stream={shards}", "data.stream_window=256",
                    "checkpoint.every_n_train_steps=10"]
-    proc = subprocess.Popen([sys.executable, "-m", "omnidiff.cli", "train"] + args
-                            + [f"out={run}", "trainer.max_steps=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(), cwd=tmp_path)
-    last = run / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 150
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if last.is_file() and _step(last) >= 20:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-    k = _step(last)
+    k = kill_after_checkpoint(args + [f"out={run}"], run / "checkpoints" / "last.ckpt", 20,
+                              tmp_path)
     target = k + 40  # 32 batches an epoch: the resumed stretch crosses an epoch boundary
     monkeypatch.chdir(tmp_path)
     assert main(["train"] + args + [f"out={run}", f"trainer.max_steps={target}",

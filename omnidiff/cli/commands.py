@@ -44,8 +44,13 @@ commands:
                          schedule=glob(*)): the jobs run one after another, each in its own
                          run folder under out= (default runs/sweeps/<time>); a failed job is
                          recorded and the sweep goes on; resume=auto continues a stopped sweep
-                         (finished jobs skipped); summary.csv / .md / .png at the end
+                         (finished jobs skipped); summary.csv / .md / .png at the end;
+                         launcher=local jobs=N runs N jobs at once as processes,
+                         launcher=slurm submits them through submitit (launcher.partition=,
+                         .gpus_per_node=, .timeout_min=, .mem_gb= ...: conf/launcher/)
         e.g. omnidiff train -m recipe=points2d optim.lr=1e-3,3e-3 loss=v,eps
+             omnidiff train recipe=image_digits data.stream=SHARDS   (see `prepare`)
+             torchrun --nnodes=2 ... -m omnidiff.cli train trainer.num_nodes=2 out=SHARED
   prepare recipe=NAME out=DIR [data.KEY=V ... overwrite=false]
                                       write the recipe's training data as shards (LitData's
                                       format; pip install 'omnidiff[scale]'); then train
