@@ -145,6 +145,8 @@ def test_stream_and_prepare_mistakes_are_one_line(tmp_path, capsys, monkeypatch)
     assert "unknown launcher" in error(["train", "-m"] + TINY + ["seed=0,1", "launcher=pbs"])
     assert "give one value" in error(["train", "-m"] + TINY + ["launcher=sequential,local"])
     assert "jobs=0" in error(["train", "-m"] + TINY + ["seed=0,1", "launcher=local", "jobs=0"])
+    assert "add launcher=local" in error(["train", "-m"] + TINY + ["seed=0,1", "jobs=2"])
+    assert "add -m" in error(["train"] + TINY + ["launcher=slurm"])
 
 
 # ---- two nodes ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 from omnidiff.errors import UsageError
 from omnidiff.tasks.config import compose, validate
 from omnidiff.tasks.distill import distill_config
-from omnidiff.tasks.launchers import launch_options, run_local, submit_slurm
+from omnidiff.tasks.launchers import check_single_run, launch_options, run_local, submit_slurm
 from omnidiff.tasks.prepare import prepare
 from omnidiff.tasks.sweeps import (
     DDP_ENV,
@@ -133,6 +133,7 @@ def cmd_train(args: list[str]) -> int:
                         else ("stage=distill", ""))
         raise UsageError(f"{what} trains a few-step student: run `omnidiff distill "
                          f"teacher=<model.pt>{recipe}` (method=ct needs no teacher)")
+    check_single_run(cfg)
     if not cfg.get("recipe") and not any(a.startswith("domain=") for a in args):
         print("omnidiff: no recipe given; training the default domain "
               f"{cfg.domain!r} (see `omnidiff recipes`)", file=sys.stderr)

@@ -31,8 +31,8 @@ from omnidiff.io import atomic_write_text
 from omnidiff.tasks.sweeps import DDP_ENV, Job, Sweep, SweepLog
 from omnidiff.training.run_folder import RUN_DIR_ENV, RunLock
 
-__all__ = ["LAUNCHERS", "LaunchOptions", "launch_options", "run_local", "submit_slurm",
-           "TrainCommand"]
+__all__ = ["LAUNCHERS", "LaunchOptions", "launch_options", "check_single_run", "run_local",
+           "submit_slurm", "TrainCommand"]
 
 LAUNCHERS = ("sequential", "local", "slurm")
 SLURM_KEYS = ("partition", "account", "qos", "constraint", "nodes", "tasks_per_node",
@@ -70,11 +70,23 @@ def launch_options(cfg: Any, swept: list[str]) -> LaunchOptions:
     jobs = cfg.get("jobs")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs={jobs!r}: give the number of jobs to run at once (>= 1)")
+    if jobs is not None and name == "sequential":
+        raise ConfigError(f"jobs={jobs} runs jobs at once on a launcher: add launcher=local "
+                          "(processes on this machine) or launcher=slurm")
     if name == "slurm":
         need_submitit()
     n = int(jobs) if jobs is not None else (
         _default_jobs(cfg.get("threads")) if name == "local" else 256 if name == "slurm" else 1)
     return LaunchOptions(name, n, {k: block.get(k) for k in SLURM_KEYS})
+
+
+def check_single_run(cfg: Any) -> None:
+    """One line for a launcher or ``jobs=`` given to a single run (they place sweep jobs)."""
+    name = str((cfg.get("launcher") or {}).get("name", "sequential"))
+    if name != "sequential" or cfg.get("jobs") is not None:
+        what = f"launcher={name}" if name != "sequential" else f"jobs={cfg.jobs}"
+        raise UsageError(f"{what} places the jobs of a sweep: add -m (a sweep of one job is "
+                         "fine), or drop it to train here")
 
 
 def need_submitit() -> Any:
