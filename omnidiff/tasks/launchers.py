@@ -99,8 +99,13 @@ def need_submitit() -> Any:
 
 
 def job_command(argv: list[str]) -> list[str]:
-    """The process that runs one job: this Python's ``omnidiff`` command."""
-    return [sys.executable, "-m", "omnidiff.cli", *argv]
+    """The process that runs one job: this Python's ``omnidiff`` command, without the sweep's
+    ``launcher`` and ``jobs=`` (which place jobs; the job is a single run)."""
+    def placing(arg: str) -> bool:
+        key = arg.partition("=")[0].lstrip("+~")
+        return key in ("launcher", "jobs") or key.startswith("launcher.")
+
+    return [sys.executable, "-m", "omnidiff.cli", *(a for a in argv if not placing(a))]
 
 
 def _job_env(slot: int) -> dict[str, str]:
