@@ -60,8 +60,9 @@ def throughput(epochs: int, root: Path) -> None:
         print(f"{recipe:14s} {memory:10.0f} {shards:10.0f} {shards / memory:6.2f}", flush=True)
 
 
-def quality(steps: int | None, root: Path, overrides: list[str]) -> None:
-    for recipe in ("image_digits", "audio_tones"):
+def quality(steps: int | None, root: Path, overrides: list[str],
+            recipes: list[str]) -> None:
+    for recipe in recipes:
         shards = root / f"{recipe}-shards"
         subprocess.run(CLI + ["prepare", f"recipe={recipe}", f"out={shards}"], check=True,
                        capture_output=True)
@@ -114,6 +115,8 @@ def main() -> None:
                         "(default: each recipe's own)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="quality: overrides for both runs (eval.n_samples=120)")
+    parser.add_argument("--recipes", nargs="*", default=["image_digits", "audio_tones"],
+                        help="quality: the recipes to train both ways")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     a = parser.parse_args()
     root = a.out or Path(tempfile.mkdtemp(prefix="omnidiff-scale-"))
@@ -121,7 +124,7 @@ def main() -> None:
     if a.part == "throughput":
         throughput(a.epochs, root)
     elif a.part == "quality":
-        quality(a.steps, root, a.set)
+        quality(a.steps, root, a.set, a.recipes)
     else:
         sweep(root)
 
