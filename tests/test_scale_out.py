@@ -242,6 +242,34 @@ def test_local_launcher_runs_jobs_at_once_with_the_sequential_results(tmp_path, 
     assert (tmp_path / "par" / "summary.md").is_file()
 
 
+def test_a_stopped_local_sweep_records_its_jobs_and_resumes_them(tmp_path, capsys):
+    folder = tmp_path / "sweep"
+    sweep = TINY + ["seed=0,1", "launcher=local", "jobs=2", "checkpoint.every_n_train_steps=5",
+                    f"out={folder}"]
+    proc = subprocess.Popen([sys.executable, "-m", "omnidiff.cli", "train", "-m"] + sweep
+                            + ["trainer.max_steps=100000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env(), cwd=tmp_path)
+    lasts = [folder / f"seed={s}" / "checkpoints" / "last.ckpt" for s in (0, 1)]
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and not all(p.is_file() and _step(p) >= 5 for p in lasts):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # a scheduler stopping the sweep
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "saved and stopped" in out, out[-3000:]
+    jobs = json.loads((folder / "sweep.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["stopped", "stopped"]
+    steps = [_step(p) for p in lasts]
+    target = max(steps) + 10
+    assert main(["train", "-m"] + sweep + [f"trainer.max_steps={target}", "resume=auto"]) == 0
+    jobs = json.loads((folder / "sweep.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["done", "done"]
+    for s, k in zip((0, 1), steps):
+        log = (folder / ".logs" / f"seed={s}.log").read_text()
+        assert f"(step {k})" in log  # continued from its checkpoint
+        assert json.loads((folder / f"seed={s}" / "metrics.json").read_text())[
+            "global_step"] == target
+
+
 def _stand_in_slurm(tmp_path: Path) -> dict[str, str]:
     """``sbatch`` that keeps each script it is given and answers like SLURM; ``srun`` only
     present (submitit looks for it)."""

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from omnidiff.errors import ConfigError, TrainingPreempted, UsageError
 from omnidiff.io import atomic_write_text
 from omnidiff.tasks.sweeps import DDP_ENV, Job, Sweep, SweepLog
@@ -49,8 +51,6 @@ class LaunchOptions:
 
 
 def _default_jobs(threads: Any) -> int:
-    import torch
-
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return gpus or max(1, int(cores or 1) // max(1, int(threads or 1)))
@@ -113,8 +113,6 @@ def _job_env(slot: int) -> dict[str, str]:
     and on a machine with GPUs only its slot's GPU."""
     env = {k: v for k, v in os.environ.items() if k not in (*DDP_ENV, RUN_DIR_ENV, "RANK")}
     env.setdefault("PYTHONUNBUFFERED", "1")
-    import torch
-
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
@@ -157,50 +155,66 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class _Slots:
+    """``jobs`` job processes at most, each in a slot (its GPU on a machine with GPUs)."""
+
+    def __init__(self, folder: Path, log: SweepLog, jobs: int):
+        self.folder, self.log, self.free = folder, log, list(range(jobs))
+        self.running: dict[int, _Running] = {}
+
+    def start(self, i: int, job: Job, argv: list[str]) -> None:
+        slot = self.free.pop(0)
+        path = self.folder / ".logs" / f"{job.name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as out:
+            proc = subprocess.Popen(job_command(argv), stdout=out, stderr=subprocess.STDOUT,
+                                    env=_job_env(slot), start_new_session=True)
+        self.running[slot] = _Running(i, job, proc, time.perf_counter(), path)
+        job.status = "running"
+        print(f"omnidiff sweep: job {i}/{len(self.log.sweep.jobs)} [{' '.join(job.overrides)}]"
+              f" -> {self.folder / job.name} (process {proc.pid}, log {path})", flush=True)
+        self.log.write()
+
+    def reap(self) -> None:
+        """Record the jobs that ended and free their slots."""
+        for slot, run in list(self.running.items()):
+            code = run.proc.poll()
+            if code is not None:
+                _finish(run, code, self.folder / run.job.name)
+                del self.running[slot]
+                self.free.append(slot)
+                self.log.write()
+
+    def stop(self) -> int:
+        """SIGTERM every running job (each saves the step in flight) and wait for them."""
+        for run in self.running.values():
+            run.proc.send_signal(signal.SIGTERM)
+        for run in self.running.values():
+            run.proc.wait()
+            run.job.status = "stopped"
+        self.log.write()
+        return len(self.running)
+
+
 def run_local(folder: Path, sweep: Sweep, log: SweepLog, argv_of: Callable[[Job], list[str]],
               finished: Callable[[Job, Path], bool], jobs: int, again: str) -> list[Job]:
     """Run the sweep's jobs ``jobs`` at a time as ``omnidiff train`` processes. Ctrl-C or
     SIGTERM stops every running job (each saves its checkpoint) and ends with ``again``."""
-    n = len(sweep.jobs)
-    logs = folder / ".logs"
     with RunLock(folder):
         todo = [(i, j) for i, j in enumerate(sweep.jobs, 1) if not log.skip(i, j, finished)]
-        running: dict[int, _Running] = {}
-        free = list(range(jobs))
+        slots = _Slots(folder, log, jobs)
         before = signal.signal(signal.SIGTERM, _raise_on_sigterm)
         try:
-            while todo or running:
-                while todo and free:
-                    slot = free.pop(0)
+            while todo or slots.running:
+                while todo and slots.free:
                     i, job = todo.pop(0)
-                    logs.mkdir(parents=True, exist_ok=True)
-                    path = logs / f"{job.name}.log"
-                    with open(path, "w") as out:
-                        proc = subprocess.Popen(job_command(argv_of(job)), stdout=out,
-                                                stderr=subprocess.STDOUT, env=_job_env(slot),
-                                                start_new_session=True)
-                    running[slot] = _Running(i, job, proc, time.perf_counter(), path)
-                    job.status = "running"
-                    print(f"omnidiff sweep: job {i}/{n} [{' '.join(job.overrides)}] -> "
-                          f"{folder / job.name} (process {proc.pid}, log {path})", flush=True)
-                    log.write()
-                for slot, run in list(running.items()):
-                    code = run.proc.poll()
-                    if code is not None:
-                        _finish(run, code, folder / run.job.name)
-                        del running[slot]
-                        free.append(slot)
-                        log.write()
+                    slots.start(i, job, argv_of(job))
+                slots.reap()
                 time.sleep(0.1)
         except KeyboardInterrupt:
-            for run in running.values():  # each saves the step in flight, then exits
-                run.proc.send_signal(signal.SIGTERM)
-            for run in running.values():
-                run.proc.wait()
-                run.job.status = "stopped"
-            log.write()
-            raise TrainingPreempted(f"sweep stopped ({len(running)} job(s) saved and stopped);"
-                                    f" `{again}` continues it", 130) from None
+            stopped = slots.stop()
+            raise TrainingPreempted(f"sweep stopped ({stopped} job(s) saved and stopped); "
+                                    f"`{again}` continues it", 130) from None
         finally:
             signal.signal(signal.SIGTERM, before)
         log.write()
