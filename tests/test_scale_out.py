@@ -84,6 +84,12 @@ def test_stream_loader_resumes_at_the_exact_batch(tmp_path):
     rest += [b["x"][:, 0] for b in again]
     assert len(first + rest) == len(order)
     assert all(torch.equal(a, b) for a, b in zip(first + rest, order))
+    # a dataloader worker (its own reader and cache) streams the same batches
+    worker = stream_loader(shards, 64, seed=1, num_workers=1)
+    worker.sampler.set_epoch(1)
+    got = [b["x"][:, 0] for b in worker]
+    assert len(got) == len(order) // 2
+    assert all(torch.equal(b, a) for b, a in zip(got, order[len(order) // 2:]))
 
 
 def test_a_streamed_run_resumes_bit_for_bit_after_sigkill(tmp_path, capsys, monkeypatch):
