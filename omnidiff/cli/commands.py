@@ -115,7 +115,8 @@ commands:
 # ---- commands ------------------------------------------------------------------------------
 
 # command -> the module of omnidiff.cli that runs it (cmd_<command>)
-COMMANDS = {"train": "train", "distill": "train", "prepare": "train", "sample": "sample", "compare": "tools",
+COMMANDS = {"train": "train", "distill": "train", "prepare": "train", "sample": "sample",
+            "compare": "tools",
             "calibrate": "sample", "likelihood": "sample", "export": "sample", "check": "tools",
             "domains": "tools", "recipes": "tools", "demo": "tools"}
 
