@@ -34,11 +34,11 @@ from omnidiff.core.conditions import LabelCond, NamedCond, SequenceCond, cond_sp
 from omnidiff.core.losses import diffusion_loss
 from omnidiff.core.model import DiffusionModel
 from omnidiff.core.schedules import get_schedule
-from omnidiff.errors import ConditionError, DataError, PluginError
+from omnidiff.errors import ConditionError, ConfigError, DataError, PluginError
 from omnidiff.plugins.configs import domain_config_problem, searchpath_root
 from omnidiff.plugins.contract import REQUIRED_ATTRS, DomainData, data_kwargs
 from omnidiff.plugins.data import check_batch, prepare_data_module
-from omnidiff.plugins.shards import ShardBatches, Shards, write_shards
+from omnidiff.plugins.shards import ShardBatches, Shards, need_litdata, write_shards
 from omnidiff.samplers.generate import generate_samples
 
 __all__ = ["DomainContractError", "check_domain", "domain_defaults"]
@@ -180,8 +180,8 @@ def _check_shards(domain: Any, dm: Any, event_shape: tuple[int, ...], spec: Any)
     (``data.stream``): the streamed batch is a training batch of the same kind. Skipped
     without the optional litdata package."""
     try:
-        import litdata  # noqa: F401
-    except ImportError:
+        need_litdata()
+    except ConfigError:
         return "skipped (pip install litdata to check)"
     dataset = dm.train_dataloader().dataset
     with tempfile.TemporaryDirectory() as tmp:

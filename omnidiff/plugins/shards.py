@@ -48,7 +48,7 @@ from omnidiff.errors import ConfigError, DataError
 from omnidiff.plugins.data import EpochSampler, ResumableLoader, collate_batch
 
 __all__ = ["FORMAT", "Shards", "ShardBatches", "write_shards", "stream_loader",
-           "stream_training_data", "check_shards", "need_litdata"]
+           "stream_training_data", "check_shards", "need_litdata", "shard_folder_problem"]
 
 FORMAT = "omnidiff-shards/1"
 BLOCK_BYTES = 1 << 20  # a block of samples is about this big (at least one sample)
@@ -70,6 +70,16 @@ def need_litdata(what: str = "data.stream and omnidiff prepare") -> Any:
 
 def _join(source: str, part: str) -> str:
     return source.rstrip("/") + "/" + part
+
+
+def shard_folder_problem(source: str) -> str | None:
+    """What is wrong with ``data.stream=source`` as a local shard folder (None when it holds
+    shards, or is a URL, which only LitData can read)."""
+    if _is_url(source) or Path(source, "meta", "index.json").is_file():
+        return None
+    what = "does not exist" if not Path(source).exists() else "holds no shards"
+    return (f"data.stream={source} {what}; write shards with `omnidiff prepare recipe=NAME "
+            "out=DIR` and pass that DIR")
 
 
 def _is_url(source: str) -> bool:
@@ -172,10 +182,9 @@ class Shards:
     def __init__(self, source: str | Path):
         litdata = need_litdata()
         self.source = str(source)
-        if not _is_url(self.source) and not Path(self.source, "meta", "index.json").is_file():
-            what = "does not exist" if not Path(self.source).exists() else "holds no shards"
-            raise DataError(f"data.stream={self.source} {what}; write shards with `omnidiff "
-                            "prepare recipe=NAME out=DIR` and pass that DIR")
+        problem = shard_folder_problem(self.source)
+        if problem:
+            raise DataError(problem)
         try:
             meta = json.loads(litdata.StreamingDataset(_join(self.source, "meta"))[0])
         except Exception as exc:
@@ -324,6 +333,7 @@ class ShardBatches(Dataset):
             pieces.append(index_cond(window, slice(pos - start, stop - start)))
             pos = stop
         return pieces[0] if len(pieces) == 1 else cat_conds(pieces)
+
 
 def _scatter(parts: list[Any], to: list[torch.Tensor]) -> Any:
     """Batched trees (dicts of tensors) ``parts`` written into one: row ``i`` of part ``k``

@@ -38,7 +38,7 @@ from omnidiff.methods.latent.autoencoder import AE_KEYS, check_ae_options
 from omnidiff.model_spec import ModelSpec
 from omnidiff.plugins.configs import domain_config_problem, package_dir, searchpath_root
 from omnidiff.plugins.registry import available, describe, get_domain
-from omnidiff.plugins.shards import need_litdata
+from omnidiff.plugins.shards import need_litdata, shard_folder_problem
 from omnidiff.samplers import SAMPLERS, check_sampler_options
 from omnidiff.samplers.denoiser import parse_clip
 from omnidiff.training import tensorboard
@@ -405,11 +405,9 @@ def _check_stream(cfg: DictConfig) -> None:
         raise ConfigError("data.stream does not go with autoencoder= yet: a latent model "
                           "trains on codes, the shards hold data; drop one of them")
     need_litdata()
-    source = str(source)
-    if "://" not in source and not Path(source, "meta", "index.json").is_file():
-        what = "does not exist" if not Path(source).exists() else "holds no shards"
-        raise ConfigError(f"data.stream={source} {what}; write shards with `omnidiff prepare "
-                          "recipe=NAME out=DIR` and pass that DIR")
+    problem = shard_folder_problem(str(source))
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_logger(cfg: DictConfig) -> None:

@@ -50,8 +50,12 @@ class LaunchOptions:
     slurm: dict[str, Any] = field(default_factory=dict)
 
 
+def _gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _default_jobs(threads: Any) -> int:
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = _gpu_count()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return gpus or max(1, int(cores or 1) // max(1, int(threads or 1)))
 
@@ -113,7 +117,7 @@ def _job_env(slot: int) -> dict[str, str]:
     and on a machine with GPUs only its slot's GPU."""
     env = {k: v for k, v in os.environ.items() if k not in (*DDP_ENV, RUN_DIR_ENV, "RANK")}
     env.setdefault("PYTHONUNBUFFERED", "1")
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = _gpu_count()
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
     return env
