@@ -58,12 +58,13 @@ CACHE_BYTES = 256 << 20  # decoded blocks kept in memory per process (a small da
 WINDOW_BYTES = 16 << 20  # a window holds at most this much (and at least one batch)
 
 
-def need_litdata(what: str = "data.stream and omnidiff prepare") -> Any:
-    """The ``litdata`` module, or one line saying how to install it."""
+def need_litdata(who: str = "data.stream and omnidiff prepare need") -> Any:
+    """The ``litdata`` module, or one line saying how to install it (``who``: what needs it,
+    with its verb)."""
     try:
         import litdata
     except ImportError:
-        raise ConfigError(f"{what} need the litdata package: pip install 'omnidiff[scale]' "
+        raise ConfigError(f"{who} the litdata package: pip install 'omnidiff[scale]' "
                           "(or pip install litdata)") from None
     return litdata
 

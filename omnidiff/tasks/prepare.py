@@ -44,7 +44,7 @@ def prepare(cfg: Any) -> tuple[Path, dict[str, Any]]:
     """Write the training data of the composed config ``cfg`` as shards; returns the folder
     and its metadata. Everything is checked before anything is written."""
     validate(cfg)
-    need_litdata("omnidiff prepare")
+    need_litdata("omnidiff prepare needs")
     if cfg.get("autoencoder") or cfg.data.get("stream"):
         raise ConfigError("omnidiff prepare writes a recipe's own data: drop autoencoder= "
                           "and data.stream=")
