@@ -1,26 +1,38 @@
-"""Few-step students against their teacher, side by side in one run.
+"""Few-step students against their teacher and the sampling floor, side by side in one run.
 
-For a problem the benchmark trains (or takes) a teacher, distils it by consistency
-distillation (``omnidiff distill``, CD), and, for points2d, trains a consistency model from
-data alone (CT, no teacher) and reflows a flow-schedule teacher (its Euler steps against the
-student's); then it samples every model with the same noise seed and
-reports quality and sampling time per sample:
+For a problem the benchmark trains (or takes) a teacher, then distils it with each student
+method asked for (``omnidiff distill``; ``--students``, default: every method the problem
+runs), samples every model from the same noise seed and prints one table:
 
+* the **floor**: the same metrics for samples of the true law (the problem's training data,
+  independent of the held-out reference), what a perfect model would score with this many
+  samples;
 * the teacher at 20 NFE (dpmpp_2m, its reference quality) and at 1, 2 and 4 steps of DDIM
-  (what the teacher alone does with a student's budget), on its default grid and on
-  ``logsnr_trailing`` (whose last time is not t_min, fairer at 2-4 steps);
-* the students with the consistency sampler at 1, 2 and 4 steps;
-* the ratio of each one's main metric to the teacher's at 20 NFE.
+  on ``logsnr_trailing`` (what the teacher alone does with a student's budget);
+* each student at 1, 2 and 4 steps of its own sampler;
+* the ratio of each row's main metric to the teacher's at 20 NFE.
 
-points2d's metric is the sliced 2-Wasserstein distance to held-out points (lower is better);
-digits' are the class accuracy of the project's digits classifier (with the teacher's
-guidance; the student has it distilled in) and the Fréchet distance of its features.
+Problems:
+
+* ``mixture2d`` / ``mixture8d``: the points domain's ``mixture`` density (eight narrow,
+  anisotropic Gaussian modes, its law known exactly) in 2 and 8 dimensions, 65 536 samples a
+  row: sliced W2, ``mode_weight_err`` (largest error of a mode's share) and ``mode_width``
+  (RMS of samples whitened by their mode's covariance: 1 for exact samples);
+* ``points2d``: two moons, 4096 samples (sliced W2 sits near its floor here);
+* ``digits``: image_digits with guidance 2 (distilled into the students): Fréchet distance,
+  class accuracy, precision, recall;
+* ``tones``: audio_tones with guidance 1.5: pitch accuracy and the mel profile gap.
+
+Student methods (``--students``, comma-separated): ``cd`` (the default ``omnidiff distill``),
+``cd_ema`` (CD as it was before: an EMA target of 0.95 and 18 fixed levels), ``ect`` (easy
+consistency tuning: consistency training started from the teacher's weights), ``cd_2seg``
+(a multistep student trained for its 2-step grid, sampled by DDIM), ``ct``
+(consistency training from data alone), ``reflow`` (a flow-schedule teacher, reflowed).
 
 Usage::
 
-    python benchmarks/few_step.py points2d [--teacher PATH] [--cd PATH] [--ct PATH]
-                                           [--flow-teacher PATH] [--reflow PATH] [--out DIR]
-    python benchmarks/few_step.py digits   [--teacher PATH] [--cd PATH] [--out DIR]
+    python benchmarks/few_step.py mixture8d [--teacher PATH] [--students cd,ect] [--out DIR]
+                                            [--student NAME=PATH ...] [--set KEY=V ...]
 """
 
 from __future__ import annotations
@@ -29,16 +41,42 @@ import argparse
 import time
 from pathlib import Path
 
-# problem -> teacher recipe, distillation recipe, metrics shown (the first, lower is better, is
-# the ratio's),
-# the teacher's guidance, samples, and whether CT runs beside CD
+import torch
+
+from omnidiff.core.conditions import cat_conds, index_cond
+
+MIXTURE = ["recipe=points2d", "data.name=mixture"]
+# problem -> teacher arguments, metrics shown (the first, lower is better, is the ratio's),
+# the teacher's guidance, samples per row, the student methods run by default
 PROBLEMS = {
-    "points2d": dict(teacher="points2d", distill="distill_points2d",
-                     metrics=("sliced_w2", "mmd_rbf"), guidance=None, n=4096, ct=True,
-                     reflow=True),
-    "digits": dict(teacher="image_digits", distill="distill_image_digits",
+    "mixture2d": dict(teacher=[*MIXTURE, "data.dim=2"],
+                      metrics=("sliced_w2", "mode_weight_err", "mode_width"), guidance=None,
+                      n=65536, students=("cd", "cd_ema", "ect", "cd_2seg", "ct")),
+    # 8D: a larger batch and a decaying rate bring the teacher's mode weights to within 0.01
+    "mixture8d": dict(teacher=[*MIXTURE, "data.dim=8", "data.batch_size=1024",
+                               "trainer.max_steps=5000", "optim.decay_steps=5000",
+                               "optim.final_lr=0.05"],
+                      metrics=("sliced_w2", "mode_weight_err", "mode_width"), guidance=None,
+                      n=65536, students=("cd", "cd_ema", "ect", "cd_2seg", "ct")),
+    "points2d": dict(teacher=["recipe=points2d"], metrics=("sliced_w2", "mmd_rbf"),
+                     guidance=None, n=4096, students=("cd", "cd_ema", "ect", "ct", "reflow")),
+    "digits": dict(teacher=["recipe=image_digits"],
                    metrics=("fd", "class_acc", "precision", "recall"), guidance=2.0, n=500,
-                   ct=False, reflow=False),
+                   students=("cd",)),
+    "tones": dict(teacher=["recipe=audio_tones", "trainer.max_steps=600",
+                           "eval.n_samples=96"],
+                  metrics=("mel_profile_db", "pitch_acc", "in_tune"), guidance=1.5, n=120,
+                  students=("cd",)),
+}
+# student method -> the arguments of its `omnidiff distill` run ({teacher}: the teacher's
+# model.pt; {data}: the teacher's data arguments, for a student that needs no teacher)
+STUDENTS = {
+    "cd": ["teacher={teacher}"],
+    "cd_ema": ["teacher={teacher}", "distill.target_ema=0.95", "distill.levels=18"],
+    "ect": ["method=ct", "teacher={teacher}"],
+    "cd_2seg": ["teacher={teacher}", "distill.segments=2"],
+    "ct": ["method=ct", "recipe=distill_points2d", "{data}"],
+    "reflow": ["method=reflow", "teacher={flow}"],
 }
 FLOW = ["schedule=flow", "loss=flow"]  # a flow-schedule teacher for reflow
 
@@ -56,74 +94,67 @@ def _run(command: str, args: list[str], out: Path) -> tuple[Path, float]:
     return run / "model.pt", time.perf_counter() - t0
 
 
+def _row(label: str, sampler: str, grid, nfe, ms: float, m: dict, metrics) -> dict:
+    return {"model": label, "sampler": sampler, "grid": grid, "nfe": nfe, "ms": ms,
+            **{k: m.get(k, float("nan")) for k in metrics}}
+
+
 def _evaluate(pipe, label: str, sampler: str, steps: int, guidance, n: int,
               metrics: tuple[str, ...], grid: str | None = None) -> dict:
     t0 = time.perf_counter()
     x = pipe.generate(n, sampler=sampler, steps=steps, guidance=guidance, seed=0,
                       progress=False, **({"grid": grid} if grid else {}))
     ms = 1000 * (time.perf_counter() - t0) / n
-    m = pipe.metrics(x, n_ref=n)
-    return {"model": label, "sampler": sampler, "grid": pipe.last_grid, "nfe": steps, "ms": ms,
-            **{k: m.get(k, float("nan")) for k in metrics}}
+    return _row(label, sampler, pipe.last_grid, steps, ms, pipe.metrics(x, n_ref=n), metrics)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("problem", choices=sorted(PROBLEMS))
-    ap.add_argument("--teacher", help="the teacher's model.pt (default: train it)")
-    ap.add_argument("--cd", help="a CD student's model.pt (default: distil the teacher)")
-    ap.add_argument("--ct", help="a CT student's model.pt (points2d; default: train it)")
-    ap.add_argument("--flow-teacher", help="a flow-schedule teacher (points2d; default: train)")
-    ap.add_argument("--reflow", help="its reflowed student's model.pt (default: reflow it)")
-    ap.add_argument("--out", default="runs/bench_few_step")
-    args = ap.parse_args()
-    p = PROBLEMS[args.problem]
-    out = Path(args.out) / args.problem
-    import omnidiff
+def _floor(pipe, n: int, metrics: tuple[str, ...]) -> dict:
+    """The metrics of ``n`` samples of the training data (the true law, independent of the
+    held-out reference) with their own conditions: a perfect model's score."""
+    xs, conds = [], []
+    for batch in pipe.data(setup=True).train_dataloader():
+        xs.append(batch["x"])
+        conds.append(batch.get("cond"))
+        if sum(len(x) for x in xs) >= n:
+            break
+    x = torch.cat(xs)[:n]
+    cond = None if conds[0] is None else index_cond(cat_conds(conds), slice(0, len(x)))
+    return _row("floor (the true law)", "-", "-", "-", float("nan"),
+                pipe.metrics(x, n_ref=n, cond=cond), metrics)
 
-    times = {}
-    teacher = Path(args.teacher) if args.teacher else None
-    if teacher is None:
-        teacher, times["teacher"] = _run("train", [f"recipe={p['teacher']}"], out / "teacher")
-    cd = Path(args.cd) if args.cd else None
-    if cd is None:
-        cd, times["cd"] = _run("distill", [f"teacher={teacher}"], out / "cd")
-    ct = Path(args.ct) if args.ct else None
-    if p["ct"] and ct is None:
-        ct, times["ct"] = _run("distill", ["method=ct", f"recipe={p['distill']}"], out / "ct")
-    flow = Path(args.flow_teacher) if args.flow_teacher else None
-    reflow = Path(args.reflow) if args.reflow else None
-    if p["reflow"] and flow is None:
-        flow, times["flow teacher"] = _run("train", [f"recipe={p['teacher']}", *FLOW],
-                                           out / "flow_teacher")
-    if p["reflow"] and reflow is None:
-        reflow, times["reflow"] = _run("distill", ["method=reflow", f"teacher={flow}"],
-                                       out / "reflow")
-    rows = []
-    tp = omnidiff.load(teacher, device="cpu")
-    rows.append(_evaluate(tp, "teacher", "dpmpp_2m", 20, p["guidance"], p["n"], p["metrics"]))
-    for grid in (None, "logsnr_trailing"):  # its default grid, and one that keeps off t_min
-        for k in (1, 2, 4) if grid is None else (2, 4):
-            rows.append(_evaluate(tp, "teacher", "ddim", k, p["guidance"], p["n"], p["metrics"],
-                                  grid=grid))
-    for label, path in (("CD student", cd), ("CT student", ct)):
-        if path is None:
+
+def _students(args, p: dict, out: Path, teacher: Path, times: dict) -> dict[str, Path]:
+    """Each student method's model.pt: given (``--student NAME=PATH``) or distilled."""
+    given = dict(s.split("=", 1) for s in args.student)
+    names = args.students.split(",") if args.students else list(p["students"])
+    unknown = [s for s in [*names, *given] if s not in STUDENTS]
+    if unknown:
+        raise SystemExit(f"unknown student {unknown[0]!r}; choose from: {', '.join(STUDENTS)}")
+    paths, flow = {}, None
+    for name in names:
+        if name in given:
+            paths[name] = Path(given[name])
             continue
-        sp = omnidiff.load(path, device="cpu")
-        for k in (1, 2, 4):
-            rows.append(_evaluate(sp, label, "consistency", k, None, p["n"], p["metrics"]))
-    key, ref = p["metrics"][0], rows[0][p["metrics"][0]]
-    if flow is not None:  # reflow: the flow teacher and its straightened student, by Euler
-        fp = omnidiff.load(flow, device="cpu")
-        rows.append(_evaluate(fp, "flow teacher", "dpmpp_2m", 20, None, p["n"], p["metrics"]))
-        for k in (1, 2, 4):  # Euler on the trailing grid: steps spaced evenly from t_max
-            rows.append(_evaluate(fp, "flow teacher", "euler", k, None, p["n"], p["metrics"],
-                                  grid="trailing"))
-        rp = omnidiff.load(reflow, device="cpu")
-        for k in (1, 2, 4):
-            rows.append(_evaluate(rp, "reflow student", "euler", k, None, p["n"],
-                                  p["metrics"]))
-    print(f"\n{args.problem}: {p['n']} samples per row, seed 0; ratio = {key} / the teacher's "
+        if name == "reflow" and flow is None:
+            flow, times["flow teacher"] = _run("train", [*p["teacher"], *FLOW],
+                                               out / "flow_teacher")
+        fill = {"{teacher}": f"teacher={teacher}", "{flow}": f"teacher={flow}"}
+        argv = []
+        for a in STUDENTS[name]:
+            if a == "{data}":
+                argv += [d for d in p["teacher"] if d.startswith("data.")]
+            else:
+                argv.append(next((v for k, v in fill.items() if a == f"teacher={k}"), a))
+        paths[name], times[name] = _run("distill", [*argv, *args.set], out / name)
+    if "reflow" in paths:
+        paths["flow teacher"] = flow
+    return paths
+
+
+def _print(problem: str, p: dict, rows: list[dict], times: dict) -> None:
+    key = p["metrics"][0]
+    ref = next(r for r in rows if r["model"] == "teacher")[key]
+    print(f"\n{problem}: {p['n']} samples per row, seed 0; ratio = {key} / the teacher's "
           "at 20 NFE")
     print("| model | sampler | grid | NFE | " + " | ".join(p["metrics"])
           + " | ratio | ms / sample |")
@@ -134,6 +165,44 @@ def main() -> None:
               f"{r[key] / ref:.2f} | {r['ms']:.3f} |")
     if times:
         print("training seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("problem", choices=sorted(PROBLEMS))
+    ap.add_argument("--teacher", help="the teacher's model.pt (default: train it)")
+    ap.add_argument("--students", help=f"comma-separated, from: {', '.join(STUDENTS)} "
+                    "(default: the problem's)")
+    ap.add_argument("--student", action="append", default=[], metavar="NAME=PATH",
+                    help="a student already distilled (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=V",
+                    help="an override for every distillation (repeatable)")
+    ap.add_argument("--out", default="runs/bench_few_step")
+    args = ap.parse_args()
+    p = PROBLEMS[args.problem]
+    out = Path(args.out) / args.problem
+    import omnidiff
+
+    times: dict[str, float] = {}
+    teacher = Path(args.teacher) if args.teacher else None
+    if teacher is None:
+        teacher, times["teacher"] = _run("train", p["teacher"], out / "teacher")
+    students = _students(args, p, out, teacher, times)
+    n, metrics, guidance = p["n"], p["metrics"], p["guidance"]
+    tp = omnidiff.load(teacher, device="cpu")
+    rows = [_floor(tp, n, metrics),
+            _evaluate(tp, "teacher", "dpmpp_2m", 20, guidance, n, metrics)]
+    rows += [_evaluate(tp, "teacher", "ddim", k, guidance, n, metrics, grid="logsnr_trailing")
+             for k in (1, 2, 4)]
+    if "flow teacher" in students:
+        fp = omnidiff.load(students.pop("flow teacher"), device="cpu")
+        rows.append(_evaluate(fp, "flow teacher", "dpmpp_2m", 20, None, n, metrics))
+    for name, path in students.items():
+        sp = omnidiff.load(path, device="cpu")
+        sampler = sp.default_sampler()["name"]
+        rows += [_evaluate(sp, f"{name} student", sampler, k, None, n, metrics,
+                           grid=sp.default_sampler().get("grid")) for k in (1, 2, 4)]
+    _print(args.problem, p, rows, times)
 
 
 if __name__ == "__main__":

@@ -293,8 +293,10 @@ def test_guidance_respects_rows_already_dropped():
 
 def test_a_distillation_resumes_to_the_same_student(teachers, tmp_path, capsys):
     """Stopped after 4 steps and resumed to 8, a CD run ends with the weights of an unbroken
-    8-step run (teacher, EMA target and RNG come back with the checkpoint)."""
-    base = ["distill", f"teacher={teachers['cosine']}", "distill.level_groups=3", *TINY]
+    8-step run (teacher, EMA target, the levels' curriculum and RNG come back with the
+    checkpoint)."""
+    base = ["distill", f"teacher={teachers['cosine']}", "distill.level_groups=3",
+            "distill.target_ema=0.95", "distill.levels=[2,8]", "distill.total_steps=8", *TINY]
     assert _cli([*base, f"out={tmp_path / 'whole'}", "trainer.max_steps=8"], capsys)[0] == 0
     part = tmp_path / "part"
     assert _cli([*base, f"out={part}", "trainer.max_steps=4"], capsys)[0] == 0
@@ -305,3 +307,64 @@ def test_a_distillation_resumes_to_the_same_student(teachers, tmp_path, capsys):
     assert b["global_step"] == 8
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
+
+
+def test_cd_levels_can_double_over_training_like_cts_curriculum(teachers, tmp_path, capsys):
+    """``distill.levels=[s0, s1]``: CD's levels follow iCT's doubling over the run's steps
+    (ECT's shrinking step); a bad value is one line."""
+    from types import SimpleNamespace
+
+    from omnidiff.methods.distill_options import distill_options
+    from omnidiff.training.distill_module import DistillModule
+
+    run = tmp_path / "cur"
+    code, _, err = _cli(["distill", f"teacher={teachers['cosine']}", f"out={run}",
+                         "distill.levels=[4,16]", "trainer.max_steps=6", *TINY], capsys)
+    assert code == 0, err
+    hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["distill"]["levels"] == [4, 16] and hp["distill"]["total_steps"] == 6
+    counts = [DistillModule.n_levels(SimpleNamespace(hparams=hp, method="cd", global_step=k))
+              for k in (0, 1, 2, 3, 5)]
+    assert counts == [5, 5, 9, 9, 17]  # 4, 8, 16 levels in three equal stages, + 1
+    assert distill_options({"teacher": "t", "levels": [8, 64]})["levels"] == [8, 64]
+    for bad in ([8], [64, 8], 1, [2.5, 8]):
+        with pytest.raises(Exception, match="distill.levels"):
+            distill_options({"teacher": "t", "levels": bad})
+
+
+def test_multistep_segments_end_at_the_students_grid():
+    """``segments=K``: the levels gain the K-step grid's inner times, each level's segment ends
+    at the boundary at or below it, and the DDIM move to a segment's end lands on the point
+    itself at the end (whatever the estimate) and keeps the estimate at t_min."""
+    sch = get_schedule("cosine")
+    ts, ends = cm.segment_ends(sch, cm.discretization(sch, 10), 2)
+    mid = float(cm.timesteps(sch, 2, cm.SEGMENT_GRID)[1])
+    assert len(ts) == 11 and (ts[1:] > ts[:-1]).all() and torch.isclose(
+        ts, torch.tensor(mid, dtype=torch.float64)).any()
+    assert torch.equal(ends, torch.where(ts >= mid, torch.tensor(mid, dtype=torch.float64),
+                                         ts[0]))
+    x_t, x0 = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    t = torch.full((5,), mid, dtype=torch.float64)
+    a, _ = sch.alpha_sigma(t)
+    assert torch.allclose(cm.to_segment_end(x0, x_t, t, t, sch), x_t / a[:, None])
+    low = torch.full((5,), float(ts[0]), dtype=torch.float64)
+    assert torch.equal(cm.to_segment_end(x0, x_t, t, low, sch), x0)
+
+
+def test_a_multistep_student_samples_by_ddim_on_its_grid(teachers, tmp_path, capsys):
+    import omnidiff
+
+    run = tmp_path / "ms"
+    code, _, err = _cli(["distill", f"teacher={teachers['cosine']}", f"out={run}",
+                         "distill.segments=3", "trainer.max_steps=6", *TINY], capsys)
+    assert code == 0, err
+    payload = torch.load(run / "model.pt", weights_only=True)
+    assert payload["sampler"] == {"name": "ddim", "grid": cm.SEGMENT_GRID, "steps": 3}
+    assert payload["distilled"]["segments"] == 3
+    pipe = omnidiff.load(run / "model.pt", device="cpu")
+    x = pipe.generate(16, seed=0)
+    assert (pipe.last_sampler, pipe.last_grid) == ("ddim", cm.SEGMENT_GRID)
+    assert pipe.last_stats["nfe"] == 3 and torch.isfinite(x).all()
+    code, _, err = _cli(["distill", f"teacher={teachers['cosine']}", "distill.segments=0",
+                         f"out={tmp_path / 'no'}"], capsys)
+    assert code == 2 and "distill.segments" in err

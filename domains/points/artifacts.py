@@ -101,7 +101,8 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples") -> list[Path]:
     """Write ``<prefix>.png``, ``<prefix>.npy`` (and ``<prefix>_cond.npy``) into ``out_dir``.
 
-    ``samples``: ``(n, 2)`` points or ``(n, N, 2)`` clouds; ``cond``: ``(n,)`` labels, ``(n, 3)``
+    ``samples``: ``(n, 2)`` points (``(n, D)``: the scatter shows the first two coordinates)
+    or ``(n, N, 2)`` clouds; ``cond``: ``(n,)`` labels, ``(n, 3)``
     affine vectors, a dict of both, or None. With affine conditions the samples are also drawn
     mapped back by their own condition (``<prefix>_normalised.png``: one shape when the model
     follows its conditions) and the vectors saved as ``<prefix>_affine.npy``. Cloud grids show
@@ -109,9 +110,10 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
     Returns the written paths.
     """
     x = samples.detach().cpu().float().numpy()
-    if x.ndim not in (2, 3) or x.shape[-1] != 2 or len(x) == 0:
-        raise ValueError(f"points artifacts take (n, 2) points or (n, N, 2) clouds with n >= 1; "
-                         f"got samples of shape {tuple(x.shape)}")
+    if (x.ndim not in (2, 3) or x.shape[-1] < 2 or (x.ndim == 3 and x.shape[-1] != 2)
+            or len(x) == 0):
+        raise ValueError(f"points artifacts take (n, D >= 2) points or (n, N, 2) clouds with "
+                         f"n >= 1; got samples of shape {tuple(x.shape)}")
     labels, affine = split_cond(cond)
     c = a = None
     if labels is not None:
@@ -121,7 +123,8 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                              f"{tuple(c.shape)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [atomic_save_figure(_figure(x, c, "samples"), out / f"{prefix}.png", dpi=100)]
+    title = "samples" if x.shape[-1] == 2 else f"samples (coordinates 1-2 of {x.shape[-1]})"
+    paths = [atomic_save_figure(_figure(x[..., :2], c, title), out / f"{prefix}.png", dpi=100)]
     if affine is not None:
         a = affine.detach().cpu().float()
         back = undo_affine(samples.detach().cpu().double(), a.double()).float().numpy()

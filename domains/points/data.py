@@ -95,6 +95,7 @@ class PointsData(pl.LightningDataModule):
             or with the labels (then the condition is ``{"label": ..., "affine": ...}``).
         affine_shift: shifts are uniform in ``[-affine_shift, affine_shift]`` per axis.
         affine_scale: ``[lo, hi]``: scales are log-uniform in this range.
+        dim: the ``mixture`` density's dimension (event ``(dim,)``); the other densities are 2D.
     """
 
     def __init__(self, kind: str = "density", name: str | None = "moons",
@@ -102,7 +103,8 @@ class PointsData(pl.LightningDataModule):
                  num_points: int | None = 128, train_size: int = 50_000,
                  val_size: int = 2_000, seed: int = 0, num_workers: int = 0,
                  conditional: bool | None = None, holdout: float = 0.2, affine: bool = False,
-                 affine_shift: float = 1.0, affine_scale: Sequence[float] = (0.5, 2.0)):
+                 affine_shift: float = 1.0, affine_scale: Sequence[float] = (0.5, 2.0),
+                 dim: int = 2):
         super().__init__()
         self.save_hyperparameters()
         _check_args(kind, batch_size, train_size, val_size, holdout, num_workers)
@@ -110,7 +112,7 @@ class PointsData(pl.LightningDataModule):
         self.name = None if path is not None else name
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.train_size, self.val_size = int(train_size), int(val_size)
-        self.seed, self.holdout = int(seed), float(holdout)
+        self.seed, self.holdout, self.dim = int(seed), float(holdout), int(dim)
         self._data: dict[str, tuple[torch.Tensor, Any]] = {}
         # finite sources: the full samples / images and the fixed split
         self._pool: torch.Tensor | None = None  # (M, *event) or digit images (M, 8, 8)
@@ -127,9 +129,12 @@ class PointsData(pl.LightningDataModule):
             self._held_idx, self._train_idx = perm[:held], perm[held:]
 
     def _init_density(self) -> tuple[bool, int]:
-        """Event ``(2,)``; returns (has labels, label count)."""
+        """Event ``(2,)`` (``mixture``: ``(dim,)``); returns (has labels, label count)."""
         self.event_shape: tuple[int, ...] = (2,)
         self.num_points = None
+        if self.dim != 2 and (self.path is not None or self.name != "mixture"):
+            raise ValueError(f"data.dim={self.dim}: only data.name=mixture has a dimension to "
+                             "choose; the other densities and a user's points are 2D")
         if self.path is not None:
             self._pool, self._pool_labels = load_points_file(self.path)
             return self._pool_labels is not None, self._label_count()
@@ -137,6 +142,8 @@ class PointsData(pl.LightningDataModule):
             raise ValueError(
                 f"unknown density {self.name!r}; valid: {', '.join(DENSITIES)} (or set "
                 f"data.path to your own (M, 2) .npy/.csv; for point clouds set data.kind=cloud)")
+        if self.name == "mixture":
+            self.event_shape = (self.dim,)
         return NUM_MODES[self.name] > 0, NUM_MODES[self.name]
 
     def _init_cloud(self, num_points: int | None) -> tuple[bool, int]:
@@ -216,7 +223,7 @@ class PointsData(pl.LightningDataModule):
         """``n`` samples ``(n, *event)`` and labels (or None), before any affine map."""
         if self._pool is None:  # synthetic
             if self.kind == "density":
-                x, y = sample_density(self.name, n, g)
+                x, y = sample_density(self.name, n, g, dim=self.dim)
             else:
                 x, y = sample_shapes(n, self.num_points, g)
         else:

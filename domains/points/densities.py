@@ -1,4 +1,4 @@
-"""2D toy densities: one sample is one point, event shape ``(2,)``.
+"""Toy densities: one sample is one point, event shape ``(2,)`` (``mixture``: ``(dim,)``).
 
 Every density is a function ``fn(n, generator) -> (x: (n, 2) float32, y: (n,) long)`` drawing
 fresh samples from an explicit :class:`torch.Generator`; ``y`` is the mixture component (mode)
@@ -6,6 +6,12 @@ each point came from, usable as a class label (``-1`` everywhere for densities w
 Samples are standardised with fixed per-density constants (mean, one scalar std so that the
 aspect ratio is kept) measured once from a large sample with a fixed seed, so every density has
 roughly zero mean and unit variance per coordinate.
+
+``mixture`` is the exception: a Gaussian mixture with eight narrow, anisotropic modes in any
+number of dimensions (:func:`mixture_law`, the core's
+:func:`~omnidiff.core.gaussian_mixture.random_mixture` with a fixed seed), already about unit
+scale and left as it is, so its exact law (:func:`mixture_law`) is the data's: the floor of a
+metric and the true mode weights are known exactly.
 
 The shapes follow the toy sets of FFJORD (Grathwohl et al. 2019) and scikit-learn's
 ``make_moons`` / ``make_circles`` / ``make_swiss_roll``.
@@ -21,7 +27,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["DENSITIES", "NUM_MODES", "sample_density", "load_points_file", "check_finite"]
+from omnidiff.core.gaussian_mixture import GaussianMixture, random_mixture
+
+__all__ = ["DENSITIES", "NUM_MODES", "sample_density", "mixture_law", "load_points_file",
+           "check_finite"]
 
 Tensor = torch.Tensor
 
@@ -103,10 +112,22 @@ _RAW: dict[str, Callable[[int, torch.Generator], tuple[Tensor, Tensor]]] = {
 
 #: Number of modes (usable as classes) of each density; 0 when it has none.
 NUM_MODES: dict[str, int] = {"moons": 2, "eight_gaussians": 8, "swiss_roll": 0,
-                             "checkerboard": 8, "rings": 4, "pinwheel": 5, "circles": 2}
+                             "checkerboard": 8, "rings": 4, "pinwheel": 5, "circles": 2,
+                             "mixture": 8}
 
 #: The valid density names.
-DENSITIES: tuple[str, ...] = tuple(_RAW)
+DENSITIES: tuple[str, ...] = (*_RAW, "mixture")
+
+
+@lru_cache(maxsize=None)
+def mixture_law(dim: int = 2) -> GaussianMixture:
+    """The ``mixture`` density's exact law in ``dim`` dimensions: eight modes with means ~ N(0,
+    I), random orientations and standard deviations between 0.02 and 0.1 (``random_mixture``,
+    narrow, seed 0). Sharp enough that blurred modes or wrong weights show far above the
+    sampling floor, where two-moons' 0.05 noise hides them."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"data.dim must be a positive integer; got {dim!r}")
+    return random_mixture(dim, components=8, width="narrow", seed=0)
 
 
 @lru_cache(maxsize=None)
@@ -117,12 +138,16 @@ def _stats(name: str) -> tuple[Tensor, float]:
     return mean, float((x - mean).pow(2).mean().sqrt())
 
 
-def sample_density(name: str, n: int, generator: torch.Generator | None = None
-                   ) -> tuple[Tensor, Tensor]:
-    """Draw ``n`` standardised points: ``x: (n, 2) float32``, modes ``y: (n,) long``."""
-    if name not in _RAW:
+def sample_density(name: str, n: int, generator: torch.Generator | None = None, *,
+                   dim: int = 2) -> tuple[Tensor, Tensor]:
+    """Draw ``n`` standardised points: ``x: (n, 2) float32`` (``mixture``: ``(n, dim)``, its
+    law's own scale), modes ``y: (n,) long``."""
+    if name not in DENSITIES:
         raise ValueError(f"unknown density {name!r}; valid densities: {', '.join(DENSITIES)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
+    if name == "mixture":
+        x, y = mixture_law(int(dim)).sample(int(n), g)
+        return x.float(), y.long()
     x, y = _RAW[name](int(n), g)
     mean, std = _stats(name)
     return ((x - mean) / std).float(), y.long()

@@ -9,6 +9,11 @@ Densities (samples ``(n, 2)``):
   bandwidths are multiples of the reference's median pairwise distance (median heuristic).
 * ``class_acc`` (when ``cond`` and ``ref_cond`` are given): k-NN classification of each sample
   by the labelled reference points, compared with the label it was generated for.
+* for the ``mixture`` density, whose law is known exactly (:func:`mixture_metrics`):
+  ``mode_weight_err``, the largest gap between a mode's share of the samples (each assigned to
+  its most likely mode) and its true weight; ``mode_width``, the RMS of the samples' coordinates
+  whitened by their mode's covariance (1 for exact samples; 2 when modes come out twice as
+  wide, or points land between modes).
 
 Clouds (samples ``(n, N, 2)``), with the Chamfer distance (CD) as in Achlioptas et al. 2018 and
 Yang et al. 2019 (PointFlow), mean of squared nearest-neighbour distances both ways:
@@ -28,10 +33,13 @@ from typing import Any
 
 import torch
 
+from omnidiff.core.gaussian_mixture import GaussianMixture
+
 from .affine import cloud_properties, split_cond, undo_affine
+from .densities import mixture_law
 
 __all__ = ["sliced_wasserstein", "mmd_rbf", "chamfer_matrix", "knn_classify", "cloud_metrics",
-           "density_metrics", "affine_metrics", "compute_metrics"]
+           "density_metrics", "mixture_metrics", "affine_metrics", "compute_metrics"]
 
 Tensor = torch.Tensor
 
@@ -166,6 +174,19 @@ def density_metrics(samples: Tensor, reference: Tensor, cond: Tensor | None = No
     return out
 
 
+def mixture_metrics(samples: Tensor, law: GaussianMixture) -> dict[str, float]:
+    """``mode_weight_err`` and ``mode_width`` of points ``(n, D)`` against a mixture's exact
+    law (see the module docstring)."""
+    x = samples.detach().cpu().double()
+    mode = law.log_prob_components(x).argmax(-1)  # (n,)
+    share = torch.bincount(mode, minlength=len(law.weights)).double() / len(x)
+    chol = torch.linalg.cholesky(law.covs)  # (K, D, D)
+    z = torch.linalg.solve_triangular(chol[mode], (x - law.means[mode])[..., None],
+                                      upper=False)[..., 0]  # (n, D): N(0, I) for exact samples
+    return {"mode_weight_err": float((share - law.weights).abs().max()),
+            "mode_width": float(z.pow(2).mean().sqrt())}
+
+
 def cloud_metrics(samples: Tensor, reference: Tensor, cond: Tensor | None = None,
                   ref_cond: Tensor | None = None, *, k: int = 5) -> dict[str, float]:
     """``mmd_cd``, ``coverage_cd``, ``nna_cd`` (and ``class_acc``) of clouds ``(n, N, 2)``."""
@@ -192,7 +213,7 @@ def affine_metrics(samples: Tensor, affine: Tensor) -> dict[str, float]:
 
 
 def compute_metrics(samples: Tensor, reference: Tensor, cond: Any = None,
-                    ref_cond: Any = None) -> dict[str, float]:
+                    ref_cond: Any = None, data: Any = None) -> dict[str, float]:
     """Dispatch on rank: ``(n, 2)`` points -> :func:`density_metrics`, ``(n, N, 2)`` clouds ->
     :func:`cloud_metrics`. Non-finite samples count in ``finite_frac`` (higher is better) and
     are left out of the other metrics.
@@ -200,6 +221,7 @@ def compute_metrics(samples: Tensor, reference: Tensor, cond: Any = None,
     With affine conditions (``data.affine=true``) samples and reference are first mapped back
     by their own conditions, so the usual metrics measure the shape given the condition (a
     model that ignored its condition scores badly); clouds add :func:`affine_metrics`.
+    ``data`` (the data module): for the ``mixture`` density, :func:`mixture_metrics` too.
     """
     if samples.dim() not in (2, 3):
         raise ValueError(f"points metrics take (n, 2) points or (n, N, 2) clouds; got samples "
@@ -221,4 +243,7 @@ def compute_metrics(samples: Tensor, reference: Tensor, cond: Any = None,
         samples = undo_affine(samples.double(), affine.double()).float()
         reference = undo_affine(reference.double(), ref_affine.double()).float()
     fn = density_metrics if samples.dim() == 2 else cloud_metrics
+    if (getattr(data, "name", None) == "mixture" and getattr(data, "kind", None) == "density"
+            and affine is None):
+        out.update(mixture_metrics(samples, mixture_law(int(data.dim))))
     return {**fn(samples, reference, labels, ref_labels), **out, "finite_frac": frac}

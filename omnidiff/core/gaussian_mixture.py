@@ -96,6 +96,12 @@ class GaussianMixture:
         return (torch.log(self.weights) - 0.5 * (z * z / var).sum(-1)
                 - 0.5 * torch.log(var).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi))
 
+    def log_prob_components(self, x: torch.Tensor) -> torch.Tensor:
+        """log(w_k N(x; mu_k, S_k)) of clean points x: (B, D) -> (B, K), float64."""
+        x = x.double()
+        t = torch.zeros(x.shape[0], dtype=torch.float64)
+        return self._log_joint(x, t, get_schedule("flow"))
+
     def responsibilities(self, x_t: torch.Tensor, t: torch.Tensor, schedule: Schedule
                          ) -> torch.Tensor:
         """Posterior component probabilities r_k(x_t): (B, K)."""

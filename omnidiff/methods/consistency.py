@@ -18,6 +18,12 @@ next lower level ``t_n`` (:func:`consistency_loss`); the point at ``t_n`` comes 
 * consistency training (CT): the same data and noise at ``t_n`` (:func:`training_step_point`),
   no teacher at all.
 
+A student trained for the grid it will be sampled on (multistep consistency, Heek et al.
+2024): with ``K`` segments split at the times of the sampler's K-step grid
+(:func:`segment_ends`), the student's x0 estimate is compared after a DDIM move to its
+segment's lower end (:func:`to_segment_end`), so it learns to land on the teacher's trajectory
+there; DDIM on that grid then samples in K evaluations with no fresh noise.
+
 The remaining pieces: the noise levels (:func:`discretization`, Karras' rho = 7 in
 ``sigma~``), improved CT's curriculum that doubles their number (:func:`curriculum`), its
 log-normal choice of level (:func:`level_probabilities`) and weighting ``1 / (sigma~_{n+1} -
@@ -48,9 +54,11 @@ from omnidiff.samplers.grids import LAMBDA_FLOOR, timesteps
 __all__ = ["ConsistencyModel", "boundary_coefficients", "discretization", "curriculum",
            "level_probabilities", "level_weights", "sample_levels", "pseudo_huber",
            "huber_c", "teacher_step", "distillation_points", "training_step_point",
-           "consistency_loss", "LEVEL_SAMPLING", "WEIGHTINGS", "DISTANCES"]
+           "consistency_loss", "segment_ends", "to_segment_end", "SEGMENT_GRID",
+           "LEVEL_SAMPLING", "WEIGHTINGS", "DISTANCES"]
 
 LEVEL_SAMPLING = ("uniform", "lognormal")
+SEGMENT_GRID = "logsnr_trailing"  # a multistep student's segments end at this grid's times
 WEIGHTINGS = ("uniform", "ict")
 DISTANCES = ("pseudo_huber", "l2")
 
@@ -107,6 +115,32 @@ def discretization(schedule: Schedule, n: int) -> torch.Tensor:
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise UserError(f"a consistency discretization needs at least 2 noise levels, got {n!r}")
     return timesteps(schedule, n, "karras")[:-1].flip(0)
+
+
+def segment_ends(schedule: Schedule, levels: torch.Tensor, segments: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(levels with the segments' boundaries added (m,), the lower end of each level's segment
+    (m,)), float64, for ``segments`` >= 2 pieces split at the times of the
+    :data:`SEGMENT_GRID` grid of that many steps. The lowest segment ends at ``t_min``."""
+    grid = timesteps(schedule, int(segments), SEGMENT_GRID)  # (K + 1,): t_max, ..., 0
+    inner = grid[1:-1].double()  # (K - 1,) boundaries, descending
+    ts = torch.unique(torch.cat([levels.double(), inner]))  # ascending
+    ends = torch.full_like(ts, float(ts[0]))
+    for b in inner.flip(0):  # ascending boundaries: each level at or above b ends there
+        ends = torch.where(ts >= b, b, ends)
+    return ts, ends
+
+
+def to_segment_end(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, end: torch.Tensor,
+                   schedule: Schedule) -> torch.Tensor:
+    """DDIM from ``x_t`` at ``t`` with clean estimate ``x0`` to the time ``end``, divided by
+    alpha(end), so it is in x0's units: ``x0 + (sigma/alpha)(end) eps_hat``. Rows whose end is
+    the lowest level keep ``x0`` (a plain consistency function there). All (B, ...) / (B,)."""
+    a_t, s_t = (append_dims(v.to(x0.dtype), x0.ndim) for v in schedule.alpha_sigma(t.double()))
+    ratio = torch.exp(-schedule.log_snr(end.double()))  # sigma / alpha at the end
+    ratio = torch.where(end <= schedule.t_min, torch.zeros_like(ratio), ratio)
+    eps = (x_t - a_t * x0) / s_t
+    return x0 + append_dims(ratio.to(x0.dtype), x0.ndim) * eps
 
 
 def curriculum(step: int, total_steps: int, s0: int = 10, s1: int = 1280) -> int:
@@ -225,7 +259,7 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
                      probs: torch.Tensor, weights: torch.Tensor, point: StepFn,
                      cond: Any = None, p_uncond: float = 0.1, distance: str = "pseudo_huber",
                      c: float | None = None, generator: torch.Generator | None = None,
-                     level_groups: int | None = None
+                     level_groups: int | None = None, ends: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Consistency loss of a batch x0: (B, *event) (Song et al. 2023, eq. 7 / 10).
 
@@ -236,7 +270,9 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
     :func:`huber_c`; or ``l2``), weighted per pair by ``weights``. Conditions are dropped for
     a ``p_uncond`` fraction of the batch, as in :func:`~omnidiff.core.losses.diffusion_loss`.
     ``level_groups``: draw that many pairs per batch, each shared by a block of it (see
-    :func:`sample_levels`; None: one per sample).
+    :func:`sample_levels`; None: one per sample). ``ends`` (per level, from
+    :func:`segment_ends`): a multistep student, both sides compared after
+    :func:`to_segment_end`.
     Returns (mean loss, per-sample loss (B,)).
     """
     check_choice("consistency distance", distance, DISTANCES)
@@ -251,6 +287,10 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
         x_lo = point(x_hi, n, x0=x0, noise=noise, cond=cond, drop=drop)
         tgt = target(x_lo, t_lo.to(x0.dtype), cond=cond, drop=drop)
     pred = student(x_hi, t_hi.to(x0.dtype), cond=cond, drop=drop)
+    if ends is not None:
+        end = ends.to(dev)[n]  # (B,) the pair's segment end
+        pred = to_segment_end(pred, x_hi, t_hi, end, schedule)
+        tgt = to_segment_end(tgt, x_lo, t_lo, end, schedule)
     if distance == "l2":
         d = (pred.float() - tgt.float()).pow(2).flatten(1).mean(1)
     else:

@@ -22,9 +22,11 @@ METHODS = ("cd", "ct", "reflow")
 
 # the choices each method makes where the config leaves them null: improved CT's levels and
 # weights for both consistency methods (on points2d, CD at 2 steps: sliced W2 0.061 with them,
-# 0.157 with Song et al. 2023's uniform levels and weights), CT's target is the student itself
+# 0.157 with Song et al. 2023's uniform levels and weights); the target is the student itself
+# (stop-gradient) for both, as in iCT and ECT: on the 2D narrow-mode mixture an EMA target of
+# 0.95 left CD's 2-step student at 1.64x its teacher's sliced W2, the student itself at 1.32x
 METHOD_DEFAULTS = {
-    "cd": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.95},
+    "cd": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.0},
     "ct": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.0},
     "reflow": {"level_sampling": None, "weighting": None, "target_ema": None},
 }
@@ -34,7 +36,9 @@ METHOD_DEFAULTS = {
 # null); the method-dependent ones are in METHOD_DEFAULTS
 DISTILL_DEFAULTS: dict[str, Any] = {
     "teacher": None, "method": "cd", "solver": "heun", "guidance": None,
-    "levels": 18,  # cd: noise levels, Karras rho = 7 in sigma/alpha (Song et al. 2023)
+    # cd: noise levels, Karras rho = 7 in sigma/alpha (Song et al. 2023); [s0, s1]: they double
+    # from s0 to s1 over training, as CT's curriculum (ECT's shrinking step, for CD)
+    "levels": 18,
     "curriculum": [10, 1280],  # ct: the levels double from s0 to s1 over training (iCT)
     "level_sampling": None, "p_mean": -1.1, "p_std": 2.0,  # lognormal levels (iCT)
     "weighting": None, "distance": "pseudo_huber", "huber_c": None, "target_ema": None,
@@ -42,6 +46,9 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     "scale": 10.0,  # c_skip = 1 / (1 + (scale (sigma/alpha - s_min) / sigma_data)^2)
     "pairs": 10_000, "teacher_steps": 20,  # reflow: (noise, sample) pairs and the ODE's steps
     "steps": 2,  # the student's default sampling steps
+    # > 1: a multistep student for that many steps (segments ending at the times of its grid;
+    # Heek et al. 2024), sampled by DDIM on that grid; 1: a consistency function to t_min
+    "segments": 1,
     "total_steps": 10_000,  # ct's curriculum length (omnidiff distill: trainer.max_steps)
 }
 DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
@@ -79,12 +86,30 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
     if method in ("cd", "reflow") and not opts.get("teacher"):
         raise ConfigError(f"method={method} learns from a teacher: pass teacher=<the model.pt "
                           "of a trained run> (method=ct trains without one)")
-    curriculum = opts["curriculum"]
-    if (len(curriculum) != 2 or not all(isinstance(v, int) and v >= 2 for v in curriculum)
-            or curriculum[0] > curriculum[1]):
-        raise ConfigError(f"distill.curriculum={curriculum!r}: give [s0, s1], the first and "
-                          "last number of CT's noise levels (2 <= s0 <= s1), e.g. [10, 1280]")
+    if not _is_curriculum(opts["curriculum"]):
+        raise ConfigError(f"distill.curriculum={opts['curriculum']!r}: give [s0, s1], the "
+                          "first and last number of CT's noise levels (2 <= s0 <= s1), e.g. "
+                          "[10, 1280]")
+    segments = opts["segments"]
+    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+        raise ConfigError(f"distill.segments={segments!r}: give 1 (a consistency student) or "
+                          "the number of steps a multistep student is trained for, e.g. 2")
+    if segments > 1 and method == "reflow":
+        raise ConfigError("distill.segments applies to cd and ct; reflow's student is a "
+                          "straightened flow (drop distill.segments)")
+    levels = opts["levels"]
+    if not (_is_curriculum(levels) or (isinstance(levels, int) and not isinstance(levels, bool)
+                                       and levels >= 2)):
+        raise ConfigError(f"distill.levels={levels!r}: give CD's number of noise levels (at "
+                          "least 2), or [s0, s1] to double them from s0 to s1 over training")
     return opts
+
+
+def _is_curriculum(value: Any) -> bool:
+    """[s0, s1] with 2 <= s0 <= s1, integers."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in value)
+            and value[0] <= value[1])
 
 
 def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
@@ -92,15 +117,20 @@ def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
     ``consistency`` (the parametrisation of
     :class:`~omnidiff.methods.consistency.ConsistencyModel`, CD and CT), ``sampler`` (its default:
     consistency, or euler on the trailing grid after reflow, at ``steps``) and ``distilled``
-    (method, teacher, solver and the guidance distilled into it)."""
+    (method, teacher, solver and the guidance distilled into it). A multistep student
+    (``segments`` > 1) samples by DDIM on the grid its segments end at, in that many steps."""
     method = distill["method"]
+    segments = int(_option(distill, "segments"))
+    steps = segments if segments > 1 else int(_option(distill, "steps"))
     # after reflow: Euler on the trailing grid (t_max (1 - i / steps); the default uniform one
     # would spend a step of two at t_min)
     sampler = ({"name": "euler", "grid": "trailing"} if method == "reflow"
+               else {"name": "ddim", "grid": cm.SEGMENT_GRID} if segments > 1
                else {"name": "consistency"})
     out: dict[str, Any] = {
-        "sampler": {**sampler, "steps": int(_option(distill, "steps"))},
-        "distilled": {k: distill.get(k) for k in ("method", "teacher", "solver", "guidance")}}
+        "sampler": {**sampler, "steps": steps},
+        "distilled": {k: distill.get(k) for k in ("method", "teacher", "solver", "guidance",
+                                                   "segments")}}
     if method != "reflow":
         out["consistency"] = {"scale": float(_option(distill, "scale"))}
     return out

@@ -501,12 +501,13 @@ NUMBERS = (
     ("checkpoint.every_n_minutes", float, 0, None, True), ("checkpoint.keep", int, -1, None, False),
     ("ae.latent_channels", int, 1, None, False), ("ae.blocks", int, 0, None, False),
     ("ae.kl_weight", float, 0, None, False),
-    ("distill.guidance", float, 0, None, True), ("distill.levels", int, 2, None, True),
+    ("distill.guidance", float, 0, None, True),
     ("distill.p_std", float, 1e-12, None, True), ("distill.p_mean", float, -1e6, None, True),
     ("distill.huber_c", float, 0, None, True), ("distill.target_ema", float, 0, 0.9999999, True),
     ("distill.scale", float, 1e-12, None, True), ("distill.pairs", int, 1, None, True),
     ("distill.teacher_steps", int, 1, None, True), ("distill.steps", int, 1, None, True),
     ("distill.total_steps", int, 1, None, True), ("distill.level_groups", int, 1, None, True),
+    ("distill.segments", int, 1, None, True),
 )
 
 

@@ -81,7 +81,8 @@ def distill_config(args: list[str]) -> Any:
 
         default = student_fields({**to_plain(cfg.distill), "method": method})["sampler"]
         cfg.sampler = {**default, "guidance": None}  # its guidance is distilled in
-    if method == "ct" and cfg.distill.get("total_steps") is None and cfg.trainer.max_steps > 0:
+    curriculum = method == "ct" or OmegaConf.is_list(cfg.distill.get("levels"))
+    if curriculum and cfg.distill.get("total_steps") is None and cfg.trainer.max_steps > 0:
         cfg.distill.total_steps = int(cfg.trainer.max_steps)  # the curriculum's length
     OmegaConf.set_struct(cfg, True)
     return cfg

@@ -70,30 +70,37 @@ class DistillModule(DiffusionModule):
 
     # ---- consistency distillation and training -------------------------------------------
     def n_levels(self) -> int:
-        """The number of noise levels now: CD's fixed ``levels``; CT's curriculum over
-        ``total_steps`` (the run's ``trainer.max_steps``)."""
+        """The number of noise levels now: CD's fixed ``levels``; else a curriculum over
+        ``total_steps`` (the run's ``trainer.max_steps``): CD's ``levels: [s0, s1]``, CT's
+        ``curriculum``."""
         opts = self.hparams["distill"]
-        if self.method == "cd":
-            return int(opts["levels"])
-        s0, s1 = opts["curriculum"]
+        stages = opts["curriculum"] if self.method == "ct" else opts["levels"]
+        if isinstance(stages, int):
+            return stages
+        s0, s1 = stages
         return curriculum(int(self.global_step), int(opts["total_steps"]),
                           int(s0), int(s1))
 
-    def levels(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(times (n,), pair probabilities (n - 1,), pair weights (n - 1,)), cached per n."""
+    def levels(self, n: int) -> tuple[torch.Tensor, ...]:
+        """(times (m,), pair probabilities (m - 1,), pair weights (m - 1,), each level's
+        segment end (m,) or None), cached per n; m = n plus a multistep student's segment
+        boundaries."""
         if n not in self._levels:
             opts = self.hparams["distill"]
-            ts = cm.discretization(self.schedule, n)
+            ts, ends = cm.discretization(self.schedule, n), None
+            if int(opts.get("segments") or 1) > 1:
+                ts, ends = cm.segment_ends(self.schedule, ts, int(opts["segments"]))
             probs = cm.level_probabilities(self.schedule, ts, opts["level_sampling"],
                                            p_mean=float(opts["p_mean"]),
                                            p_std=float(opts["p_std"]))
-            self._levels[n] = (ts, probs, cm.level_weights(self.schedule, ts, opts["weighting"]))
+            weights = cm.level_weights(self.schedule, ts, opts["weighting"])
+            self._levels[n] = (ts, probs, weights, ends)
         return self._levels[n]
 
     def _consistency_loss(self, x: torch.Tensor, cond: Any,
                           generator: torch.Generator | None) -> torch.Tensor:
         opts = self.hparams["distill"]
-        ts, probs, weights = self.levels(self.n_levels())
+        ts, probs, weights, ends = self.levels(self.n_levels())
         if self.method == "cd":
             point = cm.distillation_points(self.teacher, ts.tolist(), schedule=self.schedule,
                                            prediction=self.teacher.prediction,
@@ -105,7 +112,7 @@ class DistillModule(DiffusionModule):
             schedule=self.schedule, levels=ts, probs=probs, weights=weights, point=point,
             cond=cond, p_uncond=float(self.hparams.loss.get("p_uncond", 0.1)),
             distance=opts["distance"], c=opts["huber_c"],
-            generator=generator, level_groups=opts.get("level_groups"))
+            generator=generator, level_groups=opts.get("level_groups"), ends=ends)
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
