@@ -199,9 +199,9 @@ def main() -> None:
         rows.append(_evaluate(fp, "flow teacher", "dpmpp_2m", 20, None, n, metrics))
     for name, path in students.items():
         sp = omnidiff.load(path, device="cpu")
-        sampler = sp.default_sampler()["name"]
-        rows += [_evaluate(sp, f"{name} student", sampler, k, None, n, metrics,
-                           grid=sp.default_sampler().get("grid")) for k in (1, 2, 4)]
+        default = sp.default_sampler
+        rows += [_evaluate(sp, f"{name} student", default["name"], k, None, n, metrics,
+                           grid=default.get("grid")) for k in (1, 2, 4)]
     _print(args.problem, p, rows, times)
 
 
