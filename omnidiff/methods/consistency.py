@@ -216,19 +216,25 @@ StepFn = Callable[..., torch.Tensor]
 
 def teacher_step(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
                  t_from: float, t_to: float, *, schedule: Schedule, prediction: str,
-                 solver: str = "heun", **options: Any) -> torch.Tensor:
-    """One step of the core's ODE sampler ``solver`` from ``t_from`` down to ``t_to`` for
-    ``model(x_t, t) -> prediction`` (a teacher, guided or not). x: (B, *event)."""
+                 solver: str = "heun", substeps: int = 1, **options: Any) -> torch.Tensor:
+    """``substeps`` equal steps in t of the core's ODE sampler ``solver`` from ``t_from`` down
+    to ``t_to`` for ``model(x_t, t) -> prediction`` (a teacher, guided or not).
+    x: (B, *event)."""
     denoise = Denoiser(model, schedule, prediction, x.dtype)
-    return SAMPLERS[solver](denoise, x, [float(t_from), float(t_to)], **options)
+    times = torch.linspace(float(t_from), float(t_to), int(substeps) + 1, dtype=torch.float64)
+    return SAMPLERS[solver](denoise, x, times.tolist(), **options)
 
 
 def distillation_points(teacher: Callable[..., torch.Tensor], levels: list[float], *,
                         schedule: Schedule, prediction: str, solver: str = "heun",
-                        guidance: float | None = None) -> StepFn:
-    """CD's lower point: per level present in the batch, one ``solver`` step of the teacher's
-    ODE (under classifier-free ``guidance``; rows whose condition is dropped follow the
-    unconditional teacher). Returns ``step(x_hi, n, x0=, noise=, cond=, drop=) -> x_lo``."""
+                        guidance: float | None = None, substeps: int = 1) -> StepFn:
+    """CD's lower point: per level present in the batch, ``substeps`` ``solver`` steps of the
+    teacher's ODE (under classifier-free ``guidance``; rows whose condition is dropped follow
+    the unconditional teacher). Returns ``step(x_hi, n, x0=, noise=, cond=, drop=) -> x_lo``.
+
+    On a narrow-mode mixture, one Heun step between two of 18 Karras levels misses the exact
+    ODE by about 0.03 where the trajectories choose their modes (sigma/alpha 0.3-1.1): as
+    much as a mode's width. Two steps cut that to 0.006, three to 0.003."""
     def step(x_hi: torch.Tensor, n: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor,
              cond: Any = None, drop: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty_like(x_hi)
@@ -238,7 +244,8 @@ def distillation_points(teacher: Callable[..., torch.Tensor], levels: list[float
             fn = classifier_free(teacher, c, guidance if c is not None else None,
                                  drop=None if drop is None else drop[rows])
             out[rows] = teacher_step(fn, x_hi[rows], levels[k + 1], levels[k],
-                                     schedule=schedule, prediction=prediction, solver=solver)
+                                     schedule=schedule, prediction=prediction, solver=solver,
+                                     substeps=substeps)
         return out
     return step
 

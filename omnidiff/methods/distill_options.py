@@ -26,9 +26,12 @@ METHODS = ("cd", "ct", "reflow")
 # (stop-gradient) for both, as in iCT and ECT: on the 2D narrow-mode mixture an EMA target of
 # 0.95 left CD's 2-step student at 1.64x its teacher's sliced W2, the student itself at 1.32x
 METHOD_DEFAULTS = {
-    "cd": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.0},
-    "ct": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.0},
-    "reflow": {"level_sampling": None, "weighting": None, "target_ema": None},
+    "cd": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.0,
+           "teacher_steps": 1},
+    "ct": {"level_sampling": "lognormal", "weighting": "ict", "target_ema": 0.0,
+           "teacher_steps": None},
+    "reflow": {"level_sampling": None, "weighting": None, "target_ema": None,
+               "teacher_steps": 20},
 }
 
 
@@ -44,7 +47,9 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     "weighting": None, "distance": "pseudo_huber", "huber_c": None, "target_ema": None,
     "level_groups": None,
     "scale": 10.0,  # c_skip = 1 / (1 + (scale (sigma/alpha - s_min) / sigma_data)^2)
-    "pairs": 10_000, "teacher_steps": 20,  # reflow: (noise, sample) pairs and the ODE's steps
+    "pairs": 10_000,  # reflow: (noise, sample) pairs from the teacher's ODE
+    # the solver's steps: reflow's per pair; cd's between two neighbouring levels
+    "teacher_steps": None,
     "steps": 2,  # the student's default sampling steps
     # > 1: a multistep student for that many steps (segments ending at the times of its grid;
     # Heek et al. 2024), sampled by DDIM on that grid; 1: a consistency function to t_min

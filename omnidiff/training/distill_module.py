@@ -104,7 +104,8 @@ class DistillModule(DiffusionModule):
         if self.method == "cd":
             point = cm.distillation_points(self.teacher, ts.tolist(), schedule=self.schedule,
                                            prediction=self.teacher.prediction,
-                                           solver=opts["solver"], guidance=opts.get("guidance"))
+                                           solver=opts["solver"], guidance=opts.get("guidance"),
+                                           substeps=int(opts["teacher_steps"] or 1))
         else:
             point = cm.training_step_point(ts, self.schedule)
         loss, _ = cm.consistency_loss(
