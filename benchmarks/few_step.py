@@ -138,15 +138,11 @@ def _students(args, p: dict, out: Path, teacher: Path, times: dict) -> dict[str,
         if name == "reflow" and flow is None:
             flow, times["flow teacher"] = _run("train", [*p["teacher"], *FLOW],
                                                out / "flow_teacher")
-        fill = {"{teacher}": f"teacher={teacher}", "{flow}": f"teacher={flow}"}
-        argv = []
-        for a in STUDENTS[name]:
-            if a == "{data}":
-                argv += [d for d in p["teacher"] if d.startswith("data.")]
-            else:
-                argv.append(next((v for k, v in fill.items() if a == f"teacher={k}"), a))
+        data = [d for d in p["teacher"] if d.startswith("data.")]
+        argv = [x for a in STUDENTS[name] for x in (
+            data if a == "{data}" else [a.format(teacher=teacher, flow=flow)])]
         paths[name], times[name] = _run("distill", [*argv, *args.set], out / name)
-    if "reflow" in paths:
+    if flow is not None:  # reflow's teacher, for its own rows
         paths["flow teacher"] = flow
     return paths
 

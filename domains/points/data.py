@@ -38,7 +38,7 @@ from .clouds import (
     sample_digit_clouds,
     sample_shapes,
 )
-from .densities import DENSITIES, NUM_MODES, load_points_file, sample_density
+from .densities import DENSITIES, NUM_MODES, load_points_file, mixture_law, sample_density
 
 __all__ = ["KINDS", "PointsData"]
 
@@ -195,6 +195,14 @@ class PointsData(pl.LightningDataModule):
             self.cond_spec: CondSpec = NamedCond((("label", label), ("affine", vector)))
         else:
             self.cond_spec = label or vector or NoCond()
+
+    @property
+    def law(self) -> Any:
+        """The data's exact law (a :class:`~omnidiff.core.gaussian_mixture.GaussianMixture`)
+        for the ``mixture`` density, else None."""
+        if self.kind == "density" and self.path is None and self.name == "mixture":
+            return mixture_law(self.dim)
+        return None
 
     @property
     def num_classes(self) -> int:

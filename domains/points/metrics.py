@@ -36,7 +36,6 @@ import torch
 from omnidiff.core.gaussian_mixture import GaussianMixture
 
 from .affine import cloud_properties, split_cond, undo_affine
-from .densities import mixture_law
 
 __all__ = ["sliced_wasserstein", "mmd_rbf", "chamfer_matrix", "knn_classify", "cloud_metrics",
            "density_metrics", "mixture_metrics", "affine_metrics", "compute_metrics"]
@@ -178,13 +177,13 @@ def mixture_metrics(samples: Tensor, law: GaussianMixture) -> dict[str, float]:
     """``mode_weight_err`` and ``mode_width`` of points ``(n, D)`` against a mixture's exact
     law (see the module docstring)."""
     x = samples.detach().cpu().double()
-    mode = law.log_prob_components(x).argmax(-1)  # (n,)
+    log_joint, dist2 = law.clean_components(x)  # (n, K) each
+    mode = log_joint.argmax(-1)  # (n,)
     share = torch.bincount(mode, minlength=len(law.weights)).double() / len(x)
-    chol = torch.linalg.cholesky(law.covs)  # (K, D, D)
-    z = torch.linalg.solve_triangular(chol[mode], (x - law.means[mode])[..., None],
-                                      upper=False)[..., 0]  # (n, D): N(0, I) for exact samples
+    # whitened by its mode, a sample's squared length is D on average for exact samples
+    own = dist2.gather(1, mode[:, None]).squeeze(1)  # (n,)
     return {"mode_weight_err": float((share - law.weights).abs().max()),
-            "mode_width": float(z.pow(2).mean().sqrt())}
+            "mode_width": float((own.mean() / x.shape[1]).sqrt())}
 
 
 def cloud_metrics(samples: Tensor, reference: Tensor, cond: Tensor | None = None,
@@ -221,7 +220,8 @@ def compute_metrics(samples: Tensor, reference: Tensor, cond: Any = None,
     With affine conditions (``data.affine=true``) samples and reference are first mapped back
     by their own conditions, so the usual metrics measure the shape given the condition (a
     model that ignored its condition scores badly); clouds add :func:`affine_metrics`.
-    ``data`` (the data module): for the ``mixture`` density, :func:`mixture_metrics` too.
+    ``data`` (the data module): where it knows its exact ``law`` (the ``mixture`` density),
+    :func:`mixture_metrics` too.
     """
     if samples.dim() not in (2, 3):
         raise ValueError(f"points metrics take (n, 2) points or (n, N, 2) clouds; got samples "
@@ -243,7 +243,7 @@ def compute_metrics(samples: Tensor, reference: Tensor, cond: Any = None,
         samples = undo_affine(samples.double(), affine.double()).float()
         reference = undo_affine(reference.double(), ref_affine.double()).float()
     fn = density_metrics if samples.dim() == 2 else cloud_metrics
-    if (getattr(data, "name", None) == "mixture" and getattr(data, "kind", None) == "density"
-            and affine is None):
-        out.update(mixture_metrics(samples, mixture_law(int(data.dim))))
+    law = getattr(data, "law", None)
+    if law is not None and affine is None:
+        out.update(mixture_metrics(samples, law))
     return {**fn(samples, reference, labels, ref_labels), **out, "finite_frac": frac}

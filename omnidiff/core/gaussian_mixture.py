@@ -91,16 +91,23 @@ class GaussianMixture:
         var = a[:, None, None] ** 2 * d + s[:, None, None] ** 2  # (B, K, D)
         return z, var, a
 
-    def _log_joint(self, x, t, schedule):
-        z, var, _ = self._rotated(x, t, schedule)
-        return (torch.log(self.weights) - 0.5 * (z * z / var).sum(-1)
-                - 0.5 * torch.log(var).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi))
+    def _log_gauss(self, z: torch.Tensor, var: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log(w_k N_k), squared Mahalanobis distance), each (B, K), of rotated points z and
+        variances var (B, K, D) from :meth:`_rotated`."""
+        m2 = (z * z / var).sum(-1)
+        return (torch.log(self.weights) - 0.5 * m2 - 0.5 * torch.log(var).sum(-1)
+                - 0.5 * self.dim * math.log(2 * math.pi)), m2
 
-    def log_prob_components(self, x: torch.Tensor) -> torch.Tensor:
-        """log(w_k N(x; mu_k, S_k)) of clean points x: (B, D) -> (B, K), float64."""
+    def _log_joint(self, x, t, schedule):
+        return self._log_gauss(*self._rotated(x, t, schedule)[:2])[0]
+
+    def clean_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For clean points x: (B, D): (log(w_k N(x; mu_k, S_k)), the squared Mahalanobis
+        distance to each mode), each (B, K), float64. (Any schedule is clean at t = 0.)"""
         x = x.double()
         t = torch.zeros(x.shape[0], dtype=torch.float64)
-        return self._log_joint(x, t, get_schedule("flow"))
+        return self._log_gauss(*self._rotated(x, t, get_schedule("flow"))[:2])
 
     def responsibilities(self, x_t: torch.Tensor, t: torch.Tensor, schedule: Schedule
                          ) -> torch.Tensor:
@@ -121,9 +128,7 @@ class GaussianMixture:
         x, t = x_t.double(), t.double()
         d, u = self._eig()
         z, var, a = self._rotated(x, t, schedule)
-        log_joint = (torch.log(self.weights) - 0.5 * (z * z / var).sum(-1)
-                     - 0.5 * torch.log(var).sum(-1))
-        r = log_joint.softmax(-1)  # (B, K)
+        r = self._log_gauss(z, var)[0].softmax(-1)  # (B, K)
         gain = a[:, None, None] * d * z / var  # (B, K, D) in each component's eigenbasis
         comp_mean = self.means + torch.einsum("kij,bkj->bki", u, gain)
         return (r[..., None] * comp_mean).sum(1)

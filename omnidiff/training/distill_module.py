@@ -105,7 +105,7 @@ class DistillModule(DiffusionModule):
             point = cm.distillation_points(self.teacher, ts.tolist(), schedule=self.schedule,
                                            prediction=self.teacher.prediction,
                                            solver=opts["solver"], guidance=opts.get("guidance"),
-                                           substeps=int(opts["teacher_steps"] or 1))
+                                           substeps=int(opts["teacher_steps"]))
         else:
             point = cm.training_step_point(ts, self.schedule)
         loss, _ = cm.consistency_loss(
