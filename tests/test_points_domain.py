@@ -366,6 +366,27 @@ def test_the_mixture_density_samples_its_exact_law_in_any_dimension():
         PointsData(kind="density", name="moons", dim=3)
 
 
+def test_a_mixtures_reference_gives_each_mode_exactly_its_share():
+    from omnidiff_domains.points.densities import mixture_law
+    from omnidiff_domains.points.metrics import sliced_wasserstein
+
+    law, n = mixture_law(2), 20_000
+    x, comp = law.sample(n, gen(2), stratified=True)
+    counts = torch.bincount(comp, minlength=8)
+    assert int(counts.sum()) == n and ((counts - law.weights * n).abs() < 1).all()
+    assert not (comp[1:] >= comp[:-1]).all()  # shuffled, not in blocks
+    for k in range(8):  # each mode's points are still its Gaussian's
+        assert torch.allclose(x[comp == k].mean(0), law.means[k], atol=0.01)
+    # the held-out reference of a mixture run is stratified; its training data is not
+    data = PointsData(kind="density", name="mixture", dim=2)
+    ref, _ = data.reference(n)
+    _, ref_comp = law.clean_components(ref)[0].max(-1)
+    assert ((torch.bincount(ref_comp, minlength=8) - law.weights * n).abs() < 3).all()
+    # without the reference's own weight noise, a perfect sample scores lower against it
+    iid = [law.sample(n, gen(s))[0] for s in (3, 4)]
+    assert sliced_wasserstein(iid[0], ref.double()) < sliced_wasserstein(iid[0], iid[1])
+
+
 def test_mixture_metrics_see_wide_modes_and_wrong_weights():
     from omnidiff_domains.points.densities import mixture_law
     from omnidiff_domains.points.metrics import mixture_metrics

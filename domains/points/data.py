@@ -231,7 +231,8 @@ class PointsData(pl.LightningDataModule):
         """``n`` samples ``(n, *event)`` and labels (or None), before any affine map."""
         if self._pool is None:  # synthetic
             if self.kind == "density":
-                x, y = sample_density(self.name, n, g, dim=self.dim)
+                x, y = sample_density(self.name, n, g, dim=self.dim,
+                                      stratified=split == "held_out")
             else:
                 x, y = sample_shapes(n, self.num_points, g)
         else:
@@ -270,7 +271,8 @@ class PointsData(pl.LightningDataModule):
         """Held-out samples ``(n, *event)`` and their conditions (None when unconditional).
 
         Never drawn from the training set: a separate generator stream for synthetic data,
-        the held-out split for digits and user files.
+        the held-out split for digits and user files. The ``mixture`` density's held-out
+        points give each mode exactly its weight's share (stratified).
         """
         g = generator if generator is not None else _stream(self.seed, _REF)
         return self._draw(int(n), g, "held_out")

@@ -139,14 +139,16 @@ def _stats(name: str) -> tuple[Tensor, float]:
 
 
 def sample_density(name: str, n: int, generator: torch.Generator | None = None, *,
-                   dim: int = 2) -> tuple[Tensor, Tensor]:
+                   dim: int = 2, stratified: bool = False) -> tuple[Tensor, Tensor]:
     """Draw ``n`` standardised points: ``x: (n, 2) float32`` (``mixture``: ``(n, dim)``, its
-    law's own scale), modes ``y: (n,) long``."""
+    law's own scale), modes ``y: (n,) long``. ``stratified`` (``mixture`` only): each mode
+    gets exactly its share of the points, so a reference set's weights carry no sampling
+    noise (with narrow modes, the 0.1 % weight noise of 65 536 points moves sliced W2 by about 0.04)."""
     if name not in DENSITIES:
         raise ValueError(f"unknown density {name!r}; valid densities: {', '.join(DENSITIES)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     if name == "mixture":
-        x, y = mixture_law(int(dim)).sample(int(n), g)
+        x, y = mixture_law(int(dim)).sample(int(n), g, stratified=stratified)
         return x.float(), y.long()
     x, y = _RAW[name](int(n), g)
     mean, std = _stats(name)

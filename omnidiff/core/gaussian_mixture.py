@@ -49,10 +49,15 @@ class GaussianMixture:
         return (self.weights[:, None, None] * (self.covs + dev[:, :, None] * dev[:, None, :])
                 ).sum(0)
 
-    def sample(self, n: int, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x: (n, D) float64, component index: (n,))."""
-        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+    def sample(self, n: int, generator: torch.Generator | None = None, *,
+               stratified: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x: (n, D) float64, component index: (n,)). ``stratified``: each component gets
+        its share of the n samples exactly (up to rounding), in random order, instead of a
+        multinomial draw: a reference set whose weights carry no sampling noise."""
+        if stratified:
+            comp = _stratified_components(self.weights, n, generator)
+        else:
+            comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         chol = torch.linalg.cholesky(self.covs)  # (K, D, D)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.means[comp] + (chol[comp] @ z[:, :, None])[..., 0], comp
@@ -145,6 +150,18 @@ class GaussianMixture:
             eps = (x_t.double() - append_dims(a, 2) * x0) / append_dims(s, 2)
             return target(prediction, x0, eps, t64, schedule).to(x_t.dtype)
         return fn
+
+
+def _stratified_components(weights: torch.Tensor, n: int,
+                           generator: torch.Generator | None) -> torch.Tensor:
+    """(n,) component indices, ``floor(w_k n)`` of each and the rest to the largest
+    remainders, shuffled."""
+    share = weights * n  # (K,)
+    counts = share.floor().long()
+    rest = n - int(counts.sum())
+    counts[torch.argsort(share - counts, descending=True)[:rest]] += 1
+    comp = torch.repeat_interleave(torch.arange(len(weights)), counts)  # (n,)
+    return comp[torch.randperm(n, generator=generator)]
 
 
 def eight_gaussians(radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
