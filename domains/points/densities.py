@@ -143,7 +143,8 @@ def sample_density(name: str, n: int, generator: torch.Generator | None = None, 
     """Draw ``n`` standardised points: ``x: (n, 2) float32`` (``mixture``: ``(n, dim)``, its
     law's own scale), modes ``y: (n,) long``. ``stratified`` (``mixture`` only): each mode
     gets exactly its share of the points, so a reference set's weights carry no sampling
-    noise (with narrow modes, the 0.1 % weight noise of 65 536 points moves sliced W2 by about 0.04)."""
+    noise (with narrow modes, the 0.1 % weight noise of 65 536 points moves sliced W2 by
+    about 0.04)."""
     if name not in DENSITIES:
         raise ValueError(f"unknown density {name!r}; valid densities: {', '.join(DENSITIES)}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
