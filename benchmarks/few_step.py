@@ -27,7 +27,8 @@ Problems:
 * ``tones``: audio_tones with guidance 1.5: pitch accuracy and the mel profile gap.
 
 Student methods (``--students``, comma-separated): ``cd`` (the default ``omnidiff distill``),
-``cd_ema`` (CD as it was before: an EMA target of 0.95 and 18 fixed levels), ``ect`` (easy
+``cd_ema`` (CD as it was before: an EMA target of 0.95 and 18 fixed levels), ``cd_ict`` (CD
+with iCT's log-normal levels as set for images, where a recipe chooses others), ``ect`` (easy
 consistency tuning: consistency training started from the teacher's weights), ``cd_2seg``
 (a multistep student trained for its 2-step grid, sampled by DDIM), ``ct``
 (consistency training from data alone), ``reflow`` (a flow-schedule teacher, reflowed).
@@ -55,13 +56,15 @@ MIXTURE = ["recipe=points2d", "data.name=mixture"]
 PROBLEMS = {
     "mixture2d": dict(teacher=[*MIXTURE, "data.dim=2"],
                       metrics=("sliced_w2", "mode_weight_err", "mode_width"), guidance=None,
-                      n=65536, seeds=3, students=("cd", "cd_ema", "ect", "cd_2seg", "ct")),
+                      n=65536, seeds=3,
+                      students=("cd", "cd_ict", "cd_ema", "ect", "cd_2seg", "ct")),
     # 8D: a larger batch and a decaying rate bring the teacher's mode weights to within 0.01
     "mixture8d": dict(teacher=[*MIXTURE, "data.dim=8", "data.batch_size=1024",
                                "trainer.max_steps=5000", "optim.decay_steps=5000",
                                "optim.final_lr=0.05"],
                       metrics=("sliced_w2", "mode_weight_err", "mode_width"), guidance=None,
-                      n=65536, seeds=3, students=("cd", "cd_ema", "ect", "cd_2seg", "ct")),
+                      n=65536, seeds=3,
+                      students=("cd", "cd_ict", "cd_ema", "ect", "cd_2seg", "ct")),
     "points2d": dict(teacher=["recipe=points2d"], metrics=("sliced_w2", "mmd_rbf"),
                      guidance=None, n=4096, students=("cd", "cd_ema", "ect", "ct", "reflow")),
     "digits": dict(teacher=["recipe=image_digits"],
@@ -77,6 +80,7 @@ PROBLEMS = {
 STUDENTS = {
     "cd": ["teacher={teacher}"],
     "cd_ema": ["teacher={teacher}", "distill.target_ema=0.95", "distill.levels=18"],
+    "cd_ict": ["teacher={teacher}", "distill.p_mean=-1.1", "distill.p_std=2.0"],
     "ect": ["method=ct", "teacher={teacher}"],
     "cd_2seg": ["teacher={teacher}", "distill.segments=2"],
     "ct": ["method=ct", "recipe=distill_points2d", "{data}"],
@@ -172,8 +176,10 @@ def _students(args, p: dict, out: Path, teacher: Path, times: dict) -> dict[str,
 def _print(problem: str, p: dict, rows: list[dict], times: dict) -> None:
     key = p["metrics"][0]
     ref = next(r for r in rows if r["model"] == "teacher")[key]
-    print(f"\n{problem}: {p['n']} samples per row, seed 0; ratio = {key} / the teacher's "
-          "at 20 NFE")
+    seeds = p.get("seeds", 1)
+    print(f"\n{problem}: {p['n']} samples per row, "
+          + (f"mean over seeds 0-{seeds - 1}" if seeds > 1 else "seed 0")
+          + f"; ratio = {key} / the teacher's at 20 NFE")
     print("| model | sampler | grid | NFE | " + " | ".join(p["metrics"])
           + " | ratio | ms / sample |")
     print("|---|---|---|---|" + "---|" * len(p["metrics"]) + "---|---|")
