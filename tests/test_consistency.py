@@ -122,7 +122,8 @@ def _distil_exact_mixture(gm, sch, steps: int = 1500):
     target = copy.deepcopy(student).requires_grad_(False)
     levels = cm.discretization(sch, 12)
     probs, weights = cm.level_probabilities(sch, levels), cm.level_weights(sch, levels)
-    point = cm.distillation_points(teacher, schedule=sch, prediction="v", solver="heun")
+    point = cm.distillation_points(teacher, levels.tolist(), schedule=sch, prediction="v",
+                                   solver="heun")
     opt = torch.optim.Adam(student.parameters(), 2e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):

@@ -225,40 +225,37 @@ def teacher_step(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x:
     return SAMPLERS[solver](denoise, x, times.tolist(), **options)
 
 
-def distillation_points(teacher: Callable[..., torch.Tensor], *, schedule: Schedule,
-                        prediction: str, solver: str = "heun", guidance: float | None = None,
-                        substeps: int = 1) -> StepFn:
-    """CD's lower point: per pair of times present in the batch, ``substeps`` ``solver`` steps
-    of the teacher's ODE (under classifier-free ``guidance``; rows whose condition is dropped
-    follow the unconditional teacher). Returns ``step(x_hi, t_hi, t_lo, x0=, noise=, cond=,
-    drop=) -> x_lo`` (times (B,)).
+def distillation_points(teacher: Callable[..., torch.Tensor], levels: list[float], *,
+                        schedule: Schedule, prediction: str, solver: str = "heun",
+                        guidance: float | None = None, substeps: int = 1) -> StepFn:
+    """CD's lower point: per level present in the batch, ``substeps`` ``solver`` steps of the
+    teacher's ODE (under classifier-free ``guidance``; rows whose condition is dropped follow
+    the unconditional teacher). Returns ``step(x_hi, n, x0=, noise=, cond=, drop=) -> x_lo``.
 
     On a narrow-mode mixture, one Heun step between two of 18 Karras levels misses the exact
     ODE by about 0.03 where the trajectories choose their modes (sigma/alpha 0.3-1.1): as
     much as a mode's width. Two steps cut that to 0.006, three to 0.003."""
-    def step(x_hi: torch.Tensor, t_hi: torch.Tensor, t_lo: torch.Tensor, *, x0: torch.Tensor,
-             noise: torch.Tensor, cond: Any = None, drop: torch.Tensor | None = None
-             ) -> torch.Tensor:
+    def step(x_hi: torch.Tensor, n: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor,
+             cond: Any = None, drop: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty_like(x_hi)
-        pairs, which = torch.unique(torch.stack([t_hi, t_lo], 1), dim=0, return_inverse=True)
-        for k, (hi, lo) in enumerate(pairs.tolist()):  # one solver call per pair of times
-            rows = (which == k).nonzero().squeeze(1)
+        for k in torch.unique(n).tolist():  # one solver call per level in the batch
+            rows = (n == k).nonzero().squeeze(1)
             c = index_cond(cond, rows)
             fn = classifier_free(teacher, c, guidance if c is not None else None,
                                  drop=None if drop is None else drop[rows])
-            out[rows] = teacher_step(fn, x_hi[rows], hi, lo, schedule=schedule,
-                                     prediction=prediction, solver=solver, substeps=substeps)
+            out[rows] = teacher_step(fn, x_hi[rows], levels[k + 1], levels[k],
+                                     schedule=schedule, prediction=prediction, solver=solver,
+                                     substeps=substeps)
         return out
     return step
 
 
-def training_step_point(schedule: Schedule) -> StepFn:
-    """CT's lower point: the same data and noise at the lower time, ``alpha x0 + sigma noise``
+def training_step_point(levels: torch.Tensor, schedule: Schedule) -> StepFn:
+    """CT's lower point: the same data and noise at level n, ``alpha x0 + sigma noise``
     (the one-sample estimate of the ODE step; Song et al. 2023, sec. 5)."""
-    def step(x_hi: torch.Tensor, t_hi: torch.Tensor, t_lo: torch.Tensor, *, x0: torch.Tensor,
-             noise: torch.Tensor, cond: Any = None, drop: torch.Tensor | None = None
-             ) -> torch.Tensor:
-        return add_noise(x0, t_lo, schedule, noise)
+    def step(x_hi: torch.Tensor, n: torch.Tensor, *, x0: torch.Tensor, noise: torch.Tensor,
+             cond: Any = None, drop: torch.Tensor | None = None) -> torch.Tensor:
+        return add_noise(x0, levels.to(x0.device)[n], schedule, noise)
     return step
 
 
@@ -294,7 +291,7 @@ def consistency_loss(student: Callable[..., torch.Tensor], target: Callable[...,
     x_hi = add_noise(x0, t_hi, schedule, noise)  # (B, *event)
     drop = None if cond is None else cfg_drop_mask(b, p_uncond, generator=generator, device=dev)
     with torch.no_grad():
-        x_lo = point(x_hi, t_hi, t_lo, x0=x0, noise=noise, cond=cond, drop=drop)
+        x_lo = point(x_hi, n, x0=x0, noise=noise, cond=cond, drop=drop)
         tgt = target(x_lo, t_lo.to(x0.dtype), cond=cond, drop=drop)
     pred = student(x_hi, t_hi.to(x0.dtype), cond=cond, drop=drop)
     if ends is not None:

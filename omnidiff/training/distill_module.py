@@ -102,12 +102,12 @@ class DistillModule(DiffusionModule):
         opts = self.hparams["distill"]
         ts, probs, weights, ends = self.levels(self.n_levels())
         if self.method == "cd":
-            point = cm.distillation_points(self.teacher, schedule=self.schedule,
+            point = cm.distillation_points(self.teacher, ts.tolist(), schedule=self.schedule,
                                            prediction=self.teacher.prediction,
                                            solver=opts["solver"], guidance=opts.get("guidance"),
                                            substeps=int(opts["teacher_steps"]))
         else:
-            point = cm.training_step_point(self.schedule)
+            point = cm.training_step_point(ts, self.schedule)
         loss, _ = cm.consistency_loss(
             self.model, self.target if self.target is not None else self.model, x,
             schedule=self.schedule, levels=ts, probs=probs, weights=weights, point=point,
