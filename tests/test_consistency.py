@@ -4,6 +4,7 @@ sampler, distillation of an exact Gaussian-mixture denoiser, and ``omnidiff dist
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
@@ -200,7 +201,7 @@ def test_distill_writes_a_student_that_samples_in_two_steps(teachers, tmp_path, 
 
     run = tmp_path / "cd"
     code, out, err = _cli(["distill", f"teacher={teachers['cosine']}", f"out={run}",
-                           "trainer.max_steps=6", *TINY], capsys)
+                           "trainer.max_steps=6", "distill.grid_samples=256", *TINY], capsys)
     assert code == 0, err
     payload = torch.load(run / "model.pt", weights_only=True)
     assert payload["sampler"] == {"name": "consistency", "steps": 2}
@@ -209,11 +210,21 @@ def test_distill_writes_a_student_that_samples_in_two_steps(teachers, tmp_path, 
     pipe = omnidiff.load(run / "model.pt", device="cpu")
     assert isinstance(pipe.model, cm.ConsistencyModel)
     x = pipe.generate(16, seed=0)
-    assert pipe.last_sampler == "consistency" and pipe.last_grid == "logsnr_trailing"
+    # its 2-step grid was chosen among its training levels at the end of the run
+    assert pipe.last_sampler == "consistency" and pipe.last_grid == "calibrated"
     assert x.shape == (16, 2) and torch.isfinite(x).all()
-    # the .ckpt reads as the same student
+    chosen = payload["grids"]["consistency:2"]
+    levels = cm.discretization(pipe.model.schedule, payload["consistency"]["levels"]).tolist()
+    assert payload["consistency"]["levels"] == 18 and chosen["n"] == 256
+    assert chosen["times"][0] == levels[-1] and chosen["times"][1] in levels
+    assert chosen["value"] <= chosen["start_value"] and chosen["metric"] == "sliced_w2"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["grids"]["2"]["times"] == chosen["times"] and "2-step grid chosen" in out
+    assert set(summary["grids"]) == {"2", "3", "4"} and len(payload["grids"]) == 3
+    # the .ckpt reads as the same student (on a named grid: the chosen one is model.pt's)
     ck = omnidiff.load(run / "checkpoints" / "last.ckpt", device="cpu")
-    assert torch.allclose(ck.generate(16, seed=0), x, atol=1e-5)
+    x = pipe.generate(16, seed=0, grid="logsnr_trailing")
+    assert torch.allclose(ck.generate(16, seed=0, grid="logsnr_trailing"), x, atol=1e-5)
     # the teacher's weights started the student; its network is unchanged in layout
     teacher = torch.load(teachers["cosine"], weights_only=True)["state_dict"]
     assert set(payload["state_dict"]) == set(teacher)
@@ -330,6 +341,36 @@ def test_cd_levels_can_double_over_training_like_cts_curriculum(teachers, tmp_pa
     for bad in ([8], [64, 8], 1, [2.5, 8]):
         with pytest.raises(Exception, match="distill.levels"):
             distill_options({"teacher": "t", "levels": bad})
+
+
+def test_choose_times_moves_each_inner_time_to_the_best_candidate_in_order():
+    """Coordinate search over inner times: the best candidate strictly between neighbours,
+    kept only where it beats the grid so far; t_max and 0 never move."""
+    target = [1.0, 0.6, 0.27, 0.0]
+    calls = []
+
+    def score(grid):
+        calls.append(grid)
+        assert all(a > b for a, b in zip(grid, grid[1:]))  # always a valid grid
+        return sum((a - b) ** 2 for a, b in zip(grid, target))
+
+    cands = [0.9, 0.7, 0.5, 0.3, 0.2, 0.1]
+    grid, value, first = cm.choose_times(score, [1.0, 0.8, 0.4, 0.0], cands)
+    assert grid == [1.0, 0.7, 0.3, 0.0] and first == pytest.approx(0.2 ** 2 + 0.13 ** 2)
+    assert value == pytest.approx(0.1 ** 2 + 0.03 ** 2) and len(calls) == 1 + 3 + 4
+    # no candidate helps: the start stays
+    assert cm.choose_times(lambda g: 0.0, [1.0, 0.5, 0.0], cands)[0] == [1.0, 0.5, 0.0]
+
+
+def test_level_candidates_are_training_levels_in_a_noise_range():
+    sch = get_schedule("cosine")
+    levels = cm.discretization(sch, 18).tolist()
+    cands = cm.level_candidates(sch, 18, lo=0.05, hi=5.0)
+    s = [float(cm._sigma_tilde(sch, torch.tensor([t]))) for t in cands]
+    assert cands == sorted(cands, reverse=True) and set(cands) <= set(levels)
+    assert all(0.05 <= v <= 5.0 for v in s) and len(cands) == 7
+    below = [t for t in levels if t not in cands and t < cands[-1]]
+    assert float(cm._sigma_tilde(sch, torch.tensor([below[-1]]))) < 0.05
 
 
 def test_multistep_segments_end_at_the_students_grid():

@@ -271,6 +271,10 @@ def cmd_calibrate(args: list[str]) -> int:
         grid = pipe.calibrate(sampler, k, n=n, guidance=opts.get("guidance"), seed=seed,
                               stats=st, **tuning)
         print(f"{sampler} at {k} steps: t = [{', '.join(f'{t:.4f}' for t in grid.tolist())}]")
+        if "metric" in st:  # a consistency student's grid, chosen among its noise levels
+            print(f"  {st['metric']} of {st['n']} samples: {st['start_value']:.4g} "
+                  f"({st['start']} grid) -> {st['value']:.4g} ({st['seconds']:.0f} s)")
+            continue
         print(f"  median error vs the tight ODE solution on {st['n']} calibration samples: "
               f"{st['start_error']['median']:.4g} ({st['start']} grid) -> "
               f"{st['error']['median']:.4g}  ({st['runs']} sampler runs, {st['seconds']:.0f} s)")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +22,7 @@ from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import CheckpointError, ConditionError, PipelineError, UserError
 from omnidiff.inference.condition_files import read_condition_file
 from omnidiff.methods.classifier import NoisyClassifier, load_classifier
-from omnidiff.methods.consistency import ConsistencyModel
+from omnidiff.methods.consistency import ConsistencyModel, choose_times, level_candidates
 from omnidiff.methods.diffusers.scheduler import diffusers_times
 from omnidiff.methods.latent.autoencoder import read_autoencoder
 from omnidiff.model_file import read_checkpoint
@@ -40,6 +41,7 @@ from omnidiff.samplers.generate import (
     noise_and_cond,
     sampler_options,
 )
+from omnidiff.samplers.grids import timesteps
 from omnidiff.samplers.likelihood import LogLikelihood, log_likelihood
 from omnidiff.text.prompts import PromptEncoder, check_prompts
 
@@ -441,8 +443,14 @@ class Pipeline:
         their own noise (``seed``; not :meth:`generate`'s), under ``guidance`` with ``cond``
         as in :meth:`generate` (a conditional model's labels drawn uniformly). ``options`` go
         to the sampler and to ``calibrate_grid`` (``rtol``, ``max_evals``, ``verbose``).
-        Returns the grid: (steps + 1,) times."""
+        Returns the grid: (steps + 1,) times.
+
+        A consistency student's ``consistency`` grid is chosen differently: its inner times
+        among its training levels, by the domain's main metric (:meth:`_choose_levels`)."""
         check_request(sampler, self.cond_spec, steps=steps, guidance=guidance, n=n, seed=seed)
+        if sampler == "consistency" and isinstance(self.model, ConsistencyModel) and not options:
+            return self._choose_levels(int(steps), n=n, guidance=guidance, seed=seed,
+                                       stats=stats)
         options = sampler_options(self.domain, options)
         if n is None:  # about 4k values: 256 2D points, 64 8x8 images or anything larger
             n = max(64, min(256, 4096 // max(1, math.prod(self.event_shape))))
@@ -464,6 +472,42 @@ class Pipeline:
             "seed": int(seed), "start": st["start"], "start_median": st["start_error"]["median"],
             "median": st["error"]["median"], "seconds": st["seconds"]}
         return grid
+
+    def _choose_levels(self, steps: int, *, n: int | None, guidance: float | None, seed: int,
+                       stats: dict | None) -> torch.Tensor:
+        """A consistency student's ``steps``-step grid: logsnr_trailing's inner times, each
+        moved to one of the student's training levels where that lowers the domain's main
+        metric (``main_metric``, lower is better) of ``n`` samples (default 4096) against the
+        held-out reference; every candidate from the same noise (``seed``), so the comparison
+        is paired (:func:`~omnidiff.methods.consistency.choose_times`)."""
+        t0, n = time.perf_counter(), int(n or 4096)
+        levels = int((self.info.get("consistency") or {}).get("levels") or 18)
+        candidates = level_candidates(self.model.schedule, levels)
+        named = default_grid(self.model.schedule, "consistency")  # logsnr_trailing
+        start = timesteps(self.model.schedule, steps, named).tolist()
+        seen: dict[str, float] = {}
+
+        def score(grid: list[float]) -> float:
+            x = self.generate(n, sampler="consistency", steps=steps, grid=grid,
+                              guidance=guidance, seed=seed, progress=False)
+            m = self.metrics(x, n_ref=n)
+            name = seen.setdefault("metric", self._main_metric(m))
+            return m[name]
+
+        grid, value, first = choose_times(score, start, candidates)
+        st = {} if stats is None else stats
+        st.update(metric=seen["metric"], start=named, start_value=first, value=value,
+                  n=n, seconds=time.perf_counter() - t0)
+        self.info.setdefault("grids", {})[grid_key("consistency", steps)] = {
+            "times": grid, "guidance": guidance, "seed": int(seed), "levels": levels,
+            **{k: st[k] for k in ("metric", "start", "start_value", "value", "n", "seconds")}}
+        return torch.tensor(grid, dtype=torch.float64)
+
+    def _main_metric(self, metrics: dict[str, float]) -> str:
+        """The first of the domain's ``main_metric`` names among ``metrics``, else the first."""
+        pref = getattr(self.domain, "main_metric", None)
+        names = [pref] if isinstance(pref, str) else list(pref or [])
+        return next((k for k in names if k in metrics), next(iter(metrics)))
 
     def log_likelihood(self, x: torch.Tensor, *, cond: Any = None, divergence: str = "auto",
                        solver: str = "rk45", steps: int = 50, rtol: float = 1e-5,

@@ -55,6 +55,10 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     # Heek et al. 2024), sampled by DDIM on that grid; 1: a consistency function to t_min
     "segments": 1,
     "total_steps": 10_000,  # ct's curriculum length (omnidiff distill: trainer.max_steps)
+    # a multistep consistency student's inner sampling times, chosen at the end of the run
+    # among its training levels by the domain's main metric on this many samples (null: the
+    # run's eval.n_samples; 0: keep the logsnr_trailing grid)
+    "grid_samples": None,
 }
 DISTILL_KEYS = tuple(DISTILL_DEFAULTS)
 
@@ -107,6 +111,11 @@ def distill_options(block: dict[str, Any]) -> dict[str, Any]:
                                        and levels >= 2)):
         raise ConfigError(f"distill.levels={levels!r}: give CD's number of noise levels (at "
                           "least 2), or [s0, s1] to double them from s0 to s1 over training")
+    n = opts["grid_samples"]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ConfigError(f"distill.grid_samples={n!r}: give the number of samples that choose "
+                          "the student's sampling times (e.g. 4096), 0 to keep its default "
+                          "grid, or null for eval.n_samples")
     return opts
 
 
@@ -137,8 +146,19 @@ def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
         "distilled": {k: distill.get(k) for k in ("method", "teacher", "solver", "guidance",
                                                    "segments")}}
     if method != "reflow":
-        out["consistency"] = {"scale": float(_option(distill, "scale"))}
+        out["consistency"] = {"scale": float(_option(distill, "scale")),
+                              "levels": final_levels(distill)}
     return out
+
+
+def final_levels(distill: dict[str, Any]) -> int:
+    """How many noise levels a consistency student was trained on at the end of its run: CD's
+    fixed ``levels``, or the last stage of a curriculum (CD's ``[s0, s1]``, CT's)."""
+    stages = _option(distill, "curriculum" if distill["method"] == "ct" else "levels")
+    if isinstance(stages, int):
+        return stages
+    total = int(_option(distill, "total_steps"))
+    return cm.curriculum(total, total, int(stages[0]), int(stages[1]))
 
 
 def _option(distill: dict[str, Any], key: str) -> Any:

@@ -51,6 +51,7 @@ from omnidiff.plugins.data import prepare_data_module
 from omnidiff.plugins.shards import Shards, check_shards, stream_training_data
 from omnidiff.tasks.config import check_machine, domain_data, model_spec, to_plain, validate
 from omnidiff.tasks.distill import build_distill, teacher_payload
+from omnidiff.tasks.student_grid import choose_student_grid
 from omnidiff.training.autoencoder_module import AutoencoderModule, ReconstructionCallback
 from omnidiff.training.callbacks import (
     EMA,
@@ -288,8 +289,10 @@ def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
     return time.perf_counter() - t0
 
 
-def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> None:
-    """``metrics.json`` (final and periodic metrics, loss summary, timings) and loss.png."""
+def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float,
+                   grid: dict[str, Any] | None = None) -> None:
+    """``metrics.json`` (final and periodic metrics, loss summary, timings, a student's chosen
+    ``grids``) and loss.png."""
     summary: dict[str, Any] = {"train_seconds": round(seconds, 2),
                                "global_step": int(trainer.global_step)}
     csv_log = run_dir / "logs" / "metrics.csv"
@@ -303,6 +306,8 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float) -> Non
         summary["stage"] = cfg.stage
     else:
         summary["sampler"] = dict(to_plain(cfg.sampler))
+    if grid is not None:
+        summary["grids"] = grid
     atomic_write_json(plain_python(summary), run_dir / "metrics.json")
 
 
@@ -347,5 +352,6 @@ def train(cfg: Any) -> Path:
         os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by DDP's per-device processes
         seconds = _fit(trainer, module, dm, ckpt, run_dir)
         if trainer.is_global_zero:
-            _write_summary(cfg, trainer, run_dir, seconds)
+            grid = choose_student_grid(cfg, run_dir) if cfg.get("stage") == "distill" else None
+            _write_summary(cfg, trainer, run_dir, seconds, grid)
     return run_dir
