@@ -220,7 +220,7 @@ def test_distill_writes_a_student_that_samples_in_two_steps(teachers, tmp_path, 
     assert chosen["value"] <= chosen["start_value"] and chosen["metric"] == "sliced_w2"
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["grids"]["2"]["times"] == chosen["times"] and "2-step grid chosen" in out
-    assert set(summary["grids"]) == {"2", "3", "4"} and len(payload["grids"]) == 3
+    assert set(summary["grids"]) == {"2", "4"} and len(payload["grids"]) == 2
     # the .ckpt reads as the same student (on a named grid: the chosen one is model.pt's)
     ck = omnidiff.load(run / "checkpoints" / "last.ckpt", device="cpu")
     x = pipe.generate(16, seed=0, grid="logsnr_trailing")

@@ -89,7 +89,9 @@ commands:
                                       fit the time grid that makes a sampler most accurate
                                       for this model at steps NFE (steps=[5,10] for several)
                                       and store it in model.pt (or out=); `sample` and
-                                      Pipeline.generate then use it (grid=calibrated)
+                                      Pipeline.generate then use it (grid=calibrated);
+                                      sampler=consistency on a distilled student: its
+                                      times among its noise levels, by the main metric
   likelihood checkpoint=PATH data=FILE.npy|reference [n=512 divergence=auto solver=rk45
          steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
                                       exact log-likelihood (probability-flow ODE): nats

@@ -2,8 +2,8 @@
 
 A consistency student is accurate at the noise levels it was trained on and less so between
 them, and how far down its second step should re-noise depends on the data (a narrow-mode
-mixture wants a low level, digits a middle one). So once the run is done, each step count from
-2 to twice its default gets a grid whose inner times are training levels, chosen by the
+mixture and tones want a low level, digits a higher one). So once the run is done, its default number of
+steps and twice as many each get a grid whose inner times are training levels, chosen by the
 domain's main metric (:meth:`~omnidiff.inference.pipeline.Pipeline.calibrate`); model.pt keeps
 them as the consistency sampler's calibrated grids, which
 :meth:`~omnidiff.inference.pipeline.Pipeline.generate` uses by default
@@ -24,7 +24,7 @@ __all__ = ["choose_student_grid"]
 
 
 def choose_student_grid(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
-    """Choose and store the grids of a CD / CT student for 2 to twice its default steps
+    """Choose and store the grids of a CD / CT student for its default steps and twice as many
     (``distill.steps``, at least 2) on ``distill.grid_samples`` samples (default
     ``eval.n_samples``; 0: none). Returns what was chosen per step count (for metrics.json),
     or None where nothing applies."""
@@ -36,7 +36,7 @@ def choose_student_grid(cfg: Any, run_dir: Path) -> dict[str, Any] | None:
     model = run_dir / "model.pt"
     pipe = load(model)
     chosen = {}
-    for k in range(2, 2 * max(steps, 2) + 1):
+    for k in (max(steps, 2), 2 * max(steps, 2)):
         st: dict[str, Any] = {}
         grid = pipe.calibrate("consistency", k, n=n, stats=st)
         times = ", ".join(f"{t:.3f}" for t in grid.tolist())
