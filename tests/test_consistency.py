@@ -175,6 +175,7 @@ def test_consistency_function_distilled_from_an_exact_mixture_maps_noise_to_it()
 TINY = ["trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
         "eval.n_samples=64", "eval.n_ref=64", "threads=1", "data.val_size=32",
         "data.train_size=256", "eval.every_n_steps=0", "checkpoint.every_n_train_steps=0"]
+DTINY = [*TINY, "distill.grid_samples=128"]  # a distillation's grids: chosen, cheaply
 
 
 def _cli(args, capsys):
@@ -221,6 +222,11 @@ def test_distill_writes_a_student_that_samples_in_two_steps(teachers, tmp_path, 
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["grids"]["2"]["times"] == chosen["times"] and "2-step grid chosen" in out
     assert set(summary["grids"]) == {"2", "4"} and len(payload["grids"]) == 2
+    code, out, err = _cli(["calibrate", f"checkpoint={run / 'model.pt'}", "sampler=consistency",
+                           "steps=3", "n=128"], capsys)
+    assert code == 0 and "sliced_w2 of 128 samples" in out, err
+    grids = torch.load(run / "model.pt", weights_only=True)["grids"]
+    assert set(grids) == {"consistency:2", "consistency:3", "consistency:4"}
     # the .ckpt reads as the same student (on a named grid: the chosen one is model.pt's)
     ck = omnidiff.load(run / "checkpoints" / "last.ckpt", device="cpu")
     x = pipe.generate(16, seed=0, grid="logsnr_trailing")
@@ -242,7 +248,7 @@ def test_consistency_training_without_a_teacher_and_reflow(teachers, tmp_path, c
     run = tmp_path / "ct"
     code, out, err = _cli(["distill", "method=ct", "recipe=distill_points2d", f"out={run}",
                            "trainer.max_steps=6", "model.width=32", "model.depth=1",
-                           "data.batch_size=64", *TINY], capsys)
+                           "data.batch_size=64", *DTINY], capsys)
     assert code == 0, err
     hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["distill"]["level_sampling"] == "lognormal" and hp["distill"]["target_ema"] == 0
@@ -307,7 +313,7 @@ def test_a_distillation_resumes_to_the_same_student(teachers, tmp_path, capsys):
     8-step run (teacher, EMA target, the levels' curriculum and RNG come back with the
     checkpoint)."""
     base = ["distill", f"teacher={teachers['cosine']}", "distill.level_groups=3",
-            "distill.target_ema=0.95", "distill.levels=[2,8]", "distill.total_steps=8", *TINY]
+            "distill.target_ema=0.95", "distill.levels=[2,8]", "distill.total_steps=8", *DTINY]
     assert _cli([*base, f"out={tmp_path / 'whole'}", "trainer.max_steps=8"], capsys)[0] == 0
     part = tmp_path / "part"
     assert _cli([*base, f"out={part}", "trainer.max_steps=4"], capsys)[0] == 0
@@ -330,7 +336,7 @@ def test_cd_levels_can_double_over_training_like_cts_curriculum(teachers, tmp_pa
 
     run = tmp_path / "cur"
     code, _, err = _cli(["distill", f"teacher={teachers['cosine']}", f"out={run}",
-                         "distill.levels=[4,16]", "trainer.max_steps=6", *TINY], capsys)
+                         "distill.levels=[4,16]", "trainer.max_steps=6", *DTINY], capsys)
     assert code == 0, err
     hp = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["distill"]["levels"] == [4, 16] and hp["distill"]["total_steps"] == 6
@@ -371,6 +377,10 @@ def test_level_candidates_are_training_levels_in_a_noise_range():
     assert all(0.05 <= v <= 5.0 for v in s) and len(cands) == 7
     below = [t for t in levels if t not in cands and t < cands[-1]]
     assert float(cm._sigma_tilde(sch, torch.tensor([below[-1]]))) < 0.05
+    many = cm.level_candidates(sch, 1281)  # a curriculum's last stage: thinned, ends kept
+    inside = [t for t in cm.discretization(sch, 1281).tolist()
+              if 0.05 <= float(cm._sigma_tilde(sch, torch.tensor([t]))) <= 5.0]
+    assert len(many) == 12 and many[0] == max(inside) and many[-1] == min(inside)
 
 
 def test_multistep_segments_end_at_the_students_grid():

@@ -198,16 +198,20 @@ def sample_levels(probs: torch.Tensor, batch: int, *, generator: torch.Generator
 
 # ---- the sampling grid ----------------------------------------------------------------------
 
-def level_candidates(schedule: Schedule, n: int, lo: float = 0.05, hi: float = 5.0
-                     ) -> list[float]:
+def level_candidates(schedule: Schedule, n: int, lo: float = 0.05, hi: float = 5.0,
+                     most: int = 12) -> list[float]:
     """The times of a student's ``n`` training levels whose ``sigma~`` lies in ``[lo, hi]``,
-    descending: where a multistep consistency sampler may re-noise to. A student is accurate
+    descending, at most ``most`` of them (evenly spread over those, for a curriculum's
+    hundreds): where a multistep consistency sampler may re-noise to. A student is accurate
     at its levels and less so between them: on a narrow-mode 2-D mixture, re-noising to the
     level below the 2-step logsnr_trailing time instead of that time took sliced W2 from
     1.44x to 1.0x the teacher's."""
     ts = discretization(schedule, n)  # (n,) ascending
     s = _sigma_tilde(schedule, ts)
-    return ts[(s >= lo) & (s <= hi)].flip(0).tolist()
+    keep = ts[(s >= lo) & (s <= hi)].flip(0)  # (m,) descending
+    if keep.numel() > most:
+        keep = keep[torch.linspace(0, keep.numel() - 1, most).round().long()]
+    return keep.tolist()
 
 
 def choose_times(score: Callable[[list[float]], float], start: list[float],
