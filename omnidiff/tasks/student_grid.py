@@ -2,10 +2,10 @@
 
 A consistency student is accurate at the noise levels it was trained on and less so between
 them, and how far down its second step should re-noise depends on the data (a narrow-mode
-mixture and tones want a low level, digits a higher one). So once the run is done, its default number of
-steps and twice as many each get a grid whose inner times are training levels, chosen by the
-domain's main metric (:meth:`~omnidiff.inference.pipeline.Pipeline.calibrate`); model.pt keeps
-them as the consistency sampler's calibrated grids, which
+mixture wants a low level, digits a higher one). So once the run is done, its default number
+of steps and twice as many each get a grid whose inner times are training levels, chosen by
+the domain's main metric (:meth:`~omnidiff.inference.pipeline.Pipeline.calibrate`); model.pt
+keeps them as the consistency sampler's calibrated grids, which
 :meth:`~omnidiff.inference.pipeline.Pipeline.generate` uses by default
 (``grid="logsnr_trailing"`` still asks for the plain one).
 """
