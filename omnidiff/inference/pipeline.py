@@ -24,10 +24,16 @@ from omnidiff.inference.condition_files import read_condition_file
 from omnidiff.methods.classifier import NoisyClassifier, load_classifier
 from omnidiff.methods.consistency import ConsistencyModel, choose_times, level_candidates
 from omnidiff.methods.diffusers.scheduler import diffusers_times
+from omnidiff.methods.distill_options import DISTILL_DEFAULTS
 from omnidiff.methods.latent.autoencoder import read_autoencoder
 from omnidiff.model_file import read_checkpoint
 from omnidiff.model_spec import ModelSpec
-from omnidiff.plugins.contract import data_kwargs, takes_data_module, takes_keyword
+from omnidiff.plugins.contract import (
+    data_kwargs,
+    main_metric_names,
+    takes_data_module,
+    takes_keyword,
+)
 from omnidiff.plugins.data import prepare_data_module
 from omnidiff.samplers import DEFAULT_STEPS, default_grid
 from omnidiff.samplers.calibrate import calibrate_grid, grid_key, stored_grid
@@ -481,7 +487,8 @@ class Pipeline:
         held-out reference; every candidate from the same noise (``seed``), so the comparison
         is paired (:func:`~omnidiff.methods.consistency.choose_times`)."""
         t0, n = time.perf_counter(), int(n or 4096)
-        levels = int((self.info.get("consistency") or {}).get("levels") or 18)
+        levels = int((self.info.get("consistency") or {}).get("levels")
+                     or DISTILL_DEFAULTS["levels"])  # a student from before levels were kept
         candidates = level_candidates(self.model.schedule, levels)
         named = default_grid(self.model.schedule, "consistency")  # logsnr_trailing
         start = timesteps(self.model.schedule, steps, named).tolist()
@@ -505,8 +512,7 @@ class Pipeline:
 
     def _main_metric(self, metrics: dict[str, float]) -> str:
         """The first of the domain's ``main_metric`` names among ``metrics``, else the first."""
-        pref = getattr(self.domain, "main_metric", None)
-        names = [pref] if isinstance(pref, str) else list(pref or [])
+        names = main_metric_names(self.domain)
         return next((k for k in names if k in metrics), next(iter(metrics)))
 
     def log_likelihood(self, x: torch.Tensor, *, cond: Any = None, divergence: str = "auto",

@@ -14,7 +14,7 @@ from omnidiff.methods import consistency as cm
 from omnidiff.samplers import SAMPLERS, STOCHASTIC
 
 __all__ = ["METHODS", "METHOD_DEFAULTS", "DISTILL_DEFAULTS", "DISTILL_KEYS", "distill_options",
-           "student_fields"]
+           "student_fields", "level_count"]
 
 
 METHODS = ("cd", "ct", "reflow")
@@ -147,18 +147,20 @@ def student_fields(distill: dict[str, Any]) -> dict[str, Any]:
                                                    "segments")}}
     if method != "reflow":
         out["consistency"] = {"scale": float(_option(distill, "scale")),
-                              "levels": final_levels(distill)}
+                              "levels": level_count(distill)}
     return out
 
 
-def final_levels(distill: dict[str, Any]) -> int:
-    """How many noise levels a consistency student was trained on at the end of its run: CD's
-    fixed ``levels``, or the last stage of a curriculum (CD's ``[s0, s1]``, CT's)."""
+def level_count(distill: dict[str, Any], step: int | None = None) -> int:
+    """How many noise levels a consistency student trains on at training step ``step`` (None:
+    the end of its run): CD's fixed ``levels``, else a curriculum over ``total_steps`` (CD's
+    ``levels: [s0, s1]``, CT's ``curriculum``)."""
     stages = _option(distill, "curriculum" if distill["method"] == "ct" else "levels")
     if isinstance(stages, int):
         return stages
     total = int(_option(distill, "total_steps"))
-    return cm.curriculum(total, total, int(stages[0]), int(stages[1]))
+    return cm.curriculum(total if step is None else int(step), total, int(stages[0]),
+                         int(stages[1]))
 
 
 def _option(distill: dict[str, Any], key: str) -> Any:

@@ -73,7 +73,7 @@ from omnidiff.core.conditions import as_cond_spec
 from omnidiff.errors import ConfigError
 
 __all__ = ["Domain", "DomainData", "LazyDomain", "REQUIRED_ATTRS", "data_kwargs",
-           "takes_data_module", "takes_keyword", "lazy_exports"]
+           "main_metric_names", "takes_data_module", "takes_keyword", "lazy_exports"]
 
 REQUIRED_ATTRS = ("name", "config_searchpath", "build_data", "build_network", "save_artifacts",
                   "metrics")
@@ -122,6 +122,12 @@ def data_kwargs(fn: Any, data: Any) -> dict[str, Any]:
         return {}
     ok = any(p.name == "data" or p.kind is p.VAR_KEYWORD for p in params)
     return {"data": data} if ok else {}
+
+
+def main_metric_names(domain: Any) -> list[str]:
+    """A domain's optional ``main_metric`` as a list of names to try in order (empty: none)."""
+    pref = getattr(domain, "main_metric", None)
+    return [pref] if isinstance(pref, str) else list(pref or [])
 
 
 def takes_keyword(domain: Any, method: str, name: str) -> bool:

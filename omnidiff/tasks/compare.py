@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from omnidiff.errors import UsageError
 from omnidiff.io import atomic_save_figure, atomic_write_text, read_json
 from omnidiff.plots import read_csv_log, smooth
+from omnidiff.plugins.contract import main_metric_names
 from omnidiff.plugins.registry import get_domain
 from omnidiff.training.run_folder import read_manifest
 
@@ -172,10 +173,9 @@ def _domain_preference(domain: str | None) -> list[str]:
     if not domain:
         return []
     try:
-        pref = getattr(get_domain(domain), "main_metric", None)
+        return main_metric_names(get_domain(domain))
     except Exception:  # an uninstalled or broken plugin: fall back to the first metric
         return []
-    return [pref] if isinstance(pref, str) else list(pref or [])
 
 
 def main_metric(entries: Sequence[Entry], metric: str | None = None) -> str | None:

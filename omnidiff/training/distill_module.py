@@ -28,8 +28,7 @@ import torch
 from omnidiff.core.conditions import index_cond
 from omnidiff.core.losses import diffusion_loss
 from omnidiff.methods import consistency as cm
-from omnidiff.methods.consistency import curriculum
-from omnidiff.methods.distill_options import distill_options, student_fields
+from omnidiff.methods.distill_options import distill_options, level_count, student_fields
 from omnidiff.methods.reflow import reflow_pairs
 from omnidiff.model_spec import ModelSpec
 from omnidiff.training.diffusion_module import DiffusionModule
@@ -73,13 +72,7 @@ class DistillModule(DiffusionModule):
         """The number of noise levels now: CD's fixed ``levels``; else a curriculum over
         ``total_steps`` (the run's ``trainer.max_steps``): CD's ``levels: [s0, s1]``, CT's
         ``curriculum``."""
-        opts = self.hparams["distill"]
-        stages = opts["curriculum"] if self.method == "ct" else opts["levels"]
-        if isinstance(stages, int):
-            return stages
-        s0, s1 = stages
-        return curriculum(int(self.global_step), int(opts["total_steps"]),
-                          int(s0), int(s1))
+        return level_count(self.hparams["distill"], int(self.global_step))
 
     def levels(self, n: int) -> tuple[torch.Tensor, ...]:
         """(times (m,), pair probabilities (m - 1,), pair weights (m - 1,), each level's
