@@ -40,11 +40,36 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:  # make the bytes durable before the rename
+            os.fchmod(fh.fileno(), _plain_write_mode(dest))
             os.fsync(fh.fileno())
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _plain_write_mode(dest: Path) -> int:
+    """The permissions a plain ``open(dest, "w")`` would give: an existing file keeps its
+    own, a new one gets 0666 less the umask (``mkstemp`` makes 0600 files, which nobody else
+    could read)."""
+    try:
+        return dest.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    """The process's umask: from ``/proc`` where Linux shows it, else by setting it and
+    putting it back (the portable way, not safe against another thread creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(obj: Any, dest: str | os.PathLike) -> Path:
