@@ -34,3 +34,47 @@ def test_an_atomic_rewrite_keeps_the_files_own_mode(tmp_path):
     f.chmod(0o640)
     atomic_write_text("two", f)
     assert f.read_text() == "two" and stat.S_IMODE(f.stat().st_mode) == 0o640
+
+
+# ---- the step callback ---------------------------------------------------------------------
+
+from omnidiff.samplers import SAMPLERS, sample  # noqa: E402
+from omnidiff.samplers.watch import SamplingStep  # noqa: E402
+
+_POINT = torch.tensor([0.5, -1.0])  # data at one point: the exact x0 estimate is the point
+
+
+def _point_eps(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    from omnidiff.core.schedules import get_schedule
+
+    a, s = get_schedule("cosine").alpha_sigma(t.double())
+    return ((x_t.double() - a[:, None] * _POINT.double()) / s[:, None]).to(x_t.dtype)
+
+
+@pytest.mark.parametrize("sampler", sorted(set(SAMPLERS) - {"rk45", "consistency"}))
+def test_the_step_callback_sees_every_step_of_a_10_step_sampler(sampler):
+    seen: list[SamplingStep] = []
+    x = sample(_point_eps, torch.randn(3, 2, generator=torch.Generator().manual_seed(0)),
+               schedule="cosine", prediction="eps", sampler=sampler, steps=10,
+               generator=torch.Generator().manual_seed(1), callback=seen.append)
+    assert [s.step for s in seen] == list(range(1, 11))
+    assert all(s.steps == 10 for s in seen)
+    times = [s.t for s in seen]
+    assert all(a > b for a, b in zip(times, times[1:])) and times[-1] == 0.0
+    for s in seen:  # the exact denoiser's estimate is the data point at every step
+        torch.testing.assert_close(s.x0.float(), _POINT.expand(3, 2), atol=1e-4, rtol=0)
+    assert seen[-1].x0 is x or torch.equal(seen[-1].x0.to(x.dtype), x)
+
+
+def test_a_callback_that_raises_stops_sampling():
+    calls = []
+
+    def stop_at_3(info):
+        calls.append(info.step)
+        if info.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sample(_point_eps, torch.randn(2, 2), schedule="cosine", prediction="eps",
+               sampler="heun", steps=10, callback=stop_at_3)
+    assert calls == [1, 2, 3]

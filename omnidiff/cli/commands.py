@@ -65,8 +65,8 @@ commands:
              omnidiff distill method=ct recipe=distill_points2d
         --print-config  show the composed config and exit
   sample checkpoint=PATH [n=64 sampler=(the model's) steps=(its) guidance=null seed=0 cond=null
-         out=DIR batch_size=null device=null metrics=false grid=null clip_x0=null eta=null
-         noise=null]
+         out=DIR batch_size=null device=null threads=null metrics=false grid=null
+         clip_x0=null eta=null noise=null]
                                       draw samples and write the domain's artifacts (the
                                       default sampler: dpmpp_2m at 20 steps, a distilled
                                       student's own: consistency at 2); grid=

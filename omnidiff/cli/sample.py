@@ -50,7 +50,7 @@ def sample_sweep(args: list[str]) -> int:
     folder, resuming = sweep_folder(sweep, new_folder(outputs_home(ckpt) / "generated",
                                                       "sweep-"))
     folder = folder.absolute()
-    pipe = load(ckpt, device=first.get("device"))
+    pipe = load(ckpt, device=first.get("device"), threads=first.get("threads"))
     print(f"omnidiff sweep: {len(sweep.jobs)} sampling job(s) over "
           f"{', '.join(sweep.keys) or 'nothing'} in {folder}", flush=True)
     again = "omnidiff sample -m " + shlex.join(continuing(args, folder))
@@ -70,18 +70,18 @@ CONTROL_KEYS = ("known", "mask", "method", "particles", "init", "strength", "gui
                 "classifier", "label", "classifier_scale")
 SAMPLE_KEYS = {"checkpoint", "n", "sampler", "steps", "guidance", "seed", "out", "cond",
                "compose_weight", *CONTROL_KEYS,
-               "batch_size", "device", "metrics", "n_ref", "prefix", "grid", "clip_x0", "eta",
-               "noise",
+               "batch_size", "device", "threads", "metrics", "n_ref", "prefix", "grid",
+               "clip_x0", "eta", "noise",
                *PROMPT_KEYS}
 PER_PROMPT = 8  # samples per prompt when n is not given
 
 
 CALIBRATE_KEYS = {"checkpoint", "sampler", "steps", "guidance", "n", "seed", "out", "device",
-                  "rtol", "max_evals"}
+                  "threads", "rtol", "max_evals"}
 
 
 LIKELIHOOD_KEYS = {"checkpoint", "data", "n", "divergence", "solver", "steps", "rtol", "atol",
-                   "dequantize", "seed", "batch_size", "device"}
+                   "dequantize", "seed", "batch_size", "device", "threads"}
 
 
 def cmd_sample(args: list[str]) -> int:
@@ -91,7 +91,7 @@ def cmd_sample(args: list[str]) -> int:
     ckpt = Path(str(opts["checkpoint"]))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = out_folder(opts.get("out"), outputs_home(ckpt) / "generated" / stamp)
-    _sample_into(load(ckpt, device=opts.get("device")), opts, out)
+    _sample_into(load(ckpt, device=opts.get("device"), threads=opts.get("threads")), opts, out)
     return 0
 
 
@@ -203,7 +203,7 @@ def _sample_into(pipe: Any, opts: dict[str, Any], out: Path) -> dict[str, Any]:
                         else PER_PROMPT if given is not None
                         else 64 if cond is None or isinstance(cond, int) else None)
     t0 = time.perf_counter()
-    x = pipe.generate(cond=cond, **request)
+    x = pipe.generate(cond=cond, progress=True, **request)
     seconds = time.perf_counter() - t0
     _check_finite_samples(x)
     files = pipe.save(x, out, prefix=str(opts.get("prefix") or "samples"))
@@ -264,7 +264,7 @@ def cmd_calibrate(args: list[str]) -> int:
     tuning = {k: v for k, v in (("rtol", number(opts, "rtol", float, None, 1e-12)),
                                 ("max_evals", number(opts, "max_evals", int, None, 1)))
               if v is not None}
-    pipe = load(ckpt, device=opts.get("device"))
+    pipe = load(ckpt, device=opts.get("device"), threads=opts.get("threads"))
     dest = grids_destination(ckpt, opts.get("out"))  # a .ckpt without out= fails before work
     for k in steps:
         st: dict = {}
@@ -325,7 +325,8 @@ def cmd_likelihood(args: list[str]) -> int:
     if str(data) != "reference" and (not path.is_file() or path.suffix != ".npy"):
         raise UsageError(f"data={data!r} is not a .npy file; pass an (n, *event) array "
                          "saved with numpy.save, or data=reference")
-    pipe = load(Path(str(opts["checkpoint"])), device=opts.get("device"))
+    pipe = load(Path(str(opts["checkpoint"])), device=opts.get("device"),
+                threads=opts.get("threads"))
     if str(data) == "reference":
         x, _ = pipe.reference(n)
     else:

@@ -50,6 +50,7 @@ from omnidiff.samplers.generate import (
 from omnidiff.samplers.grids import timesteps
 from omnidiff.samplers.likelihood import LogLikelihood, log_likelihood
 from omnidiff.text.prompts import PromptEncoder, check_prompts
+from omnidiff.threads import use_threads
 
 __all__ = ["Pipeline", "load", "PipelineError", "check_device"]
 
@@ -183,7 +184,8 @@ class Pipeline:
     def generate(self, n: int | None = None, *, sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None, cond: Any = None,
                  seed: int | None = None, batch_size: int | None = None,
-                 progress: bool | None = None, prompt: str | Sequence[str] | None = None,
+                 progress: bool | str | None = None, callback: Any = None,
+                 prompt: str | Sequence[str] | None = None,
                  negative_prompt: str | Sequence[str] | None = None,
                  compose: Sequence[tuple[Any, float]] | None = None,
                  guide_model: "Pipeline | str | Path | None" = None,
@@ -221,6 +223,12 @@ class Pipeline:
         sampler: ``grid=``, ``clip_x0=`` (e.g. 1.0 for images in [-1, 1]), ``eta=``,
         ``order=``, ... (see :func:`omnidiff.samplers.sample`), over the domain's
         ``sample_defaults`` (the image domain clips x0 to [-1, 1]).
+
+        ``progress``: a bar over the steps of every batch (True, or the bar's label; None:
+        when there are more than 4 batches). ``callback(info)`` is called after every step
+        with a :class:`~omnidiff.samplers.watch.SamplingStep`: ``info.step`` of
+        ``info.steps``, the time ``info.t``, the current clean estimate ``info.x0`` and
+        ``info.batch``; to watch a run (e.g. save ``info.x0`` as pictures) or stop it (raise).
 
         Grids: a grid calibrated for this sampler, its options and steps (``omnidiff
         calibrate``, :meth:`calibrate`) is used by default; ``grid="calibrated"`` insists on
@@ -264,7 +272,8 @@ class Pipeline:
                                    cond_spec=self.cond_spec, sampler=sampler, steps=steps,
                                    guidance=guidance, cond=cond, seed=seed,
                                    batch_size=batch_size, device=self.device,
-                                   progress=progress, shape_for=self._shape_for,
+                                   progress=progress, callback=callback,
+                                   shape_for=self._shape_for,
                                    decode=self.decode, stats=self.last_stats, uncond=uncond,
                                    compose=parts, guide_model=self._guide_model(guide_model),
                                    classifier=clf, classifier_labels=label,
@@ -676,11 +685,15 @@ def _load_weights(model: DiffusionModel, payload: dict[str, Any]) -> None:
             f"plugin (checkpoint: omnidiff {payload.get('omnidiff_version')})?") from exc
 
 
-def load(checkpoint: str | Path, device: torch.device | str | None = None) -> Pipeline:
+def load(checkpoint: str | Path, device: torch.device | str | None = None,
+         threads: int | None = None) -> Pipeline:
     """A :class:`Pipeline` from ``model.pt`` (``omnidiff train``'s export) or a Lightning
     ``.ckpt`` of :class:`~omnidiff.training.DiffusionModule` (EMA weights when trained with EMA).
-    Both are read with ``torch.load(weights_only=True)``."""
+    Both are read with ``torch.load(weights_only=True)``. ``threads``: torch's CPU threads for
+    this process (None: ``OMP_NUM_THREADS``, else the CPUs it may use; see
+    :mod:`omnidiff.threads`)."""
     device = check_device(device)  # before reading the file
+    use_threads(threads)
     return Pipeline.from_payload(read_checkpoint(checkpoint), device=device)
 
 

@@ -115,6 +115,7 @@ class Denoiser:
         self.nfe = 0
         self.network_evals = 0
         self.info: dict = {}  # extra statistics a sampler reports (e.g. rk45's step counts)
+        self.watch: Any = None  # a StepWatch (omnidiff.samplers.watch): sees every x0_hat
 
     def _predict(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, tuple]:
         """(network output in x's dtype, (c1, c2, c3, c4) of :func:`prediction_coefficients`)."""
@@ -123,7 +124,11 @@ class Denoiser:
         check_output(out, x)
         self.nfe += 1
         self.network_evals += getattr(self.model, "cfg_batches", 1)
-        return out.to(x.dtype), _inverse(self.schedule, self.prediction, float(t))
+        out, coefs = out.to(x.dtype), _inverse(self.schedule, self.prediction, float(t))
+        if self.watch is not None:  # the clean estimate, computed only for a watcher
+            x0 = lincomb((coefs[0], x), (coefs[1], out))
+            self.watch.seen(float(t), x0 if self.clip is None else self.clip(x0))
+        return out, coefs
 
     def _clipped(self, x: torch.Tensor, t: float) -> tuple[torch.Tensor, float, float]:
         """(clipped x0_hat, alpha, sigma): eps_hat then follows from x = alpha x0 + sigma eps."""

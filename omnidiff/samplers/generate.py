@@ -4,6 +4,7 @@ condition drawn or checked, classifier-free guidance, batches, optional decoding
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -18,6 +19,7 @@ from omnidiff.errors import ConditionError, PipelineError
 from omnidiff.samplers.denoiser import parse_clip
 from omnidiff.samplers.imputation import batch_of
 from omnidiff.samplers.sampling import SAMPLERS, sample
+from omnidiff.samplers.watch import ProgressSteps, SamplingStep
 
 __all__ = ["generate_samples", "sampler_options", "check_request", "check_cond",
            "compose_pairs", "noise_and_cond", "device_dtype", "auto_batch"]
@@ -69,14 +71,17 @@ def device_dtype(model: DiffusionModel, device: Any) -> tuple[torch.device, torc
     return device, dtype
 
 
-def _batch_starts(n: int, bs: int, progress: bool | None):
-    starts = range(0, n, bs)
+def _watcher(progress: bool | str | None, batches: int,
+             callback: Callable[[SamplingStep], Any] | None) -> Any:
+    """The step callback of a run: ``callback``, under a progress bar over every batch's
+    steps when ``progress`` asks for one (True, or the bar's description; None: when there
+    are more than 4 batches)."""
     if progress is None:
-        progress = len(starts) > 4
-    if progress:
-        from tqdm.auto import tqdm
-        return tqdm(starts, desc="sampling", unit="batch", leave=False, disable=None)
-    return starts
+        progress = batches > 4
+    if not progress:
+        return callback
+    return ProgressSteps(batches, progress if isinstance(progress, str) else "sampling",
+                         then=callback)
 
 
 def check_request(sampler: str, spec: CondSpec, *, autoguided: bool = False,
@@ -126,6 +131,7 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
                      guide_model: DiffusionModel | None = None,
                      classifier: Callable[..., torch.Tensor] | None = None,
                      classifier_labels: Any = None, classifier_scale: float = 1.0,
+                     callback: Callable[[SamplingStep], Any] | None = None,
                      **options: Any) -> tuple[torch.Tensor, Any]:
     """Draw samples ``(n, *event)`` (on CPU) and their conditions (or None); with ``decode``
     (a latent domain's), each batch is decoded to data ``(n, *sample_shape)``.
@@ -162,6 +168,11 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     unconditional models. ``classifier`` (a noise-aware classifier ``c(x_t, t) -> logits``
     of the same schedule) guides towards ``classifier_labels`` (one, or one per sample) at
     ``classifier_scale`` (classifier guidance, :func:`~omnidiff.core.steering.guided_by_xt`).
+
+    ``callback(step)`` is called after every step of every batch with a
+    :class:`~omnidiff.samplers.watch.SamplingStep` (step, steps, time, the current clean
+    estimate, batch index); ``progress`` shows a bar over all of them (True, or the bar's
+    description; None: when there are more than 4 batches).
     """
     spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,
@@ -186,8 +197,11 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         int(torch.randint(0, 2 ** 62, (), generator=gen)))
     bs = int(batch_size) if batch_size else auto_batch(noise.shape[0], event_shape)
 
+    batches = -(-noise.shape[0] // bs)
+    watch = _watcher(progress, batches, callback)
+
     def run(x_T: torch.Tensor, c: Any, u: Any, kn: Any, m: Any, x_init: Any, labels: Any,
-            *more: Any, stats: dict[str, Any]) -> torch.Tensor:
+            *more: Any, stats: dict[str, Any], batch: int) -> torch.Tensor:
         raw, c, u = c, _encoded(model, c), _encoded(model, u)
         more = [_encoded(model, p) for p in more]
         if guide_model is not None:
@@ -205,7 +219,9 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
         z = sample(guided, x_T, schedule=model.schedule,
                    prediction=model.prediction, sampler=sampler,
                    steps=None if steps is None else int(steps), generator=dev_gen,
-                   stats=stats, known=kn, mask=m, init=x_init, **opts)
+                   stats=stats, known=kn, mask=m, init=x_init,
+                   callback=None if watch is None else
+                   lambda info: watch(dataclasses.replace(info, batch=batch)), **opts)
         x = z if scale is None else z * scale.to(z.dtype)  # (b, *event) data
         return x if kn is not None else model.finish(x, raw)
 
@@ -213,9 +229,11 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
     model.eval()
     try:
         out, counts = _in_batches(run, noise, (cond, uncond, *per_sample, *parts), bs,
-                                  (device, dtype), progress, decode)
+                                  (device, dtype), decode)
     finally:
         model.train(was_training)
+        if isinstance(watch, ProgressSteps):
+            watch.close()
     if stats is not None:
         stats.update(_mean_counts(counts))
     return torch.cat(out), cond
@@ -307,19 +325,19 @@ def _encoded(model: Any, cond: Any) -> Any:
 
 def _in_batches(run: Callable[..., torch.Tensor], noise: torch.Tensor,
                 conds: tuple[Any, ...], bs: int, to: tuple[torch.device, torch.dtype],
-                progress: bool | None, decode: Callable[[torch.Tensor], torch.Tensor] | None
+                decode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int, dict]]]:
     """``run(x_T, cond, uncond, known, mask, init, labels, *parts)`` over batches of ``bs``
     (each decoded when ``decode``): the samples (float32, on the CPU) and each batch's (size,
     steps, nfe, network evals, what control reports)."""
     device, dtype = to
     out, counts = [], []
-    for i in _batch_starts(noise.shape[0], bs, progress):
+    for k, i in enumerate(range(0, noise.shape[0], bs)):
         x_T = noise[i:i + bs].to(device=device, dtype=dtype)  # (b, *event)
         batch = [map_cond(lambda v: v.to(device), index_cond(x, slice(i, i + bs)))
                  for x in conds]
         st: dict[str, Any] = {}
-        x0 = run(x_T, *batch, stats=st)  # (b, *event)
+        x0 = run(x_T, *batch, stats=st, batch=k)  # (b, *event)
         counts.append((x_T.shape[0], st["steps"], st["nfe"], st["network_evals"],
                        {k: st[k] for k in CONTROL_STATS if k in st}))
         if decode is not None:

@@ -34,6 +34,7 @@ from omnidiff.samplers.exponential import (
 )
 from omnidiff.samplers.grids import GRIDS, explicit_grid, timesteps
 from omnidiff.samplers.ode import euler, euler_ancestral, heun, lms, rk45
+from omnidiff.samplers.watch import SamplingStep, StepWatch
 
 __all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "DEFAULT_STEPS", "register_sampler", "sample",
            "timesteps", "resolve_grid", "default_grid", "check_sampler_options",
@@ -125,6 +126,7 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
            state_dtype: torch.dtype | None = None, clip_x0: Any = None,
            known: Any = None, mask: Any = None, method: Any = None, init: Any = None,
            strength: Any = None, guide: Any = None, guide_scale: Any = 1.0,
+           callback: Callable[[SamplingStep], Any] | None = None,
            **options: Any) -> torch.Tensor:
     """Draw samples by integrating from ``t_max`` to clean data.
 
@@ -156,6 +158,8 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     solved back over the grid's times below it; strength in (0, 1], default 0.6.
     guide, guide_scale: guidance by ``guide(x0_hat) -> (B,)`` log-score through the network
     (DPS / universal guidance), ``x0_hat += guide_scale (sigma^2 / alpha) grad``.
+    callback: called after every step with a :class:`~omnidiff.samplers.watch.SamplingStep`
+    (the step, the time reached, the current clean estimate); it may raise to stop sampling.
     Returns (B, *event) in the noise's dtype.
     """
     schedule = get_schedule(schedule)
@@ -176,10 +180,14 @@ def sample(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: t
     ts = ts.tolist()  # python floats: no device sync in loops
     denoise = Denoiser(ctl.model(model, generator), schedule, prediction, noise.dtype,
                        clip_x0=clip_x0)
+    if callback is not None:
+        denoise.watch = StepWatch(ts, callback)
     x = ctl.start(noise.to(state_dtype), ts[0], generator)
     x = ctl.run(SAMPLERS[sampler], denoise, x, ts[:-1], generator, **options)
     a0, _, _ = coefficients(schedule, ts[-1])
     x0 = ctl.finish(denoise.combine(x, ts[-2], a0, 0.0))  # final step: t_min to clean data
+    if callback is not None:
+        denoise.watch.finish(x0)
     if stats is not None:
         stats.update(nfe=denoise.nfe, grid=grid, steps=steps, sampler=sampler,
                      network_evals=ctl.network_evals(denoise.network_evals, denoise.nfe),

@@ -550,10 +550,11 @@ def check_machine(cfg: DictConfig) -> None:
 
 
 def _check_run_options(cfg: DictConfig) -> None:
-    """``overwrite`` and its combination with ``resume``."""
+    """``overwrite`` and ``verbose`` (true or false), and ``overwrite`` with ``resume``."""
     overwrite = cfg.get("overwrite", False)
-    if not isinstance(overwrite, bool):
-        raise ConfigError(f"overwrite={overwrite!r}: give true or false")
+    for key in ("overwrite", "verbose"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg.get(key)!r}: give true or false")
     if overwrite and cfg.get("resume") not in (None, "", False):
         raise ConfigError("overwrite=true replaces the run in out=, resume= continues it; pass "
                           "one of them")

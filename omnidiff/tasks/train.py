@@ -52,6 +52,7 @@ from omnidiff.plugins.shards import Shards, check_shards, stream_training_data
 from omnidiff.tasks.config import check_machine, domain_data, model_spec, to_plain, validate
 from omnidiff.tasks.distill import build_distill, teacher_payload
 from omnidiff.tasks.student_grid import choose_student_grid
+from omnidiff.threads import use_threads
 from omnidiff.training.autoencoder_module import AutoencoderModule, ReconstructionCallback
 from omnidiff.training.callbacks import (
     EMA,
@@ -60,7 +61,6 @@ from omnidiff.training.callbacks import (
     GracefulInterrupt,
     RankDigest,
     SampleCallback,
-    progress_bar,
 )
 from omnidiff.training.checkpoints import AtomicCheckpointIO, InferenceExport, model_checkpoint
 from omnidiff.training.classifier_module import (
@@ -68,6 +68,7 @@ from omnidiff.training.classifier_module import (
     ClassifierModule,
     class_count,
 )
+from omnidiff.training.console import RunProgressBar, quiet_lightning
 from omnidiff.training.csv_log import ResumableCSVLogger
 from omnidiff.training.diffusion_module import DiffusionModule, plain_python
 from omnidiff.training.run_folder import (
@@ -157,7 +158,7 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
                                       every_n_minutes=ck.get("every_n_minutes"),
                                       keep=int(ck.get("keep", 0))))
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(progress_bar())
+        callbacks.append(RunProgressBar())
     return callbacks
 
 
@@ -176,8 +177,7 @@ def _prepared_data(cfg: Any, domain: Any) -> Any:
     known) after the run's threads and seed are set."""
     with blamed_on(ConfigError, "data"):
         dm = domain.build_data(**domain_data(cfg))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    use_threads(cfg.get("threads"))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with blamed_on(DataError, "data"):
         prepare_data_module(dm)
@@ -322,6 +322,7 @@ def train(cfg: Any) -> Path:
     """
 
     validate(cfg)
+    quiet_lightning(bool(cfg.get("verbose")))
     check_machine(cfg)
     several = launched_world() > 1 or int(cfg.trainer.get("num_nodes") or 1) > 1
     if several and not cfg.get("out") and not os.environ.get(RUN_DIR_ENV):

@@ -1,4 +1,4 @@
-"""Lightning callbacks for omnidiff runs: EMA, periodic sampling + metrics, a progress bar."""
+"""Lightning callbacks for omnidiff runs: EMA, periodic sampling + metrics, fault tolerance."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import EMAWeightAveraging, TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from omnidiff.core.conditions import cond_batch_size, index_cond, sequence_field
 from omnidiff.errors import NonFiniteLossError, TrainingPreempted, UserError
@@ -23,7 +23,7 @@ from omnidiff.text.prompts import PromptEncoder
 from omnidiff.training.optim import ema_update
 from omnidiff.training.tensorboard import log_artifacts
 
-__all__ = ["EMA", "Evaluation", "SampleCallback", "progress_bar", "averaged_module",
+__all__ = ["EMA", "Evaluation", "SampleCallback", "averaged_module",
            "FiniteLossGuard", "NonFiniteLossError", "RankDigest", "weights_digest",
            "GracefulInterrupt", "TrainingPreempted"]
 
@@ -111,7 +111,15 @@ class Evaluation(Callback):
         self.history: list[dict[str, Any]] = []
         self.final_metrics: dict[str, Any] = {}
         self.files: list[Path] = []  # the artifacts of the latest evaluation
+        self.seconds = 0.0  # spent evaluating, periodic and final (not training)
         self._last_step = -1
+
+    def _timed_run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            return self._run(trainer, module, prefix)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
     def _run(self, trainer: Any, module: Any, prefix: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -127,7 +135,7 @@ class Evaluation(Callback):
             return
         self._last_step = step
         prefix = f"step{step:07d}"
-        metrics = self._run(trainer, averaged_module(trainer, pl_module), prefix)
+        metrics = self._timed_run(trainer, averaged_module(trainer, pl_module), prefix)
         self.history.append({"step": step, **metrics})
         for logger in trainer.loggers:
             logger.log_metrics({f"{self.log_prefix}/{k}": v for k, v in metrics.items()},
@@ -139,7 +147,7 @@ class Evaluation(Callback):
         if not trainer.is_global_zero:
             return
         self.final_metrics = {"step": trainer.global_step,
-                              **self._run(trainer, pl_module, self.final_prefix),
+                              **self._timed_run(trainer, pl_module, self.final_prefix),
                               **self._final_extras(pl_module)}
         log_artifacts(trainer.loggers, self.files, trainer.global_step, self.final_prefix)
         for logger in trainer.loggers:
@@ -243,7 +251,8 @@ class SampleCallback(Evaluation):
         x, conds = generate_samples(
             module.model, self.n, event_shape=module.spec.event_shape, cond_spec=spec,
             cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
-            guidance=self.guidance, seed=self.seed, batch_size=self.batch_size, progress=False,
+            guidance=self.guidance, seed=self.seed, batch_size=self.batch_size,
+            progress="evaluating" if trainer.is_global_zero else False,
             compose=self._composed(trainer, spec),
             shape_for=getattr(dm, "event_shape_for", None),
             decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
@@ -395,13 +404,3 @@ class RankDigest(Callback):
                            "first_batch_sha256": self._first_batch,
                            "weights_sha256": weights_digest(pl_module)},
                           self.out_dir / f"rank{trainer.global_rank}.json")
-
-
-def progress_bar() -> Callback:
-    """Rich when installed, else tqdm (Lightning's own fallback order)."""
-    try:
-        import rich  # noqa: F401
-        from lightning.pytorch.callbacks import RichProgressBar
-        return RichProgressBar()
-    except Exception:
-        return TQDMProgressBar(refresh_rate=20)

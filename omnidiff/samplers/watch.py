@@ -1,0 +1,82 @@
+"""Watching a sampler run: a callback after every step, and the progress bar built on it.
+
+A sampler is a loop over a time grid ``t_0 > t_1 > ... > t_K = 0``; step ``k`` takes the state
+from ``t_{k-1}`` to ``t_k``. The samplers do not report their steps themselves: every one of
+them evaluates the denoiser at (or below) ``t_k`` once step ``k`` is done (the next step's
+start, Heun's correction, or the final jump to clean data), so :class:`StepWatch` sees the
+denoiser's evaluations and reports a step the first time the time reaches its end. That holds
+for every sampler of the core and for imputation, editing and RePaint around them (RePaint's
+jumps back up are not reported again); ``rk45`` chooses its own steps and reports one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["SamplingStep", "StepWatch", "ProgressSteps"]
+
+
+@dataclass
+class SamplingStep:
+    """What a step callback receives: ``step`` of ``steps`` (1-based), the time ``t`` the
+    state has reached, the current clean estimate ``x0`` ``(B, *event)`` (the network's, on the
+    model's device; after the last step, the samples), and the ``batch`` index when samples
+    are drawn in several batches."""
+
+    step: int
+    steps: int
+    t: float
+    x0: torch.Tensor
+    batch: int = 0
+
+
+class StepWatch:
+    """Calls ``callback(SamplingStep)`` once per step of the grid ``ts`` (python floats,
+    decreasing, ending in 0), from the denoiser's evaluations (:meth:`seen`) and the final
+    samples (:meth:`finish`)."""
+
+    def __init__(self, ts: list[float], callback: Callable[[SamplingStep], Any],
+                 batch: int = 0):
+        self.ts, self.callback, self.batch = ts, callback, batch
+        self.steps = len(ts) - 1
+        self.done = 0
+
+    def seen(self, t: float, x0: torch.Tensor) -> None:
+        """An evaluation at time ``t`` with clean estimate ``x0``: the steps it ends."""
+        while self.done < self.steps - 1 and t <= self.ts[self.done + 1] + 1e-12:
+            self.done += 1
+            self.callback(SamplingStep(self.done, self.steps, self.ts[self.done], x0,
+                                       self.batch))
+
+    def finish(self, x0: torch.Tensor) -> None:
+        """The samples: the last step (and any a sampler passed over without evaluating)."""
+        while self.done < self.steps:
+            self.done += 1
+            self.callback(SamplingStep(self.done, self.steps, self.ts[self.done], x0,
+                                       self.batch))
+
+
+class ProgressSteps:
+    """A progress bar over the steps of every batch (``batches x steps``), as a step
+    callback; ``then`` is the caller's own callback, called first."""
+
+    def __init__(self, batches: int, desc: str = "sampling",
+                 then: Callable[[SamplingStep], Any] | None = None):
+        from tqdm.auto import tqdm
+
+        self.batches, self.then = batches, then
+        self.bar = tqdm(total=None, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+    def __call__(self, info: SamplingStep) -> None:
+        if self.then is not None:
+            self.then(info)
+        if self.bar.total is None:
+            self.bar.total = self.batches * info.steps
+            self.bar.refresh()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
