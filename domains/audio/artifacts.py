@@ -37,10 +37,10 @@ def _file_name(text: str) -> str:
     return "-".join(filter(None, name.split("-")))[:40] or "prompt"
 
 
-def _names(n: int, cond: Any, data: Any) -> list[str]:
+def _names(n: int, cond: Any, data: Any, class_names: Any = None) -> list[str]:
     labels = _labels_of(cond)
     if labels is not None:
-        classes = list(getattr(data, "classes", []) or [])
+        classes = list(class_names or getattr(data, "classes", []) or [])
         return [classes[int(k)] if int(k) < len(classes) else f"class{int(k)}"
                 for k in labels[:n]]
     return ["resynth" if _mel_of(cond) is not None else "sample"] * n
@@ -94,16 +94,19 @@ def _figure(panels: list[tuple[str, torch.Tensor]], sample_rate: int, hop: int,
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples", data: Any = None,
                    captions: list[str] | None = None,
-                   known: torch.Tensor | None = None) -> list[Path]:
+                   known: torch.Tensor | None = None,
+                   class_names: list[str] | None = None) -> list[Path]:
     """Write WAVs, the spectrogram PNG and the raw tensors of ``samples: (N, 1, T)``;
-    ``captions`` (one per sample) title the panels and name the WAVs. ``known`` (N, 1, T)
+    ``captions`` (one per sample) title the panels and name the WAVs, as class names
+    (``class_names``, else the data's ``classes``) do for labels. ``known`` (N, 1, T)
     bool, for imputed clips: the filled-in spans are shaded on the spectrograms."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_rate = int(getattr(data, "sample_rate", 8000))
     mel_spec = getattr(data, "mel", None) or MelSpec(sample_rate)
     x = torch.nan_to_num(samples.detach().float().cpu(), 0.0, 0.0, 0.0).clamp(-1.0, 1.0)
-    names = list(captions) if captions is not None else _names(x.shape[0], cond, data)
+    names = (list(captions) if captions is not None
+             else _names(x.shape[0], cond, data, class_names))
     files: list[Path] = []
     wav_dir = out_dir / f"{prefix}_wav"
     for i in range(min(x.shape[0], MAX_WAVS)):

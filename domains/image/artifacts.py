@@ -16,12 +16,15 @@ from torchvision.utils import make_grid
 from omnidiff.io import atomic_path, save_raw
 from omnidiff.plots import pick_for_grid
 
-__all__ = ["save_artifacts", "image_grid", "captioned_grid", "outline_filled", "MIN_TILE",
+__all__ = ["save_artifacts", "image_grid", "captioned_grid", "class_grid", "outline_filled",
+           "MIN_TILE",
            "GRID_MAX",
            "GRID_PER_CLASS",
            "GRID_MAX_CLASSES"]
 
 MIN_TILE = 32  # tiles smaller than this are upscaled (nearest neighbour) to at least this size
+MIN_GRID = 256  # ... and small grids until they are at least this wide
+MAX_UP = 16  # never upscaled more than this
 GRID_MAX = 64  # unconditional grid: at most this many tiles (8 x 8)
 GRID_PER_CLASS = 10  # class-conditional grid: at most this many tiles per row (class) ...
 GRID_MAX_CLASSES = 10  # ... and at most this many rows (the smallest labels)
@@ -51,10 +54,11 @@ def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding:
     keep = pick_for_grid(len(x), c, per_class=GRID_PER_CLASS, max_items=GRID_MAX,
                          max_classes=GRID_MAX_CLASSES)
     x = x[keep]
+    if c is not None and len(torch.unique(c[keep])) == 1:
+        c = None  # one class: laid out square, not as one long row
     h, w = x.shape[-2:]
-    up = max(1, math.ceil(MIN_TILE / min(h, w)))
-    if up > 1:
-        x = F.interpolate(x, scale_factor=up, mode="nearest")
+    up = max(1, math.ceil(MIN_TILE / min(h, w)), math.ceil(MIN_GRID / (_columns(x, c, keep) * w)))
+    x = F.interpolate(x, scale_factor=min(up, MAX_UP), mode="nearest") if up > 1 else x
     if c is not None:
         c = c[keep]
         classes = torch.unique(c)  # sorted
@@ -73,6 +77,13 @@ def image_grid(samples: torch.Tensor, cond: torch.Tensor | None = None, padding:
     return (grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
 
 
+def _columns(x: torch.Tensor, c: torch.Tensor | None, keep: Any) -> int:
+    """Tiles across the grid: the fullest class row, or the side of a square layout."""
+    if c is None:
+        return max(1, math.ceil(math.sqrt(len(x))))
+    return int(torch.unique(c[keep], return_counts=True)[1].max())
+
+
 def captioned_grid(samples: torch.Tensor, captions: Sequence[str], padding: int = 2
                    ) -> np.ndarray:
     """One row per distinct caption (in order of first appearance, at most
@@ -81,7 +92,22 @@ def captioned_grid(samples: torch.Tensor, captions: Sequence[str], padding: int 
     [-1, 1] -> uint8 (Hg, Wg, 3)."""
     texts = list(dict.fromkeys(captions))
     ids = torch.tensor([texts.index(c) for c in captions])
-    grid = image_grid(samples, ids, padding=padding)  # (Hg, Wg, C)
+    return _labelled_rows(image_grid(samples, ids, padding=padding), texts, padding)
+
+
+def class_grid(samples: torch.Tensor, labels: torch.Tensor, names: Sequence[str],
+               padding: int = 2) -> np.ndarray:
+    """:func:`image_grid`'s rows of classes, each labelled with its class name on the left
+    (one class alone is laid out square, unlabelled)."""
+    grid = image_grid(samples, labels, padding=padding)
+    present = torch.unique(labels.detach().cpu().long().reshape(-1)).tolist()
+    if len(present) < 2:
+        return grid
+    return _labelled_rows(grid, [names[k] for k in present], padding)
+
+
+def _labelled_rows(grid: np.ndarray, texts: Sequence[str], padding: int) -> np.ndarray:
+    """``grid`` (Hg, Wg, C) with ``texts`` written left of its rows: uint8 (Hg, Wg', 3)."""
     shown = [t[:60] for t in texts[:GRID_MAX_CLASSES]]
     row_h = (grid.shape[0] - padding) / len(shown)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -112,14 +138,16 @@ def outline_filled(grid: np.ndarray, known_grid: np.ndarray) -> np.ndarray:
 
 def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
                    prefix: str = "samples", captions: Sequence[str] | None = None,
-                   known: torch.Tensor | None = None) -> list[Path]:
+                   known: torch.Tensor | None = None,
+                   class_names: Sequence[str] | None = None) -> list[Path]:
     """Write ``<prefix>.png`` (a grid of at most 10 x 10 samples, see :func:`image_grid`;
     with captions, one labelled row per prompt: :func:`captioned_grid`), ``<prefix>.pt``
     ({"samples", "cond"}) and ``<prefix>.npy`` (all samples as float32 (B, C, H, W) in
     [-1, 1]) into ``out_dir``, atomically; returns the paths. ``captions``: one per sample
     (``Pipeline.save`` passes a prompted run's prompts; evaluation, the data module's
     ``captions_of(cond)``). ``known`` (B, C, H, W) bool, for imputed samples: the border of
-    the filled-in part is drawn in red.
+    the filled-in part is drawn in red. ``class_names`` (one per label): rows of classes
+    are labelled with them.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +155,9 @@ def save_artifacts(samples: torch.Tensor, out_dir: str | Path, cond: Any = None,
         grid = captioned_grid(samples, captions)
     else:
         labels = cond.get("label") if isinstance(cond, dict) else cond
-        grid = image_grid(samples, labels)
+        grid = (class_grid(samples, labels, class_names)
+                if class_names and labels is not None and known is None
+                else image_grid(samples, labels))
         if known is not None:  # imputation: where the model filled in, outlined
             mask_img = known.float().amax(1, keepdim=True) * 2 - 1  # (B, 1, H, W) in {-1, 1}
             grid = outline_filled(grid, image_grid(mask_img, labels)[..., 0])

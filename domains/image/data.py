@@ -7,9 +7,10 @@ Sources (``name``):
 * ``mnist``, ``fashion_mnist``, ``cifar10``: torchvision datasets under ``root``; the official
   test split is the held-out split. ``download=False`` by default (nothing is fetched unless
   asked).
-* ``imagefolder``: ``root/<class>/<image>`` (torchvision ``ImageFolder``), labelled by subfolder;
-  a fixed ``holdout`` fraction is held out.
-* ``folder``: a flat folder of images, unlabelled; a fixed ``holdout`` fraction is held out.
+* ``folder``: your own images, as audio and video read theirs: ``root/<class>/<image>``
+  (labelled by sub-folder, torchvision ``ImageFolder``'s layout) or a flat folder of images
+  (unlabelled); a fixed ``holdout`` fraction is held out. ``imagefolder`` is the same, and
+  insists on class sub-folders.
 * ``text_digits``: two digits side by side on an ``S x 2S`` canvas with captions
   (:mod:`.text_data`), for text-to-image.
 
@@ -230,7 +231,7 @@ class ImageData(pl.LightningDataModule):
             a = a | {"y_train": None, "y_test": None, "classes": []}  # a copy: may be cached
         elif self.conditional and a["y_train"] is None:
             raise ValueError(f"data.conditional=true needs class labels, and {self.name} has "
-                             "none: use data.name=imagefolder (a sub-folder per class)")
+                             "none: use data.name=folder with a sub-folder per class")
         if self.text is not None:
             self.captions = CaptionTable(a["captions_train"], a["captions_test"], self.text)
             a["c_train"] = self.captions.ids(a["captions_train"])
@@ -269,10 +270,11 @@ class ImageData(pl.LightningDataModule):
         root = Path(self.root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"data.root={root} is not a folder")
-        if self.name == "imagefolder":
+        flat = _flat_files(root)
+        if self.name == "imagefolder" or not flat and _class_folders(root):
             paths, labels, classes = _imagefolder_files(root)
         else:
-            paths, labels, classes = _flat_files(root), None, []
+            paths, labels, classes = flat, None, []
         if not paths:
             raise FileNotFoundError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) found in "
                                     f"{root}; point data.root at a folder of images")
@@ -392,10 +394,16 @@ def _imagefolder_files(root: Path) -> tuple[list[Path], torch.Tensor, list[str]]
         ds = ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as exc:
         raise FileNotFoundError(f"no class subfolders with images under {root} "
-                                f"(data.name=imagefolder expects root/<class>/<image>): "
+                                f"(a sub-folder per class: root/<class>/<image>): "
                                 f"{str(exc).splitlines()[0]}") from None
     labels = torch.tensor([c for _, c in ds.samples], dtype=torch.long)
     return [Path(p) for p, _ in ds.samples], labels, list(ds.classes)
+
+
+def _class_folders(root: Path) -> list[Path]:
+    """The sub-folders of ``root`` that hold images (one per class)."""
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in d.iterdir())]
 
 
 def _flat_files(root: Path) -> list[Path]:

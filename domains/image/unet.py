@@ -195,12 +195,16 @@ def _resolutions(hw: tuple[int, int], channel_mult: tuple[int, ...]) -> list[int
     return [hw[0] // 2 ** i for i in range(len(channel_mult))]
 
 
-def _attention_at(attn_resolutions: Sequence[int], resolutions: list[int]) -> set[int]:
-    """The resolutions asked for attention, each checked to be one of ``resolutions``."""
+def _attention_at(attn_resolutions: Sequence[int] | None, resolutions: list[int]) -> set[int]:
+    """The resolutions asked for attention, each checked to be one of ``resolutions``; None:
+    the coarsest (so the default follows the image size)."""
+    if attn_resolutions is None:
+        return {resolutions[-1]}
     bad = [r for r in attn_resolutions if int(r) not in resolutions]
     if bad:
         raise ValueError(f"model.attn_resolutions {list(attn_resolutions)} includes {bad}, "
-                         f"which is not one of this U-Net's resolutions {resolutions}")
+                         f"which is not one of this U-Net's resolutions {resolutions}; "
+                         f"model.attn_resolutions=null puts attention at the coarsest")
     return {int(r) for r in attn_resolutions}
 
 
@@ -253,8 +257,9 @@ class UNet(nn.Module):
         base_channels: channels of the first level; level i has ``base_channels*channel_mult[i]``.
         channel_mult: one multiplier per resolution level (each level after the first halves H, W).
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
-        attn_resolutions: spatial sizes (e.g. ``[16, 8]``) at which self-attention runs; the
-            middle block always has one attention layer.
+        attn_resolutions: spatial sizes (e.g. ``[16, 8]``) at which self-attention runs
+            (None: the coarsest level's, whatever the image size); the middle block always
+            has one attention layer.
         dropout: dropout inside residual blocks.
         num_head_channels: channels per attention head.
         norm_groups: GroupNorm groups (reduced to a divisor of the channel count if needed).
@@ -270,7 +275,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int | Sequence[int], cond: Any = None,
                  base_channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
-                 num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (),
+                 num_res_blocks: int = 2, attn_resolutions: Sequence[int] | None = (),
                  dropout: float = 0.0, num_head_channels: int = 32, norm_groups: int = 32,
                  channels_last: bool = False, text_width: int = 128, text_layers: int = 2,
                  text_heads: int = 4, text_pooled: bool = True, text_layout: bool = False):

@@ -241,12 +241,15 @@ def _cond_option(pipe: Any, value: Any) -> Any:
     if value is None or isinstance(value, (int, list)) and not isinstance(value, bool):
         return value
     text = str(value)
+    if text in pipe.class_names:
+        return text
     path = Path(text).expanduser()
     if path.suffix or path.exists():
         return pipe.read_condition(path)
-    raise UsageError(f"cond={text!r} is neither class labels (cond=3, cond=[1,2]) nor a file "
-                     f"(cond=FILE.npy / .pt, or a format the domain reads); this model takes "
-                     f"{pipe.cond_spec.describe()}")
+    raise UsageError(f"cond={text!r} is neither a class (cond=3, cond=[1,2]"
+                     + (f", a name: {', '.join(pipe.class_names)}" if pipe.class_names else "")
+                     + ") nor a file (cond=FILE.npy / .pt, or a format the domain reads); "
+                     f"this model takes {pipe.cond_spec.describe()}")
 
 
 def cmd_calibrate(args: list[str]) -> int:

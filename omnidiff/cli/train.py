@@ -171,7 +171,10 @@ def _report_run(run_dir: Path) -> None:
     print(f"run: {run_dir}")
     if "loss_first" in summary:
         print(f"loss: {summary['loss_first']:.4f} -> {summary['loss_last']:.4f} "
-              f"in {summary.get('global_step')} steps ({summary.get('train_seconds')} s)")
+              f"in {summary.get('global_step')} steps")
+    if "train_seconds" in summary:
+        print(f"time: training {summary['train_seconds']:.1f} s, evaluation "
+              f"{summary.get('eval_seconds', 0.0):.1f} s (eval.n_samples sets its size)")
     if final:
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k != "step"))
     model = run_dir / "model.pt"

@@ -41,7 +41,8 @@ from omnidiff.errors import ConditionError, UserError
 
 __all__ = ["ConditionError", "CondSpec", "NoCond", "LabelCond", "TensorCond", "SequenceCond",
            "NamedCond",
-           "as_cond_spec", "cond_spec_of", "sequence_field", "map_cond", "cat_conds",
+           "as_cond_spec", "cond_spec_of", "with_class_names", "class_names", "sequence_field",
+           "map_cond", "cat_conds",
            "cond_batch_size",
            "index_cond"]
 
@@ -168,23 +169,56 @@ class NoCond(CondSpec):
 
 @dataclass(frozen=True)
 class LabelCond(CondSpec):
+    """Class labels ``0..num_classes-1``; ``names`` (optional, one per class, e.g. the training
+    folder's sub-folders) are accepted wherever labels are: ``cond="high"`` or
+    ``cond=["A4", "C4"]``. Names are descriptive: two specs that differ only in them are
+    equal."""
+
     num_classes: int = 1  # type: ignore[misc]
+    names: tuple[str, ...] = field(default=(), compare=False)
     kind: ClassVar[str] = "label"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_classes", int(self.num_classes))
+        object.__setattr__(self, "names", tuple(str(k) for k in self.names or ()))
         if self.num_classes < 1:
             raise UserError(f"a label condition needs num_classes >= 1, got {self.num_classes}")
+        if self.names and len(self.names) != self.num_classes:
+            raise UserError(f"a label condition of {self.num_classes} classes needs as many "
+                            f"names, got {len(self.names)}")
 
     def describe(self) -> str:
+        if self.names:
+            shown = ", ".join(self.names[:12]) + (", ..." if self.num_classes > 12 else "")
+            return f"class labels 0..{self.num_classes - 1} ({shown})"
         return f"class labels 0..{self.num_classes - 1}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "num_classes": self.num_classes}
+        out: dict[str, Any] = {"kind": self.kind, "num_classes": self.num_classes}
+        if self.names:
+            out["names"] = list(self.names)
+        return out
+
+    def label_of(self, value: Any) -> Any:
+        """A class name (or a list of them, mixed with labels) as its label; anything else as
+        it is. An unknown name is one :class:`ConditionError` listing the names."""
+        if isinstance(value, (list, tuple)):
+            return [self.label_of(v) for v in value]
+        if not isinstance(value, str):
+            return value
+        if value in self.names:
+            return self.names.index(value)
+        if value.strip().lstrip("-").isdigit():
+            return int(value)
+        known = (f"its classes are {', '.join(self.names)}" if self.names
+                 else "it has no class names: pass a label 0.."
+                 f"{self.num_classes - 1}")
+        raise ConditionError(f"cond={value!r} is not a class of this model; {known}")
 
     def check(self, cond: Any, n: int | None = None) -> tuple[Cond, int | None]:
         if cond is None:
             return None, n
+        cond = self.label_of(cond)
         try:
             c = torch.as_tensor(cond)
         except (TypeError, ValueError, RuntimeError):
@@ -568,7 +602,7 @@ def as_cond_spec(obj: Any) -> CondSpec:
         if kind == "none":
             return NONE
         if kind == "label":
-            return LabelCond(int(obj["num_classes"]))
+            return LabelCond(int(obj["num_classes"]), tuple(obj.get("names") or ()))
         if kind == "tensor":
             return TensorCond(tuple(obj["shape"]), str(obj.get("dtype", "float32")),
                               obj.get("fill"))
@@ -597,9 +631,29 @@ def cond_spec_of(data: Any) -> CondSpec:
     """A data module's condition specification: its ``cond_spec``, or (data modules written
     before conditions of every kind) one read from its ``num_classes``."""
     spec = getattr(data, "cond_spec", None)
-    if spec is not None:
-        return as_cond_spec(spec)
-    return as_cond_spec(int(getattr(data, "num_classes", 0) or 0))
+    spec = as_cond_spec(spec if spec is not None else int(getattr(data, "num_classes", 0) or 0))
+    return with_class_names(spec, getattr(data, "classes", None))
+
+
+def class_names(spec: Any) -> list[str]:
+    """The class names of a label condition (or of a named set's label field); empty when it
+    has none."""
+    spec = as_cond_spec(spec)
+    if isinstance(spec, LabelCond):
+        return list(spec.names)
+    return next((list(v.names) for _, v in getattr(spec, "fields", ())
+                 if isinstance(v, LabelCond)), [])
+
+
+def with_class_names(spec: CondSpec, classes: Any) -> CondSpec:
+    """``spec`` with ``classes`` as the names of its labels (a label spec, or the label field
+    of a named set) when they are one per class; otherwise ``spec`` unchanged."""
+    names = tuple(str(c) for c in classes or ())
+    if isinstance(spec, LabelCond):
+        return LabelCond(spec.num_classes, names) if len(names) == spec.num_classes else spec
+    if isinstance(spec, NamedCond):
+        return NamedCond(tuple((k, with_class_names(v, names)) for k, v in spec.fields))
+    return spec
 
 
 # the names before 0.2 (kept for plugins written against them)

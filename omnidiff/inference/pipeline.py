@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from omnidiff.core.conditions import CondSpec, index_cond, map_cond, sequence_field
+from omnidiff.core.conditions import CondSpec, class_names, index_cond, map_cond, sequence_field
 from omnidiff.core.guidance import classifier_free, conditional
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import CheckpointError, ConditionError, PipelineError, UserError
@@ -110,6 +110,12 @@ class Pipeline:
     def num_classes(self) -> int:
         """The class count of a label-conditional model (0 otherwise)."""
         return self.cond_spec.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of its classes, label by label (the training data's, e.g. its
+        sub-folders); ``generate(cond="name")`` takes them. Empty when it has none."""
+        return class_names(self.cond_spec)
 
     def __getattr__(self, name: str) -> Any:
         """Facts the data module exports (its ``pipeline_attrs``), e.g. ``pipe.sample_rate``."""
@@ -610,6 +616,8 @@ class Pipeline:
         if cond is None and samples is self._last_samples and self.last_prompts is not None \
                 and takes_keyword(self.domain, "save_artifacts", "captions"):
             extra["captions"] = self.last_prompts
+        if self.class_names and takes_keyword(self.domain, "save_artifacts", "class_names"):
+            extra["class_names"] = self.class_names
         return [Path(p) for p in self.domain.save_artifacts(
             samples, Path(out_dir), cond=self._cond_for(samples, cond), prefix=prefix, **extra)]
 

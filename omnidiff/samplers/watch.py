@@ -65,18 +65,19 @@ class ProgressSteps:
 
     def __init__(self, batches: int, desc: str = "sampling",
                  then: Callable[[SamplingStep], Any] | None = None):
-        from tqdm.auto import tqdm
-
-        self.batches, self.then = batches, then
-        self.bar = tqdm(total=None, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+        self.batches, self.desc, self.then = batches, desc, then
+        self.bar: Any = None  # opened at the first step, when the step count is known
 
     def __call__(self, info: SamplingStep) -> None:
         if self.then is not None:
             self.then(info)
-        if self.bar.total is None:
-            self.bar.total = self.batches * info.steps
-            self.bar.refresh()
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.batches * info.steps, desc=self.desc, unit="step",
+                            leave=False, dynamic_ncols=True)
         self.bar.update(1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

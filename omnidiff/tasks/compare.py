@@ -36,7 +36,8 @@ __all__ = ["Entry", "collect", "main_metric", "higher_is_better", "best_of", "ta
            "summary_figure", "write_comparison"]
 
 # bookkeeping columns: (column, the key in metrics.json)
-_BOOK = (("train_steps", "global_step"), ("train_s", "train_seconds"), ("loss_first", "loss_first"),
+_BOOK = (("train_steps", "global_step"), ("train_s", "train_seconds"), ("eval_s", "eval_seconds"),
+         ("loss_first", "loss_first"),
          ("loss_last", "loss_last"), ("nfe", "nfe"), ("network_evals", "network_evals"),
          ("sample_s", "sample_seconds"))
 _NOT_MAIN = ("step", "sample_seconds", "rtf", "finite_frac", "recon_seconds")

@@ -291,14 +291,16 @@ def _fit(trainer: Any, module: DiffusionModule, dm: Any, ckpt: Path | None,
 
 def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float,
                    grid: dict[str, Any] | None = None) -> None:
-    """``metrics.json`` (final and periodic metrics, loss summary, timings, a student's chosen
-    ``grids``) and loss.png."""
-    summary: dict[str, Any] = {"train_seconds": round(seconds, 2),
+    """``metrics.json`` (final and periodic metrics, loss summary, a student's chosen
+    ``grids``, and the seconds of training and of evaluation apart: ``seconds`` is the whole
+    fit, evaluations included) and loss.png."""
+    evaluation = next(c for c in trainer.callbacks if isinstance(c, Evaluation))
+    summary: dict[str, Any] = {"train_seconds": round(seconds - evaluation.seconds, 2),
+                               "eval_seconds": round(evaluation.seconds, 2),
                                "global_step": int(trainer.global_step)}
     csv_log = run_dir / "logs" / "metrics.csv"
     if csv_log.exists():
         summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))
-    evaluation = next(c for c in trainer.callbacks if isinstance(c, Evaluation))
     summary["final"] = evaluation.final_metrics
     summary["history"] = evaluation.history
     summary["domain"], summary["recipe"] = str(cfg.domain), cfg.get("recipe")

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
-from omnidiff.core.conditions import cond_batch_size, index_cond, sequence_field
+from omnidiff.core.conditions import class_names, cond_batch_size, index_cond, sequence_field
 from omnidiff.errors import NonFiniteLossError, TrainingPreempted, UserError
 from omnidiff.io import atomic_write_json
 from omnidiff.model_file import state_digest
@@ -262,6 +262,9 @@ class SampleCallback(Evaluation):
         captions = None if captions_of is None else captions_of(conds)
         if captions is not None and takes_keyword(domain, "save_artifacts", "captions"):
             extra["captions"] = captions
+        names = class_names(spec)
+        if names and takes_keyword(domain, "save_artifacts", "class_names"):
+            extra["class_names"] = names
         self.files = domain.save_artifacts(x, self.run_dir / "samples", cond=conds,
                                            prefix=prefix, **extra)
         ref, ref_cond = self._ref(trainer)
