@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from omnidiff_domains.image import ImageDomain
-from omnidiff_domains.image.artifacts import MIN_TILE, save_artifacts
+from omnidiff_domains.image.artifacts import MIN_GRID, MIN_TILE, save_artifacts
 from omnidiff_domains.image.data import ImageData
 from omnidiff_domains.image.unet import build_unet
 
@@ -138,7 +138,10 @@ def test_folder_data(tmp_path):
     dm = ImageData(name="imagefolder", root=str(tmp_path / "classes"), batch_size=2)
     assert dm.num_classes == 2 and dm.classes == ["cat", "dog"]
     assert next(iter(dm.train_dataloader()))["cond"].dtype == torch.long
-    with pytest.raises(ValueError, match="data.name=imagefolder"):
+    same = ImageData(name="folder", root=str(tmp_path / "classes"), batch_size=2)
+    assert same.classes == ["cat", "dog"]  # folder: class sub-folders too, as audio and video
+    assert same.cond_spec == dm.cond_spec and same.event_shape == dm.event_shape
+    with pytest.raises(ValueError, match="sub-folder per class"):
         _ = ImageData(name="folder", root=str(tmp_path / "flat"), conditional=True).num_classes
 
 
@@ -210,19 +213,23 @@ def test_artifacts_grid(tmp_path):
     cond = torch.tensor([2, 0, 2, 1, 0, 2, 2])
     paths = save_artifacts(x, tmp_path, cond=cond, prefix="grid")
     assert [p.name for p in paths] == ["grid.png", "grid.pt", "grid.npy"]
-    tile, pad = 8 * (MIN_TILE // 8), 2
+    # 4 columns of 8 px tiles: upscaled 8x, so the grid is at least MIN_GRID (256) px wide
+    tile, pad = 8 * max(MIN_TILE // 8, -(-MIN_GRID // (4 * 8))), 2
     with Image.open(paths[0]) as im:
         im.load()
         # 3 classes -> 3 rows; the largest class (2) has 4 samples -> 4 columns
-        assert im.size == (4 * (tile + pad) + pad, 3 * (tile + pad) + pad)
+        assert im.size == (4 * (tile + pad) + pad, 3 * (tile + pad) + pad) == (266, 200)
         assert im.mode == "L"
+    one_class = save_artifacts(x[:4], tmp_path / "one", cond=torch.full((4,), 3))
+    with Image.open(one_class[0]) as im:  # one class: a 2 x 2 square, not a 1 x 4 strip
+        assert im.size == (2 * (128 + pad) + pad,) * 2
     blob = torch.load(paths[1], weights_only=True)
     assert torch.equal(blob["samples"], x) and torch.equal(blob["cond"], cond)
     import numpy as np
     assert np.load(paths[2]).shape == (7, 1, 8, 8)
     rgb = save_artifacts(torch.rand(5, 3, 32, 32) * 2 - 1, tmp_path / "rgb")
     with Image.open(rgb[0]) as im:
-        assert im.mode == "RGB" and im.size == (3 * 34 + 2, 2 * 34 + 2)
+        assert im.mode == "RGB" and im.size == (3 * 98 + 2, 2 * 98 + 2)  # 32 px tiles, 3x
     assert not list(tmp_path.glob(".*.tmp*"))  # nothing half-written left behind
 
 

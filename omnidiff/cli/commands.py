@@ -12,6 +12,7 @@
     omnidiff check NAME [data.KEY=V model.KEY=V]   the domain contract test, without pytest
     omnidiff domains                               installed domain plugins and their recipes
     omnidiff recipes                               recipes with a one-line description
+    omnidiff info checkpoint=PATH [plot=FILE.png]  what a model is; its schedule drawn
 
 Mistakes (unknown recipe, domain, sampler or schedule, a bad override, a file that is not an
 omnidiff checkpoint) end with one line on stderr naming the fix, and exit code 2. Set
@@ -103,6 +104,11 @@ commands:
   Every command that reads checkpoint= also reads a diffusers folder (save_pretrained's,
   or a pipeline's with unet/ and scheduler/): sample grid=diffusers uses the timesteps its
   scheduler would; calibrate keeps its grids in FOLDER.omnidiff.json beside it.
+  info checkpoint=PATH [plot=FILE.png sampler= steps= grid=]
+                                      what a model is: domain, shapes, condition and class
+                                      names, schedule, prediction, sampler and its times,
+                                      calibrated grids, training; plot= draws its schedule
+                                      (alpha, sigma, log-SNR) with the sampler's times
   check NAME [data.KEY=V model.KEY=V n=4 steps=2 sampler=ddim]
                                       run the domain contract test on an installed domain
                                       (a plugin author's check; no pytest needed)
@@ -120,7 +126,7 @@ commands:
 COMMANDS = {"train": "train", "distill": "train", "prepare": "train", "sample": "sample",
             "compare": "tools",
             "calibrate": "sample", "likelihood": "sample", "export": "sample", "check": "tools",
-            "domains": "tools", "recipes": "tools", "demo": "tools"}
+            "domains": "tools", "recipes": "tools", "demo": "tools", "info": "info"}
 
 
 def command(name: str) -> Callable[[list[str]], int]:
@@ -129,6 +135,8 @@ def command(name: str) -> Callable[[list[str]], int]:
     loading what training needs (Lightning and the Trainer take seconds to import)."""
     if COMMANDS[name] == "train":
         from omnidiff.cli import train as module
+    elif COMMANDS[name] == "info":
+        from omnidiff.cli import info as module
     elif COMMANDS[name] == "sample":
         from omnidiff.cli import sample as module
     else:

@@ -246,7 +246,7 @@ def _cond_option(pipe: Any, value: Any) -> Any:
     path = Path(text).expanduser()
     if path.suffix or path.exists():
         return pipe.read_condition(path)
-    raise UsageError(f"cond={text!r} is neither a class (cond=3, cond=[1,2]"
+    raise UsageError(f"cond={text!r} is neither class labels (cond=3, cond=[1,2]"
                      + (f", a name: {', '.join(pipe.class_names)}" if pipe.class_names else "")
                      + ") nor a file (cond=FILE.npy / .pt, or a format the domain reads); "
                      f"this model takes {pipe.cond_spec.describe()}")

@@ -49,6 +49,7 @@ from omnidiff.samplers.generate import (
 )
 from omnidiff.samplers.grids import timesteps
 from omnidiff.samplers.likelihood import LogLikelihood, log_likelihood
+from omnidiff.samplers.sampling import resolve_grid
 from omnidiff.text.prompts import PromptEncoder, check_prompts
 from omnidiff.threads import use_threads
 
@@ -257,14 +258,8 @@ class Pipeline:
         guides towards ``label=`` (one, or one per sample; n follows from a list) at
         ``classifier_scale``.
         """
-        options = sampler_options(self.domain, options)
-        default = self.default_sampler
-        own = sampler in (None, default["name"])  # the model's own sampler: its steps, grid
-        if own and default.get("grid") and "grid" not in options:
-            options["grid"] = default["grid"]
-        if steps is None and not _explicit(options.get("grid")):
-            steps = int(default["steps"]) if own else DEFAULT_STEPS
-        sampler = sampler or str(default["name"])
+        sampler, steps, options = self._sampler_choice(
+            sampler, steps, sampler_options(self.domain, options))
         cond, uncond, n, prompts = self._prompted(cond, n, prompt, negative_prompt, guidance)
         clf = self._classifier(classifier)
         if clf is not None and n is None and cond is None and isinstance(label, (list, tuple)):
@@ -419,6 +414,29 @@ class Pipeline:
                 value = value if field is None else {**(cond or {}), field: value}
             out.append((self._texts_in(value)[0], weight))
         return out
+
+    def sampling_times(self, sampler: str | None = None, steps: int | None = None,
+                       **options: Any) -> tuple[torch.Tensor, str]:
+        """The times ``generate`` would step through with these arguments (float64, from
+        ``t_max`` down to 0) and the grid's label (``logsnr``, ``calibrated``, ...)."""
+        sampler, steps, options = self._sampler_choice(
+            sampler, steps, sampler_options(self.domain, options))
+        grid, label = self._grid(sampler, steps, options)
+        ts, _ = resolve_grid(self.model.schedule, None if _explicit(grid) else steps, grid,
+                             sampler)
+        return ts, label
+
+    def _sampler_choice(self, sampler: str | None, steps: int | None,
+                        options: dict[str, Any]) -> tuple[str, int | None, dict[str, Any]]:
+        """(sampler, steps, options) with the model's defaults filled in: its own sampler
+        brings its steps and grid (:attr:`default_sampler`); another sampler gets 20 steps."""
+        default = self.default_sampler
+        own = sampler in (None, default["name"])  # the model's own sampler: its steps, grid
+        if own and default.get("grid") and "grid" not in options:
+            options = {**options, "grid": default["grid"]}
+        if steps is None and not _explicit(options.get("grid")):
+            steps = int(default["steps"]) if own else DEFAULT_STEPS
+        return sampler or str(default["name"]), steps, options
 
     def _grid(self, sampler: str, steps: int | None, options: dict[str, Any]
               ) -> tuple[Any, str]:
