@@ -128,7 +128,8 @@ def test_a_new_user_trains_on_a_folder_of_pngs_and_samples_a_class_by_name(tmp_p
     assert len(bars) == 1 and "12/12" in bars[0], train.stdout  # one bar for the whole run
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["train_seconds"] > 0 and summary["eval_seconds"] > 0
-    assert f"time: training {summary['train_seconds']:.1f} s, evaluation " in train.stdout
+    assert f"time: training {summary['train_seconds']:.1f} s (" in train.stdout
+    assert 0 < summary["step_seconds"] < summary["train_seconds"]
 
     out = tmp_path / "samples"
     made = _omnidiff("sample", f"checkpoint={run / 'model.pt'}", "cond=stroke", "n=4",

@@ -173,7 +173,9 @@ def _report_run(run_dir: Path) -> None:
         print(f"loss: {summary['loss_first']:.4f} -> {summary['loss_last']:.4f} "
               f"in {summary.get('global_step')} steps")
     if "train_seconds" in summary:
-        print(f"time: training {summary['train_seconds']:.1f} s, evaluation "
+        per_step = (f" ({summary['step_seconds']:.3g} s a step)"
+                    if summary.get("step_seconds") else "")
+        print(f"time: training {summary['train_seconds']:.1f} s{per_step}, evaluation "
               f"{summary.get('eval_seconds', 0.0):.1f} s (eval.n_samples sets its size)")
     if final:
         print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k != "step"))

@@ -61,6 +61,7 @@ from omnidiff.training.callbacks import (
     GracefulInterrupt,
     RankDigest,
     SampleCallback,
+    StepTimer,
 )
 from omnidiff.training.checkpoints import AtomicCheckpointIO, InferenceExport, model_checkpoint
 from omnidiff.training.classifier_module import (
@@ -124,7 +125,7 @@ def build_callbacks(cfg: Any, run_dir: Path) -> list[Any]:
     sampling + metrics, periodic checkpoints, Ctrl-C as SIGTERM, the non-finite loss guard,
     rank digests, progress bar)."""
     strategy = str(cfg.trainer.get("strategy", "auto")).lower()
-    callbacks: list[Any] = [FiniteLossGuard(), GracefulInterrupt()]
+    callbacks: list[Any] = [FiniteLossGuard(), GracefulInterrupt(), StepTimer()]
     ema_decay = cfg.optim.get("ema_decay")
     if ema_decay is not None and "fsdp" in strategy:
         warnings.warn("omnidiff: EMA is disabled for this run: Lightning's EMAWeightAveraging "
@@ -298,6 +299,9 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float,
     summary: dict[str, Any] = {"train_seconds": round(seconds - evaluation.seconds, 2),
                                "eval_seconds": round(evaluation.seconds, 2),
                                "global_step": int(trainer.global_step)}
+    timer = next(c for c in trainer.callbacks if isinstance(c, StepTimer))
+    if timer.step_seconds is not None:
+        summary["step_seconds"] = round(timer.step_seconds, 4)
     csv_log = run_dir / "logs" / "metrics.csv"
     if csv_log.exists():
         summary.update(plot_loss_from_csv(csv_log, run_dir / "loss.png"))

@@ -23,7 +23,7 @@ from omnidiff.text.prompts import PromptEncoder
 from omnidiff.training.optim import ema_update
 from omnidiff.training.tensorboard import log_artifacts
 
-__all__ = ["EMA", "Evaluation", "SampleCallback", "averaged_module",
+__all__ = ["EMA", "Evaluation", "SampleCallback", "StepTimer", "averaged_module",
            "FiniteLossGuard", "NonFiniteLossError", "RankDigest", "weights_digest",
            "GracefulInterrupt", "TrainingPreempted"]
 
@@ -380,6 +380,31 @@ def weights_digest(module: torch.nn.Module) -> str:
     """SHA-256 over a module's parameters and buffers (see
     :func:`omnidiff.model_file.state_digest`)."""
     return state_digest(module.state_dict())
+
+
+class StepTimer(Callback):
+    """The wall time of an optimizer step as this run sees it (data, forward, backward, the
+    update, and validation where it runs every step): :attr:`step_seconds`, the median
+    interval between consecutive steps' ends, so a rare evaluation or checkpoint does not
+    count. ``None`` before two steps."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._intervals: list[float] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self._intervals.append(now - self._last)
+        self._last = now
+
+    @property
+    def step_seconds(self) -> float | None:
+        if not self._intervals:
+            return None
+        ordered = sorted(self._intervals)
+        return ordered[len(ordered) // 2]
 
 
 class RankDigest(Callback):
