@@ -16,13 +16,15 @@ What a sample is given (``cond``): ``label`` (class-conditional), ``none`` (unco
 ``mel`` (a vocoder: the normalised log-mel spectrogram of :mod:`.mel`, settings ``mel``),
 ``label+mel``, or ``text`` (a prompt ``{"text": sequence}``: ``text_tones``, or a folder with
 ``metadata.jsonl`` / ``.txt`` captions; ``text``: the text encoder's settings,
-:data:`omnidiff.text.prompts.TEXT_DEFAULTS`). Label and unconditional clips have a fixed length (``clip_seconds``: a longer
-file is cut, a shorter one padded with silence); vocoder clips are ``crop_frames`` frames of
+:data:`omnidiff.text.prompts.TEXT_DEFAULTS`). Label and unconditional clips have a fixed
+length (``clip_seconds``: a longer file is cut, a shorter one padded with silence; a folder's
+run says once what it resampled, mixed down, cut or padded); vocoder clips are ``crop_frames`` frames of
 ``hop_length`` samples (random crops of longer files or tones; by default the whole clip).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from omnidiff.plugins.data import (
 )
 from omnidiff.text.captions import CaptionTable, folder_captions
 
-from .files import AudioFileError, find_audio, read_audio
+from .files import AudioFileError, conversion_note, find_audio, read_audio
 from .mel import MelSpec
 from .prior import fit_gain
 from .text_data import CaptionedClips, text_tones_arrays
@@ -334,6 +336,10 @@ class AudioData(pl.LightningDataModule):
                                      f"{self.root} are not in class sub-folders (root/<class>/"
                                      "*.wav); use data.cond=none or data.cond=mel")
             self._folder = (files, labels, classes)
+            note = conversion_note(files, self.sample_rate,
+                                   None if self._crops else self.clip_samples)
+            if note and int(os.environ.get("RANK", "0") or 0) == 0:
+                print(note, flush=True)  # once per data module, on the first process
         return self._folder
 
     def _tones(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,38 @@ def write_wav(wav: torch.Tensor, path: str | os.PathLike, sample_rate: int) -> P
     return path
 
 
+def conversion_note(files: list[Path], sample_rate: int, clip_samples: int | None,
+                    limit: int = 2000) -> str | None:
+    """One line saying what reading ``files`` at ``sample_rate`` changes (resampled, mixed
+    down to mono, cut or padded to ``clip_samples``; None: crops, no fixed length) and how
+    to keep it; None when nothing changes. Reads the headers of at most ``limit`` files."""
+    import soundfile
+
+    heads = [soundfile.info(str(f)) for f in files[:limit]]
+    rates = sorted({int(h.samplerate) for h in heads})
+    channels = max(int(h.channels) for h in heads)
+    lengths = [h.frames / h.samplerate for h in heads]
+    did = []
+    if rates != [int(sample_rate)]:
+        did.append(f"resampled from {' / '.join(f'{r} Hz' for r in rates)} to {sample_rate} Hz"
+                   " (data.sample_rate)")
+    if channels > 1:
+        did.append(f"mixed down from {channels} channels to mono")
+    if clip_samples is not None:
+        clip = clip_samples / sample_rate
+        longer = sum(x > clip + 1e-6 for x in lengths)
+        shorter = sum(x < clip - 1e-6 for x in lengths)
+        if longer:
+            did.append(f"{longer} cut to their first {clip:g} s (data.clip_seconds)")
+        if shorter:
+            did.append(f"{shorter} padded with silence to {clip:g} s")
+    if not did:
+        return None
+    span = f"{min(lengths):.2g}-{max(lengths):.2g} s" if lengths else "?"
+    return (f"omnidiff: {len(files)} audio files ({span}): " + "; ".join(did)
+            + ". Set those options to keep more of them")
+
+
 def find_audio(root: str | os.PathLike) -> tuple[list[Path], list[int] | None, list[str]]:
     """Audio files under ``root`` (recursively, sorted), their labels and class names.
 

@@ -144,6 +144,8 @@ def digits_classifier(image_size: int | tuple[int, int] = 8,
             except Exception:  # a stale or foreign file: retrain and overwrite it
                 model = None
         if model is None:
+            print(f"omnidiff: training the digits classifier for {size[0]}x{size[1]} images that "
+                  f"scores samples (once: cached in {path})", flush=True)
             model, acc = train_digits_classifier(size)
             atomic_torch_save({"state_dict": model.state_dict(), "image_size": list(size),
                                "heldout_acc": acc, "version": VERSION}, path)

@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("omnidiff: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `omnidiff recipes | head`: the reader stopped reading
+        sys.stdout = open(os.devnull, "w")  # no second error when Python flushes at exit
+        return 0
     except TrainingPreempted as exc:
         print(f"omnidiff: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code  # 128 + the signal, as a shell reports a process it stopped

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
+
+from omegaconf import OmegaConf
 
 from omnidiff.cli.args import key_values, number, out_folder
 from omnidiff.errors import UsageError, UserError, one_line
@@ -16,7 +19,7 @@ from omnidiff.plugins.check import DomainContractError, check_domain
 from omnidiff.plugins.configs import domain_config_problem
 from omnidiff.plugins.registry import describe, get_domain
 from omnidiff.tasks.compare import write_comparison
-from omnidiff.tasks.config import list_recipes
+from omnidiff.tasks.config import compose, list_recipes, recipe_header
 from omnidiff.tasks.demo import run_demo
 from omnidiff.training.run_folder import read_manifest
 
@@ -80,9 +83,15 @@ def cmd_domains(args: list[str]) -> int:
 
 
 def cmd_recipes(args: list[str]) -> int:
-    if args:
-        raise UsageError("`omnidiff recipes` takes no arguments")
+    """``omnidiff recipes``: every recipe and its first sentence; ``omnidiff recipes NAME``:
+    that recipe's whole description and its settings (data, model, training, evaluation,
+    sampler)."""
     recipes = list_recipes()
+    if len(args) > 1 or args and args[0] not in recipes:
+        raise UsageError(f"`omnidiff recipes` takes nothing or one recipe name, got "
+                         f"{' '.join(args)!r}; the recipes: {', '.join(sorted(recipes))}")
+    if args:
+        return _show_recipe(recipes[args[0]])
     if not recipes:
         print("no recipes found")
         return 0
@@ -90,7 +99,32 @@ def cmd_recipes(args: list[str]) -> int:
     for name, info in sorted(recipes.items()):
         origin = "" if info.origin == "omnidiff" else f" (from {info.origin})"
         dom = f"[{info.domain}] " if info.domain else ""
-        print(f"{name:<{width}}  {dom}{info.description}{origin}")
+        lines = textwrap.wrap(f"{dom}{info.description}{origin}", 99 - width - 2) or [""]
+        print(f"{name:<{width}}  {lines[0]}")
+        for more in lines[1:]:
+            print(f"{'':<{width}}  {more}")
+    print("\n`omnidiff recipes NAME` shows one recipe whole: its description and settings")
+    return 0
+
+
+def _show_recipe(info: Any) -> int:
+    """One recipe: its header comment, then its composed settings, section by section."""
+    print(f"{info.name} ({info.path})")
+    for line in recipe_header(Path(info.path).read_text(encoding="utf-8")):
+        print(f"  {line}")
+    cfg = compose(info.name, [])
+    print(f"\nsettings (change any with key=value on `omnidiff train recipe={info.name}`):")
+    for key in ("domain", "threads", "data", "model", "trainer", "optim", "eval", "sampler"):
+        if cfg.get(key) is None:
+            continue
+        value = cfg[key]
+        text = (OmegaConf.to_yaml(value, resolve=True) if OmegaConf.is_config(value)
+                else f"{value}\n")
+        if "\n" in text.strip():
+            print(f"{key}:")
+            print(textwrap.indent(text.rstrip(), "  "))
+        else:
+            print(f"{key}: {text.strip()}")
     return 0
 
 

@@ -163,6 +163,8 @@ def cmd_prepare(args: list[str]) -> int:
 
 
 def _report_run(run_dir: Path) -> None:
+    if not run_dir.exists():  # a fast_dev_run's folder, removed
+        return
     summary = {}
     if (run_dir / "metrics.json").exists():
         summary = json.loads((run_dir / "metrics.json").read_text())

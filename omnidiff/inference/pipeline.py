@@ -16,7 +16,14 @@ from typing import Any, Sequence
 
 import torch
 
-from omnidiff.core.conditions import CondSpec, class_names, index_cond, map_cond, sequence_field
+from omnidiff.core.conditions import (
+    CondSpec,
+    LabelCond,
+    class_names,
+    index_cond,
+    map_cond,
+    sequence_field,
+)
 from omnidiff.core.guidance import classifier_free, conditional
 from omnidiff.core.model import DiffusionModel
 from omnidiff.errors import CheckpointError, ConditionError, PipelineError, UserError
@@ -650,13 +657,20 @@ class Pipeline:
 
     def metrics(self, samples: torch.Tensor, *, n_ref: int = 2048, cond: Any = None,
                 seed: int = 0) -> dict[str, float]:
-        """The domain's quality metrics of ``samples`` against ``n_ref`` reference samples."""
+        """The domain's quality metrics of ``samples`` against ``n_ref`` reference samples;
+        labelled samples of some classes only (``cond=3``) against the reference samples of
+        those classes."""
         self._check(samples, any_shape=self.cond_spec.variable_shape)
 
         ref, ref_cond = self.reference(n_ref, seed)
+        cond = self._cond_for(samples, cond)
+        if isinstance(self.cond_spec, LabelCond) and isinstance(cond, torch.Tensor) \
+                and isinstance(ref_cond, torch.Tensor):
+            keep = torch.isin(ref_cond, cond.unique())  # (n_ref,) the same classes
+            if 1 < int(keep.sum()) < len(keep):
+                ref, ref_cond = ref[keep], ref_cond[keep]
         fn = self.domain.metrics
-        out = fn(samples, ref, cond=self._cond_for(samples, cond), ref_cond=ref_cond,
-                 **data_kwargs(fn, self.data()))
+        out = fn(samples, ref, cond=cond, ref_cond=ref_cond, **data_kwargs(fn, self.data()))
         return {k: float(v) for k, v in out.items()}
 
     def _check(self, samples: torch.Tensor, any_shape: bool = False) -> None:

@@ -73,7 +73,11 @@ class Entry:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.params.items()) or self.name
+        """A sweep's job by its overrides; another run by its folder's name, as the table's
+        first column names it (the settings that differ are the table's other columns)."""
+        text = (", ".join(f"{k}={v}" for k, v in self.params.items()) if self.swept
+                else "") or self.name
+        return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _sweep_entries(folder: Path, manifest: dict[str, Any]) -> list[Entry]:
@@ -268,7 +272,7 @@ def _loss_panel(ax: Any, entries: Sequence[Entry]) -> None:
     ax.set(xlabel="step", ylabel="train/loss (smoothed)", title="loss")
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
 
 
 def _metric_panel(ax: Any, entries: Sequence[Entry], metric: str) -> None:
@@ -279,8 +283,10 @@ def _metric_panel(ax: Any, entries: Sequence[Entry], metric: str) -> None:
     best = best_of(found, metric)
     left = min(found) / 2 if _wide(found) else 0.0  # bars start here (a log axis has no 0)
     for y, (v, e) in enumerate(zip(values, entries)):
-        if v is None:
-            ax.text(left, y, f" {e.status}", va="center", fontsize=7, color="tab:red")
+        if v is None:  # red for a failed run only; a finished one just lacks this metric
+            why = e.status if e.status != "done" else f"no {metric}"
+            ax.text(left, y, f" {why}", va="center", fontsize=7,
+                    color="tab:red" if e.status == "failed" else "tab:gray")
             continue
         ax.barh(y, v - left, left=left, color="tab:green" if v == best else "tab:blue")
         ax.text(v, y, f" {v:.4g}", va="center", fontsize=7)
@@ -307,7 +313,7 @@ def _nfe_panel(ax: Any, entries: Sequence[Entry], metric: str, title: str) -> No
     ax.set(xlabel="NFE (denoiser calls per sample)", ylabel=_metric_label(metric), title=title)
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
 
 
 def summary_figure(entries: Sequence[Entry], metric: str | None) -> Any:

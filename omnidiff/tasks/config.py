@@ -134,18 +134,31 @@ def _recipe_domain(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _description(text: str) -> str:
-    """The first comment line of a recipe that is not a ``@package`` directive."""
+def recipe_header(text: str) -> list[str]:
+    """The comment lines a recipe opens with (without ``#`` and the ``@package`` directive)."""
+    lines = []
     for line in text.splitlines():
         s = line.strip()
         if not s:
             continue
         if not s.startswith("#"):
             break
-        body = s.lstrip("#").strip()
-        if body and not body.startswith("@package"):
-            return body
-    return ""
+        body = s[1:].strip() if s.startswith("# ") else s.lstrip("#").rstrip()
+        if not body.startswith("@package"):
+            lines.append(body)
+    return lines
+
+
+def _description(text: str) -> str:
+    """A recipe's first sentence (its header comment up to the first full stop that ends a
+    sentence, over as many lines as it takes)."""
+    words = " ".join(recipe_header(text)).split()
+    out: list[str] = []
+    for w in words:
+        out.append(w)
+        if w.endswith(".") and not w.endswith(("e.g.", "i.e.", "etc.")) and len(w) > 2:
+            break
+    return " ".join(out)
 
 
 def list_recipes() -> dict[str, RecipeInfo]:
@@ -550,7 +563,8 @@ def check_machine(cfg: DictConfig) -> None:
 
 
 def _check_run_options(cfg: DictConfig) -> None:
-    """``overwrite`` and ``verbose`` (true or false), and ``overwrite`` with ``resume``."""
+    """``overwrite`` and ``verbose`` (true or false), ``overwrite`` with ``resume``, and
+    ``init`` (an existing file, for a new diffusion run)."""
     overwrite = cfg.get("overwrite", False)
     for key in ("overwrite", "verbose"):
         if not isinstance(cfg.get(key, False), bool):
@@ -558,6 +572,17 @@ def _check_run_options(cfg: DictConfig) -> None:
     if overwrite and cfg.get("resume") not in (None, "", False):
         raise ConfigError("overwrite=true replaces the run in out=, resume= continues it; pass "
                           "one of them")
+    init = cfg.get("init")
+    if init:
+        if cfg.get("resume") not in (None, "", False):
+            raise ConfigError("init= starts a new run from a model's weights, resume= continues "
+                              "a run; pass one of them")
+        if cfg.get("stage", "diffusion") != "diffusion":
+            raise ConfigError(f"init= fine-tunes a diffusion model; stage={cfg.stage} starts "
+                              "from scratch (drop init=)")
+        if not Path(str(init)).expanduser().exists():
+            raise ConfigError(f"init={init}: no such file; pass a model.pt or .ckpt of "
+                              "`omnidiff train`")
 
 
 def _check_eps_conditioning(schedule: Any, prediction: str) -> None:

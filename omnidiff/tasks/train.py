@@ -28,6 +28,7 @@ it take plain arguments.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -72,6 +73,7 @@ from omnidiff.training.classifier_module import (
 from omnidiff.training.console import RunProgressBar, quiet_lightning
 from omnidiff.training.csv_log import ResumableCSVLogger
 from omnidiff.training.diffusion_module import DiffusionModule, plain_python
+from omnidiff.training.fine_tune import load_initial_weights
 from omnidiff.training.run_folder import (
     RUN_DIR_ENV,
     RunLock,
@@ -215,8 +217,11 @@ def build_module(cfg: Any) -> tuple[Any, Any]:
                                      optim=to_plain(cfg.optim), data_cfg=domain_data(cfg))
     spec = model_spec(cfg, dm)
     _no_guidance_without_condition(cfg, spec.cond)
-    return dm, DiffusionModule(spec, loss=to_plain(cfg.loss), optim=to_plain(cfg.optim),
-                               autoencoder=ae)
+    module = DiffusionModule(spec, loss=to_plain(cfg.loss), optim=to_plain(cfg.optim),
+                             autoencoder=ae)
+    if cfg.get("init"):
+        print(load_initial_weights(module.model, str(cfg.init)), flush=True)
+    return dm, module
 
 
 def _no_guidance_without_condition(cfg: Any, cond_spec: Any) -> None:
@@ -319,7 +324,22 @@ def _write_summary(cfg: Any, trainer: Any, run_dir: Path, seconds: float,
 
 def train(cfg: Any) -> Path:
     """Train from a composed config (see :func:`omnidiff.tasks.config.compose`); returns the run
-    dir.
+    dir. ``trainer.fast_dev_run`` (Lightning's check that every part of a run works, on a batch
+    or a few) runs in a temporary folder that is removed afterwards: it leaves no run behind
+    that would look finished."""
+    if not cfg.trainer.get("fast_dev_run"):
+        return _train(cfg)
+    with tempfile.TemporaryDirectory(prefix="omnidiff-fast-dev-run-") as tmp:
+        OmegaConf.update(cfg, "out", tmp, force_add=True)
+        OmegaConf.update(cfg, "resume", None, force_add=True)
+        run = _train(cfg)
+    print(f"omnidiff: trainer.fast_dev_run={cfg.trainer.fast_dev_run}: every part of the run "
+          "worked; nothing was kept (drop it to train)", flush=True)
+    return run
+
+
+def _train(cfg: Any) -> Path:
+    """:func:`train` itself.
 
     Everything that can fail on the user's input (config, data, network, the checkpoint to
     resume and its compatibility, Lightning's options) is checked before the run folder is
