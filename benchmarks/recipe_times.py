@@ -104,6 +104,12 @@ def main() -> None:
               f"{row['evaluations']:5d} {row['eval_minutes']:7.2f}m "
               f"{row['eval_share']:10.2f}", flush=True)
     (root / "recipe_times.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n| recipe | steps | threads | s / step | training | evaluation | eval / train |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| `{r['recipe']}` | {r['max_steps']} | {r['threads'] or 'all'} | "
+              f"{r['step_seconds']:.3f} | {r['train_minutes']:.1f} min | "
+              f"{r['eval_minutes'] * 60:.0f} s | {r['eval_share']:.2f} |")
     over = [r["recipe"] for r in rows if r["eval_share"] > 0.2 + 1e-9]
     print(f"wrote {root / 'recipe_times.json'}; evaluation above a fifth of training: "
           f"{', '.join(over) or 'none'}")
