@@ -88,7 +88,7 @@ def test_train_on_users_npy(tmp_path, capsys):
 def test_recipes_and_domains_listing(capsys):
     code, out, _ = _run(["recipes"], capsys)
     assert code == 0
-    lines = {ln.split()[0]: ln for ln in out.splitlines()}
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln[:1].strip()}
     assert "points2d" in lines and "points_digits" in lines
     assert "moons" in lines["points2d"].lower()  # the one-line description
     code, out, _ = _run(["domains"], capsys)

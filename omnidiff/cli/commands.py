@@ -11,7 +11,7 @@
     omnidiff export checkpoint=PATH out=FOLDER     a diffusers pipeline folder of the model
     omnidiff check NAME [data.KEY=V model.KEY=V]   the domain contract test, without pytest
     omnidiff domains                               installed domain plugins and their recipes
-    omnidiff recipes                               recipes with a one-line description
+    omnidiff recipes [NAME]                        recipes with their first sentence
     omnidiff info checkpoint=PATH [plot=FILE.png]  what a model is; its schedule drawn
 
 Mistakes (unknown recipe, domain, sampler or schedule, a bad override, a file that is not an
@@ -33,7 +33,8 @@ __all__ = ["main"]
 USAGE = """usage: omnidiff <command> [key=value ...]
 
 commands:
-  train recipe=NAME [key=value ...]   train a model (Hydra overrides; see `omnidiff recipes`)
+  train recipe=NAME [key=value ...]   train a model (Hydra overrides; see `omnidiff recipes`;
+                                      threads=N, init=MODEL.pt to fine-tune, verbose=true)
         e.g. omnidiff train recipe=points2d trainer.max_steps=500 out=runs/try
              omnidiff train recipe=points2d data.path=my_points.npy
              omnidiff train recipe=image_digits32_ae            (stage=autoencoder)
@@ -86,7 +87,7 @@ commands:
                                       seconds, loss, final metrics) and summary.png (loss
                                       curves + the main metric; sampler runs: metric vs NFE)
   calibrate checkpoint=PATH [sampler=dpmpp_2m steps=5 guidance=null n=null seed=1000003
-         out=null device=null rtol=1e-6 max_evals=null]
+         out=null device=null threads=null rtol=1e-6 max_evals=null]
                                       fit the time grid that makes a sampler most accurate
                                       for this model at steps NFE (steps=[5,10] for several)
                                       and store it in model.pt (or out=); `sample` and
@@ -94,7 +95,8 @@ commands:
                                       sampler=consistency on a distilled student: its
                                       times among its noise levels, by the main metric
   likelihood checkpoint=PATH data=FILE.npy|reference [n=512 divergence=auto solver=rk45
-         steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null]
+         steps=50 rtol=1e-5 atol=1e-5 dequantize=null seed=0 batch_size=null device=null
+         threads=null]
                                       exact log-likelihood (probability-flow ODE): nats
                                       and bits/dim (of the latents, for a latent model)
   export checkpoint=PATH out=FOLDER [overwrite=false]
@@ -113,7 +115,8 @@ commands:
                                       run the domain contract test on an installed domain
                                       (a plugin author's check; no pytest needed)
   domains                             list installed domains (name, package, version, status)
-  recipes                             list recipes with a one-line description
+  recipes [NAME]                      list recipes with their first sentence; with NAME, one
+                                      recipe whole: its description and settings
   demo [out=demo_out n=2000 steps=20 sampler=dpmpp_2m seed=0 schedule=linear]
                                       the core alone on an exact 2D mixture: noising +
                                       denoising figure (demo.png) and moment errors

@@ -61,7 +61,8 @@ class StepWatch:
 
 class ProgressSteps:
     """A progress bar over the steps of every batch (``batches x steps``), as a step
-    callback; ``then`` is the caller's own callback, called first."""
+    callback, shown on a terminal (not into a log file); ``then`` is the caller's own
+    callback, called first."""
 
     def __init__(self, batches: int, desc: str = "sampling",
                  then: Callable[[SamplingStep], Any] | None = None):
@@ -75,7 +76,7 @@ class ProgressSteps:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.batches * info.steps, desc=self.desc, unit="step",
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, disable=None)  # terminals only
         self.bar.update(1)
 
     def close(self) -> None:
