@@ -253,11 +253,18 @@ def _folder(tmp_path, labelled=True):
     return root
 
 
-def test_folder_data_labels_lengths_and_conversions(tmp_path):
+def test_folder_data_labels_lengths_and_conversions(tmp_path, capsys):
     root = _folder(tmp_path)
     dm = AudioData(name="folder", root=str(root), cond="label", batch_size=4, holdout=0.25)
     dm.setup()
     assert dm.classes == ["high", "low"] and dm.cond_spec == LabelCond(2)
+    said = capsys.readouterr().out  # once, what reading the folder changes, and how to keep it
+    assert said.count("\n") == 1 and "9 audio files" in said
+    for what in ("resampled from 8000 Hz / 16000 Hz to 8000 Hz (data.sample_rate)",
+                 "mixed down from 2 channels to mono", "2 padded with silence to 0.25 s"):
+        assert what in said, said
+    dm.setup()
+    assert capsys.readouterr().out == ""  # said once
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (4, 1, 2000) and batch["cond"].dtype == torch.long
     assert torch.isfinite(batch["x"]).all()

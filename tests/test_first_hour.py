@@ -298,3 +298,28 @@ def test_recipes_lists_whole_sentences_and_shows_one_recipe(capsys):
     assert "settings (change any with key=value" in shown
     assert "data:\n  name: digits" in shown and "max_steps: 1500" in shown
     assert main(["recipes", "nope"]) == 2
+
+
+def test_quiet_lightning_silences_its_chatter_unless_verbose():
+    import logging
+    import warnings
+
+    from omnidiff.training.console import quiet_lightning
+
+    log = logging.getLogger("lightning.pytorch")
+    level, filters = log.level, list(warnings.filters)
+    try:
+        log.setLevel(logging.INFO)
+        quiet_lightning(verbose=True)
+        assert log.getEffectiveLevel() == logging.INFO
+        quiet_lightning()
+        assert log.getEffectiveLevel() == logging.WARNING
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            quiet_lightning()
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...")
+            warnings.warn("a warning about the user's own run")
+        assert [str(w.message) for w in caught] == ["a warning about the user's own run"]
+    finally:
+        log.setLevel(level)
+        warnings.filters[:] = filters
