@@ -5,8 +5,9 @@ from ``t_{k-1}`` to ``t_k``. The samplers do not report their steps themselves: 
 them evaluates the denoiser at (or below) ``t_k`` once step ``k`` is done (the next step's
 start, Heun's correction, or the final jump to clean data), so :class:`StepWatch` sees the
 denoiser's evaluations and reports a step the first time the time reaches its end. That holds
-for every sampler of the core and for imputation, editing and RePaint around them (RePaint's
-jumps back up are not reported again); ``rk45`` chooses its own steps and reports one.
+for every sampler of the core (``rk45`` too: it integrates adaptively between the grid's
+times) and for imputation, editing and RePaint around them (RePaint's jumps back up are not
+reported again).
 """
 
 from __future__ import annotations
