@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any, Callable, Sequence
 
 import torch
@@ -75,10 +76,11 @@ def _watcher(progress: bool | str | None, batches: int,
              callback: Callable[[SamplingStep], Any] | None) -> Any:
     """The step callback of a run: ``callback``, under a progress bar over every batch's
     steps when ``progress`` asks for one (True, or the bar's description; None: when there
-    are more than 4 batches)."""
+    are more than 4 batches) and a terminal shows it (into a log file, no bar: and nobody
+    then watches the steps, so the denoiser computes no clean estimate for them)."""
     if progress is None:
         progress = batches > 4
-    if not progress:
+    if not progress or not sys.stderr.isatty():
         return callback
     return ProgressSteps(batches, progress if isinstance(progress, str) else "sampling",
                          then=callback)
@@ -171,8 +173,8 @@ def generate_samples(model: DiffusionModel, n: int | None = None, *,
 
     ``callback(step)`` is called after every step of every batch with a
     :class:`~omnidiff.samplers.watch.SamplingStep` (step, steps, time, the current clean
-    estimate, batch index); ``progress`` shows a bar over all of them (True, or the bar's
-    description; None: when there are more than 4 batches).
+    estimate, batch index); ``progress`` shows a bar over all of them on a terminal (True, or
+    the bar's description; None: when there are more than 4 batches).
     """
     spec = as_cond_spec(cond_spec)
     check_request(sampler, spec, n=n, steps=steps, guidance=guidance, seed=seed,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["SamplingStep", "StepWatch", "ProgressSteps"]
 
@@ -39,31 +40,29 @@ class StepWatch:
     decreasing, ending in 0), from the denoiser's evaluations (:meth:`seen`) and the final
     samples (:meth:`finish`)."""
 
-    def __init__(self, ts: list[float], callback: Callable[[SamplingStep], Any],
-                 batch: int = 0):
-        self.ts, self.callback, self.batch = ts, callback, batch
+    def __init__(self, ts: list[float], callback: Callable[[SamplingStep], Any]):
+        self.ts, self.callback = ts, callback
         self.steps = len(ts) - 1
         self.done = 0
+
+    def _report(self, x0: torch.Tensor) -> None:
+        self.done += 1
+        self.callback(SamplingStep(self.done, self.steps, self.ts[self.done], x0))
 
     def seen(self, t: float, x0: torch.Tensor) -> None:
         """An evaluation at time ``t`` with clean estimate ``x0``: the steps it ends."""
         while self.done < self.steps - 1 and t <= self.ts[self.done + 1] + 1e-12:
-            self.done += 1
-            self.callback(SamplingStep(self.done, self.steps, self.ts[self.done], x0,
-                                       self.batch))
+            self._report(x0)
 
     def finish(self, x0: torch.Tensor) -> None:
         """The samples: the last step (and any a sampler passed over without evaluating)."""
         while self.done < self.steps:
-            self.done += 1
-            self.callback(SamplingStep(self.done, self.steps, self.ts[self.done], x0,
-                                       self.batch))
+            self._report(x0)
 
 
 class ProgressSteps:
     """A progress bar over the steps of every batch (``batches x steps``), as a step
-    callback, shown on a terminal (not into a log file); ``then`` is the caller's own
-    callback, called first."""
+    callback; ``then`` is the caller's own callback, called first."""
 
     def __init__(self, batches: int, desc: str = "sampling",
                  then: Callable[[SamplingStep], Any] | None = None):
@@ -74,10 +73,8 @@ class ProgressSteps:
         if self.then is not None:
             self.then(info)
         if self.bar is None:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(total=self.batches * info.steps, desc=self.desc, unit="step",
-                            leave=False, dynamic_ncols=True, disable=None)  # terminals only
+                            leave=False, dynamic_ncols=True)
         self.bar.update(1)
 
     def close(self) -> None:

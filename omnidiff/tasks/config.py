@@ -143,7 +143,7 @@ def recipe_header(text: str) -> list[str]:
             continue
         if not s.startswith("#"):
             break
-        body = s[1:].strip() if s.startswith("# ") else s.lstrip("#").rstrip()
+        body = s.lstrip("#").strip()
         if not body.startswith("@package"):
             lines.append(body)
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -252,7 +253,7 @@ class SampleCallback(Evaluation):
             module.model, self.n, event_shape=module.spec.event_shape, cond_spec=spec,
             cond=self._conditions(trainer, spec), sampler=self.sampler, steps=self.steps,
             guidance=self.guidance, seed=self.seed, batch_size=self.batch_size,
-            progress="evaluating" if trainer.is_global_zero else False,
+            progress="evaluating",
             compose=self._composed(trainer, spec),
             shape_for=getattr(dm, "event_shape_for", None),
             decode=getattr(domain, "decode", None), **sampler_options(domain, self.options))
@@ -401,10 +402,7 @@ class StepTimer(Callback):
 
     @property
     def step_seconds(self) -> float | None:
-        if not self._intervals:
-            return None
-        ordered = sorted(self._intervals)
-        return ordered[len(ordered) // 2]
+        return statistics.median(self._intervals) if self._intervals else None
 
 
 class RankDigest(Callback):

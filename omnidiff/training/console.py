@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+from tqdm.auto import tqdm
 
 __all__ = ["quiet_lightning", "RunProgressBar"]
 
@@ -68,8 +69,6 @@ class RunProgressBar(ProgressBar):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if not (self._enabled and trainer.is_global_zero):
             return
-        from tqdm.auto import tqdm
-
         tty = sys.stdout.isatty()
         self._bar = tqdm(total=self._total(trainer), initial=trainer.global_step, desc="train",
                          unit="step", file=sys.stdout, dynamic_ncols=True,
